@@ -1,0 +1,82 @@
+//! The crate's error type.
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `jobqueue`.
+///
+/// Messages never include a Redis password: connection details are shown
+/// through [`redis::ConnectionInfo`]'s address only.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Redis answered with an error, or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+
+    /// A queue or job name that would break the key layout.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A payload or result could not be turned into JSON, or back.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+
+    /// A payload larger than the queue's `max_payload_bytes`.
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// Size of the serialized payload.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// Data read from Redis that does not have the shape the design promises:
+    /// a missing field, a number that is not one, a reply of the wrong type.
+    #[error("malformed data in {key}: {reason}")]
+    Malformed {
+        /// The key (or job id) the data came from.
+        key: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// An option outside its allowed range.
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        option: &'static str,
+        /// Why the value was refused.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn malformed(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Malformed {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the error came from the connection (refused, dropped, timed
+    /// out) rather than from Redis rejecting a command: worth retrying once the
+    /// connection is back.
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            Self::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || e.is_unrecoverable_error()
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The one place that builds Redis key names.
+//!
+//! Every key a script touches is built here and handed to the script through
+//! `KEYS`; the layout is documented in `docs/data-model.md`.
+
+use crate::error::{Error, Result};
+
+/// How a queue's keys are spelled.
+///
+/// The reference layout (`queue:jobs:pending`) is what the Redis job-queue guide
+/// and its nine ports use, so it is the default. The hash-tagged layout
+/// (`queue:{jobs}:pending`) puts every key of a queue in one Redis Cluster
+/// slot; reference clients cannot see queues spelled that way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyLayout {
+    /// `queue:{name}:…` with the bare name, as the reference design spells it.
+    #[default]
+    Reference,
+    /// `queue:{{name}}:…`: the name wrapped in braces as a cluster hash tag.
+    HashTagged,
+}
+
+/// The key names of one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    name: String,
+    base: String,
+}
+
+impl Keys {
+    /// Builds the key names of queue `name`, after checking the name.
+    pub fn new(name: &str, layout: KeyLayout) -> Result<Self> {
+        validate_name(name)?;
+        let base = match layout {
+            KeyLayout::Reference => format!("queue:{name}"),
+            KeyLayout::HashTagged => format!("queue:{{{name}}}"),
+        };
+        Ok(Self {
+            name: name.to_owned(),
+            base,
+        })
+    }
+
+    /// The queue's name, as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `queue:{name}:pending`: ids waiting, pushed left, claimed from the right.
+    pub fn pending(&self) -> String {
+        self.key("pending")
+    }
+
+    /// `queue:{name}:processing`: ids claimed and not yet settled.
+    pub fn processing(&self) -> String {
+        self.key("processing")
+    }
+
+    /// `queue:{name}:completed`: recent successes, newest first.
+    pub fn completed(&self) -> String {
+        self.key("completed")
+    }
+
+    /// `queue:{name}:failed`: dead letters, newest first.
+    pub fn failed(&self) -> String {
+        self.key("failed")
+    }
+
+    /// `queue:{name}:leases`: sorted set of claimed ids scored by lease deadline (ms).
+    pub fn leases(&self) -> String {
+        self.key("leases")
+    }
+
+    /// `queue:{name}:stats`: fleet-wide counters.
+    pub fn stats(&self) -> String {
+        self.key("stats")
+    }
+
+    /// `queue:{name}:events`: the pub/sub channel (not a key).
+    pub fn events(&self) -> String {
+        self.key("events")
+    }
+
+    /// `queue:{name}:job:`: the prefix of every job hash.
+    pub fn job_prefix(&self) -> String {
+        self.key("job:")
+    }
+
+    /// `queue:{name}:job:{id}`: one job's hash.
+    pub fn job(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.base)
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.base)
+    }
+}
+
+/// Longest queue name accepted: long names only waste memory in every key.
+const MAX_NAME_LEN: usize = 128;
+
+/// Checks a queue name: non-empty, at most 128 bytes, and free of characters
+/// that would break the key layout (`:`, braces), glob patterns used by
+/// `SCAN` (`*`, `?`, `[`, `]`, `\`), whitespace and control characters.
+pub(crate) fn validate_name(name: &str) -> Result<()> {
+    let invalid = |reason: &str| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return invalid("it is longer than 128 bytes");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || ":{}*?[]\\".contains(*c))
+    {
+        return invalid(&format!("it contains {c:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_layout_matches_the_guide() {
+        let keys = Keys::new("jobs", KeyLayout::Reference).unwrap();
+        assert_eq!(keys.pending(), "queue:jobs:pending");
+        assert_eq!(keys.processing(), "queue:jobs:processing");
+        assert_eq!(keys.completed(), "queue:jobs:completed");
+        assert_eq!(keys.failed(), "queue:jobs:failed");
+        assert_eq!(keys.events(), "queue:jobs:events");
+        assert_eq!(keys.stats(), "queue:jobs:stats");
+        assert_eq!(keys.job("9a4f"), "queue:jobs:job:9a4f");
+        assert_eq!(keys.job_prefix(), "queue:jobs:job:");
+    }
+
+    #[test]
+    fn hash_tagged_layout_keeps_a_queue_in_one_slot() {
+        let keys = Keys::new("email", KeyLayout::HashTagged).unwrap();
+        assert_eq!(keys.pending(), "queue:{email}:pending");
+        assert_eq!(keys.job("ab"), "queue:{email}:job:ab");
+        assert_eq!(keys.job_prefix(), "queue:{email}:job:");
+    }
+
+    #[test]
+    fn names_that_break_the_keyspace_are_refused() {
+        for bad in ["", "a b", "a:b", "{a}", "a*", "a?", "a[1]", "a\nb", "a\\b"] {
+            let err = Keys::new(bad, KeyLayout::Reference).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidName { .. }),
+                "{bad:?} gave {err}"
+            );
+        }
+        assert!(Keys::new(&"x".repeat(129), KeyLayout::Reference).is_err());
+        assert!(Keys::new("email.high-priority_2", KeyLayout::Reference).is_ok());
+    }
+}

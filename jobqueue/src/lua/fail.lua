@@ -1,0 +1,55 @@
+-- fail.lua: settles a claimed job that failed: back to pending while it has
+-- attempts left, else to the dead letters. The decision is made here from the
+-- stored attempts and max_attempts (fixes reference 8.13), fenced by the
+-- claim token and idempotent (8.3, 8.4).
+--
+-- KEYS[1]  job hash
+-- KEYS[2]  processing list
+-- KEYS[3]  pending list
+-- KEYS[4]  failed list
+-- KEYS[5]  leases sorted set
+-- KEYS[6]  stats hash
+-- ARGV[1]  job id
+-- ARGV[2]  claim token
+-- ARGV[3]  error text, stored as last_error
+-- ARGV[4]  "retry" to retry while attempts remain, "permanent" to fail now
+-- ARGV[5]  default max attempts, for jobs without a max_attempts field
+-- ARGV[6]  failed history cap
+-- ARGV[7]  events channel
+-- ARGV[8]  job hash prefix (to delete the hashes of ids trimmed off the
+--          history: the documented exception)
+-- Returns: 1 back in pending for a retry; 2 failed for good; 0 the token does
+--          not hold the job; -1 already settled with this token
+
+Q.prefix, Q.channel = ARGV[8], ARGV[7]
+Q.pending, Q.failed, Q.leases, Q.stats = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+Q.failed_cap = tonumber(ARGV[6])
+local key, id, token = KEYS[1], ARGV[1], ARGV[2]
+if token == '' then
+  return 0
+end
+local f = redis.call('HMGET', key, 'status', 'claim_token', 'settled_token', 'attempts', 'max_attempts')
+if f[2] ~= token then
+  if f[3] == token then
+    return -1
+  end
+  return 0
+end
+if f[1] ~= 'processing' or redis.call('LREM', KEYS[2], 1, id) == 0 then
+  return 0
+end
+local now = now_ms()
+redis.call('HSET', key, 'settled_token', token)
+local attempts = tonumber(f[4]) or 0
+local max = tonumber(f[5] or ARGV[5]) or tonumber(ARGV[5])
+if ARGV[4] == 'retry' and attempts < max then
+  redis.call('HSET', key, 'status', 'pending', 'last_error', ARGV[3], 'last_error_at_ms', ms(now),
+    'claim_token', '', 'claimed_at_ms', '0')
+  redis.call('ZREM', Q.leases, id)
+  redis.call('LPUSH', Q.pending, id)
+  redis.call('HINCRBY', Q.stats, 'retried_total', 1)
+  publish(id, 'retry')
+  return 1
+end
+bury(id, ARGV[3], now)
+return 2

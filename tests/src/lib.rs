@@ -1,0 +1,340 @@
+//! Test support: private `redis-server` processes.
+//!
+//! Every test starts its own server on a free loopback port, with its data
+//! in a temporary directory, and the server is killed when the handle drops.
+//! Tests therefore run in parallel, may restart, pause or kill their server,
+//! and never touch a Redis they did not start. A missing `redis-server`
+//! fails the test with a message that says what to install.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How to start a server: extra `redis-server` arguments and an optional
+/// command to wrap it in (for example `faketime`).
+#[derive(Debug, Default, Clone)]
+pub struct ServerBuilder {
+    args: Vec<String>,
+    wrapper: Vec<String>,
+}
+
+impl ServerBuilder {
+    /// Adds `redis-server` arguments, such as `["--appendonly", "yes"]`.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Runs `redis-server` through `wrapper` (program and its arguments).
+    pub fn wrapper<I, S>(mut self, wrapper: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.wrapper = wrapper.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Starts the server and waits until it answers PING.
+    pub fn start(self) -> RedisServer {
+        let dir = tempfile::tempdir().expect("temporary directory for redis-server");
+        let mut last_error = String::new();
+        let mut dir = dir;
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = RedisServer {
+                port,
+                dir,
+                child: None,
+                builder: self.clone(),
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => {
+                    last_error = e;
+                    dir = server.into_dir();
+                }
+            }
+        }
+        panic!("redis-server did not start: {last_error}");
+    }
+}
+
+/// A private `redis-server`, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+    builder: ServerBuilder,
+}
+
+impl RedisServer {
+    /// Starts a server with no persistence.
+    pub fn start() -> Self {
+        Self::builder().start()
+    }
+
+    /// A builder for servers with extra arguments.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// `redis://127.0.0.1:{port}/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// An async connection for raw commands in assertions.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the private redis-server")
+    }
+
+    /// Stops the server, saving its data to disk, and starts it again on the
+    /// same port and directory: clients see their connections drop and the
+    /// data come back.
+    pub fn restart(&mut self) {
+        self.command(&["SHUTDOWN", "SAVE"]);
+        self.wait_for_exit();
+        self.spawn().expect("redis-server restarts");
+    }
+
+    /// Kills the server at once (SIGKILL), without saving.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends one command over a fresh connection and returns the raw reply
+    /// line (for commands that do not need a client library).
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut stream = match TcpStream::connect(("127.0.0.1", self.port)) {
+            Ok(s) => s,
+            Err(e) => return format!("-connect: {e}"),
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("read timeout");
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        if stream.write_all(req.as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut line = String::new();
+        let _ = BufReader::new(stream).read_line(&mut line);
+        line.trim_end().to_owned()
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let mut argv: Vec<String> = self.builder.wrapper.clone();
+        argv.push(redis_server_path());
+        argv.extend(
+            [
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+                self.dir.path().to_str().expect("utf-8 temp dir"),
+                "--logfile",
+                "redis.log",
+            ]
+            .map(String::from),
+        );
+        argv.extend(self.builder.args.iter().cloned());
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
+        self.child = Some(child);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if self.command(&["PING"]) == "+PONG" {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let mut stderr = String::new();
+                if let Some(mut e) = self.child.take().and_then(|mut c| c.stderr.take()) {
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                return Err(format!("redis-server exited with {status}: {stderr} {log}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        Err("redis-server did not answer PING within 10 s".into())
+    }
+
+    fn wait_for_exit(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn into_dir(mut self) -> TempDir {
+        self.kill();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `redis-server` binary: `REDIS_SERVER` if set, else the one on PATH.
+fn redis_server_path() -> String {
+    if let Ok(path) = std::env::var("REDIS_SERVER") {
+        return path;
+    }
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|p| p.join("redis-server").is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "redis-server is not on PATH: the tests need a real Redis. Install it \
+         (`apt-get install redis-server`, or run scripts/test, which does) or set REDIS_SERVER"
+    );
+    "redis-server".into()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Polls `check` every 10 ms until it returns true or `timeout` passes;
+/// returns whether it became true.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return true;
+        }
+        if started.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A queue named `name` on `server`, with `options` (their name is replaced).
+pub async fn queue(server: &RedisServer, options: jobqueue::QueueOptions) -> jobqueue::Queue {
+    let conn = jobqueue::Connection::open(server.url().as_str())
+        .await
+        .expect("connect to the private redis-server");
+    jobqueue::Queue::new(&conn, options).expect("valid queue options")
+}
+
+/// Writes a job exactly as the reference enqueue does: a hash with the
+/// reference's six fields, then `LPUSH` of the id onto pending.
+pub async fn reference_enqueue(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    id: &str,
+    payload: &str,
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis()
+        .to_string();
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(format!("queue:{queue}:job:{id}"))
+        .arg(&[
+            ("id", id),
+            ("payload", payload),
+            ("status", "pending"),
+            ("attempts", "0"),
+            ("enqueued_at_ms", now.as_str()),
+            ("claim_token", ""),
+        ])
+        .cmd("LPUSH")
+        .arg(format!("queue:{queue}:pending"))
+        .arg(id)
+        .query_async(conn)
+        .await
+        .expect("reference enqueue");
+}
+
+/// The fields of a job hash.
+pub async fn hash(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> std::collections::HashMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("HGETALL")
+}
+
+/// A whole list, head first.
+pub async fn list(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .expect("LRANGE")
+}
