@@ -1,0 +1,622 @@
+//! The reference design's bugs (seed-reference section 8), each driven
+//! through its bad interleaving explicitly, showing ours is safe.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jobqueue::{Ack, ClaimedJob, Connection, JobStatus, NewJob, Queue, QueueOptions};
+use jobqueue_tests::{RedisServer, hash, list, queue, reference_enqueue};
+use serde_json::json;
+
+fn opts(visibility_ms: u64) -> QueueOptions {
+    QueueOptions::default().visibility(Duration::from_millis(visibility_ms))
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn hset(c: &mut redis::aio::MultiplexedConnection, key: &str, fields: &[(&str, &str)]) {
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg(fields)
+        .query_async(c)
+        .await
+        .unwrap();
+}
+
+/// 8.1: a job that kills its worker on every attempt (its lease always runs
+/// out) must end in `failed` once its attempts are used up.
+#[tokio::test]
+async fn poison_job_whose_lease_always_expires_ends_in_failed() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts(100).max_attempts(3)).await;
+    let id = q.enqueue(&json!({"poison": true})).await.unwrap();
+    for attempt in 1..=3 {
+        let job = q
+            .claim(Duration::ZERO)
+            .await
+            .unwrap()
+            .expect("claimable while attempts remain");
+        assert_eq!(job.attempts(), attempt);
+        tokio::time::sleep(Duration::from_millis(150)).await; // the worker "died"
+        let report = q.reclaim_stuck().await.unwrap();
+        if attempt < 3 {
+            assert_eq!(report.reclaimed, vec![id.clone()]);
+        } else {
+            assert_eq!(report.failed, vec![id.clone()], "{report:?}");
+        }
+    }
+    let record = q.get_job(&id).await.unwrap().unwrap();
+    assert_eq!(record.status(), Some(JobStatus::Failed));
+    let reason = record.last_error().unwrap();
+    assert!(
+        reason.contains("lease expired") && reason.contains("attempt 3 of 3"),
+        "{reason}"
+    );
+    assert!(
+        q.claim(Duration::ZERO).await.unwrap().is_none(),
+        "it never loops"
+    );
+    assert_eq!(q.list_failed(0..10).await.unwrap(), vec![id]);
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.reclaimed_total, stats.failed_total), (2, 1));
+}
+
+/// 8.1 with a reference sweeper in the fleet: it requeues without counting
+/// attempts, so our claim is where the poison loop stops.
+#[tokio::test]
+async fn a_job_requeued_with_no_attempts_left_is_failed_at_claim() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts(1000).max_attempts(3)).await;
+    let mut c = server.conn().await;
+    reference_enqueue(&mut c, "jobs", "00000000000000a1", "{}").await;
+    hset(
+        &mut c,
+        "queue:jobs:job:00000000000000a1",
+        &[("attempts", "3")],
+    )
+    .await;
+    assert!(q.claim(Duration::ZERO).await.unwrap().is_none());
+    let record = q.get_job("00000000000000a1").await.unwrap().unwrap();
+    assert_eq!(record.status(), Some(JobStatus::Failed));
+    assert!(record.last_error().unwrap().contains("no attempts left"));
+    assert_eq!(
+        list(&mut c, "queue:jobs:failed").await,
+        vec!["00000000000000a1"]
+    );
+    assert!(list(&mut c, "queue:jobs:processing").await.is_empty());
+}
+
+/// 8.2: a retried job (claimed_at_ms=0, enqueued long ago) is taken with its
+/// stamp in one step, so a sweep right after the claim leaves it alone.
+#[tokio::test]
+async fn a_sweep_never_takes_back_a_fresh_claim() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts(100)).await;
+    let mut c = server.conn().await;
+    let id = q.enqueue(&json!({})).await.unwrap();
+    let old = (wall_ms() - 3_600_000).to_string();
+    hset(
+        &mut c,
+        &format!("queue:jobs:job:{id}"),
+        &[("enqueued_at_ms", &old), ("claimed_at_ms", "0")],
+    )
+    .await;
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    let report = q.reclaim_stuck().await.unwrap();
+    assert!(report.reclaimed.is_empty(), "{report:?}");
+    assert_eq!(
+        q.complete(&job, &json!("ok")).await.unwrap(),
+        Ack::Completed
+    );
+    assert!(list(&mut c, "queue:jobs:pending").await.is_empty());
+}
+
+/// 8.2 for reference workers: they move the id first and stamp it after. A
+/// sweep inside that window must not requeue the job (the reference's sweep
+/// would, at once, because enqueued_at_ms is old).
+#[tokio::test]
+async fn a_sweep_waits_a_visibility_timeout_before_taking_an_unstamped_claim() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts(300)).await;
+    let mut c = server.conn().await;
+    reference_enqueue(&mut c, "jobs", "00000000000000b1", "{}").await;
+    let old = (wall_ms() - 3_600_000).to_string();
+    hset(
+        &mut c,
+        "queue:jobs:job:00000000000000b1",
+        &[("enqueued_at_ms", &old)],
+    )
+    .await;
+    // The reference worker's BLMOVE; its stamp has not landed yet.
+    let _: String = redis::cmd("LMOVE")
+        .arg("queue:jobs:pending")
+        .arg("queue:jobs:processing")
+        .arg("RIGHT")
+        .arg("LEFT")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let report = q.reclaim_stuck().await.unwrap();
+    assert!(
+        report.reclaimed.is_empty(),
+        "the window is not a timeout: {report:?}"
+    );
+    // Its stamp lands; it is now a live claim.
+    let now = wall_ms().to_string();
+    hset(
+        &mut c,
+        "queue:jobs:job:00000000000000b1",
+        &[
+            ("status", "processing"),
+            ("claimed_at_ms", &now),
+            ("claim_token", "1234567890abcdef"),
+        ],
+    )
+    .await;
+    assert!(q.reclaim_stuck().await.unwrap().reclaimed.is_empty());
+    assert_eq!(
+        list(&mut c, "queue:jobs:processing").await,
+        vec!["00000000000000b1"]
+    );
+
+    // A worker that died inside the window is recovered after the timeout.
+    reference_enqueue(&mut c, "jobs", "00000000000000b2", "{}").await;
+    let _: String = redis::cmd("LMOVE")
+        .arg("queue:jobs:pending")
+        .arg("queue:jobs:processing")
+        .arg("RIGHT")
+        .arg("LEFT")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(q.reclaim_stuck().await.unwrap().reclaimed.is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = q.reclaim_stuck().await.unwrap();
+    // b1's stamp is older than the timeout now too: both come back.
+    let mut reclaimed = report.reclaimed.clone();
+    reclaimed.sort();
+    assert_eq!(
+        reclaimed,
+        vec!["00000000000000b1", "00000000000000b2"],
+        "{report:?}"
+    );
+}
+
+/// 8.2 (b): the reference's worst case ends with a job both in pending and
+/// completed. Drive it: a sweep moved the job back to pending, then the
+/// worker's stamp landed on it, then the worker completes.
+#[tokio::test]
+async fn no_job_ends_both_in_pending_and_completed() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts(5000)).await;
+    let mut c = server.conn().await;
+    let id = q.enqueue(&json!({})).await.unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    // The job is back in pending while its hash still names this claim.
+    let _: () = redis::pipe()
+        .cmd("LREM")
+        .arg("queue:jobs:processing")
+        .arg(1)
+        .arg(&id)
+        .cmd("LPUSH")
+        .arg("queue:jobs:pending")
+        .arg(&id)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.complete(&job, &json!("done")).await.unwrap(),
+        Ack::LeaseLost
+    );
+    assert_eq!(q.fail(&job, "x").await.unwrap(), Ack::LeaseLost);
+    assert_eq!(list(&mut c, "queue:jobs:pending").await, vec![id]);
+    assert!(list(&mut c, "queue:jobs:completed").await.is_empty());
+    assert!(list(&mut c, "queue:jobs:pending").await.len() == 1);
+}
+
+/// 8.3: settling twice, or failing after completing, changes nothing.
+#[tokio::test]
+async fn every_settle_is_idempotent_and_fenced_by_the_token() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts(5000)).await;
+    let mut c = server.conn().await;
+    let id = q.enqueue(&json!({})).await.unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(q.complete(&job, &json!(1)).await.unwrap(), Ack::Completed);
+    assert_eq!(q.complete(&job, &json!(2)).await.unwrap(), Ack::Duplicate);
+    assert_eq!(q.fail(&job, "late").await.unwrap(), Ack::Duplicate);
+    assert_eq!(
+        q.fail_permanently(&job, "late").await.unwrap(),
+        Ack::Duplicate
+    );
+    assert_eq!(q.release(&job).await.unwrap(), Ack::Duplicate);
+    assert_eq!(q.extend(&job).await.unwrap(), Ack::LeaseLost);
+    assert_eq!(list(&mut c, "queue:jobs:completed").await, vec![id.clone()]);
+    assert!(list(&mut c, "queue:jobs:pending").await.is_empty());
+    let h = hash(&mut c, &format!("queue:jobs:job:{id}")).await;
+    assert_eq!(
+        (h["status"].as_str(), h["result"].as_str()),
+        ("completed", "1")
+    );
+    assert_eq!(q.stats().await.unwrap().completed_total, 1);
+
+    // A token from another claim never matches.
+    let other = q.enqueue(&json!({})).await.unwrap();
+    let held = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    let forged = ClaimedJob::from_claim(&other, "0123456789abcdef");
+    assert_eq!(
+        q.complete(&forged, &json!(1)).await.unwrap(),
+        Ack::LeaseLost
+    );
+    assert_eq!(q.complete(&held, &json!(1)).await.unwrap(), Ack::Completed);
+}
+
+/// 8.4: pending and failed jobs store an empty token; an empty token must
+/// never complete or fail them.
+#[tokio::test]
+async fn an_empty_token_never_matches() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts(5000).max_attempts(1)).await;
+    let mut c = server.conn().await;
+    let pending = q.enqueue(&json!({})).await.unwrap();
+    let unclaimed = ClaimedJob::from_claim(&pending, "");
+    assert_eq!(
+        q.complete(&unclaimed, &json!(1)).await.unwrap(),
+        Ack::LeaseLost
+    );
+    assert_eq!(q.fail(&unclaimed, "x").await.unwrap(), Ack::LeaseLost);
+    assert_eq!(q.release(&unclaimed).await.unwrap(), Ack::LeaseLost);
+    assert_eq!(q.extend(&unclaimed).await.unwrap(), Ack::LeaseLost);
+    assert_eq!(
+        list(&mut c, "queue:jobs:pending").await,
+        vec![pending.clone()]
+    );
+
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(q.fail(&job, "x").await.unwrap(), Ack::Failed);
+    let dead = ClaimedJob::from_claim(&pending, "");
+    assert_eq!(q.complete(&dead, &json!(1)).await.unwrap(), Ack::LeaseLost);
+    let record = q.get_job(&pending).await.unwrap().unwrap();
+    assert_eq!(record.status(), Some(JobStatus::Failed));
+
+    // Only a job in processing can be settled: a job in pending whose hash
+    // somehow still holds a token is refused.
+    let id = q.enqueue(&json!({})).await.unwrap();
+    hset(
+        &mut c,
+        &format!("queue:jobs:job:{id}"),
+        &[("claim_token", "00000000000000cc")],
+    )
+    .await;
+    let stray = ClaimedJob::from_claim(&id, "00000000000000cc");
+    assert_eq!(q.complete(&stray, &json!(1)).await.unwrap(), Ack::LeaseLost);
+}
+
+/// Reads `MONITOR` lines from a raw connection until `stop` is seen.
+fn monitor(
+    port: u16,
+) -> (
+    std::thread::JoinHandle<Vec<String>>,
+    std::sync::mpsc::Receiver<()>,
+) {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(b"MONITOR\r\n").unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap(); // +OK
+        ready_tx.send(()).unwrap();
+        let mut lines = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if line.contains("\"monitor-stop\"") {
+                break;
+            }
+            lines.push(line.trim_end().to_owned());
+        }
+        lines
+    });
+    (handle, ready_rx)
+}
+
+/// 8.5 and 8.9: the event is published, and the job written, inside the same
+/// script as the state change: MONITOR shows every PUBLISH, HSET and LPUSH
+/// coming from Lua, none from the client.
+#[tokio::test]
+async fn events_and_writes_happen_inside_the_scripts() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts(5000).max_attempts(2)).await;
+    let (handle, ready) = monitor(server.port());
+    ready.recv().unwrap();
+    q.enqueue(&json!({})).await.unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    let _ = q.fail(&job, "x").await.unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    let _ = q.complete(&job, &json!(1)).await.unwrap();
+    server.command(&["ECHO", "monitor-stop"]);
+    let lines = handle.join().unwrap();
+    let writes: Vec<&String> = lines
+        .iter()
+        .filter(|l| {
+            ["\"PUBLISH\"", "\"HSET\"", "\"LPUSH\"", "\"LREM\""]
+                .iter()
+                .any(|c| l.contains(c))
+        })
+        .collect();
+    assert!(
+        writes.iter().filter(|l| l.contains("\"PUBLISH\"")).count() == 2,
+        "{lines:#?}"
+    );
+    for line in &writes {
+        assert!(line.contains("lua]"), "not from a script: {line}");
+    }
+}
+
+/// 8.6: counters live in Redis and are updated by the scripts, so two
+/// processes report the same fleet-wide totals.
+#[tokio::test]
+async fn two_processes_report_the_same_fleet_wide_totals() {
+    let server = RedisServer::start();
+    let a = queue(&server, opts(100).max_attempts(2)).await;
+    let b = queue(&server, opts(100).max_attempts(2)).await;
+    a.enqueue_many(&[json!(1), json!(2), json!(3), json!(4)])
+        .await
+        .unwrap();
+    let j = b.claim(Duration::ZERO).await.unwrap().unwrap();
+    let _ = b.complete(&j, &json!(1)).await.unwrap();
+    let j = a.claim(Duration::ZERO).await.unwrap().unwrap();
+    let _ = a.fail(&j, "x").await.unwrap(); // retried
+    let j = b.claim(Duration::ZERO).await.unwrap().unwrap();
+    let _ = b.fail_permanently(&j, "x").await.unwrap();
+    let _stuck = a.claim(Duration::ZERO).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(b.reclaim_stuck().await.unwrap().reclaimed.len(), 1);
+    let (sa, sb) = (a.stats().await.unwrap(), b.stats().await.unwrap());
+    assert_eq!(sa, sb);
+    assert_eq!(
+        (
+            sa.enqueued_total,
+            sa.completed_total,
+            sa.failed_total,
+            sa.reclaimed_total,
+            sa.retried_total
+        ),
+        (4, 1, 1, 1, 1)
+    );
+}
+
+/// 8.8: every timestamp comes from the Redis server's clock. Stored times
+/// fall between two reads of Redis `TIME`, and no command this client sends
+/// carries a timestamp of its own clock (MONITOR shows every argument).
+#[tokio::test]
+async fn timestamps_come_from_the_redis_clock() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts(100).max_attempts(2)).await;
+    let mut c = server.conn().await;
+    let redis_ms = |t: (u64, u64)| t.0 * 1000 + t.1 / 1000;
+    let (handle, ready) = monitor(server.port());
+    ready.recv().unwrap();
+    let before = redis_ms(redis::cmd("TIME").query_async(&mut c).await.unwrap());
+    let id = q.enqueue(&json!({})).await.unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    let _ = q.fail(&job, "x").await.unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    let _ = q.extend(&job).await.unwrap();
+    let _ = q.complete(&job, &json!(1)).await.unwrap();
+    let _ = q.reclaim_stuck().await.unwrap();
+    let after = redis_ms(redis::cmd("TIME").query_async(&mut c).await.unwrap());
+    server.command(&["ECHO", "monitor-stop"]);
+    let lines = handle.join().unwrap();
+
+    let record = q.get_job(&id).await.unwrap().unwrap();
+    for field in [
+        "enqueued_at_ms",
+        "claimed_at_ms",
+        "last_error_at_ms",
+        "completed_at_ms",
+    ] {
+        let t = record.timestamp_ms(field).unwrap().unwrap();
+        assert!(
+            (before..=after).contains(&t),
+            "{field} = {t} outside Redis TIME [{before}, {after}]"
+        );
+    }
+    let now = wall_ms();
+    let client_lines: Vec<&String> = lines.iter().filter(|l| !l.contains("lua]")).collect();
+    assert!(
+        client_lines.iter().any(|l| l.contains("\"EVALSHA\"")),
+        "{lines:#?}"
+    );
+    for line in client_lines {
+        for word in line.split(|ch: char| !ch.is_ascii_digit()) {
+            if word.len() == 13 {
+                let n: u64 = word.parse().unwrap();
+                assert!(
+                    n.abs_diff(now) > 86_400_000,
+                    "client sent a timestamp: {line}"
+                );
+            }
+        }
+    }
+}
+
+/// 8.9: processing entries whose hash is gone, or partial, never stick.
+#[tokio::test]
+async fn processing_entries_without_a_usable_hash_are_swept_out_with_a_reason() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts(200)).await;
+    let mut c = server.conn().await;
+    // An id with no hash at all (expired or purged).
+    let _: () = redis::cmd("LPUSH")
+        .arg("queue:jobs:processing")
+        .arg("00000000000000d1")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // A partial hash, as a reference claim stamp leaves after a purge.
+    hset(
+        &mut c,
+        "queue:jobs:job:00000000000000d2",
+        &[
+            ("status", "processing"),
+            ("claim_token", "abcdefabcdefabcd"),
+        ],
+    )
+    .await;
+    let _: () = redis::cmd("LPUSH")
+        .arg("queue:jobs:processing")
+        .arg("00000000000000d2")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    let report = q.reclaim_stuck().await.unwrap();
+    assert_eq!(report.dropped, vec!["00000000000000d1"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = q.reclaim_stuck().await.unwrap();
+    assert_eq!(report.reclaimed, vec!["00000000000000d2"]);
+    // Claimed again, it cannot run (no payload): failed with the reason.
+    assert!(q.claim(Duration::ZERO).await.unwrap().is_none());
+    let record = q.get_job("00000000000000d2").await.unwrap().unwrap();
+    assert_eq!(record.status(), Some(JobStatus::Failed));
+    assert!(
+        record
+            .last_error()
+            .unwrap()
+            .contains("payload field is missing"),
+        "{:?}",
+        record.last_error()
+    );
+    assert!(list(&mut c, "queue:jobs:processing").await.is_empty());
+    assert!(list(&mut c, "queue:jobs:pending").await.is_empty());
+}
+
+/// 8.13: the retry decision uses the job's stored max_attempts, so workers
+/// configured differently agree.
+#[tokio::test]
+async fn the_retry_decision_uses_the_stored_max_attempts() {
+    let server = RedisServer::start();
+    let producer = queue(&server, opts(5000).max_attempts(3)).await;
+    let lenient = queue(&server, opts(5000).max_attempts(10)).await;
+    let id = producer
+        .submit(NewJob::new(&json!({})).unwrap().max_attempts(1))
+        .await
+        .unwrap();
+    let job = lenient.claim(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(
+        lenient.fail(&job, "x").await.unwrap(),
+        Ack::Failed,
+        "stored limit 1 wins over 10"
+    );
+    assert_eq!(producer.list_failed(0..1).await.unwrap(), vec![id]);
+
+    // A reference job (no stored limit) uses the queue default of the
+    // worker that fails it.
+    let mut c = server.conn().await;
+    reference_enqueue(&mut c, "jobs", "00000000000000e1", "{}").await;
+    let strict = queue(&server, opts(5000).max_attempts(1)).await;
+    let job = strict.claim(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(strict.fail(&job, "x").await.unwrap(), Ack::Failed);
+}
+
+/// 8.14: a dead letter keeps its hash as long as its id is listed; the failed
+/// history has its own cap, and trimming deletes the hashes trimmed off.
+#[tokio::test]
+async fn dead_letters_keep_their_hash_while_listed_and_have_their_own_cap() {
+    let server = RedisServer::start();
+    let q = queue(
+        &server,
+        opts(5000)
+            .completed_ttl(Duration::from_secs(1))
+            .failed_history(2)
+            .completed_history(50),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(q.enqueue(&json!({"n": n})).await.unwrap());
+        let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+        let _ = q.fail_permanently(&job, "dead").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1300)).await; // past completed_ttl
+    assert_eq!(
+        q.list_failed(0..10).await.unwrap(),
+        vec![ids[2].clone(), ids[1].clone()]
+    );
+    assert!(
+        q.get_job(&ids[0]).await.unwrap().is_none(),
+        "trimmed off, hash deleted"
+    );
+    for id in &ids[1..] {
+        let record = q
+            .get_job(id)
+            .await
+            .unwrap()
+            .expect("listed dead letters keep their hash");
+        assert_eq!(record.status(), Some(JobStatus::Failed));
+    }
+    assert_eq!(QueueOptions::default().failed_history, 10_000);
+}
+
+/// Redis < 6.2 has no BLMOVE: the BRPOPLPUSH fallback claims, wakes and
+/// stamps jobs the same way (forced here, as the server is newer).
+#[tokio::test]
+async fn the_brpoplpush_fallback_claims_and_wakes_like_blmove() {
+    let server = RedisServer::start();
+    let conn = Connection::open_with(
+        server.url().as_str(),
+        jobqueue::ConnectionOptions::new().force_legacy_claim(true),
+    )
+    .await
+    .unwrap();
+    assert!(conn.legacy_claim());
+    let q = Queue::new(&conn, opts(5000)).unwrap();
+    let mut c = server.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    let id = q.enqueue(&json!({"n": 1})).await.unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!((job.id(), job.attempts()), (id.as_str(), 1));
+    assert_eq!(q.complete(&job, &json!(1)).await.unwrap(), Ack::Completed);
+
+    let waiting = tokio::spawn({
+        let q = q.clone();
+        async move { q.claim(Duration::from_secs(10)).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = q.enqueue(&json!({"n": 2})).await.unwrap();
+    let job = waiting.await.unwrap().expect("woken by the enqueue");
+    assert_eq!(job.id(), id);
+    let h = hash(&mut c, &format!("queue:jobs:job:{id}")).await;
+    assert_eq!(
+        (h["status"].as_str(), h["claim_token"].as_str()),
+        ("processing", job.token())
+    );
+    assert_eq!(q.complete(&job, &json!(2)).await.unwrap(), Ack::Completed);
+
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(info.contains("cmdstat_brpoplpush:"), "{info}");
+    assert!(!info.contains("cmdstat_blmove:"), "{info}");
+    assert!(!info.contains("cmdstat_lmove:"), "{info}");
+}
