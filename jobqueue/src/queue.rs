@@ -341,9 +341,14 @@ impl Queue {
             "lmove"
         };
         loop {
-            let jobs = self.run_claim(mode, "", n).await?;
+            let (jobs, unusable) = self.run_claim(mode, "", n).await?;
             if !jobs.is_empty() {
                 return Ok(jobs);
+            }
+            if unusable > 0 {
+                // Only jobs that cannot run came out (now failed): pending may
+                // hold good ones behind them.
+                continue;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -412,12 +417,19 @@ impl Queue {
             }
         };
         match (legacy, id) {
-            (true, Some(id)) => Ok(Some(self.run_claim("adopt", &id, 1).await?)),
+            (true, Some(id)) => Ok(Some(self.run_claim("adopt", &id, 1).await?.0)),
             _ => Ok(None),
         }
     }
 
-    async fn run_claim(&self, mode: &str, adopt: &str, n: usize) -> Result<Vec<ClaimedJob>> {
+    /// Runs the claim script; returns the jobs that can run, and how many
+    /// were taken but could not run (they are failed here with the reason).
+    async fn run_claim(
+        &self,
+        mode: &str,
+        adopt: &str,
+        n: usize,
+    ) -> Result<(Vec<ClaimedJob>, usize)> {
         let mut invocation = SCRIPTS.claim.prepare_invoke();
         invocation
             .key(self.keys.pending())
@@ -443,6 +455,7 @@ impl Queue {
             })
             .await?;
         let ClaimReply { claimed, rejected } = decode_claim_reply(reply)?;
+        let rejected_count = rejected.len();
         for (id, outcome, reason) in rejected {
             tracing::warn!(
                 queue = self.name(),
@@ -453,16 +466,18 @@ impl Queue {
             );
         }
         let mut jobs = Vec::with_capacity(claimed.len());
+        let mut unusable = rejected_count;
         for entry in claimed {
             match entry {
                 (job, None) => jobs.push(job),
                 (job, Some(err)) => {
                     tracing::warn!(queue = self.name(), job = job.id(), error = %err, "claimed job cannot run; failing it");
                     let _ = self.fail_permanently(&job, &err.to_string()).await?;
+                    unusable += 1;
                 }
             }
         }
-        Ok(jobs)
+        Ok((jobs, unusable))
     }
 
     /// Completes a claimed job with `result` (stored as JSON).

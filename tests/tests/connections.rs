@@ -1,0 +1,95 @@
+//! Connections: blocking claims on their own connections, and recovery
+//! after a Redis restart without any action from the user.
+
+use std::time::{Duration, Instant};
+
+use jobqueue::{Ack, QueueOptions};
+use jobqueue_tests::{RedisServer, queue};
+use serde_json::json;
+
+#[tokio::test]
+async fn operations_succeed_again_after_redis_restarts() {
+    let mut server = RedisServer::start();
+    let q = queue(&server, QueueOptions::default()).await;
+    let first = q.enqueue(&json!({"n": 1})).await.unwrap();
+    server.restart();
+    // The connection dropped; the next operations reconnect on their own.
+    let second = q.enqueue(&json!({"n": 2})).await.unwrap();
+    let a = q
+        .claim(Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("data survived the restart");
+    assert_eq!(a.id(), first);
+    assert_eq!(q.complete(&a, &json!("ok")).await.unwrap(), Ack::Completed);
+    let b = q.claim(Duration::from_secs(1)).await.unwrap().unwrap();
+    assert_eq!(b.id(), second);
+    server.restart();
+    // Scripts are gone from the restarted server's cache: NOSCRIPT reloads them.
+    assert_eq!(q.complete(&b, &json!("ok")).await.unwrap(), Ack::Completed);
+    assert_eq!(q.stats().await.unwrap().completed_total, 2);
+}
+
+#[tokio::test]
+async fn a_blocked_claim_survives_a_restart_and_gets_the_next_job() {
+    let mut server = RedisServer::start();
+    let q = queue(&server, QueueOptions::default()).await;
+    let waiting = tokio::spawn({
+        let q = q.clone();
+        async move { q.claim(Duration::from_secs(20)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = q.enqueue(&json!({"after": "restart"})).await.unwrap();
+    let started = Instant::now();
+    let job = waiting
+        .await
+        .unwrap()
+        .expect("no error reaches the caller")
+        .expect("a job");
+    assert_eq!(job.id(), id);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn blocking_claims_do_not_stall_other_commands() {
+    // Eight idle claimers block for 3 s each. On a shared connection every
+    // other command would queue behind them; here the reads and writes all
+    // finish while every claimer is still blocked.
+    let server = RedisServer::start();
+    let q = queue(&server, QueueOptions::default()).await;
+    let claimers: Vec<_> = (0..8)
+        .map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move { q.claim(Duration::from_secs(3)).await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let other = queue(&server, QueueOptions::new("other")).await;
+    for n in 0..20 {
+        q.stats().await.unwrap();
+        q.list_pending(0..10).await.unwrap();
+        other.enqueue(&json!({"n": n})).await.unwrap();
+    }
+    assert!(
+        claimers.iter().all(|c| !c.is_finished()),
+        "a command waited for a blocked claim"
+    );
+    let id = q.enqueue(&json!({})).await.unwrap();
+    let mut got = Vec::new();
+    for c in claimers {
+        got.extend(c.await.unwrap().map(|j| j.id().to_owned()));
+    }
+    assert_eq!(got, vec![id], "exactly one claimer got the one job");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_gives_a_clear_error() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    server.kill();
+    let err = jobqueue::Connection::open(url.as_str()).await.unwrap_err();
+    assert!(err.is_connection_error(), "{err}");
+    assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
+}
