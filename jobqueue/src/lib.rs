@@ -54,3 +54,8 @@ pub use error::{Error, Result};
 pub use job::{Ack, ClaimedJob, JobRecord, JobStatus, NewJob};
 pub use keys::{KeyLayout, Keys};
 pub use queue::{Queue, QueueOptions, Stats, SweepReport};
+
+/// The README's Rust examples, compiled as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -43,7 +43,7 @@ async fn eight_concurrent_claimers_take_5000_jobs_each_exactly_once() {
     for w in workers {
         w.await.unwrap();
     }
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let distinct: HashSet<&String> = seen.iter().collect();
     assert_eq!(seen.len(), 5000, "no job claimed twice");
     assert_eq!(
