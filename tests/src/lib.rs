@@ -20,6 +20,7 @@ use tempfile::TempDir;
 pub struct ServerBuilder {
     args: Vec<String>,
     wrapper: Vec<String>,
+    binary: Option<String>,
 }
 
 impl ServerBuilder {
@@ -40,6 +41,12 @@ impl ServerBuilder {
         S: Into<String>,
     {
         self.wrapper = wrapper.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Runs this binary instead of the `redis-server` found on PATH.
+    pub fn binary(mut self, path: impl Into<String>) -> Self {
+        self.binary = Some(path.into());
         self
     }
 
@@ -121,6 +128,13 @@ impl RedisServer {
         self.spawn().expect("redis-server restarts");
     }
 
+    /// Pauses every client of the server for `duration` (`CLIENT PAUSE … ALL`):
+    /// commands sent meanwhile wait for the pause to end.
+    pub fn pause(&self, duration: Duration) {
+        let ms = duration.as_millis().to_string();
+        assert_eq!(self.command(&["CLIENT", "PAUSE", &ms, "ALL"]), "+OK");
+    }
+
     /// Kills the server at once (SIGKILL), without saving.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -153,7 +167,10 @@ impl RedisServer {
 
     fn spawn(&mut self) -> Result<(), String> {
         let mut argv: Vec<String> = self.builder.wrapper.clone();
-        argv.push(redis_server_path());
+        argv.push(match &self.builder.binary {
+            Some(path) => path.clone(),
+            None => redis_server_path(),
+        });
         argv.extend(
             [
                 "--port",
@@ -180,7 +197,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot run {:?}: {e}", argv[0]))?;
+            .map_err(|e| format!("cannot run {:?}: {e}. {INSTALL_HINT}", argv[0]))?;
         self.child = Some(child);
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
@@ -233,6 +250,9 @@ impl Drop for RedisServer {
     }
 }
 
+const INSTALL_HINT: &str = "The tests need a real Redis: install redis-server \
+    (`apt-get install redis-server`, or run scripts/test, which does) or set REDIS_SERVER";
+
 /// The `redis-server` binary: `REDIS_SERVER` if set, else the one on PATH.
 fn redis_server_path() -> String {
     if let Ok(path) = std::env::var("REDIS_SERVER") {
@@ -241,11 +261,7 @@ fn redis_server_path() -> String {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|p| p.join("redis-server").is_file()))
         .unwrap_or(false);
-    assert!(
-        found,
-        "redis-server is not on PATH: the tests need a real Redis. Install it \
-         (`apt-get install redis-server`, or run scripts/test, which does) or set REDIS_SERVER"
-    );
+    assert!(found, "redis-server is not on PATH. {INSTALL_HINT}");
     "redis-server".into()
 }
 

@@ -93,3 +93,30 @@ async fn an_unreachable_redis_gives_a_clear_error() {
     assert!(err.is_connection_error(), "{err}");
     assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
 }
+
+#[tokio::test]
+async fn a_pause_longer_than_half_a_second_only_delays_commands() {
+    // redis-rs's default 500 ms response timeout would fail these commands;
+    // ours waits out a pause shorter than its own (5 s) response timeout.
+    let server = RedisServer::start();
+    let q = queue(&server, QueueOptions::default()).await;
+    q.enqueue(&json!({"n": 0})).await.unwrap();
+    server.pause(Duration::from_millis(1500));
+    let started = Instant::now();
+    let id = q.enqueue(&json!({"n": 1})).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "the pause held the command"
+    );
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(q.complete(&job, &json!(1)).await.unwrap(), Ack::Completed);
+    assert_eq!(q.list_pending(0..5).await.unwrap(), vec![id]);
+}
+
+#[test]
+#[should_panic(expected = "install redis-server")]
+fn a_missing_redis_server_fails_with_what_to_install() {
+    RedisServer::builder()
+        .binary("/nonexistent/redis-server")
+        .start();
+}
