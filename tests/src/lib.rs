@@ -354,3 +354,49 @@ pub async fn list(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Ve
         .await
         .expect("LRANGE")
 }
+
+/// A private server, a queue on it with `options`, and a raw connection.
+pub async fn setup(
+    options: jobqueue::QueueOptions,
+) -> (
+    RedisServer,
+    jobqueue::Queue,
+    redis::aio::MultiplexedConnection,
+) {
+    let server = RedisServer::start();
+    let q = queue(&server, options).await;
+    let conn = server.conn().await;
+    (server, q, conn)
+}
+
+/// `HSET key field value …`
+pub async fn hset(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    fields: &[(&str, &str)],
+) {
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg(fields)
+        .query_async(conn)
+        .await
+        .expect("HSET");
+}
+
+/// Runs one raw command whose reply is ignored.
+pub async fn exec(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) {
+    let _: redis::Value = redis::cmd(args[0])
+        .arg(&args[1..])
+        .query_async(conn)
+        .await
+        .expect("raw command");
+}
+
+/// The number of leases held (`ZCARD queue:jobs:leases`).
+pub async fn lease_count(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    redis::cmd("ZCARD")
+        .arg("queue:jobs:leases")
+        .query_async(conn)
+        .await
+        .expect("ZCARD")
+}

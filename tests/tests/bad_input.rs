@@ -4,24 +4,12 @@
 use std::time::Duration;
 
 use jobqueue::{JobStatus, QueueOptions};
-use jobqueue_tests::{RedisServer, list, queue, reference_enqueue};
+use jobqueue_tests::*;
 use serde_json::json;
-
-async fn hset(c: &mut redis::aio::MultiplexedConnection, key: &str, field: &str, value: &str) {
-    let _: () = redis::cmd("HSET")
-        .arg(key)
-        .arg(field)
-        .arg(value)
-        .query_async(c)
-        .await
-        .unwrap();
-}
 
 #[tokio::test]
 async fn malformed_jobs_fail_with_the_reason_and_the_claim_moves_on() {
-    let server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(QueueOptions::default()).await;
     let cases = [
         (
             "00000000000000f1",
@@ -50,15 +38,14 @@ async fn malformed_jobs_fail_with_the_reason_and_the_claim_moves_on() {
     ];
     for (id, field, value, _) in cases {
         reference_enqueue(&mut c, "jobs", id, "{}").await;
-        hset(&mut c, &format!("queue:jobs:job:{id}"), field, value).await;
+        hset(&mut c, &format!("queue:jobs:job:{id}"), &[(field, value)]).await;
     }
     reference_enqueue(&mut c, "jobs", "00000000000000f5", "{}").await;
-    let _: () = redis::cmd("HDEL")
-        .arg("queue:jobs:job:00000000000000f5")
-        .arg("payload")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    exec(
+        &mut c,
+        &["HDEL", "queue:jobs:job:00000000000000f5", "payload"],
+    )
+    .await;
     let good = q.enqueue(&json!({"fine": true})).await.unwrap();
 
     let job = q
@@ -91,22 +78,10 @@ async fn malformed_jobs_fail_with_the_reason_and_the_claim_moves_on() {
 
 #[tokio::test]
 async fn ids_without_a_job_and_duplicate_entries_are_dropped_not_run() {
-    let server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
-    let mut c = server.conn().await;
-    let _: () = redis::cmd("LPUSH")
-        .arg("queue:jobs:pending")
-        .arg("0000000000000a01")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let (_server, q, mut c) = setup(QueueOptions::default()).await;
+    exec(&mut c, &["LPUSH", "queue:jobs:pending", "0000000000000a01"]).await;
     let id = q.enqueue(&json!({})).await.unwrap();
-    let _: () = redis::cmd("LPUSH")
-        .arg("queue:jobs:pending")
-        .arg(&id)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    exec(&mut c, &["LPUSH", "queue:jobs:pending", &id]).await;
 
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(job.id(), id);
@@ -122,12 +97,7 @@ async fn ids_without_a_job_and_duplicate_entries_are_dropped_not_run() {
     let _ = q.complete(&job, &json!(1)).await.unwrap();
 
     // A completed job's id listed again in pending is a stale entry.
-    let _: () = redis::cmd("LPUSH")
-        .arg("queue:jobs:pending")
-        .arg(&id)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    exec(&mut c, &["LPUSH", "queue:jobs:pending", &id]).await;
     assert!(q.claim(Duration::ZERO).await.unwrap().is_none());
     assert_eq!(
         q.get_job(&id).await.unwrap().unwrap().status(),
@@ -138,10 +108,8 @@ async fn ids_without_a_job_and_duplicate_entries_are_dropped_not_run() {
 
 #[tokio::test]
 async fn a_malformed_stats_hash_is_a_clear_error() {
-    let server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
-    let mut c = server.conn().await;
-    hset(&mut c, "queue:jobs:stats", "completed_total", "lots").await;
+    let (_server, q, mut c) = setup(QueueOptions::default()).await;
+    hset(&mut c, "queue:jobs:stats", &[("completed_total", "lots")]).await;
     let err = q.stats().await.unwrap_err();
     assert!(
         err.to_string()

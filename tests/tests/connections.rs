@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use jobqueue::{Ack, QueueOptions};
-use jobqueue_tests::{RedisServer, queue};
+use jobqueue_tests::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jobqueue::{Ack, JobStatus, QueueOptions};
-use jobqueue_tests::{RedisServer, hash, list, queue, reference_enqueue};
+use jobqueue_tests::*;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
 
@@ -150,9 +150,7 @@ async fn reference_fail(c: &mut MultiplexedConnection, id: &str, token: &str, re
 
 #[tokio::test]
 async fn a_job_written_by_a_reference_client_is_processed_by_ours() {
-    let server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(QueueOptions::default()).await;
     // Python spacing, insertion order: JSON must be parsed, never compared.
     reference_enqueue(
         &mut c,
@@ -210,9 +208,7 @@ async fn a_job_written_by_a_reference_client_is_processed_by_ours() {
 
 #[tokio::test]
 async fn a_job_enqueued_by_ours_is_claimed_completed_and_failed_by_reference_steps() {
-    let server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(QueueOptions::default()).await;
     let a = q.enqueue(&json!({"kind": "email", "n": 1})).await.unwrap();
     let b = q.enqueue(&json!({"kind": "email", "n": 2})).await.unwrap();
 
@@ -296,12 +292,7 @@ async fn claims_of_reference_workers_and_ours_are_swept_by_the_other_side() {
     // Our sweep cleans the lease the reference sweep could not know about.
     let report = q.reclaim_stuck().await.unwrap();
     assert!(report.reclaimed.is_empty(), "{report:?}");
-    let leases: u64 = redis::cmd("ZCARD")
-        .arg("queue:jobs:leases")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(leases, 0);
+    assert_eq!(lease_count(&mut c).await, 0);
     assert_eq!(
         list(&mut c, "queue:jobs:pending").await,
         vec![job.id().to_owned()]

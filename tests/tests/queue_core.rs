@@ -4,14 +4,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use jobqueue::{Ack, Error, JobStatus, NewJob, Queue, QueueOptions};
-use jobqueue_tests::{RedisServer, hash, list, queue, reference_enqueue};
+use jobqueue_tests::*;
 use serde_json::{Value, json};
-
-async fn setup(options: QueueOptions) -> (RedisServer, Queue) {
-    let server = RedisServer::start();
-    let q = queue(&server, options).await;
-    (server, q)
-}
 
 fn is_hex16(s: &str) -> bool {
     s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -19,7 +13,7 @@ fn is_hex16(s: &str) -> bool {
 
 #[tokio::test]
 async fn enqueue_writes_the_reference_hash_and_pending_entry() {
-    let (server, q) = setup(QueueOptions::default()).await;
+    let (server, q, _) = setup(QueueOptions::default()).await;
     let id = q.enqueue(&json!({"kind": "email", "n": 1})).await.unwrap();
     assert!(is_hex16(&id), "{id}");
     let mut c = server.conn().await;
@@ -44,13 +38,8 @@ async fn enqueue_writes_the_reference_hash_and_pending_entry() {
 
 #[tokio::test]
 async fn enqueue_many_writes_the_batch_in_one_round_trip_in_order() {
-    let (server, q) = setup(QueueOptions::default()).await;
-    let mut c = server.conn().await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let (_server, q, mut c) = setup(QueueOptions::default()).await;
+    exec(&mut c, &["CONFIG", "RESETSTAT"]).await;
     let payloads: Vec<Value> = (0..200).map(|n| json!({"n": n})).collect();
     let ids = q.enqueue_many(&payloads).await.unwrap();
     let info: String = redis::cmd("INFO")
@@ -79,7 +68,7 @@ async fn enqueue_many_writes_the_batch_in_one_round_trip_in_order() {
 
 #[tokio::test]
 async fn claim_takes_the_oldest_job_and_stamps_it_with_a_lease() {
-    let (server, q) = setup(QueueOptions::default()).await;
+    let (server, q, _) = setup(QueueOptions::default()).await;
     let first = q.enqueue(&json!({"n": 1})).await.unwrap();
     let _second = q.enqueue(&json!({"n": 2})).await.unwrap();
     let job = q
@@ -114,7 +103,7 @@ async fn claim_takes_the_oldest_job_and_stamps_it_with_a_lease() {
 
 #[tokio::test]
 async fn claim_many_takes_up_to_n_jobs_in_one_call() {
-    let (_server, q) = setup(QueueOptions::default()).await;
+    let (_server, q, _) = setup(QueueOptions::default()).await;
     let ids = q
         .enqueue_many(&[json!(1), json!(2), json!(3)])
         .await
@@ -128,7 +117,7 @@ async fn claim_many_takes_up_to_n_jobs_in_one_call() {
 
 #[tokio::test]
 async fn claim_returns_none_once_the_timeout_passes() {
-    let (_server, q) = setup(QueueOptions::default()).await;
+    let (_server, q, _) = setup(QueueOptions::default()).await;
     let started = Instant::now();
     assert!(q.claim(Duration::ZERO).await.unwrap().is_none());
     assert!(q.claim(Duration::from_millis(300)).await.unwrap().is_none());
@@ -139,7 +128,7 @@ async fn claim_returns_none_once_the_timeout_passes() {
 async fn a_claim_blocking_longer_than_the_default_response_timeout_is_not_cut_off() {
     // redis-rs 1.x times out responses after 500 ms by default; a blocking
     // claim on such a connection would fail instead of returning None.
-    let (_server, q) = setup(QueueOptions::default()).await;
+    let (_server, q, _) = setup(QueueOptions::default()).await;
     let started = Instant::now();
     assert!(
         q.claim(Duration::from_millis(1500))
@@ -152,7 +141,7 @@ async fn a_claim_blocking_longer_than_the_default_response_timeout_is_not_cut_of
 
 #[tokio::test]
 async fn a_blocked_claim_wakes_when_a_job_arrives_from_any_client() {
-    let (server, q) = setup(QueueOptions::default()).await;
+    let (server, q, _) = setup(QueueOptions::default()).await;
     let waiting = tokio::spawn({
         let q = q.clone();
         async move {
@@ -198,8 +187,7 @@ async fn a_blocked_claim_wakes_when_a_job_arrives_from_any_client() {
 
 #[tokio::test]
 async fn complete_stores_the_result_and_keeps_a_capped_history() {
-    let (server, q) = setup(QueueOptions::default().completed_history(3)).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(QueueOptions::default().completed_history(3)).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let id = q.enqueue(&json!({"n": n})).await.unwrap();
@@ -238,20 +226,14 @@ async fn complete_stores_the_result_and_keeps_a_capped_history() {
         );
     }
     assert!(list(&mut c, "queue:jobs:processing").await.is_empty());
-    let leases: u64 = redis::cmd("ZCARD")
-        .arg("queue:jobs:leases")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(leases, 0);
+    assert_eq!(lease_count(&mut c).await, 0);
     let stats = q.stats().await.unwrap();
     assert_eq!((stats.completed_total, stats.completed_depth), (5, 3));
 }
 
 #[tokio::test]
 async fn fail_retries_while_attempts_remain_then_dead_letters_without_ttl() {
-    let (server, q) = setup(QueueOptions::default().max_attempts(2)).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(QueueOptions::default().max_attempts(2)).await;
     let id = q.enqueue(&json!({"n": 1})).await.unwrap();
 
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
@@ -288,7 +270,7 @@ async fn fail_retries_while_attempts_remain_then_dead_letters_without_ttl() {
 
 #[tokio::test]
 async fn fail_permanently_skips_the_remaining_attempts() {
-    let (_server, q) = setup(QueueOptions::default()).await;
+    let (_server, q, _) = setup(QueueOptions::default()).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(
@@ -301,7 +283,7 @@ async fn fail_permanently_skips_the_remaining_attempts() {
 
 #[tokio::test]
 async fn release_puts_the_job_first_in_line_without_charging_the_attempt() {
-    let (_server, q) = setup(QueueOptions::default()).await;
+    let (_server, q, _) = setup(QueueOptions::default()).await;
     let ids = q.enqueue_many(&[json!(1), json!(2)]).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(job.id(), ids[0]);
@@ -326,7 +308,8 @@ async fn release_puts_the_job_first_in_line_without_charging_the_attempt() {
 
 #[tokio::test]
 async fn extend_keeps_a_job_running_past_its_visibility_from_being_reclaimed() {
-    let (_server, q) = setup(QueueOptions::default().visibility(Duration::from_millis(300))).await;
+    let (_server, q, _) =
+        setup(QueueOptions::default().visibility(Duration::from_millis(300))).await;
     q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     for _ in 0..8 {
@@ -348,7 +331,8 @@ async fn extend_keeps_a_job_running_past_its_visibility_from_being_reclaimed() {
 
 #[tokio::test]
 async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker() {
-    let (server, q) = setup(QueueOptions::default().visibility(Duration::from_millis(200))).await;
+    let (server, q, _) =
+        setup(QueueOptions::default().visibility(Duration::from_millis(200))).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let stale = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert!(
@@ -387,7 +371,7 @@ async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker() {
 
 #[tokio::test]
 async fn lists_page_through_each_state_and_get_jobs_reads_many() {
-    let (_server, q) = setup(QueueOptions::default()).await;
+    let (_server, q, _) = setup(QueueOptions::default()).await;
     let ids = q
         .enqueue_many(&(0..6).map(|n| json!({"n": n})).collect::<Vec<_>>())
         .await
@@ -422,7 +406,7 @@ async fn lists_page_through_each_state_and_get_jobs_reads_many() {
 
 #[tokio::test]
 async fn stats_report_depths_and_totals() {
-    let (_server, q) = setup(QueueOptions::default().max_attempts(1)).await;
+    let (_server, q, _) = setup(QueueOptions::default().max_attempts(1)).await;
     q.enqueue_many(&[json!(1), json!(2), json!(3), json!(4)])
         .await
         .unwrap();
@@ -490,7 +474,7 @@ async fn purge_deletes_every_key_of_its_queue_and_no_other() {
 
 #[tokio::test]
 async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing() {
-    let (server, q) = setup(QueueOptions::default().max_payload_bytes(100)).await;
+    let (server, q, _) = setup(QueueOptions::default().max_payload_bytes(100)).await;
     let err = q
         .enqueue(&json!({"blob": "x".repeat(200)}))
         .await
@@ -542,7 +526,7 @@ async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing() 
 
 #[tokio::test]
 async fn submit_stores_the_job_name_and_its_own_limits() {
-    let (_server, q) = setup(QueueOptions::default()).await;
+    let (_server, q, _) = setup(QueueOptions::default()).await;
     let id = q
         .submit(
             NewJob::new(&json!({"to": "a"}))
@@ -568,7 +552,7 @@ async fn submit_stores_the_job_name_and_its_own_limits() {
 
 #[tokio::test]
 async fn events_use_the_reference_channel_and_shape() {
-    let (server, q) = setup(QueueOptions::default().max_attempts(2)).await;
+    let (server, q, _) = setup(QueueOptions::default().max_attempts(2)).await;
     let client = redis::Client::open(server.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.subscribe("queue:jobs:events").await.unwrap();

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jobqueue::{Ack, ClaimedJob, Connection, JobStatus, NewJob, Queue, QueueOptions};
-use jobqueue_tests::{RedisServer, hash, list, queue, reference_enqueue};
+use jobqueue_tests::*;
 use serde_json::json;
 
 fn opts(visibility_ms: u64) -> QueueOptions {
@@ -18,15 +18,6 @@ fn wall_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-async fn hset(c: &mut redis::aio::MultiplexedConnection, key: &str, fields: &[(&str, &str)]) {
-    let _: () = redis::cmd("HSET")
-        .arg(key)
-        .arg(fields)
-        .query_async(c)
-        .await
-        .unwrap();
 }
 
 /// 8.1: a job that kills its worker on every attempt (its lease always runs
@@ -71,9 +62,7 @@ async fn poison_job_whose_lease_always_expires_ends_in_failed() {
 /// attempts, so our claim is where the poison loop stops.
 #[tokio::test]
 async fn a_job_requeued_with_no_attempts_left_is_failed_at_claim() {
-    let server = RedisServer::start();
-    let q = queue(&server, opts(1000).max_attempts(3)).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(opts(1000).max_attempts(3)).await;
     reference_enqueue(&mut c, "jobs", "00000000000000a1", "{}").await;
     hset(
         &mut c,
@@ -96,9 +85,7 @@ async fn a_job_requeued_with_no_attempts_left_is_failed_at_claim() {
 /// stamp in one step, so a sweep right after the claim leaves it alone.
 #[tokio::test]
 async fn a_sweep_never_takes_back_a_fresh_claim() {
-    let server = RedisServer::start();
-    let q = queue(&server, opts(100)).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(opts(100)).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let old = (wall_ms() - 3_600_000).to_string();
     hset(
@@ -117,14 +104,28 @@ async fn a_sweep_never_takes_back_a_fresh_claim() {
     assert!(list(&mut c, "queue:jobs:pending").await.is_empty());
 }
 
+/// The first step of a reference claim: the id moves to processing, and the
+/// stamp comes in a later round trip.
+async fn reference_move_to_processing(c: &mut redis::aio::MultiplexedConnection) {
+    exec(
+        c,
+        &[
+            "LMOVE",
+            "queue:jobs:pending",
+            "queue:jobs:processing",
+            "RIGHT",
+            "LEFT",
+        ],
+    )
+    .await;
+}
+
 /// 8.2 for reference workers: they move the id first and stamp it after. A
 /// sweep inside that window must not requeue the job (the reference's sweep
 /// would, at once, because enqueued_at_ms is old).
 #[tokio::test]
 async fn a_sweep_waits_a_visibility_timeout_before_taking_an_unstamped_claim() {
-    let server = RedisServer::start();
-    let q = queue(&server, opts(300)).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(opts(300)).await;
     reference_enqueue(&mut c, "jobs", "00000000000000b1", "{}").await;
     let old = (wall_ms() - 3_600_000).to_string();
     hset(
@@ -134,14 +135,7 @@ async fn a_sweep_waits_a_visibility_timeout_before_taking_an_unstamped_claim() {
     )
     .await;
     // The reference worker's BLMOVE; its stamp has not landed yet.
-    let _: String = redis::cmd("LMOVE")
-        .arg("queue:jobs:pending")
-        .arg("queue:jobs:processing")
-        .arg("RIGHT")
-        .arg("LEFT")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    reference_move_to_processing(&mut c).await;
     let report = q.reclaim_stuck().await.unwrap();
     assert!(
         report.reclaimed.is_empty(),
@@ -167,14 +161,7 @@ async fn a_sweep_waits_a_visibility_timeout_before_taking_an_unstamped_claim() {
 
     // A worker that died inside the window is recovered after the timeout.
     reference_enqueue(&mut c, "jobs", "00000000000000b2", "{}").await;
-    let _: String = redis::cmd("LMOVE")
-        .arg("queue:jobs:pending")
-        .arg("queue:jobs:processing")
-        .arg("RIGHT")
-        .arg("LEFT")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    reference_move_to_processing(&mut c).await;
     assert!(q.reclaim_stuck().await.unwrap().reclaimed.is_empty());
     tokio::time::sleep(Duration::from_millis(400)).await;
     let report = q.reclaim_stuck().await.unwrap();
@@ -193,9 +180,7 @@ async fn a_sweep_waits_a_visibility_timeout_before_taking_an_unstamped_claim() {
 /// worker's stamp landed on it, then the worker completes.
 #[tokio::test]
 async fn no_job_ends_both_in_pending_and_completed() {
-    let server = RedisServer::start();
-    let q = queue(&server, opts(5000)).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(opts(5000)).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     // The job is back in pending while its hash still names this claim.
@@ -223,9 +208,7 @@ async fn no_job_ends_both_in_pending_and_completed() {
 /// 8.3: settling twice, or failing after completing, changes nothing.
 #[tokio::test]
 async fn every_settle_is_idempotent_and_fenced_by_the_token() {
-    let server = RedisServer::start();
-    let q = queue(&server, opts(5000)).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(opts(5000)).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(q.complete(&job, &json!(1)).await.unwrap(), Ack::Completed);
@@ -261,9 +244,7 @@ async fn every_settle_is_idempotent_and_fenced_by_the_token() {
 /// never complete or fail them.
 #[tokio::test]
 async fn an_empty_token_never_matches() {
-    let server = RedisServer::start();
-    let q = queue(&server, opts(5000).max_attempts(1)).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(opts(5000).max_attempts(1)).await;
     let pending = q.enqueue(&json!({})).await.unwrap();
     let unclaimed = ClaimedJob::from_claim(&pending, "");
     assert_eq!(
@@ -403,9 +384,7 @@ async fn two_processes_report_the_same_fleet_wide_totals() {
 /// carries a timestamp of its own clock (MONITOR shows every argument).
 #[tokio::test]
 async fn timestamps_come_from_the_redis_clock() {
-    let server = RedisServer::start();
-    let q = queue(&server, opts(100).max_attempts(2)).await;
-    let mut c = server.conn().await;
+    let (server, q, mut c) = setup(opts(100).max_attempts(2)).await;
     let redis_ms = |t: (u64, u64)| t.0 * 1000 + t.1 / 1000;
     let (handle, ready) = monitor(server.port());
     ready.recv().unwrap();
@@ -456,16 +435,13 @@ async fn timestamps_come_from_the_redis_clock() {
 /// 8.9: processing entries whose hash is gone, or partial, never stick.
 #[tokio::test]
 async fn processing_entries_without_a_usable_hash_are_swept_out_with_a_reason() {
-    let server = RedisServer::start();
-    let q = queue(&server, opts(200)).await;
-    let mut c = server.conn().await;
+    let (_server, q, mut c) = setup(opts(200)).await;
     // An id with no hash at all (expired or purged).
-    let _: () = redis::cmd("LPUSH")
-        .arg("queue:jobs:processing")
-        .arg("00000000000000d1")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    exec(
+        &mut c,
+        &["LPUSH", "queue:jobs:processing", "00000000000000d1"],
+    )
+    .await;
     // A partial hash, as a reference claim stamp leaves after a purge.
     hset(
         &mut c,
@@ -476,12 +452,11 @@ async fn processing_entries_without_a_usable_hash_are_swept_out_with_a_reason() 
         ],
     )
     .await;
-    let _: () = redis::cmd("LPUSH")
-        .arg("queue:jobs:processing")
-        .arg("00000000000000d2")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    exec(
+        &mut c,
+        &["LPUSH", "queue:jobs:processing", "00000000000000d2"],
+    )
+    .await;
 
     let report = q.reclaim_stuck().await.unwrap();
     assert_eq!(report.dropped, vec!["00000000000000d1"]);
@@ -585,11 +560,7 @@ async fn the_brpoplpush_fallback_claims_and_wakes_like_blmove() {
     assert!(conn.legacy_claim());
     let q = Queue::new(&conn, opts(5000)).unwrap();
     let mut c = server.conn().await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    exec(&mut c, &["CONFIG", "RESETSTAT"]).await;
 
     let id = q.enqueue(&json!({"n": 1})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
