@@ -1,6 +1,13 @@
-//! Procedural macros for `jobqueue`.
-//!
-//! Users never depend on this crate directly: `jobqueue` re-exports what it
-//! defines. The `#[job]` attribute arrives with the macro issue; until then
-//! this crate only reserves its place in the workspace so the layout and the
-//! `=x.y.z` pin are settled before the first macro lands.
+//! Procedural macros for `jobqueue`. Use them through the `jobqueue` crate,
+//! which re-exports them and documents them: `jobqueue::job`.
+
+mod args;
+mod expand;
+
+use proc_macro::TokenStream;
+
+/// Declares a background job on an `async fn`. Documented on `jobqueue::job`.
+#[proc_macro_attribute]
+pub fn job(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::job(args.into(), item.into()).into()
+}

@@ -195,6 +195,11 @@ impl Connection {
         }
     }
 
+    /// A new pub/sub connection (pub/sub needs a connection of its own).
+    pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        Ok(self.inner.client.get_async_pubsub().await?)
+    }
+
     /// Borrows a dedicated connection for a blocking command.
     pub(crate) async fn blocking(&self) -> Result<BlockingConnection> {
         let pooled = self.inner.blocking.lock().expect("pool lock").pop();

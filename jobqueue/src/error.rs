@@ -46,6 +46,66 @@ pub enum Error {
         reason: String,
     },
 
+    /// Two `#[job]`s registered under one name.
+    #[error(
+        "two jobs are named {name:?}: one in `{first}`, one in `{second}`; give one of them another `name`"
+    )]
+    DuplicateJob {
+        /// The shared name.
+        name: String,
+        /// One module path.
+        first: String,
+        /// The other module path.
+        second: String,
+    },
+
+    /// A job whose stored name matches no registered job.
+    #[error(
+        "no job named {name:?} is registered (queue {queue:?}); is the crate that defines it linked?"
+    )]
+    UnknownJob {
+        /// The stored name.
+        name: String,
+        /// The queue it came from.
+        queue: String,
+    },
+
+    /// A job without a name that no rule routes to a handler.
+    #[error("job {id} on queue {queue:?} has no handler: {reason}")]
+    Unroutable {
+        /// The job's id.
+        id: String,
+        /// The queue it came from.
+        queue: String,
+        /// What was tried.
+        reason: String,
+    },
+
+    /// The job failed for good.
+    #[error("job {id} failed: {error}")]
+    JobFailed {
+        /// The job's id.
+        id: String,
+        /// Its `last_error`.
+        error: String,
+    },
+
+    /// The job did not finish within the wait.
+    #[error("job {id} did not finish within {waited:?}")]
+    WaitTimeout {
+        /// The job's id.
+        id: String,
+        /// How long the wait lasted.
+        waited: std::time::Duration,
+    },
+
+    /// The job's hash does not exist (never enqueued, purged, or expired).
+    #[error("job {id} does not exist")]
+    JobNotFound {
+        /// The job's id.
+        id: String,
+    },
+
     /// An option outside its allowed range.
     #[error("invalid option {option}: {reason}")]
     InvalidOption {

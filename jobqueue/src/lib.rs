@@ -1,14 +1,44 @@
 //! Background jobs on Redis.
 //!
-//! `jobqueue` stores jobs in the key layout of the Redis job-queue reference
-//! design (`queue:{name}:pending`, `processing`, `completed`, `failed`, a hash
-//! per job, events on `queue:{name}:events`), so jobs enqueued by any of the
-//! reference's nine implementations are processed here, and the reverse. It
-//! fixes the reference's races: claims are stamped atomically, every state
-//! change is fenced by the claim token and idempotent, leases can be renewed,
-//! poison jobs end in `failed`, and counters are fleet-wide.
+//! Define a job by annotating an `async fn` with [`#[job]`](job), enqueue it
+//! with a typed call that checks the payload at compile time, and follow it
+//! with the [`JobHandle`] you get back.
 //!
-//! # Quick start
+//! ```no_run
+//! use jobqueue::{job, Client, JobContext};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Welcome {
+//!     to: String,
+//! }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Receipt {
+//!     message_id: String,
+//! }
+//!
+//! #[job(queue = "email", max_attempts = 3, visibility = "2m")]
+//! async fn send_welcome(args: Welcome, ctx: JobContext) -> Result<Receipt, std::io::Error> {
+//!     Ok(Receipt { message_id: format!("{}-{}", ctx.id(), args.to) })
+//! }
+//!
+//! # async fn run() -> jobqueue::Result<()> {
+//! let client = Client::connect("redis://127.0.0.1:6379/").await?;
+//! let handle = client.enqueue::<send_welcome>(Welcome { to: "alice@example.com".into() }).await?;
+//! println!("enqueued {}", handle.id());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Under the typed layer sits [`Queue`], one queue of the Redis job-queue
+//! reference design's key layout (`queue:{name}:pending`, `processing`,
+//! `completed`, `failed`, a hash per job, events on `queue:{name}:events`), so
+//! jobs enqueued by any of the reference's nine implementations are processed
+//! here, and the reverse. It fixes the reference's races: claims are stamped
+//! atomically, every state change is fenced by the claim token and
+//! idempotent, leases can be renewed, poison jobs end in `failed`, and
+//! counters are fleet-wide.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -34,12 +64,17 @@
 //!
 //! The data model is documented key by key in [`docs::data_model`].
 
+mod client;
 mod connection;
+mod context;
+mod definition;
 mod error;
 mod id;
 mod job;
 mod keys;
+mod outcome;
 mod queue;
+mod registry;
 mod scripts;
 
 pub mod docs {
@@ -49,11 +84,64 @@ pub mod docs {
     pub mod data_model {}
 }
 
+pub use client::{Client, JobBuilder, JobHandle};
 pub use connection::{Connection, ConnectionOptions};
+pub use context::JobContext;
+pub use definition::{HandlerFn, HandlerFuture, Job, JobDefinition};
 pub use error::{Error, Result};
 pub use job::{Ack, ClaimedJob, JobRecord, JobStatus, NewJob};
 pub use keys::{KeyLayout, Keys};
+pub use outcome::{ErrorKind, IntoJobResult, JobError};
 pub use queue::{Queue, QueueOptions, Stats, SweepReport};
+pub use registry::Registry;
+
+#[doc = include_str!("docs/job.md")]
+pub use jobqueue_macros::job;
+
+/// What the code `#[job]` generates names. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use std::future::Future;
+
+    use serde::de::DeserializeOwned;
+
+    pub use crate::definition::{HandlerFuture, JobDefinition};
+    pub use crate::outcome::IntoJobResult;
+    pub use inventory;
+    pub use serde_json;
+
+    use crate::outcome::JobError;
+
+    /// Decodes a payload; a payload that does not fit fails the job for good.
+    pub fn decode_payload<T: DeserializeOwned>(json: &str) -> Result<T, JobError> {
+        serde_json::from_str(json).map_err(|e| {
+            JobError::permanent(format!(
+                "payload does not decode as `{}`: {e}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    /// A handler future that fails at once.
+    pub fn fail_now(error: JobError) -> HandlerFuture {
+        Box::pin(async move { Err(error) })
+    }
+
+    /// Boxes a handler's future; fails to compile unless it is `Send`.
+    pub fn box_handler<F>(future: F) -> HandlerFuture
+    where
+        F: Future<Output = Result<String, JobError>> + Send + 'static,
+    {
+        Box::pin(future)
+    }
+
+    /// Turns a handler's return value into the stored result JSON.
+    pub fn finish<R: IntoJobResult>(returned: R) -> Result<String, JobError> {
+        let output = returned.into_job_result()?;
+        serde_json::to_string(&output)
+            .map_err(|e| JobError::permanent(format!("the result does not serialize: {e}")))
+    }
+}
 
 /// The README's Rust examples, compiled as doctests.
 #[doc = include_str!("../../README.md")]

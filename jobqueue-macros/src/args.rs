@@ -1,0 +1,233 @@
+//! Parsing and validation of `#[job(...)]` arguments.
+
+use std::collections::HashMap;
+
+use proc_macro2::Span;
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::{Ident, LitInt, LitStr, Path, Token};
+
+/// The keys `#[job]` accepts, in the order the docs list them.
+const KEYS: &[&str] = &[
+    "queue",
+    "max_attempts",
+    "visibility",
+    "timeout",
+    "name",
+    "crate",
+];
+
+/// The smallest lease a job may ask for: shorter ones expire between renewals.
+const MIN_VISIBILITY_MS: u64 = 100;
+
+/// `#[job(...)]`'s arguments, validated.
+#[derive(Default)]
+#[allow(missing_debug_implementations)]
+pub(crate) struct JobArgs {
+    pub(crate) queue: Option<String>,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) visibility_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) name: Option<(String, Span)>,
+    pub(crate) krate: Option<Path>,
+}
+
+impl Parse for JobArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = Self::default();
+        let mut seen: HashMap<String, Span> = HashMap::new();
+        while !input.is_empty() {
+            // `crate` is a keyword: accept it as a key like any identifier.
+            let key = input.call(Ident::parse_any)?;
+            let name = key.to_string();
+            let unknown = || {
+                syn::Error::new(
+                    key.span(),
+                    format!(
+                        "unknown argument `{name}`; expected one of: {}",
+                        KEYS.join(", ")
+                    ),
+                )
+            };
+            if !KEYS.contains(&name.as_str()) {
+                return Err(unknown());
+            }
+            if seen.insert(name.clone(), key.span()).is_some() {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("duplicate argument `{name}`"),
+                ));
+            }
+            input.parse::<Token![=]>()?;
+            match name.as_str() {
+                "queue" => {
+                    let lit: LitStr = input.parse()?;
+                    args.queue = Some(checked_name(&lit, "queue")?);
+                }
+                "name" => {
+                    let lit: LitStr = input.parse()?;
+                    args.name = Some((checked_name(&lit, "name")?, lit.span()));
+                }
+                "max_attempts" => {
+                    let lit: LitInt = input.parse()?;
+                    let n: u32 = lit.base10_parse()?;
+                    if n == 0 {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "max_attempts must be at least 1",
+                        ));
+                    }
+                    args.max_attempts = Some(n);
+                }
+                "visibility" => {
+                    let (ms, span) = duration_arg(input)?;
+                    if ms < MIN_VISIBILITY_MS {
+                        return Err(syn::Error::new(
+                            span,
+                            format!(
+                                "visibility must be at least {MIN_VISIBILITY_MS} ms (got {ms} ms): a shorter lease expires between renewals"
+                            ),
+                        ));
+                    }
+                    args.visibility_ms = Some(ms);
+                }
+                "timeout" => {
+                    let (ms, span) = duration_arg(input)?;
+                    if ms == 0 {
+                        return Err(syn::Error::new(span, "timeout must be longer than 0 ms"));
+                    }
+                    args.timeout_ms = Some(ms);
+                }
+                "crate" => {
+                    let lit: LitStr = input.parse()?;
+                    args.krate = Some(lit.parse()?);
+                }
+                _ => return Err(unknown()),
+            }
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        Ok(args)
+    }
+}
+
+/// A duration given as a string with a unit or an integer of milliseconds.
+fn duration_arg(input: ParseStream<'_>) -> syn::Result<(u64, Span)> {
+    let lookahead = input.lookahead1();
+    if lookahead.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        let ms = parse_duration_ms(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?;
+        Ok((ms, lit.span()))
+    } else if lookahead.peek(LitInt) {
+        let lit: LitInt = input.parse()?;
+        Ok((lit.base10_parse()?, lit.span()))
+    } else {
+        Err(lookahead.error())
+    }
+}
+
+/// Parses `"250ms"`, `"30s"`, `"2m"`, `"1h"` or `"1500"` (milliseconds).
+pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let invalid = || {
+        format!(
+            "invalid duration {text:?}: expected a whole number followed by ms, s, m or h \
+             (\"250ms\", \"30s\", \"2m\", \"1h\"), or an integer of milliseconds"
+        )
+    };
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| invalid())?;
+    let scale = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(invalid()),
+    };
+    n.checked_mul(scale).ok_or_else(invalid)
+}
+
+/// Checks a queue or job name with the runtime's rules: it becomes part of
+/// Redis key names and must not break the layout or a `SCAN` pattern.
+fn checked_name(lit: &LitStr, what: &str) -> syn::Result<String> {
+    let value = lit.value();
+    let problem = if value.is_empty() {
+        Some("it is empty".to_owned())
+    } else if value.len() > 128 {
+        Some("it is longer than 128 bytes".to_owned())
+    } else {
+        value
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || ":{}*?[]\\".contains(*c))
+            .map(|c| format!("it contains {c:?}"))
+    };
+    match problem {
+        Some(p) => Err(syn::Error::new(
+            lit.span(),
+            format!("invalid {what} {value:?}: {p}"),
+        )),
+        None => Ok(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(tokens: &str) -> syn::Result<JobArgs> {
+        syn::parse_str(tokens)
+    }
+
+    #[test]
+    fn durations_take_a_unit_or_milliseconds() {
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("1500"), Ok(1500));
+        for bad in [
+            "",
+            "s",
+            "2 min",
+            "1.5s",
+            "-3s",
+            "2d",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let args = parse(r#"queue = "email", max_attempts = 5, visibility = "2m", timeout = 30000, name = "welcome", crate = "::my::jq""#).unwrap();
+        assert_eq!(args.queue.as_deref(), Some("email"));
+        assert_eq!(args.max_attempts, Some(5));
+        assert_eq!(args.visibility_ms, Some(120_000));
+        assert_eq!(args.timeout_ms, Some(30_000));
+        assert_eq!(args.name.unwrap().0, "welcome");
+        assert!(args.krate.is_some());
+        assert!(parse("").unwrap().queue.is_none());
+        assert!(parse(r#"queue = "a","#).is_ok(), "a trailing comma is fine");
+    }
+
+    #[test]
+    fn misuse_gives_a_message_that_says_what_to_do() {
+        let msg = |t: &str| parse(t).err().expect("an error").to_string();
+        assert!(msg("retries = 3").contains("expected one of: queue, max_attempts"));
+        assert!(
+            msg("max_attempts = 1, max_attempts = 2").contains("duplicate argument `max_attempts`")
+        );
+        assert!(msg("max_attempts = 0").contains("at least 1"));
+        assert!(msg(r#"visibility = "50ms""#).contains("at least 100 ms"));
+        assert!(msg(r#"visibility = "soon""#).contains("invalid duration"));
+        assert!(msg(r#"queue = "a b""#).contains("invalid queue"));
+        assert!(msg(r#"name = "x{y}""#).contains("invalid name"));
+        assert!(msg("timeout = 0").contains("longer than 0"));
+    }
+}

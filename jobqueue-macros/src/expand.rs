@@ -1,0 +1,291 @@
+//! Code generation for `#[job]`.
+//!
+//! The user's function is always emitted exactly as written, so it stays
+//! callable and its body's type errors point into the body. Next to it come:
+//! a braced unit struct with the function's name (it lives only in the type
+//! namespace, so both can coexist) implementing `Job`, and, in an anonymous
+//! const, the handler that decodes the payload and the `inventory`
+//! registration. Any error in the attribute or the signature is reported,
+//! spanned, beside the untouched function.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, Path, ReturnType, Type};
+
+use crate::args::JobArgs;
+
+const DEFAULT_QUEUE: &str = "jobs";
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+const DEFAULT_VISIBILITY_MS: u64 = 5_000;
+
+pub(crate) fn job(args: TokenStream, item: TokenStream) -> TokenStream {
+    let func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(func) => func,
+        Err(_) => {
+            let err = syn::Error::new(
+                Span::call_site(),
+                "#[job] goes on an `async fn` that takes the payload and, optionally, a `JobContext`",
+            )
+            .into_compile_error();
+            return quote!(#err #item);
+        }
+    };
+    let expanded = syn::parse2::<JobArgs>(args).and_then(|args| expand(args, &func));
+    match expanded {
+        Ok(tokens) => tokens,
+        Err(err) => {
+            let err = err.into_compile_error();
+            quote!(#func #err)
+        }
+    }
+}
+
+/// What the signature says the job takes and returns.
+struct Signature<'a> {
+    payload: &'a Type,
+    takes_context: bool,
+    output: TokenStream,
+    output_span: Span,
+}
+
+fn check_signature(func: &ItemFn) -> syn::Result<Signature<'_>> {
+    let sig = &func.sig;
+    if sig.asyncness.is_none() {
+        return Err(syn::Error::new(
+            sig.fn_token.span(),
+            "the `async` keyword is missing: a job is an `async fn`",
+        ));
+    }
+    if let Some(receiver) = sig.receiver() {
+        return Err(syn::Error::new(
+            receiver.span(),
+            "a job cannot take `self`: write it as a free `async fn`",
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "a job cannot be generic: its payload type must be known to decode it",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(syn::Error::new(variadic.span(), "a job cannot be variadic"));
+    }
+    let mut typed = sig.inputs.iter().filter_map(|arg| match arg {
+        FnArg::Typed(pat) => Some(pat),
+        FnArg::Receiver(_) => None,
+    });
+    let payload = match typed.next() {
+        Some(arg) => &*arg.ty,
+        None => {
+            return Err(syn::Error::new(
+                sig.paren_token.span.join(),
+                "a job takes its payload as the first argument, e.g. `args: Welcome`, and optionally a `JobContext` second",
+            ));
+        }
+    };
+    let takes_context = match typed.next() {
+        None => false,
+        Some(arg) if last_segment_is(&arg.ty, "JobContext") => true,
+        Some(arg) => {
+            return Err(syn::Error::new(
+                arg.ty.span(),
+                "the second argument of a job must be a `JobContext`",
+            ));
+        }
+    };
+    if let Some(extra) = typed.next() {
+        return Err(syn::Error::new(
+            extra.span(),
+            "a job takes at most two arguments: the payload and a `JobContext`",
+        ));
+    }
+    let (output, output_span) = match &sig.output {
+        ReturnType::Default => (quote!(()), sig.ident.span()),
+        ReturnType::Type(_, ty) => {
+            let unit = matches!(&**ty, Type::Tuple(t) if t.elems.is_empty());
+            if !unit && !last_segment_is(ty, "Result") {
+                return Err(syn::Error::new(
+                    ty.span(),
+                    "unsupported return type: a job returns `()`, or `Result<T, E>` where `T: Serialize` (stored as the result) and `E: Display` (stored as the error)",
+                ));
+            }
+            (quote!(#ty), ty.span())
+        }
+    };
+    Ok(Signature {
+        payload,
+        takes_context,
+        output,
+        output_span,
+    })
+}
+
+fn last_segment_is(ty: &Type, name: &str) -> bool {
+    match ty {
+        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == name),
+        _ => false,
+    }
+}
+
+fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
+    let sig = check_signature(func)?;
+    let krate: Path = args.krate.unwrap_or_else(|| syn::parse_quote!(::jobqueue));
+    let ident = &func.sig.ident;
+    let vis = &func.vis;
+    let name = args
+        .name
+        .map_or_else(|| ident.unraw_string(), |(name, _)| name);
+    let queue = args.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+    let max_attempts = args.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    let visibility_ms = args.visibility_ms.unwrap_or(DEFAULT_VISIBILITY_MS);
+    let timeout_ms = match args.timeout_ms {
+        Some(ms) => quote!(::core::option::Option::Some(#ms)),
+        None => quote!(::core::option::Option::None),
+    };
+    let payload = sig.payload;
+    let output = &sig.output;
+    let output_type = quote_spanned! {sig.output_span=>
+        <#output as #krate::__private::IntoJobResult>::Output
+    };
+    let call = if sig.takes_context {
+        quote!(#ident(payload, ctx))
+    } else {
+        quote!({
+            let _ = ctx;
+            #ident(payload)
+        })
+    };
+    // Each check is spanned where the user can fix it: the payload's type,
+    // the return type, and the fn's name for a future that is not `Send`.
+    let decode = quote_spanned! {payload.span()=>
+        __jq::decode_payload::<#payload>(payload)
+    };
+    let finish = quote_spanned! {sig.output_span=> __jq::finish };
+    let boxed = quote_spanned! {ident.span()=>
+        __jq::box_handler(async move { #finish(#call.await) })
+    };
+    let handler = format_ident!("__jobqueue_handler_{}", ident.unraw_string());
+    let doc = format!(
+        "The job defined by [`{ident}()`]: name `{name}`, queue `{queue}`. Enqueue it with \
+         `client.enqueue::<{ident}>(payload)`."
+    );
+    Ok(quote! {
+        #func
+
+        #[doc = #doc]
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy)]
+        #vis struct #ident {}
+
+        impl #krate::Job for #ident {
+            type Payload = #payload;
+            type Output = #output_type;
+            const NAME: &'static str = #name;
+            const QUEUE: &'static str = #queue;
+            const MAX_ATTEMPTS: u32 = #max_attempts;
+            const VISIBILITY_MS: u64 = #visibility_ms;
+            const TIMEOUT_MS: ::core::option::Option<u64> = #timeout_ms;
+        }
+
+        const _: () = {
+            #[allow(non_snake_case)]
+            fn #handler(
+                payload: &str,
+                ctx: #krate::JobContext,
+            ) -> #krate::__private::HandlerFuture {
+                use #krate::__private as __jq;
+                let payload: #payload = match #decode {
+                    ::core::result::Result::Ok(payload) => payload,
+                    ::core::result::Result::Err(error) => return __jq::fail_now(error),
+                };
+                #boxed
+            }
+
+            #krate::__private::inventory::submit! {
+                #krate::__private::JobDefinition::new::<#ident>(::core::module_path!(), #handler)
+            }
+        };
+    })
+}
+
+trait UnrawString {
+    fn unraw_string(&self) -> String;
+}
+
+impl UnrawString for syn::Ident {
+    /// The identifier without a leading `r#`.
+    fn unraw_string(&self) -> String {
+        let s = self.to_string();
+        s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_str(attr: &str, item: &str) -> String {
+        job(attr.parse().unwrap(), item.parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn the_function_is_kept_as_written_with_a_type_of_the_same_name() {
+        let out = expand_str(
+            r#"queue = "email""#,
+            "/// Sends it.\n#[inline] pub async fn send_welcome(args: Welcome, ctx: JobContext) -> Result<Receipt, E> { body() }",
+        );
+        assert!(out.contains("pub async fn send_welcome"), "{out}");
+        assert!(out.contains("# [inline]"), "{out}");
+        assert!(out.contains("pub struct send_welcome { }"), "{out}");
+        assert!(
+            out.contains("const NAME : & 'static str = \"send_welcome\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("const QUEUE : & 'static str = \"email\""),
+            "{out}"
+        );
+        assert!(out.contains("inventory :: submit !"), "{out}");
+    }
+
+    #[test]
+    fn errors_keep_the_function_and_add_a_compile_error() {
+        for (attr, item) in [
+            ("", "fn not_async(a: A) {}"),
+            ("bogus = 1", "async fn f(a: A) {}"),
+            ("", "async fn g<T>(a: T) {}"),
+            ("", "async fn none() {}"),
+            ("", "async fn three(a: A, c: JobContext, x: X) {}"),
+            ("", "async fn wrong_second(a: A, b: B) {}"),
+            ("", "async fn returns_int(a: A) -> i32 { 1 }"),
+        ] {
+            let out = expand_str(attr, item);
+            assert!(out.contains("compile_error"), "{item}: {out}");
+            assert!(!out.contains("inventory"), "{item}: {out}");
+            let name = item
+                .split("fn ")
+                .nth(1)
+                .unwrap()
+                .split(['(', '<'])
+                .next()
+                .unwrap();
+            assert!(
+                out.contains(&format!("fn {name}")),
+                "{item}: the fn is kept: {out}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stored_name_defaults_to_the_fn_name_and_can_be_set() {
+        let out = expand_str(r#"name = "welcome.v1""#, "async fn r#type(a: A) {}");
+        assert!(out.contains("\"welcome.v1\""), "{out}");
+        let out = expand_str("", "async fn r#type(a: A) {}");
+        assert!(
+            out.contains("const NAME : & 'static str = \"type\""),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! [`Client`]: typed enqueue of `#[job]`s, and [`JobHandle`] to follow one.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::connection::Connection;
+use crate::definition::Job;
+use crate::error::{Error, Result};
+use crate::job::{JobRecord, JobStatus, NewJob};
+use crate::queue::{Queue, QueueOptions};
+
+/// The application's handle on the job system: enqueues typed jobs. Cheap
+/// to clone; clones share one connection.
+///
+/// ```no_run
+/// # use jobqueue::{job, Client, JobContext};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Welcome { to: String }
+/// # #[job(queue = "email")] async fn send_welcome(args: Welcome, ctx: JobContext) -> Result<(), String> { Ok(()) }
+/// # async fn run() -> jobqueue::Result<()> {
+/// let client = Client::connect("redis://127.0.0.1:6379/").await?;
+/// let handle = client.enqueue::<send_welcome>(Welcome { to: "a@example.com".into() }).await?;
+/// handle.wait(std::time::Duration::from_secs(30)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    conn: Connection,
+    template: QueueOptions,
+}
+
+impl Client {
+    /// Connects to the Redis server at `url`.
+    ///
+    /// # Cancellation safety
+    /// Safe: nothing is written before the future completes.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Ok(Self::new(&Connection::open(url).await?))
+    }
+
+    /// A client on an open connection, with the default queue options.
+    pub fn new(conn: &Connection) -> Self {
+        Self::with_options(conn, QueueOptions::default())
+    }
+
+    /// A client whose queues take `template`'s options (layout, payload
+    /// limit, history); each queue's name comes from its jobs.
+    pub fn with_options(conn: &Connection, template: QueueOptions) -> Self {
+        Self {
+            conn: conn.clone(),
+            template,
+        }
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The low-level [`Queue`] named `name`.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        let options = QueueOptions {
+            name: name.to_owned(),
+            ..self.template.clone()
+        };
+        Queue::new(&self.conn, options)
+    }
+
+    /// Enqueues job `T` with `payload`; the payload's type is checked at
+    /// compile time.
+    ///
+    /// # Cancellation safety
+    /// Dropping the future may or may not have enqueued the job, never half.
+    pub async fn enqueue<T: Job>(&self, payload: T::Payload) -> Result<JobHandle<T>> {
+        self.job::<T>(payload).enqueue().await
+    }
+
+    /// Starts a job `T` with per-call options; finish with
+    /// [`JobBuilder::enqueue`].
+    pub fn job<T: Job>(&self, payload: T::Payload) -> JobBuilder<'_, T> {
+        JobBuilder {
+            client: self,
+            payload,
+            max_attempts: T::MAX_ATTEMPTS,
+            visibility: Duration::from_millis(T::VISIBILITY_MS),
+            _job: PhantomData,
+        }
+    }
+
+    /// Enqueues many jobs `T` in one round trip, in order.
+    ///
+    /// # Cancellation safety
+    /// All of the batch or none of it.
+    pub async fn enqueue_many<T: Job>(
+        &self,
+        payloads: impl IntoIterator<Item = T::Payload>,
+    ) -> Result<Vec<JobHandle<T>>> {
+        let queue = self.queue(T::QUEUE)?;
+        let jobs = payloads
+            .into_iter()
+            .map(|p| {
+                Ok(stored::<T>(
+                    NewJob::new(&p)?,
+                    T::MAX_ATTEMPTS,
+                    Duration::from_millis(T::VISIBILITY_MS),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let ids = queue.submit_many(jobs).await?;
+        Ok(ids
+            .into_iter()
+            .map(|id| JobHandle::new(queue.clone(), id))
+            .collect())
+    }
+
+    /// A handle on an existing job `T` by id.
+    pub fn handle<T: Job>(&self, id: impl Into<String>) -> Result<JobHandle<T>> {
+        Ok(JobHandle::new(self.queue(T::QUEUE)?, id.into()))
+    }
+}
+
+/// Adds what every stored job of type `T` carries besides the reference's
+/// fields: its name, attempts and lease length.
+fn stored<T: Job>(job: NewJob, max_attempts: u32, visibility: Duration) -> NewJob {
+    job.name(T::NAME)
+        .max_attempts(max_attempts)
+        .visibility(visibility)
+}
+
+/// One job `T` about to be enqueued, with per-call options.
+#[must_use = "call .enqueue() to send the job"]
+pub struct JobBuilder<'a, T: Job> {
+    client: &'a Client,
+    payload: T::Payload,
+    max_attempts: u32,
+    visibility: Duration,
+    _job: PhantomData<fn() -> T>,
+}
+
+impl<T: Job> fmt::Debug for JobBuilder<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobBuilder")
+            .field("job", &T::NAME)
+            .field("max_attempts", &self.max_attempts)
+            .field("visibility", &self.visibility)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Job> JobBuilder<'_, T> {
+    /// Overrides the job's `max_attempts` for this one.
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Overrides the job's lease length for this one.
+    pub fn visibility(mut self, visibility: Duration) -> Self {
+        self.visibility = visibility;
+        self
+    }
+
+    /// Sends the job.
+    ///
+    /// # Cancellation safety
+    /// Dropping the future may or may not have enqueued the job, never half.
+    pub async fn enqueue(self) -> Result<JobHandle<T>> {
+        let queue = self.client.queue(T::QUEUE)?;
+        let job = stored::<T>(
+            NewJob::new(&self.payload)?,
+            self.max_attempts,
+            self.visibility,
+        );
+        let id = queue.submit(job).await?;
+        Ok(JobHandle::new(queue, id))
+    }
+}
+
+/// A job `T` that was enqueued: its id, its status, and its result.
+pub struct JobHandle<T: Job> {
+    queue: Queue,
+    id: String,
+    _job: PhantomData<fn() -> T>,
+}
+
+impl<T: Job> Clone for JobHandle<T> {
+    fn clone(&self) -> Self {
+        Self::new(self.queue.clone(), self.id.clone())
+    }
+}
+
+impl<T: Job> fmt::Debug for JobHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("job", &T::NAME)
+            .field("queue", &self.queue.name())
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl<T: Job> JobHandle<T> {
+    fn new(queue: Queue, id: String) -> Self {
+        Self {
+            queue,
+            id,
+            _job: PhantomData,
+        }
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The job's state, or `None` once its hash is gone (completed jobs
+    /// expire after the queue's `completed_ttl`).
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn status(&self) -> Result<Option<JobStatus>> {
+        Ok(self.queue.get_job(&self.id).await?.and_then(|r| r.status()))
+    }
+
+    /// The job's whole hash, if it still exists.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn record(&self) -> Result<Option<JobRecord>> {
+        self.queue.get_job(&self.id).await
+    }
+
+    /// Waits up to `timeout` for the job to finish and returns its output,
+    /// or [`Error::JobFailed`] with its last error once it failed for good.
+    ///
+    /// Listens to the queue's events channel rather than polling: it reads
+    /// the job once after subscribing (a job that finished before the wait
+    /// began is seen there) and again only when an event names it.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only; dropping the future unsubscribes.
+    pub async fn wait(&self, timeout: Duration) -> Result<T::Output>
+    where
+        T::Output: DeserializeOwned,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut pubsub = self.queue.connection().pubsub().await?;
+        pubsub.subscribe(self.queue.keys().events()).await?;
+        let mut events = pubsub.on_message();
+        loop {
+            if let Some(outcome) = self.finished().await? {
+                return outcome;
+            }
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let message = match tokio::time::timeout(left, events.next()).await {
+                    Err(_) => {
+                        return Err(Error::WaitTimeout {
+                            id: self.id.clone(),
+                            waited: timeout,
+                        });
+                    }
+                    Ok(None) => {
+                        return Err(Error::malformed(
+                            self.queue.keys().events(),
+                            "the events subscription closed",
+                        ));
+                    }
+                    Ok(Some(message)) => message,
+                };
+                let event: serde_json::Value = match message.get_payload::<String>() {
+                    Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+                    Err(_) => continue,
+                };
+                let settled = matches!(event["status"].as_str(), Some("completed" | "failed"));
+                if event["id"].as_str() == Some(self.id.as_str()) && settled {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The job's outcome if it finished: `Some(Ok(output))` when completed,
+    /// `Some(Err(JobFailed))` when failed, `None` while pending or running.
+    async fn finished(&self) -> Result<Option<Result<T::Output>>>
+    where
+        T::Output: DeserializeOwned,
+    {
+        let record = self
+            .queue
+            .get_job(&self.id)
+            .await?
+            .ok_or_else(|| Error::JobNotFound {
+                id: self.id.clone(),
+            })?;
+        Ok(match record.status() {
+            Some(JobStatus::Completed) => Some(record.result::<T::Output>().and_then(|r| {
+                r.ok_or_else(|| {
+                    Error::malformed(format!("job {}", self.id), "completed without a result")
+                })
+            })),
+            Some(JobStatus::Failed) => Some(Err(Error::JobFailed {
+                id: self.id.clone(),
+                error: record
+                    .last_error()
+                    .unwrap_or("no error recorded")
+                    .to_owned(),
+            })),
+            _ => None,
+        })
+    }
+}

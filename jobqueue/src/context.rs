@@ -1,0 +1,73 @@
+//! [`JobContext`]: what a running job knows about itself.
+
+use tokio_util::sync::CancellationToken;
+
+/// Passed to a job's handler (as its optional second argument): which job
+/// this is, which attempt, and a cancellation signal for cooperative stops.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    id: String,
+    queue: String,
+    name: String,
+    attempt: u32,
+    cancel: CancellationToken,
+}
+
+impl JobContext {
+    /// A context for job `id` of job type `name` in `queue`, on its
+    /// `attempt`th claim, never cancelled. Runners build contexts; call this
+    /// to run a handler directly, for example in a unit test.
+    pub fn new(
+        id: impl Into<String>,
+        queue: impl Into<String>,
+        name: impl Into<String>,
+        attempt: u32,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            queue: queue.into(),
+            name: name.into(),
+            attempt,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// The same context, cancelled through `token`.
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The queue it came from.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The job's registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Which claim this is: 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// True once the runner asked the job to stop (shutdown or timeout).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when the runner asks the job to stop.
+    ///
+    /// # Cancellation safety
+    /// Safe: waiting again later sees the same signal.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+}

@@ -1,0 +1,4 @@
+#[jobqueue::job(queue = "email {high}")]
+async fn send(_args: String) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[jobqueue::job(queue = "email", queue = "sms")]
+async fn send(_args: String) {}
+
+fn main() {}

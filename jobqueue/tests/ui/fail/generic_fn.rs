@@ -1,0 +1,4 @@
+#[jobqueue::job]
+async fn send<T>(_args: T) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[jobqueue::job]
+fn send(_args: String) {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+struct NotSerde;
+
+#[jobqueue::job]
+async fn send(_args: NotSerde) {}
+
+fn main() {}

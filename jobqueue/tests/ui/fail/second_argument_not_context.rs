@@ -1,0 +1,4 @@
+#[jobqueue::job]
+async fn send(_args: String, _retries: u32) {}
+
+fn main() {}

@@ -1,0 +1,8 @@
+struct Mailer;
+
+impl Mailer {
+    #[jobqueue::job]
+    async fn send(&self, _args: String) {}
+}
+
+fn main() {}

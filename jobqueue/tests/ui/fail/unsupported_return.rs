@@ -1,0 +1,6 @@
+#[jobqueue::job]
+async fn send(_args: String) -> u32 {
+    1
+}
+
+fn main() {}
