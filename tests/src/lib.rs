@@ -400,3 +400,34 @@ pub async fn lease_count(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
         .await
         .expect("ZCARD")
 }
+
+/// Runs one claimed job the way a runner will: routes it through the
+/// registry, runs the handler, and settles the job with the outcome.
+pub async fn run_one(
+    registry: &jobqueue::Registry,
+    queue: &jobqueue::Queue,
+    job: &jobqueue::ClaimedJob,
+) -> jobqueue::Ack {
+    let def = match registry.route(queue.name(), job.record()) {
+        Ok(def) => def,
+        Err(e) => {
+            return queue
+                .fail_permanently(job, &e.to_string())
+                .await
+                .expect("fail");
+        }
+    };
+    let ctx = jobqueue::JobContext::new(job.id(), queue.name(), def.name(), job.attempts());
+    match def.run(job.payload_json().get(), ctx).await {
+        Ok(result) => {
+            let result: Box<serde_json::value::RawValue> =
+                serde_json::from_str(&result).expect("handlers return JSON");
+            queue.complete(job, &result).await.expect("complete")
+        }
+        Err(e) if e.kind() == jobqueue::ErrorKind::Permanent => queue
+            .fail_permanently(job, e.message())
+            .await
+            .expect("fail"),
+        Err(e) => queue.fail(job, e.message()).await.expect("fail"),
+    }
+}
