@@ -13,6 +13,7 @@ const KEYS: &[&str] = &[
     "max_attempts",
     "visibility",
     "timeout",
+    "backoff",
     "name",
     "crate",
 ];
@@ -28,6 +29,7 @@ pub(crate) struct JobArgs {
     pub(crate) max_attempts: Option<u32>,
     pub(crate) visibility_ms: Option<u64>,
     pub(crate) timeout_ms: Option<u64>,
+    pub(crate) backoff: Option<BackoffArg>,
     pub(crate) name: Option<(String, Span)>,
     pub(crate) krate: Option<Path>,
 }
@@ -98,6 +100,12 @@ impl Parse for JobArgs {
                     }
                     args.timeout_ms = Some(ms);
                 }
+                "backoff" => {
+                    let lit: LitStr = input.parse()?;
+                    args.backoff = Some(
+                        parse_backoff(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?,
+                    );
+                }
                 "crate" => {
                     let lit: LitStr = input.parse()?;
                     args.krate = Some(lit.parse()?);
@@ -125,6 +133,54 @@ fn duration_arg(input: ParseStream<'_>) -> syn::Result<(u64, Span)> {
         Ok((lit.base10_parse()?, lit.span()))
     } else {
         Err(lookahead.error())
+    }
+}
+
+/// A retry backoff policy, as `#[job(backoff = "...")]` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BackoffArg {
+    Exponential { base_ms: u64, max_ms: u64 },
+    Fixed { delay_ms: u64 },
+    None,
+}
+
+/// Parses `"exponential(1s, 10m)"`, `"fixed(30s)"` or `"none"`.
+pub(crate) fn parse_backoff(text: &str) -> Result<BackoffArg, String> {
+    let invalid = |why: &str| {
+        format!(
+            "invalid backoff {text:?}: {why}; expected \"exponential(BASE, MAX)\", \"fixed(DELAY)\" or \"none\", \
+             e.g. \"exponential(1s, 10m)\""
+        )
+    };
+    let text_trimmed = text.trim();
+    if text_trimmed == "none" {
+        return Ok(BackoffArg::None);
+    }
+    let (kind, rest) = text_trimmed
+        .split_once('(')
+        .ok_or_else(|| invalid("no policy name"))?;
+    let inner = rest
+        .strip_suffix(')')
+        .ok_or_else(|| invalid("missing `)`"))?;
+    let durations = inner
+        .split(',')
+        .map(|d| parse_duration_ms(d).map_err(|e| invalid(&e)))
+        .collect::<Result<Vec<u64>, String>>()?;
+    match (kind.trim(), durations.as_slice()) {
+        ("fixed", [delay_ms]) => Ok(BackoffArg::Fixed {
+            delay_ms: *delay_ms,
+        }),
+        ("exponential", [base_ms, max_ms]) if base_ms <= max_ms && *base_ms > 0 => {
+            Ok(BackoffArg::Exponential {
+                base_ms: *base_ms,
+                max_ms: *max_ms,
+            })
+        }
+        ("exponential", [_, _]) => Err(invalid(
+            "the base must be above zero and at most the maximum",
+        )),
+        ("fixed" | "exponential", _) => Err(invalid("wrong number of durations")),
+        (other, _) => Err(invalid(&format!("unknown policy `{other}`"))),
     }
 }
 
@@ -229,5 +285,26 @@ mod tests {
         assert!(msg(r#"queue = "a b""#).contains("invalid queue"));
         assert!(msg(r#"name = "x{y}""#).contains("invalid name"));
         assert!(msg("timeout = 0").contains("longer than 0"));
+        let m = msg(r#"backoff = "linear(1s)""#);
+        assert!(m.contains("unknown policy `linear`"), "{m}");
+        assert!(msg(r#"backoff = "exponential(10s, 1s)""#).contains("at most the maximum"));
+    }
+
+    #[test]
+    fn backoff_policies_parse() {
+        assert_eq!(parse_backoff("none"), Ok(BackoffArg::None));
+        assert_eq!(
+            parse_backoff("fixed(30s)"),
+            Ok(BackoffArg::Fixed { delay_ms: 30_000 })
+        );
+        assert_eq!(
+            parse_backoff("exponential(1s, 10m)"),
+            Ok(BackoffArg::Exponential {
+                base_ms: 1000,
+                max_ms: 600_000
+            })
+        );
+        assert!(parse_backoff("fixed(1s, 2s)").is_err());
+        assert!(parse_backoff("fixed 1s").is_err());
     }
 }

@@ -13,7 +13,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, Path, ReturnType, Type};
 
-use crate::args::JobArgs;
+use crate::args::{BackoffArg, JobArgs};
 
 const DEFAULT_QUEUE: &str = "jobs";
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -144,6 +144,18 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
         Some(ms) => quote!(::core::option::Option::Some(#ms)),
         None => quote!(::core::option::Option::None),
     };
+    let backoff = args.backoff.map(|b| {
+        let value = match b {
+            BackoffArg::Exponential { base_ms, max_ms } => {
+                quote!(#krate::Backoff::Exponential { base_ms: #base_ms, max_ms: #max_ms })
+            }
+            BackoffArg::Fixed { delay_ms } => {
+                quote!(#krate::Backoff::Fixed { delay_ms: #delay_ms })
+            }
+            BackoffArg::None => quote!(#krate::Backoff::None),
+        };
+        quote!(const BACKOFF: #krate::Backoff = #value;)
+    });
     let payload = sig.payload;
     let output = &sig.output;
     let output_type = quote_spanned! {sig.output_span=>
@@ -187,6 +199,7 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             const MAX_ATTEMPTS: u32 = #max_attempts;
             const VISIBILITY_MS: u64 = #visibility_ms;
             const TIMEOUT_MS: ::core::option::Option<u64> = #timeout_ms;
+            #backoff
         }
 
         const _: () = {

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::backoff::Backoff;
 use crate::context::JobContext;
 use crate::outcome::JobError;
 
@@ -29,6 +30,8 @@ pub trait Job: Send + Sync + 'static {
     const VISIBILITY_MS: u64;
     /// The longest a run may take, if limited.
     const TIMEOUT_MS: Option<u64>;
+    /// How long a failed attempt waits before the next.
+    const BACKOFF: Backoff = Backoff::DEFAULT;
 }
 
 /// The future a registered handler returns: the result as JSON, or the error.
@@ -46,6 +49,7 @@ pub struct JobDefinition {
     max_attempts: u32,
     visibility_ms: u64,
     timeout_ms: Option<u64>,
+    backoff: Backoff,
     handler: HandlerFn,
 }
 
@@ -60,6 +64,7 @@ impl JobDefinition {
             max_attempts: T::MAX_ATTEMPTS,
             visibility_ms: T::VISIBILITY_MS,
             timeout_ms: T::TIMEOUT_MS,
+            backoff: T::BACKOFF,
             handler,
         }
     }
@@ -94,6 +99,11 @@ impl JobDefinition {
         self.timeout_ms
     }
 
+    /// How long a failed attempt waits before the next.
+    pub fn backoff(&self) -> Backoff {
+        self.backoff
+    }
+
     /// Runs the handler on a payload's JSON text.
     pub fn run(&self, payload: &str, ctx: JobContext) -> HandlerFuture {
         (self.handler)(payload, ctx)
@@ -109,6 +119,7 @@ impl fmt::Debug for JobDefinition {
             .field("max_attempts", &self.max_attempts)
             .field("visibility_ms", &self.visibility_ms)
             .field("timeout_ms", &self.timeout_ms)
+            .field("backoff", &self.backoff)
             .finish_non_exhaustive()
     }
 }

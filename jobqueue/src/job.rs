@@ -18,6 +18,30 @@ pub struct NewJob {
     pub(crate) name: Option<String>,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) visibility: Option<Duration>,
+    pub(crate) when: When,
+}
+
+/// When a new job may first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum When {
+    /// At once.
+    #[default]
+    Now,
+    /// This long after Redis receives it.
+    After(Duration),
+    /// At this time (ms since the Unix epoch).
+    At(u64),
+}
+
+impl When {
+    /// The enqueue script's notation: "", "+ms" or "@ms".
+    pub(crate) fn arg(self) -> String {
+        match self {
+            Self::Now => String::new(),
+            Self::After(d) => format!("+{}", d.as_millis()),
+            Self::At(ms) => format!("@{ms}"),
+        }
+    }
 }
 
 impl NewJob {
@@ -33,7 +57,28 @@ impl NewJob {
             name: None,
             max_attempts: None,
             visibility: None,
+            when: When::Now,
         }
+    }
+
+    /// Holds the job back for `delay`: it waits in `queue:{name}:scheduled`
+    /// and moves to pending once due (within a runner's sweep interval).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.when = if delay.is_zero() {
+            When::Now
+        } else {
+            When::After(delay)
+        };
+        self
+    }
+
+    /// Holds the job back until `time` (this process's clock).
+    pub fn at(mut self, time: std::time::SystemTime) -> Self {
+        let ms = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.when = When::At(ms);
+        self
     }
 
     /// The handler name stored in the `job` field, used by runners to pick
@@ -85,7 +130,10 @@ impl NewJob {
 /// The state a job's `status` field names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum JobStatus {
+    /// Waiting for its time in `scheduled` (delayed, or a retry in backoff).
+    Scheduled,
     /// Waiting in `pending`.
     Pending,
     /// Claimed by a worker, listed in `processing`.
@@ -100,6 +148,7 @@ impl JobStatus {
     /// The value stored in the `status` field.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Scheduled => "scheduled",
             Self::Pending => "pending",
             Self::Processing => "processing",
             Self::Completed => "completed",
@@ -109,6 +158,7 @@ impl JobStatus {
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "scheduled" => Self::Scheduled,
             "pending" => Self::Pending,
             "processing" => Self::Processing,
             "completed" => Self::Completed,

@@ -72,6 +72,12 @@ impl Keys {
         self.key("leases")
     }
 
+    /// `queue:{name}:scheduled`: sorted set of ids waiting for a time (delayed
+    /// jobs, retries in backoff) scored by due time (ms).
+    pub fn scheduled(&self) -> String {
+        self.key("scheduled")
+    }
+
     /// `queue:{name}:stats`: fleet-wide counters.
     pub fn stats(&self) -> String {
         self.key("stats")
@@ -138,6 +144,7 @@ mod tests {
         assert_eq!(keys.failed(), "queue:jobs:failed");
         assert_eq!(keys.events(), "queue:jobs:events");
         assert_eq!(keys.stats(), "queue:jobs:stats");
+        assert_eq!(keys.scheduled(), "queue:jobs:scheduled");
         assert_eq!(keys.job("9a4f"), "queue:jobs:job:9a4f");
         assert_eq!(keys.job_prefix(), "queue:jobs:job:");
     }

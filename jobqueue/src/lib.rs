@@ -64,6 +64,7 @@
 //!
 //! The data model is documented key by key in [`docs::data_model`].
 
+mod backoff;
 mod client;
 mod connection;
 mod context;
@@ -84,6 +85,7 @@ pub mod docs {
     pub mod data_model {}
 }
 
+pub use backoff::Backoff;
 pub use client::{Client, JobBuilder, JobHandle};
 pub use connection::{Connection, ConnectionOptions};
 pub use context::JobContext;

@@ -160,6 +160,8 @@ pub struct Stats {
     pub completed_depth: u64,
     /// Ids in the dead letters.
     pub failed_depth: u64,
+    /// Jobs waiting for a time (delayed, or retries in backoff).
+    pub scheduled_depth: u64,
     /// The queue's visibility timeout in ms.
     pub visibility_ms: u64,
 }
@@ -180,6 +182,14 @@ pub struct SweepReport {
 /// How many expired leases, and processing entries, one sweep script
 /// handles: keeps each script short so Redis stays responsive.
 const SWEEP_BATCH: usize = 500;
+
+/// The stats pipeline's reply: four list lengths, the scheduled count and
+/// the counters hash.
+type StatsReply = (u64, u64, u64, u64, u64, BTreeMap<String, String>);
+
+/// The sweep script's reply: next cursor, more expired leases waiting, and
+/// the ids reclaimed, failed and dropped.
+type SweepReply = (usize, u8, Vec<String>, Vec<String>, Vec<String>);
 
 /// One queue of one Redis server. Cheap to clone.
 ///
@@ -276,7 +286,10 @@ impl Queue {
             return Ok(Vec::new());
         }
         let mut invocation = SCRIPTS.enqueue.prepare_invoke();
-        invocation.key(self.keys.pending()).key(self.keys.stats());
+        invocation
+            .key(self.keys.pending())
+            .key(self.keys.stats())
+            .key(self.keys.scheduled());
         let mut ids = Vec::with_capacity(jobs.len());
         for job in &jobs {
             let size = job.payload.len();
@@ -293,6 +306,7 @@ impl Queue {
                 .key(self.keys.job(&id))
                 .arg(&id)
                 .arg(&job.payload)
+                .arg(job.when.arg())
                 .arg(extra.len());
             for (field, value) in extra {
                 invocation.arg(field).arg(value);
@@ -516,7 +530,22 @@ impl Queue {
     /// # Cancellation safety
     /// As [`complete`](Self::complete).
     pub async fn fail(&self, job: &ClaimedJob, error: &str) -> Result<Ack> {
-        self.fail_with(job, error, "retry").await
+        self.fail_with(job, error, "retry", Duration::ZERO).await
+    }
+
+    /// Like [`fail`](Self::fail), but a retry waits `delay` in
+    /// `queue:{name}:scheduled` before it is pending again (a runner's sweep
+    /// moves it once due).
+    ///
+    /// # Cancellation safety
+    /// As [`complete`](Self::complete).
+    pub async fn fail_with_delay(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+        delay: Duration,
+    ) -> Result<Ack> {
+        self.fail_with(job, error, "retry", delay).await
     }
 
     /// Fails a claimed job for good, whatever attempts it has left.
@@ -524,10 +553,17 @@ impl Queue {
     /// # Cancellation safety
     /// As [`complete`](Self::complete).
     pub async fn fail_permanently(&self, job: &ClaimedJob, error: &str) -> Result<Ack> {
-        self.fail_with(job, error, "permanent").await
+        self.fail_with(job, error, "permanent", Duration::ZERO)
+            .await
     }
 
-    async fn fail_with(&self, job: &ClaimedJob, error: &str, mode: &str) -> Result<Ack> {
+    async fn fail_with(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+        mode: &str,
+        delay: Duration,
+    ) -> Result<Ack> {
         let mut invocation = SCRIPTS.fail.prepare_invoke();
         invocation
             .key(self.keys.job(job.id()))
@@ -536,6 +572,7 @@ impl Queue {
             .key(self.keys.failed())
             .key(self.keys.leases())
             .key(self.keys.stats())
+            .key(self.keys.scheduled())
             .arg(job.id())
             .arg(job.token())
             .arg(error)
@@ -543,7 +580,8 @@ impl Queue {
             .arg(self.options.max_attempts)
             .arg(self.options.failed_history)
             .arg(self.keys.events())
-            .arg(self.keys.job_prefix());
+            .arg(self.keys.job_prefix())
+            .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
         let code = self.settle(&invocation).await?;
         Ok(ack(code, &[(1, Ack::Retrying), (2, Ack::Failed)]))
     }
@@ -568,9 +606,7 @@ impl Queue {
     }
 
     async fn settle(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<i64> {
-        self.conn
-            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
-            .await
+        self.invoke(invocation).await
     }
 
     /// Renews the lease of a running job for another visibility timeout.
@@ -624,9 +660,23 @@ impl Queue {
     /// # Cancellation safety
     /// Safe: each step is one atomic script; a dropped pass just stops early.
     pub async fn reclaim_stuck(&self) -> Result<SweepReport> {
+        self.sweep(true).await
+    }
+
+    /// The cheap part of [`reclaim_stuck`](Self::reclaim_stuck): only claims
+    /// of ours whose lease ran out, found in the leases set without walking
+    /// the processing list. A runner does this every sweep interval.
+    ///
+    /// # Cancellation safety
+    /// Safe: each step is one atomic script.
+    pub async fn reclaim_expired(&self) -> Result<SweepReport> {
+        self.sweep(false).await
+    }
+
+    async fn sweep(&self, walk: bool) -> Result<SweepReport> {
         let mut report = SweepReport::default();
         let mut cursor = 0usize;
-        let mut walking = true;
+        let mut walking = walk;
         loop {
             let mut invocation = SCRIPTS.reclaim.prepare_invoke();
             invocation
@@ -643,19 +693,8 @@ impl Queue {
                 .arg(SWEEP_BATCH)
                 .arg(cursor)
                 .arg(if walking { SWEEP_BATCH } else { 0 });
-            let (next, more, reclaimed, failed, dropped): (
-                usize,
-                u8,
-                Vec<String>,
-                Vec<String>,
-                Vec<String>,
-            ) = self
-                .conn
-                .run(|mut c| {
-                    let invocation = &invocation;
-                    async move { invocation.invoke_async(&mut c).await }
-                })
-                .await?;
+            let (next, more, reclaimed, failed, dropped): SweepReply =
+                self.invoke(&invocation).await?;
             report.reclaimed.extend(reclaimed);
             report.failed.extend(failed);
             report.dropped.extend(dropped);
@@ -677,6 +716,38 @@ impl Queue {
         Ok(report)
     }
 
+    /// Moves scheduled jobs whose time has come (delayed jobs, retries done
+    /// waiting) to pending; returns how many moved.
+    ///
+    /// # Cancellation safety
+    /// Safe: each step is one atomic script.
+    pub async fn promote_due(&self) -> Result<u64> {
+        let mut moved = 0;
+        loop {
+            let mut invocation = SCRIPTS.promote.prepare_invoke();
+            invocation
+                .key(self.keys.scheduled())
+                .key(self.keys.pending())
+                .arg(self.keys.job_prefix())
+                .arg(SWEEP_BATCH);
+            let (n, more): (u64, u8) = self.invoke(&invocation).await?;
+            moved += n;
+            if more == 0 {
+                return Ok(moved);
+            }
+        }
+    }
+
+    /// Runs a script on the shared connection, retrying connection errors.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        self.conn
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
+    }
+
     /// Depths and fleet-wide totals, read as one consistent snapshot.
     ///
     /// # Cancellation safety
@@ -688,14 +759,9 @@ impl Queue {
             .llen(self.keys.processing())
             .llen(self.keys.completed())
             .llen(self.keys.failed())
+            .zcard(self.keys.scheduled())
             .hgetall(self.keys.stats());
-        let (pending, processing, completed, failed, totals): (
-            u64,
-            u64,
-            u64,
-            u64,
-            BTreeMap<String, String>,
-        ) = self
+        let (pending, processing, completed, failed, scheduled, totals): StatsReply = self
             .conn
             .run(|mut c| {
                 let pipe = &pipe;
@@ -720,6 +786,7 @@ impl Queue {
             processing_depth: processing,
             completed_depth: completed,
             failed_depth: failed,
+            scheduled_depth: scheduled,
             visibility_ms: self.visibility_ms(),
         })
     }
@@ -790,6 +857,31 @@ impl Queue {
         self.list_from_head(self.keys.completed(), range).await
     }
 
+    /// Ids waiting for a time, soonest first.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn list_scheduled(&self, range: Range<usize>) -> Result<Vec<String>> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.scheduled();
+        let (start, stop) = (range.start as isize, range.end as isize - 1);
+        self.conn
+            .run(|mut c| {
+                let key = &key;
+                async move {
+                    redis::cmd("ZRANGE")
+                        .arg(key)
+                        .arg(start)
+                        .arg(stop)
+                        .query_async(&mut c)
+                        .await
+                }
+            })
+            .await
+    }
+
     /// Ids in the dead letters, newest first.
     ///
     /// # Cancellation safety
@@ -836,6 +928,7 @@ impl Queue {
             self.keys.failed(),
             self.keys.leases(),
             self.keys.stats(),
+            self.keys.scheduled(),
         ];
         let mut deleted: u64 = self
             .conn

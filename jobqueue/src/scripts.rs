@@ -27,10 +27,11 @@ pub(crate) struct Scripts {
     pub(crate) release: Script,
     pub(crate) extend: Script,
     pub(crate) reclaim: Script,
+    pub(crate) promote: Script,
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 7] {
+    pub(crate) fn all(&self) -> [&Script; 8] {
         [
             &self.enqueue,
             &self.claim,
@@ -39,6 +40,7 @@ impl Scripts {
             &self.release,
             &self.extend,
             &self.reclaim,
+            &self.promote,
         ]
     }
 }
@@ -51,12 +53,13 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     release: lua!("release"),
     extend: lua!("extend"),
     reclaim: lua!("reclaim"),
+    promote: lua!("promote"),
 });
 
 #[cfg(test)]
 mod tests {
     /// Each operation's source, without the shared prelude.
-    const OPERATIONS: [(&str, &str); 7] = [
+    const OPERATIONS: [(&str, &str); 8] = [
         ("enqueue", include_str!("lua/enqueue.lua")),
         ("claim", include_str!("lua/claim.lua")),
         ("complete", include_str!("lua/complete.lua")),
@@ -64,6 +67,7 @@ mod tests {
         ("release", include_str!("lua/release.lua")),
         ("extend", include_str!("lua/extend.lua")),
         ("reclaim", include_str!("lua/reclaim.lua")),
+        ("promote", include_str!("lua/promote.lua")),
     ];
 
     /// The comment lines of a script, as one line of words.
@@ -110,7 +114,7 @@ mod tests {
                     "{name}.lua concatenates onto a key from KEYS"
                 );
             }
-            if code.contains("Q.prefix ..") {
+            if code.contains("Q.prefix ..") || code.contains("ARGV[1] ..") {
                 assert!(
                     header(src).contains("documented exception"),
                     "{name}.lua builds job keys without documenting the exception"
@@ -119,7 +123,7 @@ mod tests {
         }
         // The operations that derive job keys, through their own code or a
         // helper, are exactly these.
-        for name in ["claim", "complete", "fail", "reclaim"] {
+        for name in ["claim", "complete", "fail", "reclaim", "promote"] {
             let src = OPERATIONS.iter().find(|(n, _)| *n == name).unwrap().1;
             assert!(header(src).contains("documented exception"), "{name}");
         }

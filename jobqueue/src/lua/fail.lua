@@ -9,6 +9,7 @@
 -- KEYS[4]  failed list
 -- KEYS[5]  leases sorted set
 -- KEYS[6]  stats hash
+-- KEYS[7]  scheduled sorted set (id -> due time, ms)
 -- ARGV[1]  job id
 -- ARGV[2]  claim token
 -- ARGV[3]  error text, stored as last_error
@@ -18,8 +19,10 @@
 -- ARGV[7]  events channel
 -- ARGV[8]  job hash prefix (to delete the hashes of ids trimmed off the
 --          history: the documented exception)
--- Returns: 1 back in pending for a retry; 2 failed for good; 0 the token does
---          not hold the job; -1 already settled with this token
+-- ARGV[9]  retry delay in ms: 0 back to pending now, else scheduled
+-- Returns: 1 retrying (pending now, or scheduled after the delay); 2 failed
+--          for good; 0 the token does not hold the job; -1 already settled
+--          with this token
 
 Q.prefix, Q.channel = ARGV[8], ARGV[7]
 Q.pending, Q.failed, Q.leases, Q.stats = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -46,7 +49,13 @@ if ARGV[4] == 'retry' and attempts < max then
   redis.call('HSET', key, 'status', 'pending', 'last_error', ARGV[3], 'last_error_at_ms', ms(now),
     'claim_token', '', 'claimed_at_ms', '0')
   redis.call('ZREM', Q.leases, id)
-  redis.call('LPUSH', Q.pending, id)
+  local delay = tonumber(ARGV[9]) or 0
+  if delay > 0 then
+    redis.call('HSET', key, 'status', 'scheduled', 'scheduled_for_ms', ms(now + delay))
+    redis.call('ZADD', KEYS[7], now + delay, id)
+  else
+    redis.call('LPUSH', Q.pending, id)
+  end
   redis.call('HINCRBY', Q.stats, 'retried_total', 1)
   publish(id, 'retry')
   return 1
