@@ -10,6 +10,7 @@ pub struct JobContext {
     queue: String,
     name: String,
     attempt: u32,
+    claim_token: String,
     cancel: CancellationToken,
 }
 
@@ -28,8 +29,15 @@ impl JobContext {
             queue: queue.into(),
             name: name.into(),
             attempt,
+            claim_token: String::new(),
             cancel: CancellationToken::new(),
         }
+    }
+
+    /// The same context, for the claim fenced by `token`.
+    pub fn with_claim_token(mut self, token: impl Into<String>) -> Self {
+        self.claim_token = token.into();
+        self
     }
 
     /// The same context, cancelled through `token`.
@@ -56,6 +64,14 @@ impl JobContext {
     /// Which claim this is: 1 for the first.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// The claim token of this run: every state change of the job is fenced
+    /// by it, and a handler can use it to fence its own side effects (a row
+    /// written with it can be told apart from one written by a stale run).
+    /// Empty for a context built by hand.
+    pub fn claim_token(&self) -> &str {
+        &self.claim_token
     }
 
     /// True once the runner asked the job to stop (shutdown or timeout).

@@ -118,6 +118,12 @@ impl NewJob {
             fields.push(("max_attempts", max.to_string()));
         }
         if let Some(visibility) = self.visibility {
+            if visibility < Duration::from_millis(100) {
+                return Err(Error::InvalidOption {
+                    option: "visibility",
+                    reason: format!("{visibility:?} is under the 100 ms minimum"),
+                });
+            }
             fields.push((
                 "visibility_ms",
                 crate::queue::millis(visibility, "visibility")?.to_string(),
@@ -397,8 +403,9 @@ pub enum Ack {
     Released,
     /// The lease was renewed.
     Extended,
-    /// This claim had already settled the job (for example a retry of a call
-    /// whose reply was lost); nothing changed.
+    /// This claim had already settled the job; nothing changed now. Also what
+    /// a call returns when its first send was applied but its reply lost, and
+    /// the connection retry found the work done.
     Duplicate,
     /// The claim no longer holds the job: its lease ran out and a sweep took
     /// it back, or the token is empty or unknown. Nothing changed.

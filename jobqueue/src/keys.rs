@@ -83,6 +83,12 @@ impl Keys {
         self.key("stats")
     }
 
+    /// `queue:{name}:request:{id}`: what one claim request took, kept briefly
+    /// so a retry after a lost reply gets the same jobs back.
+    pub fn request(&self, id: &str) -> String {
+        format!("{}:request:{id}", self.base)
+    }
+
     /// `queue:{name}:events`: the pub/sub channel (not a key).
     pub fn events(&self) -> String {
         self.key("events")
@@ -96,6 +102,12 @@ impl Keys {
     /// `queue:{name}:job:{id}`: one job's hash.
     pub fn job(&self, id: &str) -> String {
         format!("{}:job:{id}", self.base)
+    }
+
+    /// `queue:{name}:*`: a `SCAN` pattern matching every key of this queue
+    /// and no other (names cannot contain `:` or glob characters).
+    pub fn pattern(&self) -> String {
+        self.key("*")
     }
 
     fn key(&self, suffix: &str) -> String {

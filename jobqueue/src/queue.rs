@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -121,6 +121,26 @@ impl QueueOptions {
             });
         }
         millis(self.visibility, "visibility")?;
+        for (option, cap) in [
+            ("completed_history", self.completed_history),
+            ("failed_history", self.failed_history),
+        ] {
+            if cap == 0 {
+                return Err(Error::InvalidOption {
+                    option,
+                    reason: "must be at least 1: a job's hash lives as long as its listing".into(),
+                });
+            }
+        }
+        if self.completed_ttl.subsec_nanos() != 0 {
+            return Err(Error::InvalidOption {
+                option: "completed_ttl",
+                reason: format!(
+                    "{:?} is not whole seconds (Redis EXPIRE takes seconds)",
+                    self.completed_ttl
+                ),
+            });
+        }
         Ok(())
     }
 }
@@ -183,13 +203,16 @@ pub struct SweepReport {
 /// handles: keeps each script short so Redis stays responsive.
 const SWEEP_BATCH: usize = 500;
 
+/// How many answered claim requests one claim deletes at most.
+const MAX_ANSWERED_PER_CLAIM: usize = 64;
+
 /// The stats pipeline's reply: four list lengths, the scheduled count and
 /// the counters hash.
 type StatsReply = (u64, u64, u64, u64, u64, BTreeMap<String, String>);
 
 /// The sweep script's reply: next cursor, more expired leases waiting, and
 /// the ids reclaimed, failed and dropped.
-type SweepReply = (usize, u8, Vec<String>, Vec<String>, Vec<String>);
+type SweepReply = (i64, u8, Vec<String>, Vec<String>, Vec<String>);
 
 /// One queue of one Redis server. Cheap to clone.
 ///
@@ -200,6 +223,9 @@ pub struct Queue {
     conn: Connection,
     keys: Arc<Keys>,
     options: Arc<QueueOptions>,
+    /// Keys of claim requests whose replies arrived, for the next claim to
+    /// delete.
+    answered: Arc<Mutex<Vec<String>>>,
 }
 
 impl Queue {
@@ -220,6 +246,7 @@ impl Queue {
             conn: conn.clone(),
             keys: Arc::new(keys),
             options: Arc::new(options),
+            answered: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -436,6 +463,60 @@ impl Queue {
         }
     }
 
+    /// One claim request: id `request` and one token per job wanted. A
+    /// retry after a lost reply repeats the same request (same key, same
+    /// tokens), and the script answers it with the jobs the first run took.
+    async fn claim_request(
+        &self,
+        mode: &str,
+        adopt: &str,
+        request: &str,
+        tokens: &[String],
+    ) -> Result<Value> {
+        let request = self.keys.request(request);
+        let answered: Vec<String> = {
+            let mut answered = self.answered.lock().expect("answered lock");
+            let keep = answered.len().saturating_sub(MAX_ANSWERED_PER_CLAIM);
+            answered.split_off(keep)
+        };
+        let mut invocation = SCRIPTS.claim.prepare_invoke();
+        invocation
+            .key(self.keys.pending())
+            .key(self.keys.processing())
+            .key(self.keys.leases())
+            .key(self.keys.failed())
+            .key(self.keys.stats())
+            .key(&request)
+            .key(&answered)
+            .arg(self.keys.job_prefix())
+            .arg(self.keys.events())
+            .arg(self.visibility_ms())
+            .arg(self.options.max_attempts)
+            .arg(self.options.failed_history)
+            .arg(mode)
+            .arg(adopt)
+            .arg(tokens);
+        let reply: Value = self.invoke(&invocation).await?;
+        self.answered.lock().expect("answered lock").push(request);
+        Ok(reply)
+    }
+
+    /// Sends one claim request with a chosen id and tokens, as a retry after
+    /// a lost reply would. For tests of that path; not a public API.
+    #[doc(hidden)]
+    pub async fn __claim_request(
+        &self,
+        request: &str,
+        tokens: &[String],
+    ) -> Result<Vec<ClaimedJob>> {
+        let reply = self.claim_request("lmove", "", request, tokens).await?;
+        Ok(decode_claim_reply(reply)?
+            .claimed
+            .into_iter()
+            .map(|(job, _)| job)
+            .collect())
+    }
+
     /// Runs the claim script; returns the jobs that can run, and how many
     /// were taken but could not run (they are failed here with the reason).
     async fn run_claim(
@@ -444,29 +525,9 @@ impl Queue {
         adopt: &str,
         n: usize,
     ) -> Result<(Vec<ClaimedJob>, usize)> {
-        let mut invocation = SCRIPTS.claim.prepare_invoke();
-        invocation
-            .key(self.keys.pending())
-            .key(self.keys.processing())
-            .key(self.keys.leases())
-            .key(self.keys.failed())
-            .key(self.keys.stats())
-            .arg(self.keys.job_prefix())
-            .arg(self.keys.events())
-            .arg(self.visibility_ms())
-            .arg(self.options.max_attempts)
-            .arg(self.options.failed_history)
-            .arg(mode)
-            .arg(adopt);
-        for _ in 0..n {
-            invocation.arg(crate::id::random_hex());
-        }
-        let reply: Value = self
-            .conn
-            .run(|mut c| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut c).await }
-            })
+        let tokens: Vec<String> = (0..n).map(|_| crate::id::random_hex()).collect();
+        let reply = self
+            .claim_request(mode, adopt, &crate::id::random_hex(), &tokens)
             .await?;
         let ClaimReply { claimed, rejected } = decode_claim_reply(reply)?;
         let rejected_count = rejected.len();
@@ -486,7 +547,11 @@ impl Queue {
                 (job, None) => jobs.push(job),
                 (job, Some(err)) => {
                     tracing::warn!(queue = self.name(), job = job.id(), error = %err, "claimed job cannot run; failing it");
-                    let _ = self.fail_permanently(&job, &err.to_string()).await?;
+                    // On an error here the claim stays with its lease, and
+                    // the sweep takes it back; the other jobs still run.
+                    if let Err(e) = self.fail_permanently(&job, &err.to_string()).await {
+                        tracing::warn!(queue = self.name(), job = job.id(), error = %e, "could not fail an unusable job; its lease will expire");
+                    }
                     unusable += 1;
                 }
             }
@@ -675,7 +740,7 @@ impl Queue {
 
     async fn sweep(&self, walk: bool) -> Result<SweepReport> {
         let mut report = SweepReport::default();
-        let mut cursor = 0usize;
+        let mut cursor: i64 = 0;
         let mut walking = walk;
         loop {
             let mut invocation = SCRIPTS.reclaim.prepare_invoke();
@@ -691,17 +756,18 @@ impl Queue {
                 .arg(self.options.max_attempts)
                 .arg(self.options.failed_history)
                 .arg(SWEEP_BATCH)
-                .arg(cursor)
+                .arg(cursor.max(0))
                 .arg(if walking { SWEEP_BATCH } else { 0 });
             let (next, more, reclaimed, failed, dropped): SweepReply =
                 self.invoke(&invocation).await?;
             report.reclaimed.extend(reclaimed);
             report.failed.extend(failed);
             report.dropped.extend(dropped);
-            if next == 0 {
+            if next < 0 {
                 walking = false;
+            } else {
+                cursor = next;
             }
-            cursor = next;
             if !walking && more == 0 {
                 break;
             }
@@ -914,30 +980,15 @@ impl Queue {
             .await
     }
 
-    /// Deletes every key of the queue: its lists, leases, counters and job
-    /// hashes. Returns how many keys were deleted. Not atomic: stop workers
-    /// first, or jobs written during the purge survive it.
+    /// Deletes every key of the queue: its lists, leases, schedule, counters
+    /// and job hashes. Returns how many keys were deleted. Not atomic: stop
+    /// workers first, or jobs written during the purge survive it.
     ///
     /// # Cancellation safety
     /// Safe to repeat: a dropped purge leaves part of the keys for the next.
     pub async fn purge(&self) -> Result<u64> {
-        let fixed = [
-            self.keys.pending(),
-            self.keys.processing(),
-            self.keys.completed(),
-            self.keys.failed(),
-            self.keys.leases(),
-            self.keys.stats(),
-            self.keys.scheduled(),
-        ];
-        let mut deleted: u64 = self
-            .conn
-            .run(|mut c| {
-                let fixed = &fixed;
-                async move { redis::cmd("UNLINK").arg(fixed).query_async(&mut c).await }
-            })
-            .await?;
-        let pattern = format!("{}*", self.keys.job_prefix());
+        let mut deleted: u64 = 0;
+        let pattern = self.keys.pattern();
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = self
@@ -1010,20 +1061,31 @@ fn decode_claim_reply(reply: Value) -> Result<ClaimReply> {
     };
     let mut claimed = Vec::with_capacity(entries.len());
     for entry in entries {
-        let (id, token, claimed_at, deadline, fields): (
+        let (id, token, claimed_at, deadline, raw): (
             String,
             String,
             String,
             String,
-            BTreeMap<String, String>,
+            BTreeMap<String, Vec<u8>>,
         ) = redis::from_redis_value(entry).map_err(|e| bad(&e.to_string()))?;
-        claimed.push(ClaimedJob::decode(
-            id,
-            token,
-            &claimed_at,
-            &deadline,
-            fields,
-        ));
+        // A field that is not UTF-8 makes this job unusable, not the batch.
+        let mut problem = None;
+        let fields = raw
+            .into_iter()
+            .map(|(name, value)| {
+                let value = String::from_utf8(value).unwrap_or_else(|e| {
+                    problem = Some(Error::malformed(
+                        format!("job {id}"),
+                        format!("field {name} is not UTF-8"),
+                    ));
+                    String::from_utf8_lossy(e.as_bytes()).into_owned()
+                });
+                (name, value)
+            })
+            .collect();
+        let (job, decode_problem) =
+            ClaimedJob::decode(id.clone(), token, &claimed_at, &deadline, fields);
+        claimed.push((job, problem.or(decode_problem)));
     }
     Ok(ClaimReply { claimed, rejected })
 }

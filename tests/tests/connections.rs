@@ -120,3 +120,49 @@ fn a_missing_redis_server_fails_with_what_to_install() {
         .binary("/nonexistent/redis-server")
         .start();
 }
+
+/// A claim whose reply is lost is retried with the same request: the retry
+/// gets the jobs the first run took, instead of claiming others and leaving
+/// the first ones leased to nobody, an attempt charged.
+#[tokio::test]
+async fn a_repeated_claim_request_returns_the_same_jobs() {
+    let server = RedisServer::start();
+    let q = queue(&server, QueueOptions::default()).await;
+    let ids = q
+        .enqueue_many(&[json!(1), json!(2), json!(3)])
+        .await
+        .unwrap();
+    let tokens = vec!["aaaaaaaaaaaaaaa1".to_owned(), "aaaaaaaaaaaaaaa2".to_owned()];
+    let first = q
+        .__claim_request("0123456789abcdef", &tokens)
+        .await
+        .unwrap();
+    let again = q
+        .__claim_request("0123456789abcdef", &tokens)
+        .await
+        .unwrap();
+    let summary = |jobs: &[jobqueue::ClaimedJob]| {
+        jobs.iter()
+            .map(|j| (j.id().to_owned(), j.token().to_owned(), j.attempts()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(summary(&first), summary(&again));
+    assert_eq!(summary(&first).len(), 2);
+    assert_eq!(
+        q.list_pending(0..10).await.unwrap(),
+        vec![ids[2].clone()],
+        "the retry took no more"
+    );
+    for job in &again {
+        assert_eq!(q.complete(job, &json!("ok")).await.unwrap(), Ack::Completed);
+    }
+    // Once answered, the request key goes away with the next claim.
+    let _ = q.claim(Duration::ZERO).await.unwrap();
+    let mut c = server.conn().await;
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("queue:jobs:request:0123456789abcdef")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}

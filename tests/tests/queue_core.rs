@@ -94,7 +94,7 @@ async fn claim_takes_the_oldest_job_and_stamps_it_with_a_lease() {
     );
     let score: f64 = redis::cmd("ZSCORE")
         .arg("queue:jobs:leases")
-        .arg(&first)
+        .arg(format!("{first}:{}", job.token()))
         .query_async(&mut c)
         .await
         .unwrap();

@@ -591,3 +591,98 @@ async fn the_brpoplpush_fallback_claims_and_wakes_like_blmove() {
     assert!(!info.contains("cmdstat_blmove:"), "{info}");
     assert!(!info.contains("cmdstat_lmove:"), "{info}");
 }
+
+/// A lease names its claim: once a reference sweeper has taken our job back
+/// and a reference worker holds it, our expired lease must not take it from
+/// that worker.
+#[tokio::test]
+async fn an_expired_lease_of_an_ended_claim_leaves_the_new_holder_alone() {
+    let (_server, q, mut c) = setup(opts(5000)).await;
+    let id = q
+        .submit(
+            NewJob::new(&json!({}))
+                .unwrap()
+                .visibility(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    let ours = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // A reference sweep takes it back (no attempt check, lease untouched)...
+    let key = format!("queue:jobs:job:{id}");
+    exec(&mut c, &["LREM", "queue:jobs:processing", "1", &id]).await;
+    exec(&mut c, &["LPUSH", "queue:jobs:pending", &id]).await;
+    hset(
+        &mut c,
+        &key,
+        &[
+            ("status", "pending"),
+            ("claim_token", ""),
+            ("claimed_at_ms", "0"),
+        ],
+    )
+    .await;
+    // ...and a reference worker claims it.
+    reference_move_to_processing(&mut c).await;
+    let now = wall_ms().to_string();
+    hset(
+        &mut c,
+        &key,
+        &[
+            ("status", "processing"),
+            ("claimed_at_ms", &now),
+            ("claim_token", "feedfeedfeedfeed"),
+        ],
+    )
+    .await;
+
+    let report = q.reclaim_stuck().await.unwrap();
+    assert!(
+        report.reclaimed.is_empty() && report.failed.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(
+        list(&mut c, "queue:jobs:processing").await,
+        vec![id.clone()]
+    );
+    assert_eq!(hash(&mut c, &key).await["claim_token"], "feedfeedfeedfeed");
+    assert_eq!(lease_count(&mut c).await, 0, "the stale lease is gone");
+    assert_eq!(q.complete(&ours, &json!(1)).await.unwrap(), Ack::LeaseLost);
+}
+
+/// The sweep's walk covers the whole processing list in one pass, even when
+/// a whole window of entries is removed.
+#[tokio::test]
+async fn one_sweep_pass_clears_every_orphaned_processing_entry() {
+    let (_server, q, mut c) = setup(opts(5000)).await;
+    let orphans: Vec<String> = (0..1200).map(|n| format!("{n:016x}")).collect();
+    for chunk in orphans.chunks(400) {
+        let mut args = vec!["LPUSH", "queue:jobs:processing"];
+        args.extend(chunk.iter().map(String::as_str));
+        exec(&mut c, &args).await;
+    }
+    let report = q.reclaim_stuck().await.unwrap();
+    assert_eq!(report.dropped.len(), 1200);
+    assert!(list(&mut c, "queue:jobs:processing").await.is_empty());
+}
+
+/// The sweep's "first seen unstamped" mark belongs to one claim: a claim of
+/// ours clears it, so no later window inherits an old sighting.
+#[tokio::test]
+async fn a_claim_clears_the_sweeps_unstamped_mark() {
+    let (_server, q, mut c) = setup(opts(5000)).await;
+    reference_enqueue(&mut c, "jobs", "00000000000000d9", "{}").await;
+    reference_move_to_processing(&mut c).await;
+    let _ = q.reclaim_stuck().await.unwrap();
+    let key = "queue:jobs:job:00000000000000d9";
+    assert!(hash(&mut c, key).await.contains_key("unstamped_seen"));
+    // The reference worker gives it back; our worker claims it.
+    exec(
+        &mut c,
+        &["LREM", "queue:jobs:processing", "1", "00000000000000d9"],
+    )
+    .await;
+    exec(&mut c, &["LPUSH", "queue:jobs:pending", "00000000000000d9"]).await;
+    let _job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    assert!(!hash(&mut c, key).await.contains_key("unstamped_seen"));
+}

@@ -5,9 +5,14 @@
 --
 -- KEYS[1]  pending list
 -- KEYS[2]  processing list
--- KEYS[3]  leases sorted set (id -> lease deadline, ms)
+-- KEYS[3]  leases sorted set ("id:token" -> lease deadline, ms)
 -- KEYS[4]  failed list
 -- KEYS[5]  stats hash
+-- KEYS[6]  this request's key: a repeat of the same request (a retry after
+--          its reply was lost) returns what the first one claimed instead of
+--          claiming more jobs that nobody would run
+-- KEYS[7..] keys of earlier requests whose replies arrived: deleted here, so
+--          request keys live only while a reply may still be lost
 -- ARGV[1]  job hash prefix (ids come from pending, so their hash keys are
 --          derived here: the documented exception)
 -- ARGV[2]  events channel
@@ -30,6 +35,31 @@ local default_vis, default_max = ARGV[3], ARGV[4]
 local mode = ARGV[6]
 local now = now_ms()
 local claimed, rejected = {}, {}
+local request = KEYS[6]
+
+-- The reply entry for a claim this request made.
+local function entry(id, token, claimed_at, deadline)
+  return { id, token, claimed_at, deadline, redis.call('HGETALL', Q.prefix .. id) }
+end
+
+for k = 7, #KEYS do
+  if KEYS[k] ~= request then
+    redis.call('DEL', KEYS[k])
+  end
+end
+
+local previous = redis.call('GET', request)
+if previous then
+  -- A repeat: hand back the claims the first run made that still hold.
+  for id, token in string.gmatch(previous, '([^,:]+):([^,]+)') do
+    local f = redis.call('HMGET', Q.prefix .. id, 'claim_token', 'claimed_at_ms', 'status')
+    local deadline = redis.call('ZSCORE', Q.leases, lease(id, token))
+    if f[1] == token and f[3] == 'processing' and deadline then
+      claimed[#claimed + 1] = entry(id, token, f[2], ms(tonumber(deadline)))
+    end
+  end
+  return { claimed, rejected }
+end
 
 local function reject(id, outcome, reason)
   rejected[#rejected + 1] = { id, outcome, reason }
@@ -50,7 +80,8 @@ local function take(id, token)
     reject(id, 'dropped', 'stale list entry: the job is already ' .. status)
     return false
   end
-  if status == 'processing' and redis.call('ZSCORE', Q.leases, id) then
+  local holder = f[5]
+  if status == 'processing' and holder and holder ~= '' and redis.call('ZSCORE', Q.leases, lease(id, holder)) then
     -- Listed twice and held by a live or expiring claim of ours: the sweep
     -- owns that claim, so this extra entry goes.
     redis.call('LREM', Q.processing, 1, id)
@@ -60,7 +91,7 @@ local function take(id, token)
   local attempts, max, vis = job_numbers(f[2], f[3], f[4], default_max, default_vis)
   if attempts == nil then
     redis.call('LREM', Q.processing, 1, id)
-    bury(id, max, now)
+    bury(id, max, now, '')
     reject(id, 'failed', max)
     return false
   end
@@ -69,15 +100,16 @@ local function take(id, token)
     -- put such a job back in pending: stop the poison loop here (8.1).
     local reason = string.format('attempt %d of %d never finished; no attempts left', attempts, max)
     redis.call('LREM', Q.processing, 1, id)
-    bury(id, reason, now)
+    bury(id, reason, now, '')
     reject(id, 'failed', reason)
     return false
   end
   local deadline = now + vis
   redis.call('HSET', key, 'status', 'processing', 'attempts', ms(attempts + 1),
     'claimed_at_ms', ms(now), 'claim_token', token)
-  redis.call('ZADD', Q.leases, deadline, id)
-  claimed[#claimed + 1] = { id, token, ms(now), ms(deadline), redis.call('HGETALL', key) }
+  redis.call('HDEL', key, 'unstamped_seen')
+  redis.call('ZADD', Q.leases, deadline, lease(id, token))
+  claimed[#claimed + 1] = entry(id, token, ms(now), ms(deadline))
   return true
 end
 
@@ -109,5 +141,12 @@ else
       budget = budget - 1
     end
   end
+end
+if #claimed > 0 then
+  local made = {}
+  for i, c in ipairs(claimed) do
+    made[i] = lease(c[1], c[2])
+  end
+  redis.call('SET', request, table.concat(made, ','), 'PX', 60000)
 end
 return { claimed, rejected }

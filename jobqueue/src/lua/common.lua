@@ -11,6 +11,10 @@
 
 local Q = {}
 
+-- Redis before 5.0 refuses writes after TIME unless effects are replicated;
+-- from 7.0 this call is a no-op.
+redis.replicate_commands()
+
 -- One clock for every timestamp: the Redis server's (fixes reference 8.8).
 local function now_ms()
   local t = redis.call('TIME')
@@ -63,14 +67,23 @@ local function job_numbers(attempts, max, vis, default_max, default_vis)
   return a, m, v
 end
 
+-- The leases set's member for a claim: the id and the claim's token, so a
+-- lease names the claim it belongs to, not just the job.
+local function lease(id, token)
+  return id .. ':' .. token
+end
+
 -- Moves a job to the dead letters with a reason. The caller has already
--- taken the id out of whatever list held it.
-local function bury(id, reason, now)
+-- taken the id out of whatever list held it; token is the claim whose lease
+-- goes with it ('' when there is none).
+local function bury(id, reason, now, token)
   local key = Q.prefix .. id
   redis.call('HSET', key, 'status', 'failed', 'last_error', reason,
     'last_error_at_ms', ms(now), 'failed_at_ms', ms(now), 'claim_token', '')
   redis.call('PERSIST', key)
-  redis.call('ZREM', Q.leases, id)
+  if token ~= '' then
+    redis.call('ZREM', Q.leases, lease(id, token))
+  end
   push_history(Q.failed, id, Q.failed_cap, 'failed')
   redis.call('HINCRBY', Q.stats, 'failed_total', 1)
   publish(id, 'failed')
@@ -78,14 +91,16 @@ end
 
 -- Puts a job whose claim ran out back in pending, or buries it when the claim
 -- that ran out was its last allowed attempt (fixes reference 8.1).
-local function requeue_or_bury(id, attempts, max, why, now)
+local function requeue_or_bury(id, attempts, max, why, now, token)
   if attempts >= max then
-    bury(id, string.format('%s on attempt %d of %d; no attempts left', why, attempts, max), now)
+    bury(id, string.format('%s on attempt %d of %d; no attempts left', why, attempts, max), now, token)
     return 'failed'
   end
   redis.call('HSET', Q.prefix .. id, 'status', 'pending', 'reclaimed_at_ms', ms(now),
     'claim_token', '', 'claimed_at_ms', '0')
-  redis.call('ZREM', Q.leases, id)
+  if token ~= '' then
+    redis.call('ZREM', Q.leases, lease(id, token))
+  end
   redis.call('LPUSH', Q.pending, id)
   redis.call('HINCRBY', Q.stats, 'reclaimed_total', 1)
   publish(id, 'reclaimed')

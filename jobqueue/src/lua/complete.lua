@@ -4,7 +4,7 @@
 -- KEYS[1]  job hash
 -- KEYS[2]  processing list
 -- KEYS[3]  completed list
--- KEYS[4]  leases sorted set
+-- KEYS[4]  leases sorted set ("id:token" -> deadline)
 -- KEYS[5]  stats hash
 -- ARGV[1]  job id
 -- ARGV[2]  claim token
@@ -35,7 +35,7 @@ end
 local now = ms(now_ms())
 redis.call('HSET', key, 'status', 'completed', 'completed_at_ms', now, 'result', ARGV[3],
   'claim_token', '', 'settled_token', token)
-redis.call('ZREM', KEYS[4], id)
+redis.call('ZREM', KEYS[4], lease(id, token))
 local ttl = tonumber(ARGV[4])
 if ttl > 0 then
   redis.call('EXPIRE', key, ttl)

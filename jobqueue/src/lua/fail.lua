@@ -48,7 +48,7 @@ local max = tonumber(f[5] or ARGV[5]) or tonumber(ARGV[5])
 if ARGV[4] == 'retry' and attempts < max then
   redis.call('HSET', key, 'status', 'pending', 'last_error', ARGV[3], 'last_error_at_ms', ms(now),
     'claim_token', '', 'claimed_at_ms', '0')
-  redis.call('ZREM', Q.leases, id)
+  redis.call('ZREM', Q.leases, lease(id, token))
   local delay = tonumber(ARGV[9]) or 0
   if delay > 0 then
     redis.call('HSET', key, 'status', 'scheduled', 'scheduled_for_ms', ms(now + delay))
@@ -60,5 +60,5 @@ if ARGV[4] == 'retry' and attempts < max then
   publish(id, 'retry')
   return 1
 end
-bury(id, ARGV[3], now)
+bury(id, ARGV[3], now, token)
 return 2

@@ -15,7 +15,7 @@
 --
 -- KEYS[1]  pending list
 -- KEYS[2]  processing list
--- KEYS[3]  leases sorted set
+-- KEYS[3]  leases sorted set ("id:token" -> lease deadline, ms)
 -- KEYS[4]  failed list
 -- KEYS[5]  stats hash
 -- ARGV[1]  job hash prefix (ids come from the processing list and the
@@ -28,7 +28,7 @@
 -- ARGV[6]  most expired leases to handle in this call
 -- ARGV[7]  walk cursor: index into processing, from the head
 -- ARGV[8]  walk length (0 skips step 2)
--- Returns: { next cursor (0 when the walk reached the end), more expired
+-- Returns: { next cursor (-1 when the walk reached the end), more expired
 --          leases waiting (0 or 1), reclaimed ids, failed ids, dropped ids }
 
 Q.prefix, Q.channel = ARGV[1], ARGV[2]
@@ -44,43 +44,51 @@ end
 
 -- Requeues or buries id (already out of processing), or buries it when its
 -- numeric fields are unusable.
-local function settle(id, f_attempts, f_max, f_vis, why)
+local function settle(id, f_attempts, f_max, f_vis, why, token)
   local attempts, max = job_numbers(f_attempts, f_max, f_vis, default_max, default_vis)
   if attempts == nil then
-    bury(id, max, now)
+    bury(id, max, now, token)
     note('failed', id)
   else
-    note(requeue_or_bury(id, attempts, max, why, now), id)
+    note(requeue_or_bury(id, attempts, max, why, now, token), id)
   end
 end
 
--- Step 1: expired leases, oldest deadline first.
+-- Step 1: expired leases, oldest deadline first. A lease names its claim
+-- ("id:token"); it only counts while that claim still holds the job. A lease
+-- whose claim ended otherwise (settled, or taken back by a reference
+-- sweeper and maybe claimed again by someone else) is just removed, and the
+-- processing entry, if any, is left to step 2's rules.
 local limit = tonumber(ARGV[6])
 local expired = redis.call('ZRANGEBYSCORE', Q.leases, '-inf', '(' .. ms(now), 'LIMIT', 0, limit)
-for _, id in ipairs(expired) do
-  redis.call('ZREM', Q.leases, id)
-  local key = Q.prefix .. id
-  local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'visibility_ms')
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('LREM', Q.processing, 1, id)
-    note('dropped', id)
-  elseif f[1] == 'processing' then
-    redis.call('LREM', Q.processing, 1, id)
-    settle(id, f[2], f[3], f[4], 'lease expired (visibility timeout)')
+for _, member in ipairs(expired) do
+  redis.call('ZREM', Q.leases, member)
+  local id, token = string.match(member, '^(.*):([^:]*)$')
+  if id then
+    local key = Q.prefix .. id
+    local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'visibility_ms', 'claim_token')
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('LREM', Q.processing, 1, id)
+      note('dropped', id)
+    elseif f[1] == 'processing' and token ~= '' and f[5] == token then
+      redis.call('LREM', Q.processing, 1, id)
+      settle(id, f[2], f[3], f[4], 'lease expired (visibility timeout)', token)
+    end
   end
 end
 
--- Step 2: the window of processing entries without a lease.
+-- Step 2: the window of processing entries without a live lease of ours.
 local cursor, len = tonumber(ARGV[7]), tonumber(ARGV[8])
-local next_cursor = 0
+local next_cursor = -1
 if len > 0 then
   local entries = redis.call('LRANGE', Q.processing, cursor, cursor + len - 1)
   local removed = 0
   for _, id in ipairs(entries) do
-    if not redis.call('ZSCORE', Q.leases, id) then
-      local key = Q.prefix .. id
-      local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'visibility_ms',
-        'claimed_at_ms', 'unstamped_seen')
+    local key = Q.prefix .. id
+    local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'visibility_ms',
+      'claimed_at_ms', 'unstamped_seen', 'claim_token')
+    local holder = f[7] or ''
+    if holder == '' or not redis.call('ZSCORE', Q.leases, lease(id, holder)) then
       local status = f[1]
       local vis = tonumber(f[4] or default_vis) or tonumber(default_vis)
       local claimed_at = tonumber(f[5] or '0') or 0
@@ -92,7 +100,7 @@ if len > 0 then
       elseif claimed_at > 0 then
         if now - claimed_at > vis then
           redis.call('LREM', Q.processing, 1, id)
-          settle(id, f[2], f[3], f[4], 'visibility timeout')
+          settle(id, f[2], f[3], f[4], 'visibility timeout', '')
           gone = true
         end
       else
@@ -102,7 +110,7 @@ if len > 0 then
           if now - (tonumber(string.sub(seen, #mark + 1)) or now) > vis then
             redis.call('LREM', Q.processing, 1, id)
             redis.call('HDEL', key, 'unstamped_seen')
-            settle(id, f[2], f[3], f[4], 'claimed but never stamped within the visibility timeout')
+            settle(id, f[2], f[3], f[4], 'claimed but never stamped within the visibility timeout', '')
             gone = true
           end
         else

@@ -29,7 +29,7 @@ end
 local attempts = math.max((tonumber(f[4]) or 1) - 1, 0)
 redis.call('HSET', key, 'status', 'pending', 'attempts', ms(attempts), 'claim_token', '',
   'claimed_at_ms', '0', 'settled_token', token)
-redis.call('ZREM', KEYS[4], id)
+redis.call('ZREM', KEYS[4], lease(id, token))
 redis.call('RPUSH', KEYS[3], id)
 publish(id, 'released')
 return 1

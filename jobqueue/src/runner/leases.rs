@@ -1,0 +1,127 @@
+//! Lease renewal: one task renews every running job's lease, batched into
+//! one round trip per queue per tick, so a healthy job is never reclaimed
+//! however long it runs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::job::{Ack, ClaimedJob};
+
+/// The running jobs of one queue, by id.
+#[derive(Debug, Default)]
+pub(super) struct InFlight {
+    jobs: Mutex<HashMap<String, Running>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    job: ClaimedJob,
+    /// Cancelled when the lease is lost: the run is no longer ours.
+    lost: CancellationToken,
+    /// Set once the outcome is being written: a renewal refused then is the
+    /// settle racing it, not a lost lease.
+    settling: Arc<AtomicBool>,
+}
+
+/// What the executing task keeps of its registration.
+#[derive(Debug)]
+pub(super) struct Ticket {
+    pub(super) lost: CancellationToken,
+    pub(super) settling: Arc<AtomicBool>,
+}
+
+impl InFlight {
+    pub(super) fn insert(&self, job: &ClaimedJob) -> Ticket {
+        let lost = CancellationToken::new();
+        let settling = Arc::new(AtomicBool::new(false));
+        self.jobs.lock().expect("in-flight lock").insert(
+            job.id().to_owned(),
+            Running {
+                job: job.clone(),
+                lost: lost.clone(),
+                settling: Arc::clone(&settling),
+            },
+        );
+        Ticket { lost, settling }
+    }
+
+    pub(super) fn remove(&self, id: &str) {
+        self.jobs.lock().expect("in-flight lock").remove(id);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.jobs.lock().expect("in-flight lock").len()
+    }
+
+    fn snapshot(&self) -> Vec<ClaimedJob> {
+        self.jobs
+            .lock()
+            .expect("in-flight lock")
+            .values()
+            .map(|r| r.job.clone())
+            .collect()
+    }
+
+    /// The shortest lease among running jobs, if any run.
+    fn shortest_lease(&self) -> Option<Duration> {
+        self.jobs
+            .lock()
+            .expect("in-flight lock")
+            .values()
+            .map(|r| Duration::from_millis(r.job.lease_deadline_ms().saturating_sub(r.job.claimed_at_ms())))
+            .min()
+    }
+
+    /// Marks `id`'s lease lost, unless its outcome is already being written.
+    fn lose(&self, id: &str) {
+        let jobs = self.jobs.lock().expect("in-flight lock");
+        if let Some(running) = jobs.get(id)
+            && !running.settling.load(Ordering::SeqCst)
+        {
+            tracing::warn!(job = id, "lease lost: a sweep took the job back; stopping this run");
+            running.lost.cancel();
+        }
+    }
+}
+
+/// Renews leases until `stop` is cancelled. Ticks at a third of the shortest
+/// running lease, so two renewals can fail before a lease runs out.
+pub(super) async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let tick = shared
+            .queues
+            .iter()
+            .filter_map(|q| q.in_flight.shortest_lease())
+            .min()
+            .map_or(Duration::from_millis(500), |lease| lease / 3)
+            .clamp(Duration::from_millis(30), Duration::from_secs(10));
+        tokio::select! {
+            () = tokio::time::sleep(tick) => {}
+            () = stop.cancelled() => return,
+        }
+        for q in &shared.queues {
+            let jobs = q.in_flight.snapshot();
+            if jobs.is_empty() {
+                continue;
+            }
+            let refs: Vec<&ClaimedJob> = jobs.iter().collect();
+            match q.queue.extend_many(&refs).await {
+                Ok(acks) => {
+                    for (job, ack) in jobs.iter().zip(acks) {
+                        if ack == Ack::LeaseLost {
+                            q.in_flight.lose(job.id());
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(queue = q.queue.name(), error = %e, "lease renewal failed; retrying next tick");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! [`Runner`]: claims jobs, runs their handlers, renews their leases,
+//! sweeps stuck and due jobs, retries failures, and shuts down cleanly.
+//!
+//! One task per queue claims jobs only when a slot is free to run them
+//! ([`claim`]); each job runs in its own task ([`execute`]); one task renews
+//! every running job's lease, one round trip per queue per tick ([`leases`]);
+//! one task sweeps ([`sweeper`]). Cancelling the token passed to
+//! [`Runner::run`] stops claiming at once, gives running jobs
+//! `shutdown_timeout` to finish, then cancels them and hands their jobs back
+//! to pending without charging the attempt.
+
+mod claim;
+mod execute;
+mod leases;
+mod sweeper;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::registry::Registry;
+
+use leases::InFlight;
+
+/// Builds a [`Runner`]; see [`Runner::builder`].
+#[derive(Debug)]
+#[must_use = "call .build() to get a Runner"]
+pub struct RunnerBuilder {
+    client: Client,
+    queues: Option<Vec<String>>,
+    concurrency: usize,
+    queue_limits: BTreeMap<String, usize>,
+    shutdown_timeout: Duration,
+    sweep_interval: Duration,
+    claim_block: Duration,
+    registry: Option<Registry>,
+}
+
+impl RunnerBuilder {
+    /// The queues to serve. Default: every queue that has a registered job.
+    pub fn queues<I, S>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.queues = Some(queues.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// How many jobs run at once, over all queues. Default 10.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// How many jobs of `queue` run at once (within the global limit).
+    pub fn queue_concurrency(mut self, queue: impl Into<String>, n: usize) -> Self {
+        self.queue_limits.insert(queue.into(), n);
+        self
+    }
+
+    /// How long running jobs get to finish after shutdown begins before they
+    /// are cancelled and handed back. Default 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How often expired leases are reclaimed and due jobs promoted. Default
+    /// 1 s: a delayed job starts within about this long after its time, and a
+    /// dead worker's job is back after its visibility plus this.
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// How long an idle queue's claim blocks per round trip. Default 2 s.
+    pub fn claim_block(mut self, block: Duration) -> Self {
+        self.claim_block = block;
+        self
+    }
+
+    /// Uses `registry` instead of every `#[job]` linked into the program.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Checks the configuration and builds the registry: fails on duplicate
+    /// job names, a concurrency of zero, or a queue name Redis keys cannot hold.
+    pub fn build(self) -> Result<Runner> {
+        let invalid = |option: &'static str, reason: &str| {
+            Err(Error::InvalidOption {
+                option,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.concurrency == 0 {
+            return invalid("concurrency", "must be at least 1");
+        }
+        if self.sweep_interval.is_zero() {
+            return invalid("sweep_interval", "must be above zero");
+        }
+        let registry = match self.registry {
+            Some(registry) => registry,
+            None => Registry::from_inventory()?,
+        };
+        let names: Vec<String> = match self.queues {
+            Some(names) => names,
+            None => registry.queues().into_iter().map(str::to_owned).collect(),
+        };
+        if names.is_empty() {
+            return invalid("queues", "no queue to serve: no #[job] is registered and none was named");
+        }
+        let mut queues = Vec::with_capacity(names.len());
+        for name in names {
+            if !registry.jobs().any(|d| d.queue() == name) {
+                tracing::warn!(queue = name, "serving a queue with no registered job: only payload routing can run its jobs");
+            }
+            let limit = self.queue_limits.get(&name).copied().unwrap_or(self.concurrency);
+            if limit == 0 {
+                return invalid("queue_concurrency", "must be at least 1");
+            }
+            queues.push(Arc::new(QueueRt {
+                queue: self.client.queue(&name)?,
+                slots: Arc::new(Semaphore::new(limit)),
+                in_flight: InFlight::default(),
+            }));
+        }
+        Ok(Runner {
+            shared: Arc::new(Shared {
+                registry,
+                queues,
+                slots: Arc::new(Semaphore::new(self.concurrency)),
+                concurrency: self.concurrency,
+                shutdown_timeout: self.shutdown_timeout,
+                sweep_interval: self.sweep_interval,
+                claim_block: self.claim_block,
+            }),
+        })
+    }
+}
+
+/// Runs `#[job]`s: embed one in your service's `main`.
+///
+/// ```no_run
+/// use jobqueue::{Client, Runner};
+/// use tokio_util::sync::CancellationToken;
+///
+/// # async fn run() -> jobqueue::Result<()> {
+/// let client = Client::connect("redis://127.0.0.1:6379/").await?;
+/// let runner = Runner::builder(client).concurrency(50).build()?;
+/// let shutdown = CancellationToken::new();
+/// tokio::spawn({
+///     let shutdown = shutdown.clone();
+///     async move {
+///         let _ = tokio::signal::ctrl_c().await;
+///         shutdown.cancel();
+///     }
+/// });
+/// runner.run(shutdown).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Runner {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    registry: Registry,
+    queues: Vec<Arc<QueueRt>>,
+    slots: Arc<Semaphore>,
+    concurrency: usize,
+    shutdown_timeout: Duration,
+    sweep_interval: Duration,
+    claim_block: Duration,
+}
+
+/// One served queue: its handle, its own slot limit, and its running jobs.
+#[derive(Debug)]
+struct QueueRt {
+    queue: crate::queue::Queue,
+    slots: Arc<Semaphore>,
+    in_flight: InFlight,
+}
+
+impl Runner {
+    /// A builder with the defaults: every registered queue, concurrency 10,
+    /// shutdown timeout 30 s, sweep interval 1 s.
+    pub fn builder(client: Client) -> RunnerBuilder {
+        RunnerBuilder {
+            client,
+            queues: None,
+            concurrency: 10,
+            queue_limits: BTreeMap::new(),
+            shutdown_timeout: Duration::from_secs(30),
+            sweep_interval: Duration::from_secs(1),
+            claim_block: Duration::from_secs(2),
+            registry: None,
+        }
+    }
+
+    /// The registry the runner dispatches with.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// The queues the runner serves.
+    pub fn queues(&self) -> impl Iterator<Item = &str> {
+        self.shared.queues.iter().map(|q| q.queue.name())
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains: stops claiming at
+    /// once, lets running jobs finish for up to `shutdown_timeout`, cancels
+    /// the rest and hands their jobs back to pending without charging the
+    /// attempt. Returns when every task has ended. Redis outages do not end
+    /// it: it logs them, backs off and resumes.
+    ///
+    /// # Cancellation safety
+    /// Cancel `shutdown` rather than dropping this future: dropping it
+    /// abandons running jobs, whose leases then expire and whose jobs a sweep
+    /// returns to pending.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let shared = &self.shared;
+        let jobs = TaskTracker::new();
+        let interrupt = CancellationToken::new();
+        let background = CancellationToken::new();
+        tracing::info!(
+            queues = ?self.queues().collect::<Vec<_>>(),
+            concurrency = shared.concurrency,
+            "runner started"
+        );
+        let renewer = tokio::spawn(leases::renew(Arc::clone(shared), background.clone()));
+        let sweeper = tokio::spawn(sweeper::sweep(Arc::clone(shared), background.clone()));
+        let claimers: Vec<_> = shared
+            .queues
+            .iter()
+            .map(|q| {
+                tokio::spawn(claim::claim_loop(
+                    Arc::clone(shared),
+                    Arc::clone(q),
+                    jobs.clone(),
+                    shutdown.clone(),
+                    interrupt.clone(),
+                ))
+            })
+            .collect();
+        for claimer in claimers {
+            let _ = claimer.await;
+        }
+        jobs.close();
+        let running = jobs.len();
+        if running > 0 {
+            tracing::info!(running, timeout = ?shared.shutdown_timeout, "shutting down: waiting for running jobs");
+        }
+        if tokio::time::timeout(shared.shutdown_timeout, jobs.wait()).await.is_err() {
+            tracing::warn!(running = jobs.len(), "shutdown timeout: cancelling running jobs and handing them back");
+            interrupt.cancel();
+            jobs.wait().await;
+        }
+        background.cancel();
+        let _ = renewer.await;
+        let _ = sweeper.await;
+        tracing::info!("runner stopped");
+        Ok(())
+    }
+}
