@@ -86,6 +86,8 @@ impl Client {
             payload,
             max_attempts: T::MAX_ATTEMPTS,
             visibility: Duration::from_millis(T::VISIBILITY_MS),
+            delay: None,
+            at: None,
             _job: PhantomData,
         }
     }
@@ -137,6 +139,8 @@ pub struct JobBuilder<'a, T: Job> {
     payload: T::Payload,
     max_attempts: u32,
     visibility: Duration,
+    delay: Option<Duration>,
+    at: Option<std::time::SystemTime>,
     _job: PhantomData<fn() -> T>,
 }
 
@@ -163,17 +167,39 @@ impl<T: Job> JobBuilder<'_, T> {
         self
     }
 
+    /// Holds the job back for `delay` after Redis receives it. It never
+    /// starts earlier, and starts within about a runner's sweep interval
+    /// after.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self.at = None;
+        self
+    }
+
+    /// Holds the job back until `time` (this process's clock).
+    pub fn at(mut self, time: std::time::SystemTime) -> Self {
+        self.at = Some(time);
+        self.delay = None;
+        self
+    }
+
     /// Sends the job.
     ///
     /// # Cancellation safety
     /// Dropping the future may or may not have enqueued the job, never half.
     pub async fn enqueue(self) -> Result<JobHandle<T>> {
         let queue = self.client.queue(T::QUEUE)?;
-        let job = stored::<T>(
+        let mut job = stored::<T>(
             NewJob::new(&self.payload)?,
             self.max_attempts,
             self.visibility,
         );
+        if let Some(delay) = self.delay {
+            job = job.delay(delay);
+        }
+        if let Some(at) = self.at {
+            job = job.at(at);
+        }
         let id = queue.submit(job).await?;
         Ok(JobHandle::new(queue, id))
     }

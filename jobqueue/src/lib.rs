@@ -76,6 +76,7 @@ mod keys;
 mod outcome;
 mod queue;
 mod registry;
+mod runner;
 mod scripts;
 
 pub mod docs {
@@ -96,6 +97,9 @@ pub use keys::{KeyLayout, Keys};
 pub use outcome::{ErrorKind, IntoJobResult, JobError};
 pub use queue::{Queue, QueueOptions, Stats, SweepReport};
 pub use registry::Registry;
+pub use runner::{Runner, RunnerBuilder};
+/// The token that tells a [`Runner`] to shut down (re-exported from `tokio-util`).
+pub use tokio_util::sync::CancellationToken;
 
 #[doc = include_str!("docs/job.md")]
 pub use jobqueue_macros::job;

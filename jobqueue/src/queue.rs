@@ -411,7 +411,7 @@ impl Queue {
     /// leaves the list as it was) so the claim script then takes the job with
     /// its stamp. With `BRPOPLPUSH` (Redis < 6.2) the job moves to processing
     /// here and the claim script adopts it; `Some` carries what was adopted.
-    async fn wait_for_job(&self, left: Duration) -> Result<Option<Vec<ClaimedJob>>> {
+    pub(crate) async fn wait_for_job(&self, left: Duration) -> Result<Option<Vec<ClaimedJob>>> {
         let block = left.max(Duration::from_millis(10));
         let mut conn = self.conn.blocking().await?;
         let legacy = self.conn.legacy_claim();

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -54,10 +56,6 @@ impl InFlight {
         self.jobs.lock().expect("in-flight lock").remove(id);
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.jobs.lock().expect("in-flight lock").len()
-    }
-
     fn snapshot(&self) -> Vec<ClaimedJob> {
         self.jobs
             .lock()
@@ -73,7 +71,13 @@ impl InFlight {
             .lock()
             .expect("in-flight lock")
             .values()
-            .map(|r| Duration::from_millis(r.job.lease_deadline_ms().saturating_sub(r.job.claimed_at_ms())))
+            .map(|r| {
+                Duration::from_millis(
+                    r.job
+                        .lease_deadline_ms()
+                        .saturating_sub(r.job.claimed_at_ms()),
+                )
+            })
             .min()
     }
 
@@ -83,27 +87,39 @@ impl InFlight {
         if let Some(running) = jobs.get(id)
             && !running.settling.load(Ordering::SeqCst)
         {
-            tracing::warn!(job = id, "lease lost: a sweep took the job back; stopping this run");
+            tracing::warn!(
+                job = id,
+                "lease lost: a sweep took the job back; stopping this run"
+            );
             running.lost.cancel();
         }
     }
 }
 
-/// Renews leases until `stop` is cancelled. Ticks at a third of the shortest
-/// running lease, so two renewals can fail before a lease runs out.
+/// Renews leases until `stop` is cancelled. Renews at a third of the
+/// shortest running lease, so two renewals can fail before a lease runs out;
+/// a newly started job wakes it to shorten the wait if its lease is shorter.
 pub(super) async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
-    loop {
-        let tick = shared
+    let tick = |shared: &Shared| {
+        shared
             .queues
             .iter()
             .filter_map(|q| q.in_flight.shortest_lease())
             .min()
-            .map_or(Duration::from_millis(500), |lease| lease / 3)
-            .clamp(Duration::from_millis(30), Duration::from_secs(10));
+            .map_or(Duration::from_secs(10), |lease| lease / 3)
+            .clamp(Duration::from_millis(30), Duration::from_secs(10))
+    };
+    let mut due = Instant::now() + tick(&shared);
+    loop {
         tokio::select! {
-            () = tokio::time::sleep(tick) => {}
+            () = tokio::time::sleep_until(due) => {}
+            () = shared.job_started.notified() => {
+                due = due.min(Instant::now() + tick(&shared));
+                continue;
+            }
             () = stop.cancelled() => return,
         }
+        due = Instant::now() + tick(&shared);
         for q in &shared.queues {
             let jobs = q.in_flight.snapshot();
             if jobs.is_empty() {

@@ -116,14 +116,24 @@ impl RunnerBuilder {
             None => registry.queues().into_iter().map(str::to_owned).collect(),
         };
         if names.is_empty() {
-            return invalid("queues", "no queue to serve: no #[job] is registered and none was named");
+            return invalid(
+                "queues",
+                "no queue to serve: no #[job] is registered and none was named",
+            );
         }
         let mut queues = Vec::with_capacity(names.len());
         for name in names {
             if !registry.jobs().any(|d| d.queue() == name) {
-                tracing::warn!(queue = name, "serving a queue with no registered job: only payload routing can run its jobs");
+                tracing::warn!(
+                    queue = name,
+                    "serving a queue with no registered job: only payload routing can run its jobs"
+                );
             }
-            let limit = self.queue_limits.get(&name).copied().unwrap_or(self.concurrency);
+            let limit = self
+                .queue_limits
+                .get(&name)
+                .copied()
+                .unwrap_or(self.concurrency);
             if limit == 0 {
                 return invalid("queue_concurrency", "must be at least 1");
             }
@@ -142,6 +152,7 @@ impl RunnerBuilder {
                 shutdown_timeout: self.shutdown_timeout,
                 sweep_interval: self.sweep_interval,
                 claim_block: self.claim_block,
+                job_started: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -181,6 +192,8 @@ struct Shared {
     shutdown_timeout: Duration,
     sweep_interval: Duration,
     claim_block: Duration,
+    /// Wakes the lease renewer when a job starts.
+    job_started: tokio::sync::Notify,
 }
 
 /// One served queue: its handle, its own slot limit, and its running jobs.
@@ -260,8 +273,14 @@ impl Runner {
         if running > 0 {
             tracing::info!(running, timeout = ?shared.shutdown_timeout, "shutting down: waiting for running jobs");
         }
-        if tokio::time::timeout(shared.shutdown_timeout, jobs.wait()).await.is_err() {
-            tracing::warn!(running = jobs.len(), "shutdown timeout: cancelling running jobs and handing them back");
+        if tokio::time::timeout(shared.shutdown_timeout, jobs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = jobs.len(),
+                "shutdown timeout: cancelling running jobs and handing them back"
+            );
             interrupt.cancel();
             jobs.wait().await;
         }

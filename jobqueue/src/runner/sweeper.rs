@@ -39,7 +39,7 @@ pub(super) async fn sweep(shared: Arc<Shared>, stop: CancellationToken) {
                     tracing::warn!(queue = queue.name(), error = %e, "promoting due jobs failed");
                 }
             }
-            let report = if round % WALK_EVERY == 0 {
+            let report = if round.is_multiple_of(WALK_EVERY) {
                 queue.reclaim_stuck().await
             } else {
                 queue.reclaim_expired().await
@@ -59,6 +59,10 @@ pub(super) async fn sweep(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
         }
-        failures = if failed { failures.saturating_add(1) } else { 0 };
+        failures = if failed {
+            failures.saturating_add(1)
+        } else {
+            0
+        };
     }
 }

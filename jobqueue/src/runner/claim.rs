@@ -1,0 +1,161 @@
+//! The claim loop of one queue: claims jobs only when slots are free to run
+//! them, as many per round trip as there are free slots, and blocks on a
+//! connection of its own while the queue is idle, holding no slot.
+
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{QueueRt, Shared, execute};
+use crate::connection::backoff;
+use crate::job::ClaimedJob;
+
+/// Most jobs one claim round trip asks for.
+const MAX_BATCH: usize = 100;
+
+/// A global slot and a queue slot: what one running job holds.
+pub(super) struct Slot {
+    _global: OwnedSemaphorePermit,
+    _queue: OwnedSemaphorePermit,
+}
+
+pub(super) async fn claim_loop(
+    shared: Arc<Shared>,
+    q: Arc<QueueRt>,
+    jobs: TaskTracker,
+    shutdown: CancellationToken,
+    interrupt: CancellationToken,
+) {
+    let name = q.queue.name().to_owned();
+    let mut failures: u32 = 0;
+    loop {
+        let Some(first) = slot(&shared, &q, &shutdown).await else {
+            break;
+        };
+        let mut slots = vec![first];
+        while slots.len() < MAX_BATCH {
+            match try_slot(&shared, &q) {
+                Some(slot) => slots.push(slot),
+                None => break,
+            }
+        }
+        match q
+            .queue
+            .claim_many(slots.len(), std::time::Duration::ZERO)
+            .await
+        {
+            Ok(claimed) if claimed.is_empty() => {
+                failures = 0;
+                drop(slots);
+                // Idle: wait for work without holding a slot.
+                let adopted = tokio::select! {
+                    waited = q.queue.wait_for_job(shared.claim_block) => waited,
+                    () = shutdown.cancelled() => break,
+                };
+                match adopted {
+                    Ok(Some(adopted)) => {
+                        // Redis < 6.2: the wait itself took the job.
+                        for job in adopted {
+                            let Some(slot) = slot(&shared, &q, &shutdown).await else {
+                                hand_back(&q, &job).await;
+                                continue;
+                            };
+                            spawn(&shared, &q, &jobs, &interrupt, job, slot);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        failures += 1;
+                        pause_after_error(&name, &e, failures, &shutdown).await;
+                    }
+                }
+            }
+            Ok(claimed) => {
+                failures = 0;
+                if shutdown.is_cancelled() {
+                    for job in &claimed {
+                        hand_back(&q, job).await;
+                    }
+                    break;
+                }
+                for (job, slot) in claimed.into_iter().zip(slots) {
+                    spawn(&shared, &q, &jobs, &interrupt, job, slot);
+                }
+            }
+            Err(e) => {
+                drop(slots);
+                failures += 1;
+                pause_after_error(&name, &e, failures, &shutdown).await;
+            }
+        }
+    }
+    tracing::debug!(queue = name, "claim loop stopped");
+}
+
+fn spawn(
+    shared: &Arc<Shared>,
+    q: &Arc<QueueRt>,
+    jobs: &TaskTracker,
+    interrupt: &CancellationToken,
+    job: ClaimedJob,
+    slot: Slot,
+) {
+    jobs.spawn(execute::execute(
+        Arc::clone(shared),
+        Arc::clone(q),
+        job,
+        slot,
+        interrupt.clone(),
+    ));
+}
+
+/// Waits for a free slot, global and for the queue; `None` on shutdown.
+async fn slot(shared: &Shared, q: &QueueRt, shutdown: &CancellationToken) -> Option<Slot> {
+    let queue = tokio::select! {
+        permit = Arc::clone(&q.slots).acquire_owned() => permit.ok()?,
+        () = shutdown.cancelled() => return None,
+    };
+    let global = tokio::select! {
+        permit = Arc::clone(&shared.slots).acquire_owned() => permit.ok()?,
+        () = shutdown.cancelled() => return None,
+    };
+    Some(Slot {
+        _global: global,
+        _queue: queue,
+    })
+}
+
+/// A free slot if there is one right now.
+fn try_slot(shared: &Shared, q: &QueueRt) -> Option<Slot> {
+    let queue = Arc::clone(&q.slots).try_acquire_owned().ok()?;
+    let global = Arc::clone(&shared.slots).try_acquire_owned().ok()?;
+    Some(Slot {
+        _global: global,
+        _queue: queue,
+    })
+}
+
+/// Gives a job claimed during shutdown straight back.
+async fn hand_back(q: &QueueRt, job: &ClaimedJob) {
+    if let Err(e) = q.queue.release(job).await {
+        tracing::warn!(queue = q.queue.name(), job = job.id(), error = %e, "could not hand back a job claimed during shutdown; its lease will expire");
+    }
+}
+
+/// Logs a Redis error and backs off (up to a few seconds), so a runner never
+/// spins while Redis is down.
+async fn pause_after_error(
+    queue: &str,
+    error: &crate::Error,
+    failures: u32,
+    shutdown: &CancellationToken,
+) {
+    let pause = backoff(failures + 2).max(std::time::Duration::from_millis(100)) * failures.min(5);
+    tracing::warn!(queue, error = %error, retry_in = ?pause, "claiming failed; Redis unreachable?");
+    tokio::select! {
+        () = tokio::time::sleep(pause) => {}
+        () = shutdown.cancelled() => {}
+    }
+}

@@ -1,0 +1,613 @@
+//! The Runner against a private Redis: dispatch and outcomes, concurrency
+//! limits, leases, retries with backoff, delays, shutdown, Redis restarts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use jobqueue::{
+    CancellationToken, Client, JobContext, JobError, JobStatus, NewJob, QueueOptions, Registry,
+    Runner, job,
+};
+use jobqueue_tests::*;
+use serde_json::json;
+
+/// Handler executions, by test key (each test uses its own keys).
+static RUNS: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static MAX_RUNNING: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
+fn record(key: &str) {
+    RUNS.lock().unwrap().push((key.to_owned(), Instant::now()));
+}
+
+fn runs(key: &str) -> Vec<Instant> {
+    RUNS.lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, t)| *t)
+        .collect()
+}
+
+#[job(queue = "rt-basic")]
+async fn double(n: u64) -> Result<u64, String> {
+    Ok(n * 2)
+}
+
+#[job(queue = "rt-limit")]
+async fn occupy(args: (String, u64)) {
+    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    {
+        let mut max = MAX_RUNNING.lock().unwrap();
+        let entry = max.entry(args.0.clone()).or_default();
+        *entry = (*entry).max(now);
+    }
+    tokio::time::sleep(Duration::from_millis(args.1)).await;
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+}
+
+#[job(queue = "rt-faults", max_attempts = 2, backoff = "none")]
+async fn panics_once(key: String, ctx: JobContext) -> Result<String, String> {
+    record(&key);
+    if ctx.attempt() == 1 {
+        panic!("boom on the first attempt");
+    }
+    Ok("recovered".into())
+}
+
+#[job(queue = "rt-faults", max_attempts = 1, timeout = "200ms")]
+async fn overruns(key: String, ctx: JobContext) {
+    record(&key);
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        () = ctx.cancelled() => record(&format!("{key}-cancelled")),
+    }
+}
+
+#[job(queue = "rt-faults", max_attempts = 5)]
+async fn refuses(key: String, ctx: JobContext) -> Result<(), JobError> {
+    record(&key);
+    if key.starts_with("permanent") {
+        return Err(JobError::permanent("bad input"));
+    }
+    if ctx.attempt() == 1 {
+        return Err(JobError::retry_after("busy", Duration::from_millis(400)));
+    }
+    Ok(())
+}
+
+#[job(queue = "rt-faults", max_attempts = 3, backoff = "fixed(250ms)")]
+async fn always_fails(key: String) -> Result<(), String> {
+    record(&key);
+    Err(format!("{key} failed"))
+}
+
+#[job(queue = "rt-time", visibility = "200ms")]
+async fn long_running(key: String) {
+    record(&key);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+}
+
+#[job(queue = "rt-time")]
+async fn stamp(key: String) {
+    record(&key);
+}
+
+#[job(queue = "rt-shutdown")]
+async fn slow(millis: u64) {
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+}
+
+#[job(queue = "rt-many")]
+async fn count(key: String, ctx: JobContext) {
+    record(&format!("{key}:{}", ctx.id()));
+}
+
+async fn client(server: &RedisServer) -> Client {
+    Client::connect(&server.url()).await.unwrap()
+}
+
+/// Starts `runner` in the background; returns its shutdown token and task.
+fn start(
+    runner: Runner,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<jobqueue::Result<()>>,
+) {
+    let token = CancellationToken::new();
+    let task = tokio::spawn({
+        let token = token.clone();
+        async move { runner.run(token).await }
+    });
+    (token, task)
+}
+
+async fn stop(token: CancellationToken, task: tokio::task::JoinHandle<jobqueue::Result<()>>) {
+    token.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_runner_dispatches_by_name_and_stores_results() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let handles = client.enqueue_many::<double>(1..=20).await.unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-basic"])
+        .concurrency(5)
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    for (n, handle) in (1..=20).zip(&handles) {
+        assert_eq!(handle.wait(Duration::from_secs(10)).await.unwrap(), n * 2);
+    }
+    stop(token, task).await;
+    let stats = client.queue("rt-basic").unwrap().stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.completed_total,
+            stats.pending_depth,
+            stats.processing_depth
+        ),
+        (20, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn at_most_n_handlers_run_at_once_and_jobs_wait_in_pending_not_processing() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    client
+        .enqueue_many::<occupy>((0..24).map(|_| ("global".to_owned(), 60)))
+        .await
+        .unwrap();
+    let q = client.queue("rt-limit").unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-limit"])
+        .concurrency(4)
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    let most_processing = std::sync::atomic::AtomicU64::new(0);
+    let done = eventually(Duration::from_secs(20), || async {
+        let s = q.stats().await.unwrap();
+        most_processing.fetch_max(s.processing_depth, Ordering::SeqCst);
+        s.completed_total == 24
+    })
+    .await;
+    let most_processing = most_processing.into_inner();
+    assert!(done, "all jobs completed");
+    stop(token, task).await;
+    assert_eq!(
+        MAX_RUNNING.lock().unwrap()["global"],
+        4,
+        "four ran at once, never more"
+    );
+    assert!(
+        most_processing <= 4,
+        "a job waited in processing for a slot: {most_processing}"
+    );
+}
+
+#[tokio::test]
+async fn a_queue_limit_caps_that_queue_within_the_global_limit() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    client
+        .enqueue_many::<occupy>((0..12).map(|_| ("per-queue".to_owned(), 60)))
+        .await
+        .unwrap();
+    let q = client.queue("rt-limit").unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-limit"])
+        .concurrency(10)
+        .queue_concurrency("rt-limit", 2)
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            q.stats().await.unwrap().completed_total == 12
+        })
+        .await
+    );
+    stop(token, task).await;
+    assert_eq!(MAX_RUNNING.lock().unwrap()["per-queue"], 2);
+}
+
+#[tokio::test]
+async fn a_panic_is_caught_and_retried_and_the_runner_keeps_going() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let handle = client
+        .enqueue::<panics_once>("panic-1".into())
+        .await
+        .unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-faults"])
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    assert_eq!(
+        handle.wait(Duration::from_secs(10)).await.unwrap(),
+        "recovered"
+    );
+    stop(token, task).await;
+    assert_eq!(runs("panic-1").len(), 2);
+    let record = handle.record().await.unwrap().unwrap();
+    assert!(
+        record
+            .last_error()
+            .unwrap()
+            .contains("panicked: boom on the first attempt")
+    );
+}
+
+#[tokio::test]
+async fn a_job_past_its_timeout_is_cancelled_and_fails() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let handle = client
+        .enqueue::<overruns>("timeout-1".into())
+        .await
+        .unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-faults"])
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    match handle.wait(Duration::from_secs(10)).await {
+        Err(jobqueue::Error::JobFailed { error, .. }) => {
+            assert_eq!(error, "timed out after 200 ms")
+        }
+        other => panic!("expected a timeout failure, got {other:?}"),
+    }
+    stop(token, task).await;
+    assert_eq!(runs("timeout-1").len(), 1);
+}
+
+#[tokio::test]
+async fn handlers_choose_permanent_failure_or_a_retry_delay() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let permanent = client
+        .enqueue::<refuses>("permanent-1".into())
+        .await
+        .unwrap();
+    let later = client.enqueue::<refuses>("later-1".into()).await.unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-faults"])
+        .sweep_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    assert!(matches!(
+        permanent.wait(Duration::from_secs(10)).await,
+        Err(jobqueue::Error::JobFailed { .. })
+    ));
+    later.wait(Duration::from_secs(10)).await.unwrap();
+    stop(token, task).await;
+    assert_eq!(
+        runs("permanent-1").len(),
+        1,
+        "a permanent failure is not retried"
+    );
+    let times = runs("later-1");
+    assert_eq!(times.len(), 2);
+    assert!(
+        times[1] - times[0] >= Duration::from_millis(400),
+        "retried after {:?}",
+        times[1] - times[0]
+    );
+}
+
+#[tokio::test]
+async fn retries_wait_out_the_backoff_then_end_in_failed() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let handle = client
+        .enqueue::<always_fails>("backoff-1".into())
+        .await
+        .unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-faults"])
+        .sweep_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    let err = handle.wait(Duration::from_secs(10)).await.unwrap_err();
+    stop(token, task).await;
+    assert!(err.to_string().contains("backoff-1 failed"), "{err}");
+    let times = runs("backoff-1");
+    assert_eq!(times.len(), 3, "max_attempts = 3");
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(250),
+            "backoff skipped: {:?}",
+            pair[1] - pair[0]
+        );
+    }
+    let record = handle.record().await.unwrap().unwrap();
+    assert_eq!(
+        (record.status(), record.attempts().unwrap()),
+        (Some(JobStatus::Failed), 3)
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_job_never_starts_before_its_time() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let enqueued = Instant::now();
+    let handle = client
+        .job::<stamp>("delay-1".into())
+        .delay(Duration::from_millis(700))
+        .enqueue()
+        .await
+        .unwrap();
+    assert_eq!(handle.status().await.unwrap(), Some(JobStatus::Scheduled));
+    let q = client.queue("rt-time").unwrap();
+    assert_eq!(
+        q.list_scheduled(0..10).await.unwrap(),
+        vec![handle.id().to_owned()]
+    );
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-time"])
+        .sweep_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    handle.wait(Duration::from_secs(10)).await.unwrap();
+    stop(token, task).await;
+    let started = runs("delay-1")[0];
+    assert!(
+        started - enqueued >= Duration::from_millis(700),
+        "started after {:?}",
+        started - enqueued
+    );
+}
+
+#[tokio::test]
+async fn a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let handle = client
+        .enqueue::<long_running>("lease-1".into())
+        .await
+        .unwrap();
+    // A second runner sweeps too: neither may take the job while it runs.
+    let runners: Vec<_> = (0..2)
+        .map(|_| {
+            Runner::builder(client.clone())
+                .queues(["rt-time"])
+                .sweep_interval(Duration::from_millis(50))
+                .build()
+                .unwrap()
+        })
+        .map(start)
+        .collect();
+    handle.wait(Duration::from_secs(20)).await.unwrap();
+    for (token, task) in runners {
+        stop(token, task).await;
+    }
+    assert_eq!(runs("lease-1").len(), 1);
+    let stats = client.queue("rt-time").unwrap().stats().await.unwrap();
+    assert_eq!(stats.reclaimed_total, 0);
+}
+
+#[tokio::test]
+async fn shutdown_hands_unfinished_jobs_back_without_charging_the_attempt() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let q = client.queue("rt-shutdown").unwrap();
+    client
+        .enqueue_many::<slow>((0..50).map(|_| 60_000))
+        .await
+        .unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-shutdown"])
+        .concurrency(50)
+        .shutdown_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            q.stats().await.unwrap().processing_depth == 50
+        })
+        .await
+    );
+    let stopping = Instant::now();
+    stop(token, task).await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "run returned after {:?}",
+        stopping.elapsed()
+    );
+    let s = q.stats().await.unwrap();
+    assert_eq!(
+        (
+            s.pending_depth,
+            s.processing_depth,
+            s.completed_total,
+            s.failed_total
+        ),
+        (50, 0, 0, 0)
+    );
+    for id in q.list_pending(0..50).await.unwrap() {
+        assert_eq!(
+            q.get_job(&id).await.unwrap().unwrap().attempts().unwrap(),
+            0,
+            "no attempt charged"
+        );
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_running_jobs_finish_within_the_timeout() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let q = client.queue("rt-shutdown").unwrap();
+    client
+        .enqueue_many::<slow>((0..10).map(|_| 300))
+        .await
+        .unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-shutdown"])
+        .concurrency(10)
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            q.stats().await.unwrap().processing_depth == 10
+        })
+        .await
+    );
+    stop(token, task).await;
+    let s = q.stats().await.unwrap();
+    assert_eq!(
+        (s.completed_total, s.pending_depth, s.processing_depth),
+        (10, 0, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_on_10000_jobs_never_run_a_job_twice() {
+    let server = RedisServer::start();
+    let client_a = client(&server).await;
+    let client_b = client(&server).await;
+    let q = client_a.queue("rt-many").unwrap();
+    for chunk in 0..10 {
+        client_a
+            .enqueue_many::<count>((0..1000).map(|_| format!("many-{chunk}")))
+            .await
+            .unwrap();
+    }
+    let runners: Vec<_> = [client_a.clone(), client_b]
+        .into_iter()
+        .map(|c| {
+            Runner::builder(c)
+                .queues(["rt-many"])
+                .concurrency(20)
+                .build()
+                .unwrap()
+        })
+        .map(start)
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            q.stats().await.unwrap().completed_total == 10_000
+        })
+        .await
+    );
+    for (token, task) in runners {
+        stop(token, task).await;
+    }
+    let runs = RUNS.lock().unwrap();
+    let mut per_job: HashMap<&str, usize> = HashMap::new();
+    for (key, _) in runs.iter().filter(|(k, _)| k.starts_with("many-")) {
+        *per_job.entry(key.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_job.len(), 10_000, "every job ran");
+    assert!(per_job.values().all(|&n| n == 1), "a job ran twice");
+}
+
+#[tokio::test]
+async fn the_runner_rides_out_a_redis_restart() {
+    let mut server = RedisServer::start();
+    let client = client(&server).await;
+    let q = client.queue("rt-basic").unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-basic"])
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    let first = client.enqueue::<double>(1).await.unwrap();
+    assert_eq!(first.wait(Duration::from_secs(10)).await.unwrap(), 2);
+    server.restart();
+    let second = client.enqueue::<double>(2).await.unwrap();
+    assert_eq!(second.wait(Duration::from_secs(20)).await.unwrap(), 4);
+    stop(token, task).await;
+    assert_eq!(q.stats().await.unwrap().completed_total, 2);
+}
+
+#[tokio::test]
+async fn a_job_no_handler_can_run_fails_at_once_with_the_reason() {
+    let (_server, q, mut c) = setup(QueueOptions::new("rt-faults")).await;
+    let client = Client::new(q.connection());
+    reference_enqueue(
+        &mut c,
+        "rt-faults",
+        "00000000000000aa",
+        r#"{"kind": "fax"}"#,
+    )
+    .await;
+    let bad = q
+        .submit(NewJob::new(&json!("x")).unwrap().name("always_fails"))
+        .await
+        .unwrap();
+    let runner = Runner::builder(client)
+        .queues(["rt-faults"])
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            q.stats().await.unwrap().failed_total >= 1
+        })
+        .await
+    );
+    stop(token, task).await;
+    let record = q.get_job("00000000000000aa").await.unwrap().unwrap();
+    assert_eq!(
+        (record.status(), record.attempts().unwrap()),
+        (Some(JobStatus::Failed), 1)
+    );
+    assert!(
+        record
+            .last_error()
+            .unwrap()
+            .contains("payload kind \"fax\" names no job")
+    );
+    // The payload of `bad` is a string, as always_fails expects: it is retried.
+    assert!(q.get_job(&bad).await.unwrap().is_some());
+}
+
+#[test]
+fn build_validates_the_configuration() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = RedisServer::start();
+        let client = client(&server).await;
+        let err = Runner::builder(client.clone())
+            .concurrency(0)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("concurrency"), "{err}");
+        let err = Runner::builder(client.clone())
+            .queues(["bad queue"])
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, jobqueue::Error::InvalidName { .. }), "{err}");
+        let runner = Runner::builder(client).build().unwrap();
+        let mut served: Vec<&str> = runner.queues().collect();
+        served.sort_unstable();
+        assert_eq!(
+            served,
+            [
+                "rt-basic",
+                "rt-faults",
+                "rt-limit",
+                "rt-many",
+                "rt-shutdown",
+                "rt-time"
+            ]
+        );
+        assert!(Registry::from_inventory().unwrap().get("double").is_some());
+    });
+}
+
