@@ -1,8 +1,9 @@
 //! Background jobs on Redis.
 //!
 //! Define a job by annotating an `async fn` with [`#[job]`](job), enqueue it
-//! with a typed call that checks the payload at compile time, and follow it
-//! with the [`JobHandle`] you get back.
+//! with a typed call that checks the payload at compile time, follow it with
+//! the [`JobHandle`] you get back, and run it with a [`Runner`] embedded in
+//! your service.
 //!
 //! ```no_run
 //! use jobqueue::{job, Client, JobContext};
@@ -27,6 +28,10 @@
 //! let client = Client::connect("redis://127.0.0.1:6379/").await?;
 //! let handle = client.enqueue::<send_welcome>(Welcome { to: "alice@example.com".into() }).await?;
 //! println!("enqueued {}", handle.id());
+//!
+//! // In the worker process:
+//! let shutdown = jobqueue::CancellationToken::new();
+//! jobqueue::Runner::builder(client).concurrency(20).build()?.run(shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```

@@ -611,3 +611,60 @@ fn build_validates_the_configuration() {
     });
 }
 
+/// CPU time this process has used (user + system), from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+#[tokio::test]
+async fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_spinning() {
+    let mut server = RedisServer::start();
+    let client = client(&server).await;
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-basic"])
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    assert_eq!(
+        client
+            .enqueue::<double>(1)
+            .await
+            .unwrap()
+            .wait(Duration::from_secs(10))
+            .await
+            .unwrap(),
+        2
+    );
+
+    // Every client connection is killed: the runner reconnects on its own.
+    assert!(
+        server
+            .command(&["CLIENT", "KILL", "TYPE", "normal"])
+            .starts_with(':')
+    );
+    let handle = client.enqueue::<double>(2).await.unwrap();
+    assert_eq!(handle.wait(Duration::from_secs(20)).await.unwrap(), 4);
+
+    // Redis goes away: the runner backs off instead of spinning.
+    server.kill();
+    let (cpu, wall) = (cpu_time(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let used = cpu_time() - cpu;
+    assert!(
+        used < wall.elapsed() / 4,
+        "used {used:?} of CPU in {:?} while Redis was down",
+        wall.elapsed()
+    );
+    server.restart();
+    let handle = client.enqueue::<double>(3).await.unwrap();
+    assert_eq!(handle.wait(Duration::from_secs(30)).await.unwrap(), 6);
+    stop(token, task).await;
+}

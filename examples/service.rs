@@ -1,0 +1,102 @@
+//! Run with: `cargo run -p jobqueue-examples --example service` (Redis on
+//! 127.0.0.1:6379, or set `REDIS_URL`). Stop it with Ctrl-C or SIGTERM.
+//!
+//! A service's `main`: two `#[job]`s, application code that enqueues them
+//! (one delayed), and a `Runner` that works them off until a signal cancels
+//! its token, then drains.
+
+use std::time::Duration;
+
+use jobqueue::{CancellationToken, Client, JobContext, JobError, Runner, job};
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Welcome {
+    to: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Receipt {
+    message_id: String,
+}
+
+/// Sends a welcome mail; addresses without an `@` can never be sent.
+#[job(queue = "email", max_attempts = 3, visibility = "30s")]
+async fn send_welcome(args: Welcome, ctx: JobContext) -> Result<Receipt, JobError> {
+    if !args.to.contains('@') {
+        return Err(JobError::permanent(format!(
+            "{:?} is not an address",
+            args.to
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await; // the SMTP round trip
+    Ok(Receipt {
+        message_id: format!("{}-{}", ctx.id(), ctx.attempt()),
+    })
+}
+
+/// Builds the daily report; stops early if the runner shuts down.
+#[job(queue = "reports", timeout = "1m", backoff = "exponential(5s, 5m)")]
+async fn daily_report(day: String, ctx: JobContext) -> Result<String, String> {
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(300)) => Ok(format!("report for {day}")),
+        () = ctx.cancelled() => Err("interrupted".into()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> jobqueue::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,jobqueue=debug")),
+        )
+        .init();
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let client = Client::connect(&url).await?;
+
+    // Application code: typed enqueue.
+    for to in ["ada@example.com", "grace@example.com", "not-an-address"] {
+        client
+            .enqueue::<send_welcome>(Welcome { to: to.into() })
+            .await?;
+    }
+    let report = client
+        .job::<daily_report>("2026-11-27".into())
+        .delay(Duration::from_secs(2))
+        .enqueue()
+        .await?;
+
+    // The worker side: a Runner for every registered queue.
+    let runner = Runner::builder(client.clone())
+        .concurrency(20)
+        .shutdown_timeout(Duration::from_secs(10))
+        .build()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(async move {
+        match report.wait(Duration::from_secs(60)).await {
+            Ok(text) => tracing::info!(text, "report ready"),
+            Err(e) => tracing::warn!(error = %e, "no report"),
+        }
+    });
+    runner.run(shutdown).await
+}
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("signal received: shutting down");
+    shutdown.cancel();
+}
