@@ -668,3 +668,35 @@ async fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_
     assert_eq!(handle.wait(Duration::from_secs(30)).await.unwrap(), 6);
     stop(token, task).await;
 }
+
+#[tokio::test]
+async fn a_job_scheduled_at_a_time_waits_for_it() {
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let enqueued = Instant::now();
+    let at = std::time::SystemTime::now() + Duration::from_millis(600);
+    let handle = client
+        .job::<stamp>("at-1".into())
+        .at(at)
+        .enqueue()
+        .await
+        .unwrap();
+    let record = handle.record().await.unwrap().unwrap();
+    assert_eq!(record.status(), Some(JobStatus::Scheduled));
+    let due = record.timestamp_ms("scheduled_for_ms").unwrap().unwrap();
+    assert_eq!(
+        due,
+        at.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    );
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-time"])
+        .sweep_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let (token, task) = start(runner);
+    handle.wait(Duration::from_secs(10)).await.unwrap();
+    stop(token, task).await;
+    assert!(runs("at-1")[0] - enqueued >= Duration::from_millis(590));
+}
