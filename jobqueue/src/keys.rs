@@ -89,6 +89,12 @@ impl Keys {
         format!("{}:request:{id}", self.base)
     }
 
+    /// `queue:{name}:paused`: exists while the queue is paused; runners claim
+    /// nothing from a paused queue.
+    pub fn paused(&self) -> String {
+        self.key("paused")
+    }
+
     /// `queue:{name}:events`: the pub/sub channel (not a key).
     pub fn events(&self) -> String {
         self.key("events")

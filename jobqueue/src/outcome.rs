@@ -25,6 +25,10 @@ pub enum ErrorKind {
     RetryAfter(Duration),
     /// Fail for good now, whatever attempts remain.
     Permanent,
+    /// Leave the job as a crashed worker would: not settled, its lease no
+    /// longer renewed, so a sweep takes it back once the lease runs out. For
+    /// demos and fault-injection tests.
+    Abandon,
 }
 
 impl JobError {
@@ -49,6 +53,15 @@ impl JobError {
         Self {
             message: message.to_string(),
             kind: ErrorKind::Permanent,
+        }
+    }
+
+    /// Walks away from the job as a crashed worker would (see
+    /// [`ErrorKind::Abandon`]): nothing is written, the lease lapses.
+    pub fn abandon(message: impl fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            kind: ErrorKind::Abandon,
         }
     }
 

@@ -184,6 +184,8 @@ pub struct Stats {
     pub scheduled_depth: u64,
     /// The queue's visibility timeout in ms.
     pub visibility_ms: u64,
+    /// True while the queue is paused.
+    pub paused: bool,
 }
 
 /// What one [`Queue::reclaim_stuck`] pass did.
@@ -203,12 +205,15 @@ pub struct SweepReport {
 /// handles: keeps each script short so Redis stays responsive.
 const SWEEP_BATCH: usize = 500;
 
+/// How often a claim on a paused queue looks again.
+pub(crate) const PAUSED_POLL: Duration = Duration::from_millis(250);
+
 /// How many answered claim requests one claim deletes at most.
 const MAX_ANSWERED_PER_CLAIM: usize = 64;
 
 /// The stats pipeline's reply: four list lengths, the scheduled count and
 /// the counters hash.
-type StatsReply = (u64, u64, u64, u64, u64, BTreeMap<String, String>);
+type StatsReply = (u64, u64, u64, u64, u64, bool, BTreeMap<String, String>);
 
 /// The sweep script's reply: next cursor, more expired leases waiting, and
 /// the ids reclaimed, failed and dropped.
@@ -366,6 +371,22 @@ impl Queue {
         Ok(self.claim_many(1, timeout).await?.pop())
     }
 
+    /// Claims up to `n` jobs without waiting; `paused` is true when the queue
+    /// is paused (nothing was claimed).
+    pub(crate) async fn claim_now(&self, n: usize) -> Result<(Vec<ClaimedJob>, bool)> {
+        let mode = if self.conn.legacy_claim() {
+            "rpoplpush"
+        } else {
+            "lmove"
+        };
+        loop {
+            let (jobs, unusable, paused) = self.run_claim(mode, "", n).await?;
+            if !jobs.is_empty() || paused || unusable == 0 {
+                return Ok((jobs, paused));
+            }
+        }
+    }
+
     /// Claims up to `n` jobs in one round trip, waiting up to `timeout` for
     /// the first to arrive. Returns an empty vector when the time ran out.
     ///
@@ -382,9 +403,17 @@ impl Queue {
             "lmove"
         };
         loop {
-            let (jobs, unusable) = self.run_claim(mode, "", n).await?;
+            let (jobs, unusable, paused) = self.run_claim(mode, "", n).await?;
             if !jobs.is_empty() {
                 return Ok(jobs);
+            }
+            if paused {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(jobs);
+                }
+                tokio::time::sleep(left.min(PAUSED_POLL)).await;
+                continue;
             }
             if unusable > 0 {
                 // Only jobs that cannot run came out (now failed): pending may
@@ -487,6 +516,7 @@ impl Queue {
             .key(self.keys.failed())
             .key(self.keys.stats())
             .key(&request)
+            .key(self.keys.paused())
             .key(&answered)
             .arg(self.keys.job_prefix())
             .arg(self.keys.events())
@@ -517,18 +547,22 @@ impl Queue {
             .collect())
     }
 
-    /// Runs the claim script; returns the jobs that can run, and how many
-    /// were taken but could not run (they are failed here with the reason).
+    /// Runs the claim script; returns the jobs that can run, how many
+    /// were taken but could not run (failed here with the reason), and whether
+    /// the queue is paused.
     async fn run_claim(
         &self,
         mode: &str,
         adopt: &str,
         n: usize,
-    ) -> Result<(Vec<ClaimedJob>, usize)> {
+    ) -> Result<(Vec<ClaimedJob>, usize, bool)> {
         let tokens: Vec<String> = (0..n).map(|_| crate::id::random_hex()).collect();
         let reply = self
             .claim_request(mode, adopt, &crate::id::random_hex(), &tokens)
             .await?;
+        if is_paused_reply(&reply) {
+            return Ok((Vec::new(), 0, true));
+        }
         let ClaimReply { claimed, rejected } = decode_claim_reply(reply)?;
         let rejected_count = rejected.len();
         for (id, outcome, reason) in rejected {
@@ -556,7 +590,7 @@ impl Queue {
                 }
             }
         }
-        Ok((jobs, unusable))
+        Ok((jobs, unusable, false))
     }
 
     /// Completes a claimed job with `result` (stored as JSON).
@@ -814,6 +848,100 @@ impl Queue {
             .await
     }
 
+    /// Pauses the queue: runners claim nothing from it until
+    /// [`resume`](Self::resume); running jobs finish normally.
+    ///
+    /// # Cancellation safety
+    /// Safe.
+    pub async fn pause(&self) -> Result<()> {
+        let key = self.keys.paused();
+        self.conn
+            .run(|mut c| {
+                let key = &key;
+                async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg("1")
+                        .query_async::<()>(&mut c)
+                        .await
+                }
+            })
+            .await
+    }
+
+    /// Resumes a paused queue.
+    ///
+    /// # Cancellation safety
+    /// Safe.
+    pub async fn resume(&self) -> Result<()> {
+        let key = self.keys.paused();
+        self.conn
+            .run(|mut c| {
+                let key = &key;
+                async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await }
+            })
+            .await
+    }
+
+    /// Sends one dead letter back to pending with a fresh set of attempts;
+    /// false when `id` is not a failed job.
+    ///
+    /// # Cancellation safety
+    /// Safe: retrying a job that is no longer failed does nothing.
+    pub async fn retry_failed(&self, id: &str) -> Result<bool> {
+        let (retried, _) = self.retry_script(id).await?;
+        Ok(!retried.is_empty())
+    }
+
+    /// Sends every dead letter back to pending, oldest first, in bounded
+    /// steps; returns their ids.
+    ///
+    /// # Cancellation safety
+    /// Safe: a dropped call leaves the rest failed.
+    pub async fn retry_all_failed(&self) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        loop {
+            let (retried, more) = self.retry_script("").await?;
+            let progressed = !retried.is_empty();
+            all.extend(retried);
+            if more == 0 || !progressed {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn retry_script(&self, id: &str) -> Result<(Vec<String>, u8)> {
+        let mut invocation = SCRIPTS.retry.prepare_invoke();
+        invocation
+            .key(self.keys.failed())
+            .key(self.keys.pending())
+            .key(self.keys.stats())
+            .arg(self.keys.job_prefix())
+            .arg(id)
+            .arg(SWEEP_BATCH);
+        self.invoke(&invocation).await
+    }
+
+    /// Deletes one job wherever it is; false when there was no such job. A
+    /// worker running it finds its claim gone.
+    ///
+    /// # Cancellation safety
+    /// Safe.
+    pub async fn delete_job(&self, id: &str) -> Result<bool> {
+        let mut invocation = SCRIPTS.delete.prepare_invoke();
+        invocation
+            .key(self.keys.job(id))
+            .key(self.keys.pending())
+            .key(self.keys.processing())
+            .key(self.keys.completed())
+            .key(self.keys.failed())
+            .key(self.keys.scheduled())
+            .key(self.keys.leases())
+            .arg(id);
+        let deleted: u8 = self.invoke(&invocation).await?;
+        Ok(deleted == 1)
+    }
+
     /// Depths and fleet-wide totals, read as one consistent snapshot.
     ///
     /// # Cancellation safety
@@ -826,8 +954,9 @@ impl Queue {
             .llen(self.keys.completed())
             .llen(self.keys.failed())
             .zcard(self.keys.scheduled())
+            .exists(self.keys.paused())
             .hgetall(self.keys.stats());
-        let (pending, processing, completed, failed, scheduled, totals): StatsReply = self
+        let (pending, processing, completed, failed, scheduled, paused, totals): StatsReply = self
             .conn
             .run(|mut c| {
                 let pipe = &pipe;
@@ -853,6 +982,7 @@ impl Queue {
             completed_depth: completed,
             failed_depth: failed,
             scheduled_depth: scheduled,
+            paused,
             visibility_ms: self.visibility_ms(),
         })
     }
@@ -1032,6 +1162,15 @@ fn ack(code: i64, applied: &[(i64, Ack)]) -> Ack {
             .iter()
             .find(|(c, _)| *c == code)
             .map_or(Ack::LeaseLost, |(_, a)| *a),
+    }
+}
+
+/// True for the claim script's answer on a paused queue.
+fn is_paused_reply(reply: &Value) -> bool {
+    match reply {
+        Value::SimpleString(s) => s == "paused",
+        Value::BulkString(b) => b == b"paused",
+        _ => false,
     }
 }
 

@@ -28,10 +28,12 @@ pub(crate) struct Scripts {
     pub(crate) extend: Script,
     pub(crate) reclaim: Script,
     pub(crate) promote: Script,
+    pub(crate) retry: Script,
+    pub(crate) delete: Script,
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 8] {
+    pub(crate) fn all(&self) -> [&Script; 10] {
         [
             &self.enqueue,
             &self.claim,
@@ -41,6 +43,8 @@ impl Scripts {
             &self.extend,
             &self.reclaim,
             &self.promote,
+            &self.retry,
+            &self.delete,
         ]
     }
 }
@@ -54,12 +58,14 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     extend: lua!("extend"),
     reclaim: lua!("reclaim"),
     promote: lua!("promote"),
+    retry: lua!("retry"),
+    delete: lua!("delete"),
 });
 
 #[cfg(test)]
 mod tests {
     /// Each operation's source, without the shared prelude.
-    const OPERATIONS: [(&str, &str); 8] = [
+    const OPERATIONS: [(&str, &str); 10] = [
         ("enqueue", include_str!("lua/enqueue.lua")),
         ("claim", include_str!("lua/claim.lua")),
         ("complete", include_str!("lua/complete.lua")),
@@ -68,6 +74,8 @@ mod tests {
         ("extend", include_str!("lua/extend.lua")),
         ("reclaim", include_str!("lua/reclaim.lua")),
         ("promote", include_str!("lua/promote.lua")),
+        ("retry", include_str!("lua/retry.lua")),
+        ("delete", include_str!("lua/delete.lua")),
     ];
 
     /// The comment lines of a script, as one line of words.
@@ -123,7 +131,7 @@ mod tests {
         }
         // The operations that derive job keys, through their own code or a
         // helper, are exactly these.
-        for name in ["claim", "complete", "fail", "reclaim", "promote"] {
+        for name in ["claim", "complete", "fail", "reclaim", "promote", "retry"] {
             let src = OPERATIONS.iter().find(|(n, _)| *n == name).unwrap().1;
             assert!(header(src).contains("documented exception"), "{name}");
         }

@@ -11,7 +11,8 @@
 -- KEYS[6]  this request's key: a repeat of the same request (a retry after
 --          its reply was lost) returns what the first one claimed instead of
 --          claiming more jobs that nobody would run
--- KEYS[7..] keys of earlier requests whose replies arrived: deleted here, so
+-- KEYS[7]  paused flag: while it exists, nothing is claimed
+-- KEYS[8..] keys of earlier requests whose replies arrived: deleted here, so
 --          request keys live only while a reply may still be lost
 -- ARGV[1]  job hash prefix (ids come from pending, so their hash keys are
 --          derived here: the documented exception)
@@ -27,6 +28,7 @@
 -- Returns: { claimed, rejected }
 --          claimed:  list of { id, token, claimed_at_ms, lease_deadline_ms, {HGETALL} }
 --          rejected: list of { id, outcome ("failed" | "dropped"), reason }
+--          or the string "paused" while the queue is paused
 
 Q.prefix, Q.channel = ARGV[1], ARGV[2]
 Q.pending, Q.processing, Q.leases, Q.failed, Q.stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -42,10 +44,14 @@ local function entry(id, token, claimed_at, deadline)
   return { id, token, claimed_at, deadline, redis.call('HGETALL', Q.prefix .. id) }
 end
 
-for k = 7, #KEYS do
+for k = 8, #KEYS do
   if KEYS[k] ~= request then
     redis.call('DEL', KEYS[k])
   end
+end
+
+if mode ~= 'adopt' and redis.call('EXISTS', KEYS[7]) == 1 then
+  return 'paused'
 end
 
 local previous = redis.call('GET', request)

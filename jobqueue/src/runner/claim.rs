@@ -41,12 +41,16 @@ pub(super) async fn claim_loop(
                 None => break,
             }
         }
-        match q
-            .queue
-            .claim_many(slots.len(), std::time::Duration::ZERO)
-            .await
-        {
-            Ok(claimed) if claimed.is_empty() => {
+        match q.queue.claim_now(slots.len()).await {
+            Ok((_, true)) => {
+                // Paused: look again shortly, holding no slot.
+                drop(slots);
+                tokio::select! {
+                    () = tokio::time::sleep(crate::queue::PAUSED_POLL * 2) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
+            Ok((claimed, false)) if claimed.is_empty() => {
                 failures = 0;
                 drop(slots);
                 // Idle: wait for work without holding a slot.
@@ -72,7 +76,7 @@ pub(super) async fn claim_loop(
                     }
                 }
             }
-            Ok(claimed) => {
+            Ok((claimed, false)) => {
                 failures = 0;
                 if shutdown.is_cancelled() {
                     for job in &claimed {

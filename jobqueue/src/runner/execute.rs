@@ -120,6 +120,10 @@ async fn write(
                 }
             },
             Outcome::Failed(error) => match error.kind() {
+                ErrorKind::Abandon => {
+                    tracing::warn!(reason = error.message(), "job abandoned: left to the sweep");
+                    return;
+                }
                 ErrorKind::Permanent => q.queue.fail_permanently(job, error.message()).await,
                 ErrorKind::RetryAfter(delay) => {
                     q.queue.fail_with_delay(job, error.message(), delay).await

@@ -40,9 +40,18 @@ pub struct RunnerBuilder {
     sweep_interval: Duration,
     claim_block: Duration,
     registry: Option<Registry>,
+    auto_sweep: bool,
 }
 
 impl RunnerBuilder {
+    /// Whether this runner sweeps (reclaims expired leases, promotes due
+    /// jobs). Default true; turn it off where another process sweeps, or to
+    /// show a manual sweep at work, as the demo does.
+    pub fn auto_sweep(mut self, enabled: bool) -> Self {
+        self.auto_sweep = enabled;
+        self
+    }
+
     /// The queues to serve. Default: every queue that has a registered job.
     pub fn queues<I, S>(mut self, queues: I) -> Self
     where
@@ -152,6 +161,7 @@ impl RunnerBuilder {
                 shutdown_timeout: self.shutdown_timeout,
                 sweep_interval: self.sweep_interval,
                 claim_block: self.claim_block,
+                auto_sweep: self.auto_sweep,
                 job_started: tokio::sync::Notify::new(),
             }),
         })
@@ -192,6 +202,7 @@ struct Shared {
     shutdown_timeout: Duration,
     sweep_interval: Duration,
     claim_block: Duration,
+    auto_sweep: bool,
     /// Wakes the lease renewer when a job starts.
     job_started: tokio::sync::Notify,
 }
@@ -217,6 +228,7 @@ impl Runner {
             sweep_interval: Duration::from_secs(1),
             claim_block: Duration::from_secs(2),
             registry: None,
+            auto_sweep: true,
         }
     }
 
@@ -251,7 +263,9 @@ impl Runner {
             "runner started"
         );
         let renewer = tokio::spawn(leases::renew(Arc::clone(shared), background.clone()));
-        let sweeper = tokio::spawn(sweeper::sweep(Arc::clone(shared), background.clone()));
+        let sweeper = shared
+            .auto_sweep
+            .then(|| tokio::spawn(sweeper::sweep(Arc::clone(shared), background.clone())));
         let claimers: Vec<_> = shared
             .queues
             .iter()
@@ -286,7 +300,9 @@ impl Runner {
         }
         background.cancel();
         let _ = renewer.await;
-        let _ = sweeper.await;
+        if let Some(sweeper) = sweeper {
+            let _ = sweeper.await;
+        }
         tracing::info!("runner stopped");
         Ok(())
     }
