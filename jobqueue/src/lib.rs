@@ -73,6 +73,8 @@ mod backoff;
 mod client;
 mod connection;
 mod context;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 mod definition;
 mod error;
 mod id;

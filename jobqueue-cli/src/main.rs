@@ -1,0 +1,379 @@
+//! `jobqueue`: inspect and operate queues from a shell.
+//!
+//! Tables by default, `--json` for scripts. Exit codes: 0 done, 1 an error
+//! (Redis unreachable, bad data), 2 a usage error, 3 no such job or nothing
+//! to do.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use jobqueue::dashboard::{DashboardOptions, job_summary};
+use jobqueue::{CancellationToken, Client, NewJob, Queue};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jobqueue",
+    version,
+    about = "Inspect and operate jobqueue queues in Redis"
+)]
+struct Cli {
+    /// The Redis server.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/",
+        global = true
+    )]
+    redis_url: String,
+    /// The queue to act on.
+    #[arg(short, long, default_value = "jobs", global = true)]
+    queue: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Depths and fleet-wide counters.
+    Stats,
+    /// Jobs in one state, oldest to run first for pending, newest first otherwise.
+    List {
+        /// Which list.
+        state: State,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// How many to skip.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+    },
+    /// One job's every field.
+    Show {
+        /// The job's id.
+        id: String,
+    },
+    /// Enqueues a job with a JSON payload.
+    Enqueue {
+        /// The payload, as JSON.
+        payload: String,
+        /// The job name a runner dispatches on.
+        #[arg(long)]
+        name: Option<String>,
+        /// Claims before the job fails for good.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Hold the job back this many milliseconds.
+        #[arg(long)]
+        delay_ms: Option<u64>,
+    },
+    /// Sends a dead letter (or all of them) back to pending.
+    Retry {
+        /// The job's id.
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        id: Option<String>,
+        /// Retry every failed job of the queue.
+        #[arg(long)]
+        all_failed: bool,
+    },
+    /// Runs one sweep: expired claims back to pending, leftovers dropped.
+    Reclaim,
+    /// Stops runners from claiming from the queue.
+    Pause,
+    /// Lets runners claim from the queue again.
+    Resume,
+    /// Deletes every key of the queue.
+    Purge {
+        /// Confirms the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Serves the web dashboard.
+    Dashboard {
+        /// The address to bind; anything but loopback needs --token.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The port.
+        #[arg(long, default_value_t = 8793)]
+        port: u16,
+        /// A bearer token every request must present.
+        #[arg(long, env = "JOBQUEUE_DASHBOARD_TOKEN")]
+        token: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum State {
+    Pending,
+    Scheduled,
+    Processing,
+    Completed,
+    Failed,
+}
+
+/// A failure with its exit code.
+struct Failure(u8, String);
+
+impl From<jobqueue::Error> for Failure {
+    fn from(e: jobqueue::Error) -> Self {
+        Self(1, e.to_string())
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let client = Client::connect(&cli.redis_url)
+        .await
+        .map_err(|e| Failure(1, format!("could not reach Redis: {e}")))?;
+    let queue = client
+        .queue(&cli.queue)
+        .map_err(|e| Failure(2, e.to_string()))?;
+    let out = Output { json: cli.json };
+    match cli.command {
+        Command::Stats => {
+            let stats = queue.stats().await?;
+            out.record(&serde_json::to_value(stats).expect("stats serialize"));
+        }
+        Command::List {
+            state,
+            limit,
+            offset,
+        } => {
+            let range = offset..offset + limit;
+            let ids = match state {
+                State::Pending => queue.list_pending(range).await?,
+                State::Scheduled => queue.list_scheduled(range).await?,
+                State::Processing => queue.list_processing(range).await?,
+                State::Completed => queue.list_completed(range).await?,
+                State::Failed => queue.list_failed(range).await?,
+            };
+            let records = queue.get_jobs(&ids).await?;
+            let jobs: Vec<Value> = ids
+                .iter()
+                .zip(&records)
+                .map(|(id, r)| job_summary(id, r.as_ref()))
+                .collect();
+            out.table(
+                &jobs,
+                &[
+                    "id",
+                    "status",
+                    "attempts",
+                    "payload",
+                    "last_error",
+                    "result",
+                ],
+            );
+        }
+        Command::Show { id } => {
+            let record = queue
+                .get_job(&id)
+                .await?
+                .ok_or_else(|| Failure(3, format!("no job {id} in queue {}", cli.queue)))?;
+            out.record(&json!(record.fields()));
+        }
+        Command::Enqueue {
+            payload,
+            name,
+            max_attempts,
+            delay_ms,
+        } => {
+            let mut job = NewJob::from_json(payload);
+            if let Some(name) = name {
+                job = job.name(name);
+            }
+            if let Some(max) = max_attempts {
+                job = job.max_attempts(max);
+            }
+            if let Some(ms) = delay_ms {
+                job = job.delay(Duration::from_millis(ms));
+            }
+            let id = queue.submit(job).await.map_err(|e| match e {
+                jobqueue::Error::Json(_)
+                | jobqueue::Error::InvalidName { .. }
+                | jobqueue::Error::InvalidOption { .. } => Failure(2, e.to_string()),
+                e => e.into(),
+            })?;
+            out.record(&json!({ "id": id }));
+        }
+        Command::Retry { id, all_failed } => {
+            let retried = if all_failed {
+                queue.retry_all_failed().await?
+            } else {
+                let id = id.unwrap_or_default();
+                if !queue.retry_failed(&id).await? {
+                    return Err(Failure(
+                        3,
+                        format!("job {id} is not a failed job of queue {}", cli.queue),
+                    ));
+                }
+                vec![id]
+            };
+            out.record(&json!({ "retried": retried }));
+        }
+        Command::Reclaim => {
+            let report = queue.reclaim_stuck().await?;
+            out.record(&serde_json::to_value(report).expect("report serializes"));
+        }
+        Command::Pause => {
+            queue.pause().await?;
+            out.record(&json!({ "queue": cli.queue, "paused": true }));
+        }
+        Command::Resume => {
+            queue.resume().await?;
+            out.record(&json!({ "queue": cli.queue, "paused": false }));
+        }
+        Command::Purge { yes } => {
+            if !yes {
+                return Err(Failure(
+                    2,
+                    format!("purge deletes every job of queue {}: add --yes", cli.queue),
+                ));
+            }
+            let deleted = queue.purge().await?;
+            out.record(&json!({ "queue": cli.queue, "deleted_keys": deleted }));
+        }
+        Command::Dashboard { host, port, token } => {
+            dashboard(&client, &queue, &host, port, token).await?
+        }
+    }
+    Ok(())
+}
+
+async fn dashboard(
+    client: &Client,
+    queue: &Queue,
+    host: &str,
+    port: u16,
+    token: Option<String>,
+) -> Result<(), Failure> {
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .map_err(|e| Failure(2, format!("bad address {host}:{port}: {e}")))?;
+    let mut options = DashboardOptions::new().queues([queue.name()]);
+    if let Some(token) = token {
+        options = options.token(token);
+    }
+    jobqueue::dashboard::check_bind(addr, &options).map_err(|e| Failure(2, e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure(1, format!("could not listen on {addr}: {e}")))?;
+    println!("jobqueue dashboard on http://{addr}/");
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+        }
+    });
+    let app = jobqueue::dashboard::router_with(client.clone(), options);
+    jobqueue::dashboard::serve(listener, app, shutdown)
+        .await
+        .map_err(|e| Failure(1, e.to_string()))
+}
+
+/// Prints values as tables or JSON.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    /// One object: `key  value` lines, or JSON.
+    fn record(&self, value: &Value) {
+        if self.json {
+            println!("{value}");
+            return;
+        }
+        if let Value::Object(map) = value {
+            let width = map.keys().map(String::len).max().unwrap_or(0);
+            for (k, v) in map {
+                println!("{k:width$}  {}", cell(v));
+            }
+        } else {
+            println!("{}", cell(value));
+        }
+    }
+
+    /// Rows of objects: a table with `columns`, or a JSON array.
+    fn table(&self, rows: &[Value], columns: &[&str]) {
+        if self.json {
+            println!("{}", Value::Array(rows.to_vec()));
+            return;
+        }
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                columns
+                    .iter()
+                    .map(|c| r.get(*c).map(cell).unwrap_or_default())
+                    .collect()
+            })
+            .collect();
+        let widths: Vec<usize> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                cells
+                    .iter()
+                    .map(|r| r[i].chars().count().min(60))
+                    .max()
+                    .unwrap_or(0)
+                    .max(c.len())
+            })
+            .collect();
+        let line = |values: Vec<String>| {
+            values
+                .iter()
+                .zip(&widths)
+                .map(|(v, w)| format!("{:w$}", truncate(v, 60)))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
+        };
+        println!(
+            "{}",
+            line(columns.iter().map(|c| c.to_uppercase()).collect())
+        );
+        for row in cells {
+            println!("{}", line(row));
+        }
+        if rows.is_empty() {
+            println!("(none)");
+        }
+    }
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(max - 1).collect::<String>())
+    }
+}

@@ -1,0 +1,327 @@
+//! The dashboard's JSON API.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Dashboard;
+use crate::error::Error;
+use crate::job::JobRecord;
+use crate::queue::Queue;
+use crate::registry::Registry;
+
+/// How long a scan of Redis for queue names is reused.
+const DISCOVERY_TTL: Duration = Duration::from_secs(10);
+/// Most jobs one page lists.
+const MAX_PAGE: usize = 200;
+
+type ApiResult = Result<Response, ApiError>;
+
+/// An error answered as `{"error": "..."}` with a status.
+#[derive(Debug)]
+pub(super) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> ApiError {
+    ApiError(status, message.to_string())
+}
+
+fn internal(e: Error) -> ApiError {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+fn queue(state: &Dashboard, name: &str) -> Result<Queue, ApiError> {
+    state
+        .client
+        .queue(name)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e))
+}
+
+/// A job as the reference demo's `/jobs` shows it: `id`, `status`
+/// ("unknown" when empty), `attempts` (0 when not a number), `payload`
+/// (parsed; `{}` when missing or not JSON), plus `result` when there is one
+/// (parsed, or the raw text) and `last_error` when not empty.
+pub fn job_summary(id: &str, record: Option<&JobRecord>) -> Value {
+    let Some(record) = record else {
+        return json!({ "id": id, "status": "unknown", "attempts": 0, "payload": {} });
+    };
+    let status = record
+        .field("status")
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown");
+    let payload = record.payload::<Value>().unwrap_or_else(|_| json!({}));
+    let mut summary = json!({
+        "id": id,
+        "status": status,
+        "attempts": record.attempts().unwrap_or(0),
+        "payload": payload,
+    });
+    if let Some(result) = record.field("result") {
+        summary["result"] =
+            serde_json::from_str(result).unwrap_or_else(|_| Value::String(result.to_owned()));
+    }
+    if let Some(error) = record.last_error() {
+        summary["last_error"] = Value::String(error.to_owned());
+    }
+    summary
+}
+
+pub(super) async fn overview(State(state): State<Arc<Dashboard>>) -> ApiResult {
+    let registered: BTreeMap<String, Vec<&'static str>> = Registry::from_inventory()
+        .map(|r| {
+            let mut by_queue: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+            for def in r.jobs() {
+                by_queue
+                    .entry(def.queue().to_owned())
+                    .or_default()
+                    .push(def.name());
+            }
+            by_queue
+        })
+        .unwrap_or_default();
+    let mut names: BTreeSet<String> = registered.keys().cloned().collect();
+    names.extend(state.options.queues.iter().cloned());
+    names.extend(discover(&state).await.map_err(internal)?);
+    let mut queues = Vec::with_capacity(names.len());
+    for name in names {
+        let Ok(q) = state.client.queue(&name) else {
+            continue;
+        };
+        let stats = q.stats().await.map_err(internal)?;
+        queues.push(json!({
+            "name": name,
+            "jobs": registered.get(&name).cloned().unwrap_or_default(),
+            "stats": stats,
+        }));
+    }
+    Ok(Json(json!({ "queues": queues })).into_response())
+}
+
+/// Queue names with keys in Redis, from a bounded `SCAN`, reused for a while.
+async fn discover(state: &Dashboard) -> crate::Result<Vec<String>> {
+    if let Some((at, names)) = state.discovered.lock().expect("discovery lock").as_ref()
+        && at.elapsed() < DISCOVERY_TTL
+    {
+        return Ok(names.clone());
+    }
+    let conn = state.client.connection();
+    let mut found = BTreeSet::new();
+    let mut cursor: u64 = 0;
+    for _ in 0..50 {
+        let (next, keys): (u64, Vec<String>) = conn
+            .run(|mut c| async move {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg("queue:*")
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        for key in keys {
+            if let Some(name) = queue_name_of(&key) {
+                found.insert(name);
+            }
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let names: Vec<String> = found.into_iter().collect();
+    *state.discovered.lock().expect("discovery lock") = Some((Instant::now(), names.clone()));
+    Ok(names)
+}
+
+/// `queue:NAME:…` or `queue:{NAME}:…` to NAME.
+fn queue_name_of(key: &str) -> Option<String> {
+    let rest = key.strip_prefix("queue:")?;
+    let name = match rest.strip_prefix('{') {
+        Some(tagged) => tagged.split_once('}')?.0,
+        None => rest.split_once(':')?.0,
+    };
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Page {
+    state: String,
+    #[serde(default)]
+    offset: usize,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list_jobs(
+    State(state): State<Arc<Dashboard>>,
+    Path(name): Path<String>,
+    Query(page): Query<Page>,
+) -> ApiResult {
+    let q = queue(&state, &name)?;
+    let limit = page.limit.unwrap_or(20).clamp(1, MAX_PAGE);
+    let range = page.offset..page.offset + limit;
+    let stats = q.stats().await.map_err(internal)?;
+    let (ids, total) = match page.state.as_str() {
+        "pending" => (q.list_pending(range).await, stats.pending_depth),
+        "processing" => (q.list_processing(range).await, stats.processing_depth),
+        "completed" => (q.list_completed(range).await, stats.completed_depth),
+        "failed" => (q.list_failed(range).await, stats.failed_depth),
+        "scheduled" => (q.list_scheduled(range).await, stats.scheduled_depth),
+        other => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown state {other:?}: pending, processing, completed, failed or scheduled"
+                ),
+            ));
+        }
+    };
+    let ids = ids.map_err(internal)?;
+    let records = q.get_jobs(&ids).await.map_err(internal)?;
+    let jobs: Vec<Value> = ids
+        .iter()
+        .zip(&records)
+        .map(|(id, record)| {
+            let mut summary = job_summary(id, record.as_ref());
+            if let Some(record) = record {
+                for field in [
+                    "job",
+                    "enqueued_at_ms",
+                    "claimed_at_ms",
+                    "completed_at_ms",
+                    "scheduled_for_ms",
+                ] {
+                    if let Some(v) = record.field(field) {
+                        summary[field] = Value::String(v.to_owned());
+                    }
+                }
+            }
+            summary
+        })
+        .collect();
+    Ok(Json(json!({
+        "queue": name,
+        "state": page.state,
+        "offset": page.offset,
+        "limit": limit,
+        "total": total,
+        "jobs": jobs,
+    }))
+    .into_response())
+}
+
+pub(super) async fn job_detail(
+    State(state): State<Arc<Dashboard>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult {
+    let q = queue(&state, &name)?;
+    let record = q
+        .get_job(&id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("job {id} does not exist")))?;
+    let mut detail = job_summary(&id, Some(&record));
+    detail["fields"] = json!(record.fields());
+    Ok(Json(detail).into_response())
+}
+
+pub(super) async fn retry_job(
+    State(state): State<Arc<Dashboard>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult {
+    let retried = queue(&state, &name)?
+        .retry_failed(&id)
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({ "retried": retried })).into_response())
+}
+
+pub(super) async fn delete_job(
+    State(state): State<Arc<Dashboard>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult {
+    let deleted = queue(&state, &name)?
+        .delete_job(&id)
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({ "deleted": deleted })).into_response())
+}
+
+pub(super) async fn retry_all_failed(
+    State(state): State<Arc<Dashboard>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let retried = queue(&state, &name)?
+        .retry_all_failed()
+        .await
+        .map_err(internal)?;
+    Ok(Json(json!({ "retried": retried })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Confirm {
+    confirm: Option<String>,
+}
+
+pub(super) async fn purge(
+    State(state): State<Arc<Dashboard>>,
+    Path(name): Path<String>,
+    Query(confirm): Query<Confirm>,
+) -> ApiResult {
+    if confirm.confirm.as_deref() != Some(name.as_str()) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "purging needs ?confirm=<the queue's name>",
+        ));
+    }
+    let deleted = queue(&state, &name)?.purge().await.map_err(internal)?;
+    Ok(Json(json!({ "deleted_keys": deleted })).into_response())
+}
+
+pub(super) async fn pause(
+    State(state): State<Arc<Dashboard>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    queue(&state, &name)?.pause().await.map_err(internal)?;
+    Ok(Json(json!({ "paused": true })).into_response())
+}
+
+pub(super) async fn resume(
+    State(state): State<Arc<Dashboard>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    queue(&state, &name)?.resume().await.map_err(internal)?;
+    Ok(Json(json!({ "paused": false })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_come_from_either_layout() {
+        assert_eq!(
+            queue_name_of("queue:email:pending").as_deref(),
+            Some("email")
+        );
+        assert_eq!(queue_name_of("queue:jobs:job:abc").as_deref(), Some("jobs"));
+        assert_eq!(
+            queue_name_of("queue:{email}:stats").as_deref(),
+            Some("email")
+        );
+        assert_eq!(queue_name_of("other:key"), None);
+    }
+}
