@@ -1,0 +1,148 @@
+//! The `jobqueue` command against a private Redis.
+
+use std::process::{Command, Output};
+
+use jobqueue_tests::RedisServer;
+use serde_json::Value;
+
+fn jobqueue(server: &RedisServer, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_jobqueue"))
+        .args(args)
+        .env("REDIS_URL", server.url())
+        .output()
+        .expect("the jobqueue binary runs")
+}
+
+fn json(server: &RedisServer, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = jobqueue(server, &all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn operators_can_inspect_and_act_on_a_queue() {
+    let server = RedisServer::start();
+    let a = json(
+        &server,
+        &[
+            "-q",
+            "mail",
+            "enqueue",
+            r#"{"to":"a"}"#,
+            "--name",
+            "send",
+            "--max-attempts",
+            "1",
+        ],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    json(&server, &["-q", "mail", "enqueue", r#"{"to":"b"}"#]);
+    let stats = json(&server, &["-q", "mail", "stats"]);
+    assert_eq!(
+        (
+            stats["pending_depth"].as_u64(),
+            stats["enqueued_total"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+
+    let pending = json(&server, &["-q", "mail", "list", "pending"]);
+    assert_eq!(pending[0]["id"], a.as_str());
+    assert_eq!(pending[0]["payload"]["to"], "a");
+    let shown = json(&server, &["-q", "mail", "show", &a]);
+    assert_eq!(
+        (shown["job"].as_str(), shown["max_attempts"].as_str()),
+        (Some("send"), Some("1"))
+    );
+
+    // Tables by default.
+    let table = jobqueue(&server, &["-q", "mail", "list", "pending"]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.starts_with("ID") && text.contains(&a), "{text}");
+    let text = String::from_utf8(jobqueue(&server, &["-q", "mail", "stats"]).stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("pending_depth") && l.ends_with(" 2")),
+        "{text}"
+    );
+
+    assert_eq!(json(&server, &["-q", "mail", "pause"])["paused"], true);
+    assert_eq!(json(&server, &["-q", "mail", "stats"])["paused"], true);
+    assert_eq!(json(&server, &["-q", "mail", "resume"])["paused"], false);
+    let report = json(&server, &["-q", "mail", "reclaim"]);
+    assert_eq!(report["reclaimed"], Value::Array(vec![]));
+
+    assert_eq!(
+        jobqueue(&server, &["-q", "mail", "retry", &a])
+            .status
+            .code(),
+        Some(3),
+        "not a failed job"
+    );
+    let purge = jobqueue(&server, &["-q", "mail", "purge"]);
+    assert_eq!(purge.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&purge.stderr).contains("--yes"));
+    assert!(
+        json(&server, &["-q", "mail", "purge", "--yes"])["deleted_keys"]
+            .as_u64()
+            .unwrap()
+            >= 4
+    );
+    assert_eq!(json(&server, &["-q", "mail", "stats"])["enqueued_total"], 0);
+}
+
+#[test]
+fn retry_sends_dead_letters_back() {
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = rt.block_on(async {
+        let q =
+            jobqueue_tests::queue(&server, jobqueue::QueueOptions::default().max_attempts(1)).await;
+        let id = q.enqueue(&serde_json::json!({})).await.unwrap();
+        let job = q.claim(std::time::Duration::ZERO).await.unwrap().unwrap();
+        let _ = q.fail(&job, "boom").await.unwrap();
+        id
+    });
+    assert_eq!(json(&server, &["list", "failed"])[0]["last_error"], "boom");
+    assert_eq!(json(&server, &["retry", &id])["retried"][0], id.as_str());
+    assert_eq!(json(&server, &["stats"])["pending_depth"], 1);
+    assert_eq!(
+        json(&server, &["retry", "--all-failed"])["retried"],
+        Value::Array(vec![])
+    );
+}
+
+#[test]
+fn errors_are_clear_and_have_exit_codes() {
+    let server = RedisServer::start();
+    let missing = jobqueue(&server, &["show", "ffffffffffffffff"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no job ffffffffffffffff"));
+    let bad_json = jobqueue(&server, &["enqueue", "{not json"]);
+    assert_eq!(bad_json.status.code(), Some(2));
+    let bad_queue = jobqueue(&server, &["-q", "a b", "stats"]);
+    assert_eq!(bad_queue.status.code(), Some(2));
+    let usage = jobqueue(&server, &["frobnicate"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let mut down = RedisServer::start();
+    down.kill();
+    let unreachable = jobqueue(&down, &["stats"]);
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("could not reach Redis"));
+    let open = jobqueue(&server, &["dashboard", "--host", "0.0.0.0", "--port", "0"]);
+    assert_eq!(
+        open.status.code(),
+        Some(2),
+        "a non-loopback dashboard needs a token"
+    );
+    assert!(String::from_utf8_lossy(&open.stderr).contains("token"));
+}

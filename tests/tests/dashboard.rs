@@ -1,0 +1,241 @@
+//! The dashboard router, driven in-process: listing, detail, actions, the
+//! CSRF check, the bearer token, and escaping.
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode, header};
+use jobqueue::dashboard::{DashboardOptions, router, router_with};
+use jobqueue::{Client, QueueOptions};
+use jobqueue_tests::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tower::ServiceExt;
+
+async fn call(app: &Router, request: Request<Body>) -> (StatusCode, header::HeaderMap, String) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = to_bytes(body, 1 << 20).await.unwrap();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn post(path: &str, csrf: Option<&str>) -> Request<Body> {
+    let mut r = Request::post(path);
+    if let Some(token) = csrf {
+        r = r.header("x-csrf-token", token);
+    }
+    r.body(Body::empty()).unwrap()
+}
+
+/// The CSRF token the page carries.
+async fn csrf(app: &Router) -> String {
+    let (_, _, html) = call(app, get("/")).await;
+    let start = html.find(r#"name="csrf-token" content=""#).unwrap()
+        + r#"name="csrf-token" content=""#.len();
+    html[start..start + 32].to_owned()
+}
+
+#[tokio::test]
+async fn the_page_and_api_list_queues_jobs_and_details() {
+    let (server, q, _c) = setup(QueueOptions::new("dash")).await;
+    let client = Client::connect(&server.url()).await.unwrap();
+    let ids = q
+        .enqueue_many(&(0..30).map(|n| json!({"n": n})).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let app = router(client);
+    let (status, headers, html) = call(&app, get("/")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(html.contains("<title>jobqueue</title>"));
+
+    let (status, _, body) = call(&app, get("/api/overview")).await;
+    assert_eq!(status, StatusCode::OK);
+    let overview: Value = serde_json::from_str(&body).unwrap();
+    let dash = overview["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "dash")
+        .expect("found in Redis");
+    assert_eq!(dash["stats"]["pending_depth"], 30);
+
+    let (_, _, body) = call(
+        &app,
+        get("/api/queues/dash/jobs?state=pending&offset=20&limit=20"),
+    )
+    .await;
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["total"], 30);
+    let listed: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ids[20..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(page["jobs"][0]["payload"], json!({"n": 20}));
+
+    let (status, _, body) = call(&app, get(&format!("/api/queues/dash/jobs/{}", ids[0]))).await;
+    assert_eq!(status, StatusCode::OK);
+    let detail: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["fields"]["status"], "pending");
+    assert!(detail["fields"]["enqueued_at_ms"].is_string());
+    let (status, _, _) = call(&app, get("/api/queues/dash/jobs/ffffffffffffffff")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = call(&app, get("/api/queues/dash/jobs?state=lost")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn changes_need_post_with_the_pages_csrf_token() {
+    let (server, q, _c) = setup(QueueOptions::new("dash").max_attempts(1)).await;
+    let client = Client::connect(&server.url()).await.unwrap();
+    let app = router(client);
+    let token = csrf(&app).await;
+    let id = q.enqueue(&json!({})).await.unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    let _ = q.fail(&job, "boom").await.unwrap();
+
+    let retry = format!("/api/queues/dash/jobs/{id}/retry");
+    assert_eq!(
+        call(&app, post(&retry, None)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&app, post(&retry, Some("0000"))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let cross = Request::post(&retry)
+        .header("x-csrf-token", &token)
+        .header(header::HOST, "127.0.0.1:8793")
+        .header(header::ORIGIN, "http://evil.example")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&app, cross).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&app, get(&retry)).await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(q.stats().await.unwrap().failed_depth, 1, "nothing changed");
+
+    let (status, _, body) = call(&app, post(&retry, Some(&token))).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"retried":true}"#)
+    );
+    assert_eq!(q.stats().await.unwrap().pending_depth, 1);
+
+    assert_eq!(
+        call(&app, post("/api/queues/dash/pause", Some(&token)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert!(q.stats().await.unwrap().paused);
+    assert_eq!(
+        call(&app, post("/api/queues/dash/resume", Some(&token)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert!(!q.stats().await.unwrap().paused);
+
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    let _ = q.fail(&job, "boom again").await.unwrap();
+    let (_, _, body) = call(&app, post("/api/queues/dash/retry-failed", Some(&token))).await;
+    assert_eq!(body, format!(r#"{{"retried":["{id}"]}}"#));
+    let (_, _, body) = call(
+        &app,
+        post(&format!("/api/queues/dash/jobs/{id}/delete"), Some(&token)),
+    )
+    .await;
+    assert_eq!(body, r#"{"deleted":true}"#);
+
+    q.enqueue(&json!({})).await.unwrap();
+    let (status, _, _) = call(&app, post("/api/queues/dash/purge", Some(&token))).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "purge needs the queue's name as confirmation"
+    );
+    let (status, _, _) = call(
+        &app,
+        post("/api/queues/dash/purge?confirm=dash", Some(&token)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(q.stats().await.unwrap().enqueued_total, 0);
+}
+
+#[tokio::test]
+async fn a_bearer_token_guards_every_route() {
+    let (server, _q, _c) = setup(QueueOptions::new("dash")).await;
+    let client = Client::connect(&server.url()).await.unwrap();
+    let app = router_with(client, DashboardOptions::new().token("s3cret"));
+    assert_eq!(call(&app, get("/")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&app, get("/api/overview")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let authed = Request::get("/api/overview")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&app, authed).await.0, StatusCode::OK);
+    let wrong = Request::get("/")
+        .header(header::AUTHORIZATION, "Bearer nope")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&app, wrong).await.0, StatusCode::UNAUTHORIZED);
+    let (status, headers, _) = call(&app, get("/?token=s3cret")).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cookie.contains("jobqueue_token=s3cret") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let with_cookie = Request::get("/api/overview")
+        .header(header::COOKIE, "jobqueue_token=s3cret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&app, with_cookie).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn what_the_dashboard_renders_is_never_markup() {
+    let (server, q, _c) = setup(QueueOptions::new("dash")).await;
+    let client = Client::connect(&server.url()).await.unwrap();
+    let evil = "<script>alert('x')</script>";
+    let id = q.enqueue(&json!({ "html": evil })).await.unwrap();
+    let app = router(client);
+    // The page carries no job data: it fetches JSON and sets it as text.
+    let (_, headers, html) = call(&app, get("/")).await;
+    assert!(!html.contains("alert('x')"));
+    assert!(html.contains("textContent") && !html.contains("innerHTML"));
+    assert!(
+        headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    let (_, headers, body) = call(&app, get(&format!("/api/queues/dash/jobs/{id}"))).await;
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let detail: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["payload"]["html"], evil);
+}
