@@ -2,8 +2,9 @@
 //! 127.0.0.1:6379, or set `REDIS_URL`). Stop it with Ctrl-C or SIGTERM.
 //!
 //! A service's `main`: two `#[job]`s, application code that enqueues them
-//! (one delayed), and a `Runner` that works them off until a signal cancels
-//! its token, then drains.
+//! (one delayed), a `Runner` that works them off until a signal cancels its
+//! token, then drains, and the dashboard mounted in the service's own axum
+//! app on http://127.0.0.1:8793/jobs/.
 
 use std::time::Duration;
 
@@ -81,7 +82,21 @@ async fn main() -> jobqueue::Result<()> {
             Err(e) => tracing::warn!(error = %e, "no report"),
         }
     });
-    runner.run(shutdown).await
+    // The dashboard, mounted in the service's own router.
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { "my service; jobs at /jobs/" }),
+        )
+        .nest("/jobs", jobqueue::dashboard::router(client));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:8793")
+        .await
+        .expect("port 8793 is free");
+    tracing::info!("dashboard on http://127.0.0.1:8793/jobs/");
+    let web = tokio::spawn(jobqueue::dashboard::serve(listener, app, shutdown.clone()));
+    runner.run(shutdown).await?;
+    let _ = web.await;
+    Ok(())
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

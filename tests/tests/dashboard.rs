@@ -239,3 +239,23 @@ async fn what_the_dashboard_renders_is_never_markup() {
     let detail: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(detail["payload"]["html"], evil);
 }
+
+#[tokio::test]
+async fn the_dashboard_mounts_under_a_path_of_the_services_router() {
+    let (server, q, _c) = setup(QueueOptions::new("dash")).await;
+    q.enqueue(&json!({})).await.unwrap();
+    let client = Client::connect(&server.url()).await.unwrap();
+    let app = Router::new()
+        .route("/", axum::routing::get(|| async { "the service" }))
+        .nest("/admin/jobs", router(client));
+    let (status, _, html) = call(&app, get("/admin/jobs")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("const BASE"),
+        "the page resolves its API under its own path"
+    );
+    let (status, _, body) = call(&app, get("/admin/jobs/api/queues/dash/jobs?state=pending")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["total"], 1);
+    assert_eq!(call(&app, get("/")).await.2, "the service");
+}
