@@ -53,6 +53,10 @@ struct Args {
     /// Workers to start with (0 to 8).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// A bearer token the dashboard requires; needed to listen on anything
+    /// but a loopback address.
+    #[arg(long, env = "JOBQUEUE_DASHBOARD_TOKEN")]
+    token: Option<String>,
 }
 
 /// The pool's knobs, read by every run of the demo job.
@@ -154,6 +158,12 @@ async fn main() -> std::process::ExitCode {
         POOL_SIZE.store(args.workers.min(8) as u64, Ordering::Relaxed);
         start_pool(&demo).await;
     }
+    let mut dashboard = DashboardOptions::new()
+        .demo(true)
+        .queues([args.queue_name.clone()]);
+    if let Some(token) = &args.token {
+        dashboard = dashboard.token(token.clone());
+    }
     let app = Router::new()
         .route("/jobs", only(get(jobs)))
         .route("/stats", only(get(stats)))
@@ -165,12 +175,11 @@ async fn main() -> std::process::ExitCode {
         .route("/reclaim", only(post(reclaim)))
         .route("/reset", only(post(reset)))
         .with_state(std::sync::Arc::clone(&demo))
-        .merge(jobqueue::dashboard::router_with(
-            client,
-            DashboardOptions::new()
-                .demo(true)
-                .queues([args.queue_name.clone()]),
+        .layer(axum::middleware::from_fn_with_state(
+            args.token.clone(),
+            require_token,
         ))
+        .merge(jobqueue::dashboard::router_with(client, dashboard.clone()))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") });
     let addr: SocketAddr = match format!("{}:{}", args.host, args.port).parse() {
         Ok(addr) => addr,
@@ -179,6 +188,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Err(e) = jobqueue::dashboard::check_bind(addr, &dashboard) {
+        eprintln!("{e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -206,6 +219,30 @@ async fn main() -> std::process::ExitCode {
             eprintln!("{e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// With `--token`, the demo's own endpoints need it as the dashboard does.
+async fn require_token(
+    State(token): State<Option<String>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match token {
+        Some(token)
+            if !jobqueue::dashboard::presents_token(
+                request.headers(),
+                request.uri().query(),
+                &token,
+            ) =>
+        {
+            (
+                StatusCode::UNAUTHORIZED,
+                "a valid dashboard token is required\n",
+            )
+                .into_response()
+        }
+        _ => next.run(request).await,
     }
 }
 

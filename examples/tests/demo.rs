@@ -492,3 +492,52 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn off_loopback_the_demo_needs_a_token_and_then_requires_it() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let base = ["--redis-host", "127.0.0.1", "--redis-port"];
+    let refused = Command::new(env!("CARGO_BIN_EXE_jobqueue-demo"))
+        .args(base)
+        .arg(redis.port().to_string())
+        .args(["--host", "0.0.0.0", "--port", &port.to_string()])
+        .env_remove("REDIS_URL")
+        .env_remove("JOBQUEUE_DASHBOARD_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("token"));
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jobqueue-demo"))
+        .args(base)
+        .arg(redis.port().to_string())
+        .args(["--port", &port.to_string(), "--token", "letmein"])
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .unwrap()
+            .starts_with("Redis job-queue demo server listening")
+    );
+    let d = Demo { child, port };
+    assert_eq!(http(d.port, "GET", "/stats", "", &[]).0, 401);
+    assert_eq!(http(d.port, "GET", "/", "", &[]).0, 401);
+    assert_eq!(
+        http(
+            d.port,
+            "GET",
+            "/stats",
+            "",
+            &[("Authorization", "Bearer letmein")]
+        )
+        .0,
+        200
+    );
+    assert_eq!(http(d.port, "GET", "/?token=letmein", "", &[]).0, 200);
+}

@@ -207,6 +207,16 @@ async fn guard(State(state): State<Arc<Dashboard>>, request: Request, next: Next
     response
 }
 
+/// True when a request presents `token`: as `Authorization: Bearer`, as the
+/// `jobqueue_token` cookie the dashboard sets, or as `?token=`. For routes
+/// served beside the dashboard that must be guarded the same way.
+pub fn presents_token(headers: &HeaderMap, query: Option<&str>, token: &str) -> bool {
+    let presented = bearer(headers)
+        .or_else(|| cookie(headers, "jobqueue_token"))
+        .or_else(|| query_param(query, "token"));
+    presented.as_deref() == Some(token)
+}
+
 /// False when the browser says the request comes from another site (an
 /// `Origin` that is not this host, or `Sec-Fetch-Site: cross-site`): the CSRF
 /// check for endpoints that scripts also call without a token.
