@@ -41,6 +41,16 @@ impl Client {
         Ok(Self::new(&Connection::open(url).await?))
     }
 
+    /// Connects with connection options, for example a
+    /// [`startup_wait`](crate::ConnectionOptions::startup_wait) for a worker
+    /// that may start before Redis.
+    ///
+    /// # Cancellation safety
+    /// Safe: nothing is written before the future completes.
+    pub async fn connect_with(url: &str, options: crate::ConnectionOptions) -> Result<Self> {
+        Ok(Self::new(&Connection::open_with(url, options).await?))
+    }
+
     /// A client on an open connection, with the default queue options.
     pub fn new(conn: &Connection) -> Self {
         Self::with_options(conn, QueueOptions::default())

@@ -34,6 +34,11 @@ pub struct ConnectionOptions {
     /// Claim with `BRPOPLPUSH` as on Redis older than 6.2, even when the
     /// server has `BLMOVE`. Default false: the server's version decides.
     pub force_legacy_claim: bool,
+    /// How long [`Connection::open_with`] keeps trying while Redis is
+    /// unreachable, logging each failure and backing off from 100 ms to 5 s.
+    /// Default zero: fail at once (a command-line tool wants that; a worker
+    /// started beside Redis wants a minute or more).
+    pub startup_wait: Duration,
 }
 
 impl Default for ConnectionOptions {
@@ -43,6 +48,7 @@ impl Default for ConnectionOptions {
             connect_timeout: Duration::from_secs(2),
             retries: 6,
             force_legacy_claim: false,
+            startup_wait: Duration::ZERO,
         }
     }
 }
@@ -68,6 +74,12 @@ impl ConnectionOptions {
     /// Sets [`retries`](Self::retries).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// Sets [`startup_wait`](Self::startup_wait).
+    pub fn startup_wait(mut self, wait: Duration) -> Self {
+        self.startup_wait = wait;
         self
     }
 
@@ -125,6 +137,28 @@ impl Connection {
         options: ConnectionOptions,
     ) -> Result<Self> {
         let client = Client::open(url)?;
+        let deadline = std::time::Instant::now() + options.startup_wait;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match Self::connect(client.clone(), options.clone()).await {
+                Err(e)
+                    if e.is_connection_error() && std::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::warn!(
+                        address = %client.get_connection_info().addr(),
+                        error = %e,
+                        retry_in = ?pause,
+                        "Redis is unreachable; retrying"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn connect(client: Client, options: ConnectionOptions) -> Result<Self> {
         let address = client.get_connection_info().addr().to_string();
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))

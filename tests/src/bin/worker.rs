@@ -1,11 +1,16 @@
 //! A worker process for the multi-process tests: runs a `Runner` on queue
 //! `proc` until SIGTERM or SIGINT.
 //!
-//! Usage: `jobqueue-test-worker REDIS_URL [CONCURRENCY]`
+//! Usage: `jobqueue-test-worker REDIS_URL [CONCURRENCY]`. With
+//! `JOBQUEUE_TEST_RECORD=FILE`, every run of the `record` job appends
+//! `PID ID` to FILE, outside the queue.
 
+use std::io::Write;
 use std::time::Duration;
 
-use jobqueue::{CancellationToken, Client, JobContext, Runner, job};
+use jobqueue::{
+    CancellationToken, Client, Connection, ConnectionOptions, JobContext, QueueOptions, Runner, job,
+};
 
 /// Never finishes on its own: the process must die or shut down.
 #[job(queue = "proc", visibility = "500ms")]
@@ -19,14 +24,47 @@ async fn nap(millis: u64) {
     tokio::time::sleep(Duration::from_millis(millis)).await;
 }
 
+/// Records its run in the file named by JOBQUEUE_TEST_RECORD, then completes.
+#[job(
+    queue = "proc",
+    visibility = "500ms",
+    max_attempts = 50,
+    backoff = "none"
+)]
+async fn record(millis: u64, ctx: JobContext) -> Result<(), String> {
+    if let Ok(path) = std::env::var("JOBQUEUE_TEST_RECORD") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| e.to_string())?;
+        // One write of the whole line: a SIGKILL never leaves half of one.
+        let line = format!("{} {}\n", std::process::id(), ctx.id());
+        file.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> jobqueue::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let mut args = std::env::args().skip(1);
     let url = args
         .next()
         .expect("usage: jobqueue-test-worker REDIS_URL [CONCURRENCY]");
     let concurrency = args.next().map_or(10, |n| n.parse().expect("a number"));
-    let client = Client::connect(&url).await?;
+    let conn = Connection::open_with(
+        url.as_str(),
+        ConnectionOptions::new().startup_wait(Duration::from_secs(60)),
+    )
+    .await?;
+    let client = Client::with_options(&conn, QueueOptions::new("proc").completed_history(100_000));
     let runner = Runner::builder(client)
         .queues(["proc"])
         .concurrency(concurrency)
@@ -34,12 +72,11 @@ async fn main() -> jobqueue::Result<()> {
         .shutdown_timeout(Duration::from_secs(1))
         .build()?;
     let shutdown = CancellationToken::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
