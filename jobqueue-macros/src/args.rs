@@ -308,3 +308,32 @@ mod tests {
         assert!(parse_backoff("fixed 1s").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::parse_duration_ms;
+
+    proptest! {
+        #[test]
+        fn any_whole_number_with_a_unit_parses_to_its_milliseconds(n in 0u64..1_000_000_000, unit in 0usize..5, pad in "[ \t]{0,2}") {
+            let (suffix, scale) = [("", 1), ("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)][unit];
+            let text = format!("{pad}{n}{suffix}{pad}");
+            prop_assert_eq!(parse_duration_ms(&text), Ok(n * scale));
+        }
+
+        #[test]
+        fn no_text_makes_the_parser_panic_and_errors_say_what_is_expected(text in "\\PC{0,12}") {
+            if let Err(message) = parse_duration_ms(&text) {
+                prop_assert!(message.contains("expected a whole number followed by ms, s, m or h"));
+            }
+        }
+
+        #[test]
+        fn overflow_is_an_error_not_a_wrap(n in (u64::MAX / 3_600_000 + 1)..u64::MAX) {
+            let text = format!("{n}h");
+            prop_assert!(parse_duration_ms(&text).is_err());
+        }
+    }
+}

@@ -418,3 +418,60 @@ impl Ack {
         !matches!(self, Self::Duplicate | Self::LeaseLost)
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::{ClaimedJob, JobRecord};
+
+    /// Field values as Redis might hold them: numbers, JSON, or junk.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u32>().prop_map(|n| n.to_string()),
+            Just(String::new()),
+            Just("{\"kind\":\"email\",\"n\":1}".to_owned()),
+            Just("[1,2,3]".to_owned()),
+            "\\PC{0,16}",
+        ]
+    }
+
+    fn hash() -> impl Strategy<Value = BTreeMap<String, String>> {
+        prop::collection::btree_map(
+            prop_oneof![
+                Just("attempts".to_owned()),
+                Just("payload".to_owned()),
+                Just("status".to_owned()),
+                Just("max_attempts".to_owned()),
+                Just("enqueued_at_ms".to_owned()),
+                "[a-z_]{1,12}",
+            ],
+            value(),
+            0..8,
+        )
+    }
+
+    proptest! {
+        /// The decoder never panics on whatever a hash holds, and hands out
+        /// a job exactly when its attempts and payload are usable.
+        #[test]
+        fn decoding_a_claimed_hash_fails_exactly_on_unusable_fields(fields in hash()) {
+            let attempts_ok = match fields.get("attempts") {
+                None => true,
+                Some(v) => v.is_empty() || v.parse::<u64>().is_ok(),
+            };
+            let payload_ok = fields
+                .get("payload")
+                .is_some_and(|p| serde_json::from_str::<serde_json::Value>(p).is_ok());
+            let (job, problem) = ClaimedJob::decode("id".into(), "token".into(), "1", "2", fields.clone());
+            prop_assert_eq!(problem.is_none(), attempts_ok && payload_ok, "{:?}", problem);
+            if problem.is_none() {
+                prop_assert_eq!(job.payload_json().get(), fields["payload"].as_str());
+            }
+            let record = JobRecord::new("id", fields);
+            let _ = (record.status(), record.max_attempts(), record.timestamp_ms("enqueued_at_ms"), record.last_error());
+        }
+    }
+}

@@ -21,6 +21,7 @@ pub struct ServerBuilder {
     args: Vec<String>,
     wrapper: Vec<String>,
     binary: Option<String>,
+    password: Option<String>,
 }
 
 impl ServerBuilder {
@@ -48,6 +49,13 @@ impl ServerBuilder {
     pub fn binary(mut self, path: impl Into<String>) -> Self {
         self.binary = Some(path.into());
         self
+    }
+
+    /// Starts a server started with `--requirepass password`: the harness
+    /// authenticates its own checks with it.
+    pub fn start_with_auth(mut self, password: &str) -> RedisServer {
+        self.password = Some(password.to_owned());
+        self.start()
     }
 
     /// Starts the server and waits until it answers PING.
@@ -143,9 +151,18 @@ impl RedisServer {
         }
     }
 
+    /// Like [`command`](Self::command), authenticating first.
+    pub fn command_with_auth(&self, password: &str, args: &[&str]) -> String {
+        self.raw(Some(password), args)
+    }
+
     /// Sends one command over a fresh connection and returns the raw reply
     /// line (for commands that do not need a client library).
     pub fn command(&self, args: &[&str]) -> String {
+        self.raw(self.builder.password.as_deref(), args)
+    }
+
+    fn raw(&self, password: Option<&str>, args: &[&str]) -> String {
         let mut stream = match TcpStream::connect(("127.0.0.1", self.port)) {
             Ok(s) => s,
             Err(e) => return format!("-connect: {e}"),
@@ -153,15 +170,28 @@ impl RedisServer {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("read timeout");
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        let encode = |args: &[&str]| {
+            let mut req = format!("*{}\r\n", args.len());
+            for a in args {
+                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            req
+        };
+        let mut req = String::new();
+        if let Some(password) = password {
+            req.push_str(&encode(&["AUTH", password]));
         }
+        req.push_str(&encode(args));
         if stream.write_all(req.as_bytes()).is_err() {
             return String::new();
         }
+        let mut reader = BufReader::new(stream);
         let mut line = String::new();
-        let _ = BufReader::new(stream).read_line(&mut line);
+        if password.is_some() {
+            let _ = reader.read_line(&mut line);
+            line.clear();
+        }
+        let _ = reader.read_line(&mut line);
         line.trim_end().to_owned()
     }
 

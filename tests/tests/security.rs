@@ -1,0 +1,143 @@
+//! Redis with a password, and over TLS: both work, and the password never
+//! shows in an error, a `Debug` print or a log line.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jobqueue::{Ack, Connection, ConnectionOptions, Queue, QueueOptions};
+use jobqueue_tests::*;
+use serde_json::json;
+
+const PASSWORD: &str = "hunter2-correct-horse";
+
+async fn round_trip(url: &str) {
+    let q = Queue::connect(url, QueueOptions::new("sec")).await.unwrap();
+    let id = q.enqueue(&json!({"n": 1})).await.unwrap();
+    let job = q.claim(Duration::from_secs(1)).await.unwrap().unwrap();
+    assert_eq!(job.id(), id);
+    assert_eq!(
+        q.complete(&job, &json!("ok")).await.unwrap(),
+        Ack::Completed
+    );
+}
+
+#[tokio::test]
+async fn a_password_protected_redis_works_and_the_password_never_leaks() {
+    let server = RedisServer::builder()
+        .args(["--requirepass", PASSWORD])
+        .start_with_auth(PASSWORD);
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/", server.port());
+    round_trip(&url).await;
+    let conn = Connection::open(url.as_str()).await.unwrap();
+    assert!(!format!("{conn:?}").contains(PASSWORD), "{conn:?}");
+
+    let wrong = format!("redis://:not-{PASSWORD}@127.0.0.1:{}/", server.port());
+    let err = Connection::open(wrong.as_str()).await.unwrap_err();
+    for shown in [err.to_string(), format!("{err:?}")] {
+        assert!(!shown.contains(PASSWORD), "{shown}");
+    }
+    let none = format!("redis://127.0.0.1:{}/", server.port());
+    let err = Queue::connect(&none, QueueOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("auth"),
+        "says what is wrong: {err}"
+    );
+}
+
+/// A `Write` that keeps what tracing writes, for assertions.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn retry_logs_while_redis_is_down_name_the_address_not_the_password() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut server = RedisServer::start();
+            let port = server.port();
+            server.kill();
+            let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}/");
+            let options = ConnectionOptions::new().startup_wait(Duration::from_millis(700));
+            let err = Connection::open_with(url.as_str(), options)
+                .await
+                .unwrap_err();
+            assert!(!err.to_string().contains(PASSWORD));
+        });
+    });
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("Redis is unreachable; retrying"), "{logs}");
+    assert!(logs.contains("127.0.0.1"), "the address is named: {logs}");
+    assert!(!logs.contains(PASSWORD), "{logs}");
+}
+
+#[tokio::test]
+async fn rediss_urls_connect_over_tls_with_a_password() {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = RedisServer::builder()
+        .args([
+            "--requirepass",
+            PASSWORD,
+            "--tls-port",
+            &tls_port.to_string(),
+        ])
+        .args([
+            "--tls-cert-file",
+            cert_path.to_str().unwrap(),
+            "--tls-key-file",
+            key_path.to_str().unwrap(),
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            cert_path.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ])
+        .start_with_auth(PASSWORD);
+    let info = server.command_with_auth(PASSWORD, &["CONFIG", "GET", "tls-port"]);
+    assert!(!info.is_empty());
+    // `#insecure`: the test's certificate is self-signed.
+    round_trip(&format!(
+        "rediss://:{PASSWORD}@127.0.0.1:{tls_port}/#insecure"
+    ))
+    .await;
+    // The plain port refuses TLS, and TLS is what the rediss URL spoke.
+    let plain = format!("rediss://:{PASSWORD}@127.0.0.1:{}/#insecure", server.port());
+    assert!(
+        Connection::open(plain.as_str()).await.is_err(),
+        "TLS to a plain port must fail"
+    );
+}
