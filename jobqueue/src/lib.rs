@@ -67,7 +67,9 @@
 //! # }
 //! ```
 //!
-//! The data model is documented key by key in [`docs::data_model`].
+//! The data model is documented key by key in [`docs::data_model`]; the
+//! delivery guarantee, and the test behind each promise, in
+//! [`docs::reliability`].
 
 mod backoff;
 mod client;
@@ -91,6 +93,9 @@ pub mod docs {
 
     #[doc = include_str!("docs/data-model.md")]
     pub mod data_model {}
+
+    #[doc = include_str!("docs/reliability.md")]
+    pub mod reliability {}
 }
 
 pub use backoff::Backoff;
