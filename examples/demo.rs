@@ -270,6 +270,19 @@ fn value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// The form of a demo POST, or the refusal of a cross-site one.
+fn read_form(
+    headers: &HeaderMap,
+    query: &Query<Vec<(String, String)>>,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, Box<Response>> {
+    if let Some(refused) = cross_site(headers) {
+        return Err(Box::new(refused));
+    }
+    let query = serde_urlencoded::to_string(&query.0).unwrap_or_default();
+    Ok(form(&query, body))
+}
+
 /// The demo's POSTs are also called by scripts without a token: refuse only
 /// requests a browser marks as coming from another site.
 fn cross_site(headers: &HeaderMap) -> Option<Response> {
@@ -341,11 +354,10 @@ async fn enqueue(
     query: Query<Vec<(String, String)>>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(refused) = cross_site(&headers) {
-        return refused;
-    }
-    let query = serde_urlencoded::to_string(&query.0).unwrap_or_default();
-    let form = form(&query, &body);
+    let form = match read_form(&headers, &query, &body) {
+        Ok(form) => form,
+        Err(refused) => return *refused,
+    };
     let kind = value(&form, "kind")
         .filter(|k| !k.is_empty())
         .unwrap_or("email")
@@ -436,11 +448,10 @@ async fn workers_start(
     query: Query<Vec<(String, String)>>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(refused) = cross_site(&headers) {
-        return refused;
-    }
-    let query = serde_urlencoded::to_string(&query.0).unwrap_or_default();
-    let form = form(&query, &body);
+    let form = match read_form(&headers, &query, &body) {
+        Ok(form) => form,
+        Err(refused) => return *refused,
+    };
     configure(&form);
     let size = value(&form, "size")
         .and_then(|v| v.trim().parse::<i64>().ok())
@@ -465,11 +476,11 @@ async fn workers_configure(
     query: Query<Vec<(String, String)>>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(refused) = cross_site(&headers) {
-        return refused;
-    }
-    let query = serde_urlencoded::to_string(&query.0).unwrap_or_default();
-    configure(&form(&query, &body));
+    let form = match read_form(&headers, &query, &body) {
+        Ok(form) => form,
+        Err(refused) => return *refused,
+    };
+    configure(&form);
     respond_stats(&demo).await
 }
 
@@ -480,11 +491,10 @@ async fn workers_sweep(
     query: Query<Vec<(String, String)>>,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(refused) = cross_site(&headers) {
-        return refused;
-    }
-    let query = serde_urlencoded::to_string(&query.0).unwrap_or_default();
-    let form = form(&query, &body);
+    let form = match read_form(&headers, &query, &body) {
+        Ok(form) => form,
+        Err(refused) => return *refused,
+    };
     let enabled = matches!(value(&form, "enabled"), Some("1" | "true" | "on"));
     let was_running = {
         let mut pool = demo.pool.lock().await;

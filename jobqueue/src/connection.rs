@@ -229,6 +229,21 @@ impl Connection {
         }
     }
 
+    /// Runs one command on the shared connection, retrying connection errors.
+    pub(crate) async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        self.run(|mut c| async move { cmd.query_async(&mut c).await })
+            .await
+    }
+
+    /// Runs a pipeline on the shared connection, retrying connection errors.
+    pub(crate) async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
+        self.run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+    }
+
     /// A new pub/sub connection (pub/sub needs a connection of its own).
     pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
         Ok(self.inner.client.get_async_pubsub().await?)

@@ -345,13 +345,7 @@ impl Queue {
             }
             ids.push(id);
         }
-        let _: usize = self
-            .conn
-            .run(|mut c| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut c).await }
-            })
-            .await?;
+        let _: usize = self.invoke(&invocation).await?;
         Ok(ids)
     }
 
@@ -733,13 +727,7 @@ impl Queue {
                 .arg(job.id())
                 .arg(job.token());
         }
-        let deadlines: Vec<Value> = self
-            .conn
-            .run(|mut c| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut c).await }
-            })
-            .await?;
+        let deadlines: Vec<Value> = self.invoke(&invocation).await?;
         Ok(deadlines
             .iter()
             .map(|d| match d {
@@ -855,18 +843,7 @@ impl Queue {
     /// Safe.
     pub async fn pause(&self) -> Result<()> {
         let key = self.keys.paused();
-        self.conn
-            .run(|mut c| {
-                let key = &key;
-                async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg("1")
-                        .query_async::<()>(&mut c)
-                        .await
-                }
-            })
-            .await
+        self.conn.query(redis::cmd("SET").arg(key).arg("1")).await
     }
 
     /// Resumes a paused queue.
@@ -875,12 +852,7 @@ impl Queue {
     /// Safe.
     pub async fn resume(&self) -> Result<()> {
         let key = self.keys.paused();
-        self.conn
-            .run(|mut c| {
-                let key = &key;
-                async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await }
-            })
-            .await
+        self.conn.query(redis::cmd("DEL").arg(key)).await
     }
 
     /// Sends one dead letter back to pending with a fresh set of attempts;
@@ -956,13 +928,8 @@ impl Queue {
             .zcard(self.keys.scheduled())
             .exists(self.keys.paused())
             .hgetall(self.keys.stats());
-        let (pending, processing, completed, failed, scheduled, paused, totals): StatsReply = self
-            .conn
-            .run(|mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut c).await }
-            })
-            .await?;
+        let (pending, processing, completed, failed, scheduled, paused, totals): StatsReply =
+            self.conn.query_pipe(&pipe).await?;
         let total = |name: &str| -> Result<u64> {
             match totals.get(name) {
                 None => Ok(0),
@@ -1008,13 +975,7 @@ impl Queue {
         for id in ids {
             pipe.hgetall(self.keys.job(id.as_ref()));
         }
-        let hashes: Vec<BTreeMap<String, String>> = self
-            .conn
-            .run(|mut c| {
-                let pipe = &pipe;
-                async move { pipe.query_async(&mut c).await }
-            })
-            .await?;
+        let hashes: Vec<BTreeMap<String, String>> = self.conn.query_pipe(&pipe).await?;
         Ok(ids
             .iter()
             .zip(hashes)
@@ -1064,17 +1025,7 @@ impl Queue {
         let key = self.keys.scheduled();
         let (start, stop) = (range.start as isize, range.end as isize - 1);
         self.conn
-            .run(|mut c| {
-                let key = &key;
-                async move {
-                    redis::cmd("ZRANGE")
-                        .arg(key)
-                        .arg(start)
-                        .arg(stop)
-                        .query_async(&mut c)
-                        .await
-                }
-            })
+            .query(redis::cmd("ZRANGE").arg(key).arg(start).arg(stop))
             .await
     }
 
@@ -1096,17 +1047,7 @@ impl Queue {
 
     async fn lrange(&self, key: String, start: isize, stop: isize) -> Result<Vec<String>> {
         self.conn
-            .run(|mut c| {
-                let key = &key;
-                async move {
-                    redis::cmd("LRANGE")
-                        .arg(key)
-                        .arg(start)
-                        .arg(stop)
-                        .query_async(&mut c)
-                        .await
-                }
-            })
+            .query(redis::cmd("LRANGE").arg(key).arg(start).arg(stop))
             .await
     }
 
@@ -1123,28 +1064,17 @@ impl Queue {
         loop {
             let (next, keys): (u64, Vec<String>) = self
                 .conn
-                .run(|mut c| {
-                    let pattern = &pattern;
-                    async move {
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(1000)
-                            .query_async(&mut c)
-                            .await
-                    }
-                })
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
                 .await?;
             if !keys.is_empty() {
-                let n: u64 = self
-                    .conn
-                    .run(|mut c| {
-                        let keys = &keys;
-                        async move { redis::cmd("UNLINK").arg(keys).query_async(&mut c).await }
-                    })
-                    .await?;
+                let n: u64 = self.conn.query(redis::cmd("UNLINK").arg(&keys)).await?;
                 deleted += n;
             }
             if next == 0 {

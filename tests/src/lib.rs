@@ -461,3 +461,43 @@ pub async fn run_one(
         Err(e) => queue.fail(job, e.message()).await.expect("fail"),
     }
 }
+
+/// Runs `runner` in the background; returns its shutdown token and task.
+pub fn start_runner(
+    runner: jobqueue::Runner,
+) -> (
+    jobqueue::CancellationToken,
+    tokio::task::JoinHandle<jobqueue::Result<()>>,
+) {
+    let token = jobqueue::CancellationToken::new();
+    let task = tokio::spawn({
+        let token = token.clone();
+        async move { runner.run(token).await }
+    });
+    (token, task)
+}
+
+/// Cancels a runner started with [`start_runner`] and waits for it to end.
+pub async fn stop_runner(
+    token: jobqueue::CancellationToken,
+    task: tokio::task::JoinHandle<jobqueue::Result<()>>,
+) {
+    token.cancel();
+    task.await
+        .expect("the runner task")
+        .expect("the runner ends cleanly");
+}
+
+/// CPU time (user + system) process `pid` has used, from /proc (Linux).
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}

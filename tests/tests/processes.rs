@@ -42,19 +42,6 @@ fn spawn_worker(url: &str, concurrency: usize, env: &[(&str, &str)], stderr: Std
     command.spawn().expect("the worker binary runs")
 }
 
-/// CPU time (user + system) a process has used, from /proc.
-fn cpu_of(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
-}
-
 #[tokio::test]
 async fn a_sigkilled_workers_job_is_back_in_pending_within_its_lease_and_a_sweep() {
     let (server, q, _c) = setup(QueueOptions::new("proc")).await;
@@ -168,7 +155,7 @@ async fn a_worker_started_before_redis_waits_with_backoff_then_works() {
     server.kill();
     let mut child = spawn_worker(&server.url(), 10, &[("RUST_LOG", "warn")], Stdio::piped());
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    let cpu = cpu_of(child.id());
+    let cpu = cpu_time_of(child.id());
     assert!(
         cpu < Duration::from_millis(300),
         "the waiting worker used {cpu:?} of CPU in 2 s"

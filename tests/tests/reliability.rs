@@ -25,12 +25,7 @@ fn start(
     CancellationToken,
     tokio::task::JoinHandle<jobqueue::Result<()>>,
 ) {
-    let token = CancellationToken::new();
-    let task = tokio::spawn({
-        let token = token.clone();
-        async move { runner.run(token).await }
-    });
-    (token, task)
+    start_runner(runner)
 }
 
 async fn enqueue(q: &jobqueue::Queue, n: usize, fail_every: usize) {

@@ -109,24 +109,17 @@ async fn client(server: &RedisServer) -> Client {
     Client::connect(&server.url()).await.unwrap()
 }
 
-/// Starts `runner` in the background; returns its shutdown token and task.
 fn start(
     runner: Runner,
 ) -> (
     CancellationToken,
     tokio::task::JoinHandle<jobqueue::Result<()>>,
 ) {
-    let token = CancellationToken::new();
-    let task = tokio::spawn({
-        let token = token.clone();
-        async move { runner.run(token).await }
-    });
-    (token, task)
+    start_runner(runner)
 }
 
 async fn stop(token: CancellationToken, task: tokio::task::JoinHandle<jobqueue::Result<()>>) {
-    token.cancel();
-    task.await.unwrap().unwrap();
+    stop_runner(token, task).await;
 }
 
 #[tokio::test]
@@ -611,17 +604,8 @@ fn build_validates_the_configuration() {
     });
 }
 
-/// CPU time this process has used (user + system), from /proc.
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    cpu_time_of(std::process::id())
 }
 
 #[tokio::test]

@@ -121,16 +121,14 @@ async fn discover(state: &Dashboard) -> crate::Result<Vec<String>> {
     let mut cursor: u64 = 0;
     for _ in 0..50 {
         let (next, keys): (u64, Vec<String>) = conn
-            .run(|mut c| async move {
+            .query(
                 redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
                     .arg("queue:*")
                     .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut c)
-                    .await
-            })
+                    .arg(1000),
+            )
             .await?;
         for key in keys {
             if let Some(name) = queue_name_of(&key) {
