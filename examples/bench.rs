@@ -89,7 +89,12 @@ async fn main() {
     }
     report.insert(
         "ceiling".into(),
-        json!(ceiling.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>()),
+        json!(
+            ceiling
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+        ),
     );
     let lpush = ceiling
         .iter()
@@ -148,6 +153,7 @@ async fn main() {
 
     // W2: processing.
     let mut processing = serde_json::Map::new();
+    let mut after_runs: Vec<u64> = Vec::new();
     for (label, concurrency, processes) in [
         (
             format!("concurrency {}", args.concurrency),
@@ -217,8 +223,17 @@ async fn main() {
             json!({ "jobs_per_s": rate, "redis_cpu_us_per_job": cpu_us, "commands_per_job": calls / args.jobs as f64, "round_trips_per_job": round_trips / args.jobs as f64 }),
         );
         q.purge().await.expect("purge");
+        after_runs.push(used_memory(&server));
     }
+    let drift = after_runs.iter().max().copied().unwrap_or(0) as i64
+        - after_runs.iter().min().copied().unwrap_or(0) as i64;
+    table.push((
+        "W5 Redis used_memory after each W2 run (purged)".into(),
+        format!("{after_runs:?} bytes"),
+        format!("spread {drift} bytes across runs"),
+    ));
     report.insert("processing".into(), Value::Object(processing));
+    report.insert("used_memory_after_runs".into(), json!(after_runs));
 
     // W3: latency with an idle runner, one job per ms.
     progress("W3 latency, one job per ms");
@@ -301,24 +316,32 @@ async fn main() {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        slowlog_reset(&server);
         let cpu0 = redis_cpu(&server);
         let started = Instant::now();
         let report = sq.reclaim_expired().await.expect("sweep");
         let took = started.elapsed();
         let cpu = redis_cpu(&server) - cpu0;
+        let longest = slowlog_longest_us(&server) as f64 / 1e3;
+        slowlog_reset(&server);
         let walk_started = Instant::now();
         let _ = sq.reclaim_stuck().await.expect("sweep");
         let walk = walk_started.elapsed();
+        let longest_walk = slowlog_longest_us(&server) as f64 / 1e3;
         table.push((
             format!("W4 sweep, 10,000 in flight, {label}"),
             format!("{:.2} ms, Redis CPU {:.2} ms", ms(took), cpu * 1e3),
             format!(
-                "{} reclaimed; full walk {:.2} ms",
+                "{} reclaimed; longest script {longest:.2} ms; full walk {:.2} ms, longest step {longest_walk:.2} ms",
                 report.reclaimed.len(),
                 ms(walk)
             ),
         ));
-        sweeps.insert(label.into(), json!({ "ms": ms(took), "redis_cpu_ms": cpu * 1e3, "reclaimed": report.reclaimed.len(), "full_walk_ms": ms(walk) }));
+        sweeps.insert(
+            label.into(),
+            json!({ "ms": ms(took), "redis_cpu_ms": cpu * 1e3, "reclaimed": report.reclaimed.len(),
+                    "longest_script_ms": longest, "full_walk_ms": ms(walk), "full_walk_longest_step_ms": longest_walk }),
+        );
         if !wait {
             // Let the 1,000 short leases lapse for the next row.
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -478,6 +501,42 @@ fn redis_cpu(server: &RedisServer) -> f64 {
 fn used_memory(server: &RedisServer) -> u64 {
     info_field(server, "memory", "used_memory")
         .parse()
+        .unwrap_or(0)
+}
+
+fn slowlog_reset(server: &RedisServer) {
+    let port = server.port().to_string();
+    let _ = Command::new("redis-cli")
+        .args(["-p", &port, "CONFIG", "SET", "slowlog-log-slower-than", "0"])
+        .output();
+    let _ = Command::new("redis-cli")
+        .args(["-p", &port, "CONFIG", "SET", "slowlog-max-len", "10000"])
+        .output();
+    let _ = Command::new("redis-cli")
+        .args(["-p", &port, "SLOWLOG", "RESET"])
+        .output();
+}
+
+/// The longest single command (a script call counts as one) since the last
+/// reset, in µs: how long Redis was blocked at a stretch.
+fn slowlog_longest_us(server: &RedisServer) -> u64 {
+    let out = Command::new("redis-cli")
+        .args([
+            "-p",
+            &server.port().to_string(),
+            "--no-raw",
+            "SLOWLOG",
+            "GET",
+            "10000",
+        ])
+        .output()
+        .expect("redis-cli runs");
+    // Each entry prints: id, timestamp, "3) (integer) <µs>", arguments...
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("3) (integer) "))
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .max()
         .unwrap_or(0)
 }
 

@@ -202,8 +202,8 @@ pub struct SweepReport {
 }
 
 /// How many expired leases, and processing entries, one sweep script
-/// handles: keeps each script short so Redis stays responsive.
-const SWEEP_BATCH: usize = 500;
+/// handles: keeps each script short (a few ms) so Redis stays responsive.
+const SWEEP_BATCH: usize = 200;
 
 /// How often a claim on a paused queue looks again.
 pub(crate) const PAUSED_POLL: Duration = Duration::from_millis(250);

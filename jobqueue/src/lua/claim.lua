@@ -79,7 +79,7 @@ local function take(id, token)
     reject(id, 'dropped', 'no job hash for this id')
     return false
   end
-  local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'visibility_ms', 'claim_token')
+  local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'visibility_ms', 'claim_token', 'unstamped_seen')
   local status = f[1]
   if status == 'completed' or status == 'failed' then
     redis.call('LREM', Q.processing, 1, id)
@@ -113,7 +113,9 @@ local function take(id, token)
   local deadline = now + vis
   redis.call('HSET', key, 'status', 'processing', 'attempts', ms(attempts + 1),
     'claimed_at_ms', ms(now), 'claim_token', token)
-  redis.call('HDEL', key, 'unstamped_seen')
+  if f[6] then
+    redis.call('HDEL', key, 'unstamped_seen')
+  end
   redis.call('ZADD', Q.leases, deadline, lease(id, token))
   claimed[#claimed + 1] = entry(id, token, ms(now), ms(deadline))
   return true

@@ -35,11 +35,20 @@ pub(super) async fn claim_loop(
             break;
         };
         let mut slots = vec![first];
-        while slots.len() < MAX_BATCH {
-            match try_slot(&shared, &q) {
-                Some(slot) => slots.push(slot),
-                None => break,
+        // Under load slots free one at a time; letting the tasks that are
+        // finishing run first turns many one-job claims into a few batches.
+        let target = (shared.concurrency / 4).clamp(1, 16);
+        for _ in 0..4 {
+            while slots.len() < MAX_BATCH {
+                match try_slot(&shared, &q) {
+                    Some(slot) => slots.push(slot),
+                    None => break,
+                }
             }
+            if slots.len() >= target {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
         match q.queue.claim_now(slots.len()).await {
             Ok((_, true)) => {

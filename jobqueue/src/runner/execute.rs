@@ -43,11 +43,13 @@ pub(super) async fn execute(
         attempt = job.attempts(),
         name = tracing::field::Empty,
     );
-    run(&shared, &q, &job, &interrupt).instrument(span).await;
+    run(&shared, &q, &Arc::new(job), &interrupt)
+        .instrument(span)
+        .await;
     drop(slot);
 }
 
-async fn run(shared: &Shared, q: &QueueRt, job: &ClaimedJob, interrupt: &CancellationToken) {
+async fn run(shared: &Shared, q: &QueueRt, job: &Arc<ClaimedJob>, interrupt: &CancellationToken) {
     let def = match shared.registry.route(q.queue.name(), job.record()) {
         Ok(def) => *def,
         Err(e) => {

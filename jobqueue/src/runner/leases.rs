@@ -22,7 +22,7 @@ pub(super) struct InFlight {
 
 #[derive(Debug)]
 struct Running {
-    job: ClaimedJob,
+    job: Arc<ClaimedJob>,
     /// Cancelled when the lease is lost: the run is no longer ours.
     lost: CancellationToken,
     /// Set once the outcome is being written: a renewal refused then is the
@@ -38,13 +38,13 @@ pub(super) struct Ticket {
 }
 
 impl InFlight {
-    pub(super) fn insert(&self, job: &ClaimedJob) -> Ticket {
+    pub(super) fn insert(&self, job: &Arc<ClaimedJob>) -> Ticket {
         let lost = CancellationToken::new();
         let settling = Arc::new(AtomicBool::new(false));
         self.jobs.lock().expect("in-flight lock").insert(
             job.id().to_owned(),
             Running {
-                job: job.clone(),
+                job: Arc::clone(job),
                 lost: lost.clone(),
                 settling: Arc::clone(&settling),
             },
@@ -56,12 +56,12 @@ impl InFlight {
         self.jobs.lock().expect("in-flight lock").remove(id);
     }
 
-    fn snapshot(&self) -> Vec<ClaimedJob> {
+    fn snapshot(&self) -> Vec<Arc<ClaimedJob>> {
         self.jobs
             .lock()
             .expect("in-flight lock")
             .values()
-            .map(|r| r.job.clone())
+            .map(|r| Arc::clone(&r.job))
             .collect()
     }
 
@@ -125,7 +125,7 @@ pub(super) async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
             if jobs.is_empty() {
                 continue;
             }
-            let refs: Vec<&ClaimedJob> = jobs.iter().collect();
+            let refs: Vec<&ClaimedJob> = jobs.iter().map(|j| &**j).collect();
             match q.queue.extend_many(&refs).await {
                 Ok(acks) => {
                     for (job, ack) in jobs.iter().zip(acks) {
