@@ -404,7 +404,6 @@ async fn main() {
     )
     .expect("write bench.json");
     println!("\nwrote {}", path.display());
-    let _ = Registry::from_inventory();
 }
 
 /// A worker process for the two-process run.
