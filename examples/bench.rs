@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use jobqueue::{
-    Client, Connection, JobContext, NewJob, Queue, QueueOptions, Registry, Runner, job,
-};
+use jobqueue::{Client, Connection, JobContext, NewJob, Queue, QueueOptions, Runner, job};
 use jobqueue_tests::RedisServer;
 use serde_json::{Value, json};
 
