@@ -228,6 +228,13 @@ async fn require_token(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if token.is_none() && !jobqueue::dashboard::loopback_host(request.headers()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "without a token the demo answers only to a loopback Host\n",
+        )
+            .into_response();
+    }
     match token {
         Some(token)
             if !jobqueue::dashboard::presents_token(
@@ -401,13 +408,16 @@ fn configure(form: &[(String, String)]) {
     }
 }
 
+/// (Re)starts the pool with the current size and sweep setting. The pool
+/// lock is held throughout, so concurrent starts and stops never leave a
+/// Runner that nothing can stop.
 async fn start_pool(demo: &Demo) {
-    stop_pool(demo).await;
+    let mut pool = demo.pool.lock().await;
+    stop_locked(&mut pool).await;
     let size = POOL_SIZE.load(Ordering::Relaxed) as usize;
     if size == 0 {
         return;
     }
-    let mut pool = demo.pool.lock().await;
     let runner = Runner::builder(demo.client.clone())
         .queues([demo.queue.name()])
         .concurrency(size)
@@ -428,8 +438,11 @@ async fn start_pool(demo: &Demo) {
 }
 
 async fn stop_pool(demo: &Demo) {
-    let running = demo.pool.lock().await.running.take();
-    if let Some((token, task)) = running {
+    stop_locked(&mut *demo.pool.lock().await).await;
+}
+
+async fn stop_locked(pool: &mut Pool) {
+    if let Some((token, task)) = pool.running.take() {
         token.cancel();
         let _ = task.await;
     }

@@ -512,7 +512,7 @@ fn off_loopback_the_demo_needs_a_token_and_then_requires_it() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_jobqueue-demo"))
         .args(base)
         .arg(redis.port().to_string())
-        .args(["--port", &port.to_string(), "--token", "letmein"])
+        .args(["--port", &port.to_string(), "--token", "letmein-please"])
         .env_remove("REDIS_URL")
         .stdout(Stdio::piped())
         .spawn()
@@ -534,10 +534,13 @@ fn off_loopback_the_demo_needs_a_token_and_then_requires_it() {
             "GET",
             "/stats",
             "",
-            &[("Authorization", "Bearer letmein")]
+            &[("Authorization", "Bearer letmein-please")]
         )
         .0,
         200
     );
-    assert_eq!(http(d.port, "GET", "/?token=letmein", "", &[]).0, 200);
+    assert_eq!(
+        http(d.port, "GET", "/?token=letmein-please", "", &[]).0,
+        200
+    );
 }

@@ -259,3 +259,29 @@ async fn the_dashboard_mounts_under_a_path_of_the_services_router() {
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["total"], 1);
     assert_eq!(call(&app, get("/")).await.2, "the service");
 }
+
+#[tokio::test]
+async fn without_a_token_only_a_loopback_host_is_served() {
+    let (server, _q, _c) = setup(QueueOptions::new("dash")).await;
+    let client = Client::connect(&server.url()).await.unwrap();
+    let app = router(client);
+    let with_host = |host: &str| {
+        Request::get("/")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    // A page whose domain was rebound to 127.0.0.1 still sends its own name.
+    assert_eq!(
+        call(&app, with_host("evil.example:8793")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&app, with_host("127.0.0.1:8793")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, with_host("localhost:8793")).await.0,
+        StatusCode::OK
+    );
+}

@@ -170,7 +170,7 @@ pub(super) async fn list_jobs(
 ) -> ApiResult {
     let q = queue(&state, &name)?;
     let limit = page.limit.unwrap_or(20).clamp(1, MAX_PAGE);
-    let range = page.offset..page.offset + limit;
+    let range = page.offset..page.offset.saturating_add(limit);
     let stats = q.stats().await.map_err(internal)?;
     let (ids, total) = match page.state.as_str() {
         "pending" => (q.list_pending(range).await, stats.pending_depth),

@@ -81,6 +81,12 @@ impl DashboardOptions {
 /// Refuses to serve the dashboard on a non-loopback address without a token:
 /// anyone who can reach it could delete jobs.
 pub fn check_bind(addr: SocketAddr, options: &DashboardOptions) -> Result<()> {
+    if options.token.as_ref().is_some_and(|t| t.len() < 8) {
+        return Err(Error::InvalidOption {
+            option: "dashboard token",
+            reason: "must be at least 8 characters".into(),
+        });
+    }
     if !addr.ip().is_loopback() && options.token.is_none() {
         return Err(Error::InvalidOption {
             option: "dashboard address",
@@ -173,6 +179,15 @@ async fn page(State(state): State<Arc<Dashboard>>) -> Response {
 /// Authentication (when a token is set) and the CSRF check on changes.
 async fn guard(State(state): State<Arc<Dashboard>>, request: Request, next: Next) -> Response {
     let mut set_cookie = None;
+    if state.options.token.is_none() && !loopback_host(request.headers()) {
+        // Without a token only a loopback Host is served: a page that
+        // rebinds its own domain to 127.0.0.1 must not reach the dashboard.
+        return (
+            StatusCode::FORBIDDEN,
+            "without a token the dashboard answers only to a loopback Host",
+        )
+            .into_response();
+    }
     if let Some(token) = &state.options.token {
         let headers = request.headers();
         let from_query = query_param(request.uri().query(), "token");
@@ -211,10 +226,35 @@ async fn guard(State(state): State<Arc<Dashboard>>, request: Request, next: Next
 /// `jobqueue_token` cookie the dashboard sets, or as `?token=`. For routes
 /// served beside the dashboard that must be guarded the same way.
 pub fn presents_token(headers: &HeaderMap, query: Option<&str>, token: &str) -> bool {
+    if token.is_empty() {
+        return false;
+    }
     let presented = bearer(headers)
         .or_else(|| cookie(headers, "jobqueue_token"))
         .or_else(|| query_param(query, "token"));
-    presented.as_deref() == Some(token)
+    presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()))
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// does not tell how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// True when the `Host` header names a loopback address (or is absent, as
+/// in requests that no browser sent).
+pub fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// False when the browser says the request comes from another site (an
@@ -304,10 +344,53 @@ mod tests {
         assert!(
             check_bind(
                 "0.0.0.0:1".parse().unwrap(),
-                &DashboardOptions::new().token("t")
+                &DashboardOptions::new().token("long-enough")
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn only_loopback_hosts_are_served_without_a_token() {
+        let host = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, h.parse().unwrap());
+            loopback_host(&m)
+        };
+        assert!(
+            host("127.0.0.1:8792")
+                && host("localhost:3000")
+                && host("[::1]:8793")
+                && host("localhost")
+        );
+        assert!(
+            !host("evil.example:8792") && !host("10.0.0.5:8792") && !host("localhost.evil.example")
+        );
+        assert!(loopback_host(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn empty_or_short_tokens_never_match() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert!(!presents_token(&h, Some("token="), ""));
+        assert!(
+            check_bind(
+                "0.0.0.0:1".parse().unwrap(),
+                &DashboardOptions::new().token("short")
+            )
+            .is_err()
+        );
+        assert!(presents_token(
+            &HeaderMap::new(),
+            Some("token=longenough"),
+            "longenough"
+        ));
+        assert!(!presents_token(
+            &HeaderMap::new(),
+            Some("token=longenougH"),
+            "longenough"
+        ));
     }
 
     #[test]

@@ -63,19 +63,28 @@ pub(super) async fn claim_loop(
                 failures = 0;
                 drop(slots);
                 // Idle: wait for work without holding a slot.
-                let adopted = tokio::select! {
-                    waited = q.queue.wait_for_job(shared.claim_block) => waited,
-                    () = shutdown.cancelled() => break,
+                let adopted = if q.queue.connection().legacy_claim() {
+                    // Redis < 6.2: the wait itself moves a job, so it is never
+                    // abandoned half way; it ends within claim_block anyway.
+                    q.queue.wait_for_job(shared.claim_block).await
+                } else {
+                    tokio::select! {
+                        waited = q.queue.wait_for_job(shared.claim_block) => waited,
+                        () = shutdown.cancelled() => break,
+                    }
                 };
                 match adopted {
                     Ok(Some(adopted)) => {
-                        // Redis < 6.2: the wait itself took the job.
+                        // Redis < 6.2: the wait itself took the job. It runs
+                        // only if a slot is free now: waiting for one would
+                        // let its unrenewed lease run out.
                         for job in adopted {
-                            let Some(slot) = slot(&shared, &q, &shutdown).await else {
-                                hand_back(&q, &job).await;
-                                continue;
-                            };
-                            spawn(&shared, &q, &jobs, &interrupt, job, slot);
+                            match try_slot(&shared, &q) {
+                                Some(slot) if !shutdown.is_cancelled() => {
+                                    spawn(&shared, &q, &jobs, &interrupt, job, slot);
+                                }
+                                _ => hand_back(&q, &job).await,
+                            }
                         }
                     }
                     Ok(None) => {}

@@ -97,7 +97,7 @@ async fn run(shared: &Shared, q: &QueueRt, job: &Arc<ClaimedJob>, interrupt: &Ca
     cancel.cancel();
     ticket.settling.store(true, Ordering::SeqCst);
     write(q, job, &outcome, def.backoff(), interrupt).await;
-    q.in_flight.remove(job.id());
+    q.in_flight.remove(job);
 }
 
 /// Writes the outcome, retrying while Redis is unreachable: the lease keeps

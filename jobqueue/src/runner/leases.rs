@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use crate::job::{Ack, ClaimedJob};
 
-/// The running jobs of one queue, by id.
+/// The running jobs of one queue, by claim (id and token): a job retried at
+/// once can be claimed again while its previous run is still winding down.
 #[derive(Debug, Default)]
 pub(super) struct InFlight {
-    jobs: Mutex<HashMap<String, Running>>,
+    jobs: Mutex<HashMap<(String, String), Running>>,
 }
 
 #[derive(Debug)]
@@ -42,7 +43,7 @@ impl InFlight {
         let lost = CancellationToken::new();
         let settling = Arc::new(AtomicBool::new(false));
         self.jobs.lock().expect("in-flight lock").insert(
-            job.id().to_owned(),
+            claim_key(job),
             Running {
                 job: Arc::clone(job),
                 lost: lost.clone(),
@@ -52,8 +53,11 @@ impl InFlight {
         Ticket { lost, settling }
     }
 
-    pub(super) fn remove(&self, id: &str) {
-        self.jobs.lock().expect("in-flight lock").remove(id);
+    pub(super) fn remove(&self, job: &ClaimedJob) {
+        self.jobs
+            .lock()
+            .expect("in-flight lock")
+            .remove(&claim_key(job));
     }
 
     fn snapshot(&self) -> Vec<Arc<ClaimedJob>> {
@@ -81,10 +85,12 @@ impl InFlight {
             .min()
     }
 
-    /// Marks `id`'s lease lost, unless its outcome is already being written.
-    fn lose(&self, id: &str) {
+    /// Marks this claim's lease lost, unless its outcome is already being
+    /// written.
+    fn lose(&self, job: &ClaimedJob) {
+        let id = job.id();
         let jobs = self.jobs.lock().expect("in-flight lock");
-        if let Some(running) = jobs.get(id)
+        if let Some(running) = jobs.get(&claim_key(job))
             && !running.settling.load(Ordering::SeqCst)
         {
             tracing::warn!(
@@ -94,6 +100,10 @@ impl InFlight {
             running.lost.cancel();
         }
     }
+}
+
+fn claim_key(job: &ClaimedJob) -> (String, String) {
+    (job.id().to_owned(), job.token().to_owned())
 }
 
 /// Renews leases until `stop` is cancelled. Renews at a third of the
@@ -130,7 +140,7 @@ pub(super) async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
                 Ok(acks) => {
                     for (job, ack) in jobs.iter().zip(acks) {
                         if ack == Ack::LeaseLost {
-                            q.in_flight.lose(job.id());
+                            q.in_flight.lose(job);
                         }
                     }
                 }

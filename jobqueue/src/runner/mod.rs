@@ -207,6 +207,17 @@ struct Shared {
     job_started: tokio::sync::Notify,
 }
 
+/// Cancels its tokens when dropped.
+struct CancelOnDrop(Vec<CancellationToken>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        for token in &self.0 {
+            token.cancel();
+        }
+    }
+}
+
 /// One served queue: its handle, its own slot limit, and its running jobs.
 #[derive(Debug)]
 struct QueueRt {
@@ -249,9 +260,10 @@ impl Runner {
     /// it: it logs them, backs off and resumes.
     ///
     /// # Cancellation safety
-    /// Cancel `shutdown` rather than dropping this future: dropping it
-    /// abandons running jobs, whose leases then expire and whose jobs a sweep
-    /// returns to pending.
+    /// Cancel `shutdown` rather than dropping this future: dropping it stops
+    /// claiming, renewing and sweeping at once and interrupts running jobs
+    /// without a grace period. They are handed back while the runtime keeps
+    /// running; otherwise their leases expire and a sweep returns them.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         let shared = &self.shared;
         let jobs = TaskTracker::new();
@@ -262,6 +274,14 @@ impl Runner {
             concurrency = shared.concurrency,
             "runner started"
         );
+        // Claim loops stop on the caller's token, or when this future is
+        // dropped: the guard cancels everything run() started.
+        let claiming = shutdown.child_token();
+        let _guard = CancelOnDrop(vec![
+            claiming.clone(),
+            interrupt.clone(),
+            background.clone(),
+        ]);
         let renewer = tokio::spawn(leases::renew(Arc::clone(shared), background.clone()));
         let sweeper = shared
             .auto_sweep
@@ -274,7 +294,7 @@ impl Runner {
                     Arc::clone(shared),
                     Arc::clone(q),
                     jobs.clone(),
-                    shutdown.clone(),
+                    claiming.clone(),
                     interrupt.clone(),
                 ))
             })
