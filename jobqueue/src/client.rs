@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -282,41 +282,41 @@ impl<T: Job> JobHandle<T> {
     where
         T::Output: DeserializeOwned,
     {
-        let deadline = Instant::now() + timeout;
-        let mut pubsub = self.queue.connection().pubsub().await?;
-        pubsub.subscribe(self.queue.keys().events()).await?;
-        let mut events = pubsub.on_message();
-        loop {
-            if let Some(outcome) = self.finished().await? {
-                return outcome;
-            }
+        let waiting = async {
+            let mut pubsub = self.queue.connection().pubsub().await?;
+            pubsub.subscribe(self.queue.keys().events()).await?;
+            let mut events = pubsub.on_message();
             loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let message = match tokio::time::timeout(left, events.next()).await {
-                    Err(_) => {
-                        return Err(Error::WaitTimeout {
-                            id: self.id.clone(),
-                            waited: timeout,
-                        });
-                    }
-                    Ok(None) => {
+                if let Some(outcome) = self.finished().await? {
+                    return outcome;
+                }
+                loop {
+                    let Some(message) = events.next().await else {
                         return Err(Error::malformed(
                             self.queue.keys().events(),
                             "the events subscription closed",
                         ));
+                    };
+                    let event: serde_json::Value = match message.get_payload::<String>() {
+                        Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+                        Err(_) => continue,
+                    };
+                    let settled = matches!(event["status"].as_str(), Some("completed" | "failed"));
+                    if event["id"].as_str() == Some(self.id.as_str()) && settled {
+                        break;
                     }
-                    Ok(Some(message)) => message,
-                };
-                let event: serde_json::Value = match message.get_payload::<String>() {
-                    Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
-                    Err(_) => continue,
-                };
-                let settled = matches!(event["status"].as_str(), Some("completed" | "failed"));
-                if event["id"].as_str() == Some(self.id.as_str()) && settled {
-                    break;
                 }
             }
-        }
+        };
+        // The timeout covers everything, opening the subscription included.
+        tokio::time::timeout(timeout, waiting)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::WaitTimeout {
+                    id: self.id.clone(),
+                    waited: timeout,
+                })
+            })
     }
 
     /// The job's outcome if it finished: `Some(Ok(output))` when completed,

@@ -130,24 +130,31 @@ pub(super) async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         due = Instant::now() + tick(&shared);
-        for q in &shared.queues {
+        // Every queue's batch at once, each bounded by two ticks: one slow
+        // reply must not hold back the other queues' renewals.
+        let limit = (tick(&shared) * 2).max(Duration::from_millis(250));
+        let renewals = shared.queues.iter().map(|q| async move {
             let jobs = q.in_flight.snapshot();
             if jobs.is_empty() {
-                continue;
+                return;
             }
             let refs: Vec<&ClaimedJob> = jobs.iter().map(|j| &**j).collect();
-            match q.queue.extend_many(&refs).await {
-                Ok(acks) => {
+            match tokio::time::timeout(limit, q.queue.extend_many(&refs)).await {
+                Ok(Ok(acks)) => {
                     for (job, ack) in jobs.iter().zip(acks) {
                         if ack == Ack::LeaseLost {
                             q.in_flight.lose(job);
                         }
                     }
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(queue = q.queue.name(), error = %e, "lease renewal failed; retrying next tick");
                 }
+                Err(_) => {
+                    tracing::warn!(queue = q.queue.name(), "lease renewal got no reply in time; retrying");
+                }
             }
-        }
+        });
+        futures_util::future::join_all(renewals).await;
     }
 }
