@@ -365,14 +365,19 @@ impl Queue {
         Ok(self.claim_many(1, timeout).await?.pop())
     }
 
-    /// Claims up to `n` jobs without waiting; `paused` is true when the queue
-    /// is paused (nothing was claimed).
-    pub(crate) async fn claim_now(&self, n: usize) -> Result<(Vec<ClaimedJob>, bool)> {
-        let mode = if self.conn.legacy_claim() {
+    /// How the claim script takes ids from pending on this server.
+    fn pop_mode(&self) -> &'static str {
+        if self.conn.legacy_claim() {
             "rpoplpush"
         } else {
             "lmove"
-        };
+        }
+    }
+
+    /// Claims up to `n` jobs without waiting; `paused` is true when the queue
+    /// is paused (nothing was claimed).
+    pub(crate) async fn claim_now(&self, n: usize) -> Result<(Vec<ClaimedJob>, bool)> {
+        let mode = self.pop_mode();
         loop {
             let (jobs, unusable, paused) = self.run_claim(mode, "", n).await?;
             if !jobs.is_empty() || paused || unusable == 0 {
@@ -391,11 +396,7 @@ impl Queue {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + timeout;
-        let mode = if self.conn.legacy_claim() {
-            "rpoplpush"
-        } else {
-            "lmove"
-        };
+        let mode = self.pop_mode();
         loop {
             let (jobs, unusable, paused) = self.run_claim(mode, "", n).await?;
             if !jobs.is_empty() {
