@@ -613,7 +613,7 @@ impl Queue {
             .arg(self.options.completed_history)
             .arg(self.keys.events())
             .arg(self.keys.job_prefix());
-        let code = self.settle(&invocation).await?;
+        let code = self.invoke(&invocation).await?;
         Ok(ack(code, &[(1, Ack::Completed)]))
     }
 
@@ -676,7 +676,7 @@ impl Queue {
             .arg(self.keys.events())
             .arg(self.keys.job_prefix())
             .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
-        let code = self.settle(&invocation).await?;
+        let code = self.invoke(&invocation).await?;
         Ok(ack(code, &[(1, Ack::Retrying), (2, Ack::Failed)]))
     }
 
@@ -695,12 +695,8 @@ impl Queue {
             .arg(job.id())
             .arg(job.token())
             .arg(self.keys.events());
-        let code = self.settle(&invocation).await?;
+        let code = self.invoke(&invocation).await?;
         Ok(ack(code, &[(1, Ack::Released)]))
-    }
-
-    async fn settle(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<i64> {
-        self.invoke(invocation).await
     }
 
     /// Renews the lease of a running job for another visibility timeout.

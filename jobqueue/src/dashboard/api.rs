@@ -17,6 +17,21 @@ use crate::job::JobRecord;
 use crate::queue::Queue;
 use crate::registry::Registry;
 
+/// The registered jobs' names by queue: registration is static, so this is
+/// built once, with the router.
+pub(super) fn jobs_by_queue() -> BTreeMap<String, Vec<&'static str>> {
+    let mut by_queue: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+    if let Ok(registry) = Registry::from_inventory() {
+        for def in registry.jobs() {
+            by_queue
+                .entry(def.queue().to_owned())
+                .or_default()
+                .push(def.name());
+        }
+    }
+    by_queue
+}
+
 /// How long a scan of Redis for queue names is reused.
 const DISCOVERY_TTL: Duration = Duration::from_secs(10);
 /// Most jobs one page lists.
@@ -79,18 +94,7 @@ pub fn job_summary(id: &str, record: Option<&JobRecord>) -> Value {
 }
 
 pub(super) async fn overview(State(state): State<Arc<Dashboard>>) -> ApiResult {
-    let registered: BTreeMap<String, Vec<&'static str>> = Registry::from_inventory()
-        .map(|r| {
-            let mut by_queue: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
-            for def in r.jobs() {
-                by_queue
-                    .entry(def.queue().to_owned())
-                    .or_default()
-                    .push(def.name());
-            }
-            by_queue
-        })
-        .unwrap_or_default();
+    let registered = &state.registered;
     let mut names: BTreeSet<String> = registered.keys().cloned().collect();
     names.extend(state.options.queues.iter().cloned());
     names.extend(discover(&state).await.map_err(internal)?);

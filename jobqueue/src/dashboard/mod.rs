@@ -109,6 +109,7 @@ pub fn router_with(client: Client, options: DashboardOptions) -> Router {
         client,
         csrf: format!("{}{}", crate::id::random_hex(), crate::id::random_hex()),
         options,
+        registered: api::jobs_by_queue(),
         discovered: Mutex::new(None),
     });
     Router::new()
@@ -152,6 +153,8 @@ pub(crate) struct Dashboard {
     client: Client,
     csrf: String,
     options: DashboardOptions,
+    /// Registered jobs by queue.
+    registered: std::collections::BTreeMap<String, Vec<&'static str>>,
     /// Queue names found by scanning Redis, and when (scans are rationed).
     discovered: Mutex<Option<(Instant, Vec<String>)>>,
 }
