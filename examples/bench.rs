@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use jobqueue::{Client, Connection, JobContext, NewJob, Queue, QueueOptions, Runner, job};
-use jobqueue_tests::RedisServer;
+use jobqueue_tests::{RedisServer, start_runner, stop_runner};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -178,14 +178,9 @@ async fn main() {
                 .concurrency(concurrency)
                 .build()
                 .expect("runner");
-            let token = jobqueue::CancellationToken::new();
-            let task = tokio::spawn({
-                let token = token.clone();
-                async move { runner.run(token).await }
-            });
+            let (token, task) = start_runner(runner);
             wait_completed(&q, args.jobs).await;
-            token.cancel();
-            let _ = task.await;
+            stop_runner(token, task).await;
         } else {
             let exe = std::env::current_exe().expect("own path");
             let mut children: Vec<_> = (0..processes)
@@ -242,11 +237,7 @@ async fn main() {
         .concurrency(50)
         .build()
         .expect("runner");
-    let token = jobqueue::CancellationToken::new();
-    let task = tokio::spawn({
-        let token = token.clone();
-        async move { runner.run(token).await }
-    });
+    let (token, task) = start_runner(runner);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     for n in 0..args.latency_jobs {
@@ -257,8 +248,7 @@ async fn main() {
             .expect("enqueue");
     }
     wait_completed(&lq, args.latency_jobs).await;
-    token.cancel();
-    let _ = task.await;
+    stop_runner(token, task).await;
     let mut latencies = LATENCIES.lock().expect("lock").clone();
     latencies.sort();
     let pct = |p: f64| {
@@ -360,11 +350,7 @@ async fn main() {
         .concurrency(1_000)
         .build()
         .expect("runner");
-    let token = jobqueue::CancellationToken::new();
-    let task = tokio::spawn({
-        let token = token.clone();
-        async move { runner.run(token).await }
-    });
+    let (token, task) = start_runner(runner);
     let started = Instant::now();
     while rq.stats().await.expect("stats").processing_depth < 1_000
         && started.elapsed() < Duration::from_secs(20)
@@ -372,8 +358,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rss1 = rss_kib();
-    token.cancel();
-    let _ = task.await;
+    stop_runner(token, task).await;
     table.push((
         "W5 Redis memory per pending job".into(),
         format!("{memory_per_job:.0} bytes"),

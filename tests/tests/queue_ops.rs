@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use jobqueue::{
-    Ack, CancellationToken, Client, JobError, JobStatus, NewJob, QueueOptions, Runner, job,
-};
+use jobqueue::{Ack, Client, JobError, JobStatus, NewJob, QueueOptions, Runner, job};
 use jobqueue_tests::*;
 use serde_json::json;
 
@@ -32,11 +30,7 @@ async fn a_paused_queue_hands_out_nothing_until_resumed() {
         .queues(["ops"])
         .build()
         .unwrap();
-    let token = CancellationToken::new();
-    let task = tokio::spawn({
-        let token = token.clone();
-        async move { runner.run(token).await }
-    });
+    let (token, task) = start_runner(runner);
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
         q.stats().await.unwrap().pending_depth,
@@ -50,8 +44,7 @@ async fn a_paused_queue_hands_out_nothing_until_resumed() {
         })
         .await
     );
-    token.cancel();
-    task.await.unwrap().unwrap();
+    stop_runner(token, task).await;
     assert!(!q.stats().await.unwrap().paused);
 }
 
@@ -145,11 +138,7 @@ async fn an_abandoned_run_is_left_for_the_sweep_like_a_crash() {
         .auto_sweep(false)
         .build()
         .unwrap();
-    let token = CancellationToken::new();
-    let task = tokio::spawn({
-        let token = token.clone();
-        async move { runner.run(token).await }
-    });
+    let (token, task) = start_runner(runner);
     assert!(
         eventually(Duration::from_secs(5), || async {
             handle.status().await.unwrap() == Some(JobStatus::Processing)
@@ -159,8 +148,7 @@ async fn an_abandoned_run_is_left_for_the_sweep_like_a_crash() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Not renewed, not settled, and with auto_sweep off nobody took it back.
     assert_eq!(handle.status().await.unwrap(), Some(JobStatus::Processing));
-    token.cancel();
-    task.await.unwrap().unwrap();
+    stop_runner(token, task).await;
     assert_eq!(
         q.reclaim_stuck().await.unwrap().reclaimed,
         vec![handle.id().to_owned()]

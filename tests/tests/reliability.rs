@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use jobqueue::{
-    CancellationToken, Client, Connection, ConnectionOptions, JobError, NewJob, QueueOptions,
-    Runner, job,
+    Client, Connection, ConnectionOptions, JobError, NewJob, QueueOptions, Runner, job,
 };
 use jobqueue_tests::*;
 
@@ -17,15 +16,6 @@ async fn unit(fail: bool) -> Result<(), JobError> {
         return Err(JobError::permanent("asked to fail"));
     }
     Ok(())
-}
-
-fn start(
-    runner: Runner,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<jobqueue::Result<()>>,
-) {
-    start_runner(runner)
 }
 
 async fn enqueue(q: &jobqueue::Queue, n: usize, fail_every: usize) {
@@ -73,7 +63,7 @@ async fn a_redis_crash_and_restart_with_an_append_only_file_loses_no_job() {
         .sweep_interval(Duration::from_millis(200))
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     assert!(
         eventually(Duration::from_secs(30), || async {
             q.stats().await.unwrap().completed_total >= 500
@@ -90,8 +80,7 @@ async fn a_redis_crash_and_restart_with_an_append_only_file_loses_no_job() {
             .unwrap_or(false)
     })
     .await;
-    token.cancel();
-    task.await.unwrap().unwrap();
+    stop_runner(token, task).await;
     let s = q.stats().await.unwrap();
     assert!(done, "{s:?}");
     assert_eq!(
@@ -131,7 +120,7 @@ async fn a_redis_pause_longer_than_the_response_timeout_is_ridden_out() {
         .sweep_interval(Duration::from_millis(200))
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     assert!(
         eventually(Duration::from_secs(30), || async {
             q.stats().await.unwrap().completed_total >= 200
@@ -146,8 +135,7 @@ async fn a_redis_pause_longer_than_the_response_timeout_is_ridden_out() {
             .unwrap_or(false)
     })
     .await;
-    token.cancel();
-    task.await.unwrap().unwrap();
+    stop_runner(token, task).await;
     let s = q.stats().await.unwrap();
     assert!(done, "{s:?}");
     assert_eq!(
@@ -184,7 +172,7 @@ async fn after_100000_jobs_redis_memory_is_back_within_what_the_caps_allow() {
         .concurrency(50)
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     assert!(
         eventually(Duration::from_secs(240), || async {
             let s = q.stats().await.unwrap();
@@ -192,8 +180,7 @@ async fn after_100000_jobs_redis_memory_is_back_within_what_the_caps_allow() {
         })
         .await
     );
-    token.cancel();
-    task.await.unwrap().unwrap();
+    stop_runner(token, task).await;
     let s = q.stats().await.unwrap();
     assert_eq!(
         (

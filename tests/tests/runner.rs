@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jobqueue::{
-    CancellationToken, Client, JobContext, JobError, JobStatus, NewJob, QueueOptions, Registry,
-    Runner, job,
+    Client, JobContext, JobError, JobStatus, NewJob, QueueOptions, Registry, Runner, job,
 };
 use jobqueue_tests::*;
 use serde_json::json;
@@ -109,19 +108,6 @@ async fn client(server: &RedisServer) -> Client {
     Client::connect(&server.url()).await.unwrap()
 }
 
-fn start(
-    runner: Runner,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<jobqueue::Result<()>>,
-) {
-    start_runner(runner)
-}
-
-async fn stop(token: CancellationToken, task: tokio::task::JoinHandle<jobqueue::Result<()>>) {
-    stop_runner(token, task).await;
-}
-
 #[tokio::test]
 async fn the_runner_dispatches_by_name_and_stores_results() {
     let server = RedisServer::start();
@@ -132,11 +118,11 @@ async fn the_runner_dispatches_by_name_and_stores_results() {
         .concurrency(5)
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     for (n, handle) in (1..=20).zip(&handles) {
         assert_eq!(handle.wait(Duration::from_secs(10)).await.unwrap(), n * 2);
     }
-    stop(token, task).await;
+    stop_runner(token, task).await;
     let stats = client.queue("rt-basic").unwrap().stats().await.unwrap();
     assert_eq!(
         (
@@ -162,7 +148,7 @@ async fn at_most_n_handlers_run_at_once_and_jobs_wait_in_pending_not_processing(
         .concurrency(4)
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     let most_processing = std::sync::atomic::AtomicU64::new(0);
     let done = eventually(Duration::from_secs(20), || async {
         let s = q.stats().await.unwrap();
@@ -172,7 +158,7 @@ async fn at_most_n_handlers_run_at_once_and_jobs_wait_in_pending_not_processing(
     .await;
     let most_processing = most_processing.into_inner();
     assert!(done, "all jobs completed");
-    stop(token, task).await;
+    stop_runner(token, task).await;
     assert_eq!(
         MAX_RUNNING.lock().unwrap()["global"],
         4,
@@ -199,14 +185,14 @@ async fn a_queue_limit_caps_that_queue_within_the_global_limit() {
         .queue_concurrency("rt-limit", 2)
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     assert!(
         eventually(Duration::from_secs(20), || async {
             q.stats().await.unwrap().completed_total == 12
         })
         .await
     );
-    stop(token, task).await;
+    stop_runner(token, task).await;
     assert_eq!(MAX_RUNNING.lock().unwrap()["per-queue"], 2);
 }
 
@@ -222,12 +208,12 @@ async fn a_panic_is_caught_and_retried_and_the_runner_keeps_going() {
         .queues(["rt-faults"])
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     assert_eq!(
         handle.wait(Duration::from_secs(10)).await.unwrap(),
         "recovered"
     );
-    stop(token, task).await;
+    stop_runner(token, task).await;
     assert_eq!(runs("panic-1").len(), 2);
     let record = handle.record().await.unwrap().unwrap();
     assert!(
@@ -250,14 +236,14 @@ async fn a_job_past_its_timeout_is_cancelled_and_fails() {
         .queues(["rt-faults"])
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     match handle.wait(Duration::from_secs(10)).await {
         Err(jobqueue::Error::JobFailed { error, .. }) => {
             assert_eq!(error, "timed out after 200 ms")
         }
         other => panic!("expected a timeout failure, got {other:?}"),
     }
-    stop(token, task).await;
+    stop_runner(token, task).await;
     assert_eq!(runs("timeout-1").len(), 1);
 }
 
@@ -275,13 +261,13 @@ async fn handlers_choose_permanent_failure_or_a_retry_delay() {
         .sweep_interval(Duration::from_millis(50))
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     assert!(matches!(
         permanent.wait(Duration::from_secs(10)).await,
         Err(jobqueue::Error::JobFailed { .. })
     ));
     later.wait(Duration::from_secs(10)).await.unwrap();
-    stop(token, task).await;
+    stop_runner(token, task).await;
     assert_eq!(
         runs("permanent-1").len(),
         1,
@@ -309,9 +295,9 @@ async fn retries_wait_out_the_backoff_then_end_in_failed() {
         .sweep_interval(Duration::from_millis(50))
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     let err = handle.wait(Duration::from_secs(10)).await.unwrap_err();
-    stop(token, task).await;
+    stop_runner(token, task).await;
     assert!(err.to_string().contains("backoff-1 failed"), "{err}");
     let times = runs("backoff-1");
     assert_eq!(times.len(), 3, "max_attempts = 3");
@@ -351,9 +337,9 @@ async fn a_delayed_job_never_starts_before_its_time() {
         .sweep_interval(Duration::from_millis(50))
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     handle.wait(Duration::from_secs(10)).await.unwrap();
-    stop(token, task).await;
+    stop_runner(token, task).await;
     let started = runs("delay-1")[0];
     assert!(
         started - enqueued >= Duration::from_millis(700),
@@ -379,11 +365,11 @@ async fn a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once() 
                 .build()
                 .unwrap()
         })
-        .map(start)
+        .map(start_runner)
         .collect();
     handle.wait(Duration::from_secs(20)).await.unwrap();
     for (token, task) in runners {
-        stop(token, task).await;
+        stop_runner(token, task).await;
     }
     assert_eq!(runs("lease-1").len(), 1);
     let stats = client.queue("rt-time").unwrap().stats().await.unwrap();
@@ -405,7 +391,7 @@ async fn shutdown_hands_unfinished_jobs_back_without_charging_the_attempt() {
         .shutdown_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     assert!(
         eventually(Duration::from_secs(10), || async {
             q.stats().await.unwrap().processing_depth == 50
@@ -413,7 +399,7 @@ async fn shutdown_hands_unfinished_jobs_back_without_charging_the_attempt() {
         .await
     );
     let stopping = Instant::now();
-    stop(token, task).await;
+    stop_runner(token, task).await;
     assert!(
         stopping.elapsed() < Duration::from_secs(10),
         "run returned after {:?}",
@@ -453,14 +439,14 @@ async fn shutdown_lets_running_jobs_finish_within_the_timeout() {
         .shutdown_timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     assert!(
         eventually(Duration::from_secs(10), || async {
             q.stats().await.unwrap().processing_depth == 10
         })
         .await
     );
-    stop(token, task).await;
+    stop_runner(token, task).await;
     let s = q.stats().await.unwrap();
     assert_eq!(
         (s.completed_total, s.pending_depth, s.processing_depth),
@@ -489,7 +475,7 @@ async fn two_runners_on_10000_jobs_never_run_a_job_twice() {
                 .build()
                 .unwrap()
         })
-        .map(start)
+        .map(start_runner)
         .collect();
     assert!(
         eventually(Duration::from_secs(60), || async {
@@ -498,7 +484,7 @@ async fn two_runners_on_10000_jobs_never_run_a_job_twice() {
         .await
     );
     for (token, task) in runners {
-        stop(token, task).await;
+        stop_runner(token, task).await;
     }
     let runs = RUNS.lock().unwrap();
     let mut per_job: HashMap<&str, usize> = HashMap::new();
@@ -518,13 +504,13 @@ async fn the_runner_rides_out_a_redis_restart() {
         .queues(["rt-basic"])
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     let first = client.enqueue::<double>(1).await.unwrap();
     assert_eq!(first.wait(Duration::from_secs(10)).await.unwrap(), 2);
     server.restart();
     let second = client.enqueue::<double>(2).await.unwrap();
     assert_eq!(second.wait(Duration::from_secs(20)).await.unwrap(), 4);
-    stop(token, task).await;
+    stop_runner(token, task).await;
     assert_eq!(q.stats().await.unwrap().completed_total, 2);
 }
 
@@ -547,14 +533,14 @@ async fn a_job_no_handler_can_run_fails_at_once_with_the_reason() {
         .queues(["rt-faults"])
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     assert!(
         eventually(Duration::from_secs(10), || async {
             q.stats().await.unwrap().failed_total >= 1
         })
         .await
     );
-    stop(token, task).await;
+    stop_runner(token, task).await;
     let record = q.get_job("00000000000000aa").await.unwrap().unwrap();
     assert_eq!(
         (record.status(), record.attempts().unwrap()),
@@ -604,10 +590,6 @@ fn build_validates_the_configuration() {
     });
 }
 
-fn cpu_time() -> Duration {
-    cpu_time_of(std::process::id())
-}
-
 #[tokio::test]
 async fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_spinning() {
     let mut server = RedisServer::start();
@@ -616,7 +598,7 @@ async fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_
         .queues(["rt-basic"])
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     assert_eq!(
         client
             .enqueue::<double>(1)
@@ -639,9 +621,9 @@ async fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_
 
     // Redis goes away: the runner backs off instead of spinning.
     server.kill();
-    let (cpu, wall) = (cpu_time(), Instant::now());
+    let (cpu, wall) = (cpu_time_of(std::process::id()), Instant::now());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = cpu_time() - cpu;
+    let used = cpu_time_of(std::process::id()) - cpu;
     assert!(
         used < wall.elapsed() / 4,
         "used {used:?} of CPU in {:?} while Redis was down",
@@ -650,7 +632,7 @@ async fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_
     server.restart();
     let handle = client.enqueue::<double>(3).await.unwrap();
     assert_eq!(handle.wait(Duration::from_secs(30)).await.unwrap(), 6);
-    stop(token, task).await;
+    stop_runner(token, task).await;
 }
 
 #[tokio::test]
@@ -679,8 +661,8 @@ async fn a_job_scheduled_at_a_time_waits_for_it() {
         .sweep_interval(Duration::from_millis(50))
         .build()
         .unwrap();
-    let (token, task) = start(runner);
+    let (token, task) = start_runner(runner);
     handle.wait(Duration::from_secs(10)).await.unwrap();
-    stop(token, task).await;
+    stop_runner(token, task).await;
     assert!(runs("at-1")[0] - enqueued >= Duration::from_millis(590));
 }
