@@ -378,6 +378,8 @@ impl Queue {
     /// is paused (nothing was claimed).
     pub(crate) async fn claim_now(&self, n: usize) -> Result<(Vec<ClaimedJob>, bool)> {
         let mode = self.pop_mode();
+        // When only jobs that cannot run came out (now failed), pending may
+        // hold good ones behind them: claim again at once.
         loop {
             let (jobs, unusable, paused) = self.run_claim(mode, "", n).await?;
             if !jobs.is_empty() || paused || unusable == 0 {
@@ -396,28 +398,18 @@ impl Queue {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + timeout;
-        let mode = self.pop_mode();
         loop {
-            let (jobs, unusable, paused) = self.run_claim(mode, "", n).await?;
+            let (jobs, paused) = self.claim_now(n).await?;
             if !jobs.is_empty() {
                 return Ok(jobs);
-            }
-            if paused {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(jobs);
-                }
-                tokio::time::sleep(left.min(PAUSED_POLL)).await;
-                continue;
-            }
-            if unusable > 0 {
-                // Only jobs that cannot run came out (now failed): pending may
-                // hold good ones behind them.
-                continue;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Ok(jobs);
+            }
+            if paused {
+                tokio::time::sleep(left.min(PAUSED_POLL)).await;
+                continue;
             }
             if let Some(jobs) = self.wait_for_job(left).await?
                 && !jobs.is_empty()
