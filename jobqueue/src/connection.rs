@@ -1,5 +1,6 @@
 //! Connections to Redis: one multiplexed, auto-reconnecting connection for
-//! every non-blocking command, and dedicated connections for blocking claims.
+//! every non-blocking command, and dedicated connections for blocking claims;
+//! to a single server or, slot-routed, to a Redis Cluster.
 //!
 //! A blocking command (`BLMOVE`, `BRPOPLPUSH`) on the shared connection would
 //! stall every command queued behind it (reference section 9), and redis-rs's
@@ -12,8 +13,16 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionInfo, FromRedisValue, IntoConnectionInfo, RedisFuture,
+    Value,
+};
 
 use crate::error::{Error, Result};
 use crate::scripts::SCRIPTS;
@@ -90,26 +99,88 @@ impl ConnectionOptions {
     }
 }
 
-/// A handle on one Redis server, cheap to clone and shared by every queue.
+/// A handle on one Redis server or one Redis Cluster, cheap to clone and
+/// shared by every queue.
+///
+/// [`Connection::open`] finds out which it is talking to: a server started
+/// with `cluster-enabled yes` reports `redis_mode:cluster`, and the
+/// connection then routes every command by its keys' slot, follows `MOVED`
+/// and `ASK` redirects and refreshes the slot map after a failover. Queues
+/// opened on a cluster connection use the hash-tagged key layout.
 #[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    client: Client,
-    manager: ConnectionManager,
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    backend: Backend,
+    blocking: Mutex<Vec<Conn>>,
     options: ConnectionOptions,
     version: (u32, u32, u32),
     legacy_claim: bool,
     address: String,
 }
 
+enum Backend {
+    Single {
+        client: Client,
+        manager: ConnectionManager,
+    },
+    Cluster {
+        /// Connections for blocking claims: no response timeout.
+        blocking_client: ClusterClient,
+        shared: ClusterConnection,
+        /// The nodes the connection was opened with; pub/sub falls back to
+        /// them when the cluster's own node list cannot be read.
+        seeds: Vec<ConnectionInfo>,
+    },
+}
+
+/// One of the connections commands run on: the shared single-server
+/// connection, a dedicated single-server connection, or a cluster connection.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Shared(ConnectionManager),
+    Dedicated(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Shared(c) => c.req_packed_command(cmd),
+            Self::Dedicated(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Shared(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Shared(c) => c.get_db(),
+            Self::Dedicated(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
             .field("address", &self.inner.address)
+            .field("cluster", &self.is_cluster())
             .field("server_version", &self.inner.version)
             .field("legacy_claim", &self.inner.legacy_claim)
             .finish_non_exhaustive()
@@ -118,7 +189,8 @@ impl fmt::Debug for Connection {
 
 impl Connection {
     /// Connects to the Redis server at `url` (`redis://[:password@]host:port/db`)
-    /// with default options.
+    /// with default options. When the server is a Redis Cluster node, the
+    /// connection becomes a cluster connection seeded with it.
     ///
     /// # Cancellation safety
     /// Safe: dropping the future drops the half-open connection.
@@ -127,8 +199,9 @@ impl Connection {
     }
 
     /// Connects with the given options: checks the server answers, reads its
-    /// version (to choose the claim command) and loads every script, so a
-    /// broken setup fails here rather than at the first job.
+    /// version (to choose the claim command) and mode (single server or
+    /// cluster) and loads every script, so a broken setup fails here rather
+    /// than at the first job.
     ///
     /// # Cancellation safety
     /// Safe: dropping the future drops the half-open connection.
@@ -136,16 +209,52 @@ impl Connection {
         url: impl IntoConnectionInfo,
         options: ConnectionOptions,
     ) -> Result<Self> {
-        let client = Client::open(url)?;
+        let seed = url.into_connection_info()?;
+        Self::open_retrying(vec![seed], false, options).await
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (one reachable
+    /// node is enough; the rest of the cluster is learned from it).
+    ///
+    /// # Cancellation safety
+    /// Safe: dropping the future drops the half-open connections.
+    pub async fn open_cluster<I>(nodes: I, options: ConnectionOptions) -> Result<Self>
+    where
+        I: IntoIterator,
+        I::Item: IntoConnectionInfo,
+    {
+        let seeds = nodes
+            .into_iter()
+            .map(IntoConnectionInfo::into_connection_info)
+            .collect::<redis::RedisResult<Vec<_>>>()?;
+        if seeds.is_empty() {
+            return Err(Error::InvalidOption {
+                option: "nodes",
+                reason: "a cluster connection needs at least one node".into(),
+            });
+        }
+        Self::open_retrying(seeds, true, options).await
+    }
+
+    async fn open_retrying(
+        seeds: Vec<ConnectionInfo>,
+        cluster: bool,
+        options: ConnectionOptions,
+    ) -> Result<Self> {
         let deadline = std::time::Instant::now() + options.startup_wait;
         let mut pause = Duration::from_millis(100);
         loop {
-            match Self::connect(client.clone(), options.clone()).await {
+            let attempt = if cluster {
+                Self::connect_cluster(seeds.clone(), options.clone()).await
+            } else {
+                Self::connect(seeds[0].clone(), options.clone()).await
+            };
+            match attempt {
                 Err(e)
                     if e.is_connection_error() && std::time::Instant::now() + pause < deadline =>
                 {
                     tracing::warn!(
-                        address = %client.get_connection_info().addr(),
+                        address = %addresses(&seeds),
                         error = %e,
                         retry_in = ?pause,
                         "Redis is unreachable; retrying"
@@ -158,8 +267,8 @@ impl Connection {
         }
     }
 
-    async fn connect(client: Client, options: ConnectionOptions) -> Result<Self> {
-        let address = client.get_connection_info().addr().to_string();
+    async fn connect(seed: ConnectionInfo, options: ConnectionOptions) -> Result<Self> {
+        let client = Client::open(seed.clone())?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))
             .set_connection_timeout(Some(options.connect_timeout))
@@ -169,28 +278,78 @@ impl Connection {
             .arg("server")
             .query_async(&mut manager)
             .await?;
+        if info.lines().any(|l| l.trim() == "redis_mode:cluster") {
+            drop(manager);
+            return Self::connect_cluster(vec![seed], options).await;
+        }
         let version = parse_version(&info)
             .ok_or_else(|| Error::malformed("INFO server", "no redis_version line in the reply"))?;
-        for script in SCRIPTS.all() {
-            script.prepare_invoke().load_async(&mut manager).await?;
-        }
+        let backend = Backend::Single { client, manager };
+        Self::finish(backend, options, version, addresses(&[seed])).await
+    }
+
+    async fn connect_cluster(
+        seeds: Vec<ConnectionInfo>,
+        options: ConnectionOptions,
+    ) -> Result<Self> {
+        let builder =
+            || ClusterClientBuilder::new(seeds.clone()).connection_timeout(options.connect_timeout);
+        let client = builder()
+            .response_timeout(options.response_timeout)
+            .build()?;
+        let blocking_client = builder().build()?;
+        let mut shared = client.get_async_connection().await?;
+        let info = shared
+            .route_command(
+                redis::cmd("INFO").arg("server").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await?;
+        let info = String::from_redis_value(info).map_err(redis::RedisError::from)?;
+        let version = parse_version(&info)
+            .ok_or_else(|| Error::malformed("INFO server", "no redis_version line in the reply"))?;
+        let address = addresses(&seeds);
+        let backend = Backend::Cluster {
+            blocking_client,
+            shared,
+            seeds,
+        };
+        Self::finish(backend, options, version, address).await
+    }
+
+    async fn finish(
+        backend: Backend,
+        options: ConnectionOptions,
+        version: (u32, u32, u32),
+        address: String,
+    ) -> Result<Self> {
         let legacy_claim = options.force_legacy_claim || version < (6, 2, 0);
-        Ok(Self {
+        let conn = Self {
             inner: Arc::new(Inner {
-                client,
-                manager,
+                backend,
                 blocking: Mutex::new(Vec::new()),
                 options,
                 version,
                 legacy_claim,
                 address,
             }),
-        })
+        };
+        // SCRIPT LOAD goes to every primary of a cluster.
+        let mut shared = conn.shared();
+        for script in SCRIPTS.all() {
+            script.prepare_invoke().load_async(&mut shared).await?;
+        }
+        Ok(conn)
     }
 
     /// The server's version, as read when connecting.
     pub fn server_version(&self) -> (u32, u32, u32) {
         self.inner.version
+    }
+
+    /// True when connected to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.backend, Backend::Cluster { .. })
     }
 
     /// True when claims use `BRPOPLPUSH` (Redis < 6.2, or forced) instead of
@@ -204,17 +363,24 @@ impl Connection {
         &self.inner.options
     }
 
+    fn shared(&self) -> Conn {
+        match &self.inner.backend {
+            Backend::Single { manager, .. } => Conn::Shared(manager.clone()),
+            Backend::Cluster { shared, .. } => Conn::Cluster(shared.clone()),
+        }
+    }
+
     /// Runs `op` on the shared connection, retrying it with backoff after a
     /// connection error. Only operations that are safe to repeat go through
     /// here: every script is fenced or detects its own repeat.
     pub(crate) async fn run<T, F, Fut>(&self, mut op: F) -> Result<T>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let mut attempt = 0;
         loop {
-            match op(self.inner.manager.clone()).await {
+            match op(self.shared()).await {
                 Ok(value) => return Ok(value),
                 Err(err) => {
                     let err = Error::from(err);
@@ -236,6 +402,7 @@ impl Connection {
     }
 
     /// Runs a pipeline on the shared connection, retrying connection errors.
+    /// On a cluster every command of the pipeline must map to one slot.
     pub(crate) async fn query_pipe<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
@@ -244,25 +411,139 @@ impl Connection {
             .await
     }
 
+    /// Every key matching `pattern`, walked with `SCAN` (`COUNT 1000` per
+    /// step) for at most `max_steps` steps per node. On a cluster, keys
+    /// sharing `slot_of`'s hash tag are scanned on the primary serving that
+    /// slot, and without `slot_of` on every primary.
+    pub(crate) async fn scan(
+        &self,
+        pattern: &str,
+        slot_of: Option<&str>,
+        max_steps: usize,
+    ) -> Result<Vec<String>> {
+        let targets = match (&self.inner.backend, slot_of) {
+            (Backend::Single { .. }, _) => vec![None],
+            (Backend::Cluster { .. }, Some(key)) => {
+                let route = Route::with_key(key, SlotAddr::Master);
+                vec![Some(RoutingInfo::SingleNode(
+                    SingleNodeRoutingInfo::SpecificNode(route),
+                ))]
+            }
+            (Backend::Cluster { .. }, None) => self
+                .primaries()
+                .await?
+                .into_iter()
+                .map(|(host, port)| {
+                    Some(RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host,
+                        port,
+                    }))
+                })
+                .collect(),
+        };
+        let mut found = Vec::new();
+        for target in targets {
+            let mut cursor: u64 = 0;
+            for _ in 0..max_steps {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, keys): (u64, Vec<String>) = match &target {
+                    None => self.query(&cmd).await?,
+                    Some(route) => {
+                        let value = self.route(&cmd, route).await?;
+                        FromRedisValue::from_redis_value(value).map_err(redis::RedisError::from)?
+                    }
+                };
+                found.extend(keys);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Sends `cmd` to the cluster node `routing` names, retrying connection
+    /// errors.
+    async fn route(&self, cmd: &redis::Cmd, routing: &RoutingInfo) -> Result<Value> {
+        self.run(|c| async move {
+            match c {
+                Conn::Cluster(mut c) => c.route_command(cmd.clone(), routing.clone()).await,
+                mut other => cmd.query_async(&mut other).await,
+            }
+        })
+        .await
+    }
+
+    /// `(host, port)` of every primary that serves slots, from `CLUSTER NODES`.
+    async fn primaries(&self) -> Result<Vec<(String, u16)>> {
+        let cmd = redis::cmd("CLUSTER").arg("NODES").clone();
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let nodes = String::from_redis_value(self.route(&cmd, &routing).await?)
+            .map_err(redis::RedisError::from)?;
+        Ok(parse_primaries(&nodes))
+    }
+
     /// A new pub/sub connection (pub/sub needs a connection of its own).
+    ///
+    /// On a cluster, `PUBLISH` reaches every node, so subscribing on any one
+    /// node hears every queue's events: the first primary that answers is
+    /// used, then the seed nodes.
     pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
-        Ok(self.inner.client.get_async_pubsub().await?)
+        match &self.inner.backend {
+            Backend::Single { client, .. } => Ok(client.get_async_pubsub().await?),
+            Backend::Cluster { seeds, .. } => {
+                let template = seeds[0].clone();
+                let mut candidates: Vec<ConnectionInfo> = self
+                    .primaries()
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(host, port)| {
+                        template
+                            .clone()
+                            .set_addr(redis::ConnectionAddr::Tcp(host, port))
+                    })
+                    .collect();
+                candidates.extend(seeds.iter().cloned());
+                let mut last = None;
+                for info in candidates {
+                    match Client::open(info)?.get_async_pubsub().await {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.expect("at least one seed").into())
+            }
+        }
     }
 
     /// Borrows a dedicated connection for a blocking command.
     pub(crate) async fn blocking(&self) -> Result<BlockingConnection> {
         let pooled = self.inner.blocking.lock().expect("pool lock").pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => {
+        let conn = match (pooled, &self.inner.backend) {
+            (Some(conn), _) => conn,
+            (None, Backend::Single { client, .. }) => {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.inner.options.connect_timeout))
                     .set_response_timeout(None);
-                self.inner
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?
+                Conn::Dedicated(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )
             }
+            (
+                None,
+                Backend::Cluster {
+                    blocking_client, ..
+                },
+            ) => Conn::Cluster(blocking_client.get_async_connection().await?),
         };
         Ok(BlockingConnection {
             conn,
@@ -276,7 +557,7 @@ impl Connection {
 /// cleanly; dropped anywhere else (an error, a cancelled future), it is closed,
 /// so no reply of an abandoned command can ever reach another caller.
 pub(crate) struct BlockingConnection {
-    pub(crate) conn: MultiplexedConnection,
+    pub(crate) conn: Conn,
     home: Arc<Inner>,
 }
 
@@ -288,6 +569,34 @@ impl BlockingConnection {
             .expect("pool lock")
             .push(self.conn);
     }
+}
+
+/// The seed addresses, for logs and `Debug` (never a password).
+fn addresses(seeds: &[ConnectionInfo]) -> String {
+    seeds
+        .iter()
+        .map(|s| s.addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Primaries serving slots, from a `CLUSTER NODES` reply: lines of
+/// `id host:port@cport[,hostname] flags master-id ping pong epoch link slot…`.
+fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            let serving = fields.len() > 8;
+            if !serving || !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+                return None;
+            }
+            let addr = fields.get(1)?.split(['@', ',']).next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
 }
 
 /// 25 ms, 50 ms, 100 ms, … capped at 1 s.
@@ -317,6 +626,24 @@ mod tests {
         assert_eq!(parse_version(info), Some((7, 0, 15)));
         assert_eq!(parse_version("redis_version:6.0\r\n"), Some((6, 0, 0)));
         assert_eq!(parse_version("nothing"), None);
+    }
+
+    #[test]
+    fn primaries_are_the_slot_serving_masters_of_cluster_nodes() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002,host-b master - 0 1 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 master,fail - 0 1 3 disconnected 10923-16383
+d4 127.0.0.1:7004@17004 slave a1 0 1 1 connected
+e5 127.0.0.1:7005@17005 master - 0 1 5 connected
+";
+        assert_eq!(
+            parse_primaries(nodes),
+            vec![
+                ("127.0.0.1".to_owned(), 7001),
+                ("127.0.0.1".to_owned(), 7002)
+            ]
+        );
     }
 
     #[test]

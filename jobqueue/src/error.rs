@@ -135,8 +135,28 @@ impl Error {
                     || e.is_connection_refusal()
                     || e.is_timeout()
                     || e.is_unrecoverable_error()
+                    || is_cluster_transient(e)
             }
             _ => false,
         }
     }
+}
+
+/// A cluster in the middle of a failover or resharding answers with errors
+/// that mean "not now": no node serves the slot yet, the node was just
+/// demoted, a multi-key command met a migrating slot. All pass once the
+/// cluster settles, so they are retried like a dropped connection.
+fn is_cluster_transient(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        e.kind(),
+        ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::Server(
+                ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+                    | ServerErrorKind::BusyLoading
+            )
+    )
 }

@@ -22,8 +22,11 @@ use crate::scripts::SCRIPTS;
 pub struct QueueOptions {
     /// The queue's name. Default `jobs`.
     pub name: String,
-    /// How key names are spelled. Default: the reference layout.
-    pub layout: KeyLayout,
+    /// How key names are spelled. Default (`None`): the reference layout on
+    /// a single server, the hash-tagged layout on a Redis Cluster (where the
+    /// reference layout cannot work: a queue's keys would land in different
+    /// slots).
+    pub layout: Option<KeyLayout>,
     /// How long a claim lasts without renewal. Default 5000 ms.
     pub visibility: Duration,
     /// How long a completed job's hash is kept. Default 300 s; zero keeps it
@@ -45,7 +48,7 @@ impl Default for QueueOptions {
     fn default() -> Self {
         Self {
             name: "jobs".into(),
-            layout: KeyLayout::Reference,
+            layout: None,
             visibility: Duration::from_millis(5000),
             completed_ttl: Duration::from_secs(300),
             completed_history: 50,
@@ -67,7 +70,7 @@ impl QueueOptions {
 
     /// Sets [`layout`](Self::layout).
     pub fn layout(mut self, layout: KeyLayout) -> Self {
-        self.layout = layout;
+        self.layout = Some(layout);
         self
     }
 
@@ -246,7 +249,20 @@ impl Queue {
     /// Binds a queue on an open connection (shared by as many queues as needed).
     pub fn new(conn: &Connection, options: QueueOptions) -> Result<Self> {
         options.validate()?;
-        let keys = Keys::new(&options.name, options.layout)?;
+        let layout = match (options.layout, conn.is_cluster()) {
+            (None, false) => KeyLayout::Reference,
+            (None, true) => KeyLayout::HashTagged,
+            (Some(KeyLayout::Reference), true) => {
+                return Err(Error::InvalidOption {
+                    option: "layout",
+                    reason: "the reference layout spreads a queue over many cluster slots, \
+                             so its scripts would fail with CROSSSLOT; use KeyLayout::HashTagged"
+                        .into(),
+                });
+            }
+            (Some(layout), _) => layout,
+        };
+        let keys = Keys::new(&options.name, layout)?;
         Ok(Self {
             conn: conn.clone(),
             keys: Arc::new(keys),
@@ -1047,30 +1063,16 @@ impl Queue {
     /// # Cancellation safety
     /// Safe to repeat: a dropped purge leaves part of the keys for the next.
     pub async fn purge(&self) -> Result<u64> {
+        let keys = self
+            .conn
+            .scan(&self.keys.pattern(), Some(&self.keys.pending()), usize::MAX)
+            .await?;
         let mut deleted: u64 = 0;
-        let pattern = self.keys.pattern();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .conn
-                .query(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000),
-                )
-                .await?;
-            if !keys.is_empty() {
-                let n: u64 = self.conn.query(redis::cmd("UNLINK").arg(&keys)).await?;
-                deleted += n;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
+        for batch in keys.chunks(1000) {
+            let n: u64 = self.conn.query(redis::cmd("UNLINK").arg(batch)).await?;
+            deleted += n;
         }
+        Ok(deleted)
     }
 }
 

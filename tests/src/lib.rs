@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod cluster;
+pub use cluster::{RawConn, RedisCluster, TestRedis, Topology};
+
 /// How to start a server: extra `redis-server` arguments and an optional
 /// command to wrap it in (for example `faketime`).
 #[derive(Debug, Default, Clone)]
@@ -151,6 +154,23 @@ impl RedisServer {
         }
     }
 
+    /// True until the server is killed (or stopped by a restart).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Runs `redis-cli -p PORT args…` and returns its whole output, for
+    /// replies of many lines (`CLUSTER NODES`, `INFO`).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(cluster::redis_cli_path())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .output()
+            .expect("run redis-cli (package redis-tools)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Like [`command`](Self::command), authenticating first.
     pub fn command_with_auth(&self, password: &str, args: &[&str]) -> String {
         self.raw(Some(password), args)
@@ -284,7 +304,7 @@ const INSTALL_HINT: &str = "The tests need a real Redis: install redis-server \
     (`apt-get install redis-server`, or run scripts/test, which does) or set REDIS_SERVER";
 
 /// The `redis-server` binary: `REDIS_SERVER` if set, else the one on PATH.
-fn redis_server_path() -> String {
+pub(crate) fn redis_server_path() -> String {
     if let Ok(path) = std::env::var("REDIS_SERVER") {
         return path;
     }
@@ -295,7 +315,7 @@ fn redis_server_path() -> String {
     "redis-server".into()
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -364,7 +384,7 @@ pub async fn reference_enqueue(
 
 /// The fields of a job hash.
 pub async fn hash(
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut impl redis::aio::ConnectionLike,
     key: &str,
 ) -> std::collections::HashMap<String, String> {
     redis::cmd("HGETALL")
@@ -375,7 +395,7 @@ pub async fn hash(
 }
 
 /// A whole list, head first.
-pub async fn list(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<String> {
+pub async fn list(conn: &mut impl redis::aio::ConnectionLike, key: &str) -> Vec<String> {
     redis::cmd("LRANGE")
         .arg(key)
         .arg(0)
@@ -400,11 +420,7 @@ pub async fn setup(
 }
 
 /// `HSET key field value …`
-pub async fn hset(
-    conn: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-    fields: &[(&str, &str)],
-) {
+pub async fn hset(conn: &mut impl redis::aio::ConnectionLike, key: &str, fields: &[(&str, &str)]) {
     let _: () = redis::cmd("HSET")
         .arg(key)
         .arg(fields)
@@ -414,7 +430,7 @@ pub async fn hset(
 }
 
 /// Runs one raw command whose reply is ignored.
-pub async fn exec(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) {
+pub async fn exec(conn: &mut impl redis::aio::ConnectionLike, args: &[&str]) {
     let _: redis::Value = redis::cmd(args[0])
         .arg(&args[1..])
         .query_async(conn)

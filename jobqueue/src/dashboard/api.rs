@@ -34,6 +34,10 @@ pub(super) fn jobs_by_queue() -> BTreeMap<String, Vec<&'static str>> {
 
 /// How long a scan of Redis for queue names is reused.
 const DISCOVERY_TTL: Duration = Duration::from_secs(10);
+
+/// `SCAN` steps (of `COUNT 1000`) per node when discovering queues: bounds
+/// the work on a Redis holding millions of keys.
+const DISCOVERY_STEPS: usize = 50;
 /// Most jobs one page lists.
 const MAX_PAGE: usize = 200;
 
@@ -120,30 +124,12 @@ async fn discover(state: &Dashboard) -> crate::Result<Vec<String>> {
     {
         return Ok(names.clone());
     }
-    let conn = state.client.connection();
-    let mut found = BTreeSet::new();
-    let mut cursor: u64 = 0;
-    for _ in 0..50 {
-        let (next, keys): (u64, Vec<String>) = conn
-            .query(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg("queue:*")
-                    .arg("COUNT")
-                    .arg(1000),
-            )
-            .await?;
-        for key in keys {
-            if let Some(name) = queue_name_of(&key) {
-                found.insert(name);
-            }
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    let keys = state
+        .client
+        .connection()
+        .scan("queue:*", None, DISCOVERY_STEPS)
+        .await?;
+    let found: BTreeSet<String> = keys.iter().filter_map(|k| queue_name_of(k)).collect();
     let names: Vec<String> = found.into_iter().collect();
     *state.discovered.lock().expect("discovery lock") = Some((Instant::now(), names.clone()));
     Ok(names)

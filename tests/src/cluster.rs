@@ -1,0 +1,312 @@
+//! Private Redis Clusters, and a handle that is either a single server or a
+//! cluster so one test body can run against both.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use crate::{RedisServer, free_port};
+
+/// A private Redis Cluster: `masters` primaries, each with `replicas`
+/// replicas, every node a [`RedisServer`] with `cluster-enabled yes`, joined
+/// with `redis-cli --cluster create`. Killed on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, creates the cluster and waits until every node
+    /// sees every slot served and every replica is in sync.
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| {
+                RedisServer::builder()
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--cluster-port",
+                        &free_port().to_string(),
+                    ])
+                    .start()
+            })
+            .collect();
+        let mut create = Command::new(redis_cli_path());
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        let out = create
+            .output()
+            .expect("run redis-cli --cluster create (package redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_until_settled(Duration::from_secs(30));
+        cluster
+    }
+
+    /// Waits until every live node reports `cluster_state:ok`, knows every
+    /// live node, and every replica's link to its primary is up.
+    pub fn wait_until_settled(&self, timeout: Duration) {
+        let started = Instant::now();
+        let live: Vec<&RedisServer> = self.nodes.iter().filter(|n| n.is_running()).collect();
+        loop {
+            let settled = live.iter().all(|n| {
+                let info = n.cli(&["CLUSTER", "INFO"]);
+                let repl = n.cli(&["INFO", "replication"]);
+                info.contains("cluster_state:ok")
+                    && (repl.contains("role:master") || repl.contains("master_link_status:up"))
+            });
+            if settled {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "the cluster did not settle within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis://127.0.0.1:{port}/` of the first node: enough to reach the
+    /// whole cluster.
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// Every node, primaries and replicas.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Node `i`, to kill or inspect.
+    pub fn node_mut(&mut self, i: usize) -> &mut RedisServer {
+        &mut self.nodes[i]
+    }
+
+    /// The index of the node that is primary for `key`'s slot now.
+    pub fn primary_for(&self, key: &str) -> usize {
+        let slot: u16 = self.nodes[0]
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number");
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .expect("a live node");
+        for line in live.cli(&["CLUSTER", "NODES"]).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                match (lo.parse::<u16>(), hi.parse::<u16>()) {
+                    (Ok(lo), Ok(hi)) => (lo..=hi).contains(&slot),
+                    _ => false,
+                }
+            });
+            if serves {
+                let port: u16 = fields[1]
+                    .split(['@', ','])
+                    .next()
+                    .and_then(|a| a.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse().ok())
+                    .expect("host:port in CLUSTER NODES");
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port() == port)
+                    .expect("the primary is one of ours");
+            }
+        }
+        panic!("no primary serves slot {slot}");
+    }
+
+    /// A slot-routing connection for raw commands in assertions.
+    pub async fn conn(&self) -> ClusterConnection {
+        redis::cluster::ClusterClient::new(
+            self.nodes
+                .iter()
+                .filter(|n| n.is_running())
+                .map(|n| n.url())
+                .collect::<Vec<_>>(),
+        )
+        .expect("cluster urls")
+        .get_async_connection()
+        .await
+        .expect("connect to the private cluster")
+    }
+}
+
+/// Which deployment a topology-generic test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One private `redis-server`.
+    Single,
+    /// A private cluster of three primaries without replicas.
+    Cluster,
+}
+
+/// A private single server or cluster; see [`on_each_topology!`](crate::on_each_topology).
+#[derive(Debug)]
+pub enum TestRedis {
+    /// One server.
+    Single(RedisServer),
+    /// Three primaries.
+    Cluster(RedisCluster),
+}
+
+impl TestRedis {
+    /// Starts a private deployment of `topology`.
+    pub fn start(topology: Topology) -> Self {
+        match topology {
+            Topology::Single => Self::Single(RedisServer::start()),
+            Topology::Cluster => Self::Cluster(RedisCluster::start(3, 0)),
+        }
+    }
+
+    /// A URL that reaches it (jobqueue detects the cluster from it).
+    pub fn url(&self) -> String {
+        match self {
+            Self::Single(s) => s.url(),
+            Self::Cluster(c) => c.url(),
+        }
+    }
+
+    /// True for a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// A raw connection for assertions (slot-routed on a cluster).
+    pub async fn conn(&self) -> RawConn {
+        match self {
+            Self::Single(s) => RawConn::Single(s.conn().await),
+            Self::Cluster(c) => RawConn::Cluster(c.conn().await),
+        }
+    }
+
+    /// A jobqueue connection.
+    pub async fn connection(&self) -> jobqueue::Connection {
+        let conn = jobqueue::Connection::open(self.url().as_str())
+            .await
+            .expect("connect to the private Redis");
+        assert_eq!(conn.is_cluster(), self.is_cluster(), "topology detected");
+        conn
+    }
+
+    /// A queue with `options` on a fresh connection.
+    pub async fn queue(&self, options: jobqueue::QueueOptions) -> jobqueue::Queue {
+        jobqueue::Queue::new(&self.connection().await, options).expect("valid queue options")
+    }
+
+    /// A client on a fresh connection.
+    pub async fn client(&self) -> jobqueue::Client {
+        jobqueue::Client::new(&self.connection().await)
+    }
+}
+
+/// A raw connection to a single server or a cluster.
+#[derive(Clone)]
+pub enum RawConn {
+    /// To one server.
+    Single(MultiplexedConnection),
+    /// Slot-routed.
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for RawConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "RawConn::Single",
+            Self::Cluster(_) => "RawConn::Cluster",
+        })
+    }
+}
+
+impl ConnectionLike for RawConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Declares each listed `async fn name(redis: TestRedis)` as two tests,
+/// `single::name` against one server and `cluster::name` against a
+/// three-primary cluster:
+///
+/// ```ignore
+/// on_each_topology! {
+///     #[tokio::test] claim_takes_the_oldest_job,
+///     #[tokio::test(flavor = "multi_thread")] two_runners_share_the_work,
+/// }
+/// ```
+#[macro_export]
+macro_rules! on_each_topology {
+    ($( #[$test:meta] $name:ident ),+ $(,)?) => {
+        mod single {
+            $(
+                #[$test]
+                async fn $name() {
+                    super::$name($crate::TestRedis::start($crate::Topology::Single)).await
+                }
+            )+
+        }
+        mod cluster {
+            $(
+                #[$test]
+                async fn $name() {
+                    super::$name($crate::TestRedis::start($crate::Topology::Cluster)).await
+                }
+            )+
+        }
+    };
+}
+
+/// `redis-cli`: beside `REDIS_SERVER` if that is set, else on PATH.
+pub(crate) fn redis_cli_path() -> String {
+    let server = crate::redis_server_path();
+    let beside = std::path::Path::new(&server).with_file_name("redis-cli");
+    if beside.is_file() {
+        beside.to_string_lossy().into_owned()
+    } else {
+        "redis-cli".into()
+    }
+}
