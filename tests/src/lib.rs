@@ -357,6 +357,17 @@ pub async fn reference_enqueue(
     id: &str,
     payload: &str,
 ) {
+    let keys = jobqueue::Keys::new(queue, jobqueue::KeyLayout::Reference).expect("queue name");
+    reference_enqueue_at(conn, &keys, id, payload).await;
+}
+
+/// [`reference_enqueue`] to the keys of `keys` (any layout).
+pub async fn reference_enqueue_at(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &jobqueue::Keys,
+    id: &str,
+    payload: &str,
+) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
@@ -365,7 +376,7 @@ pub async fn reference_enqueue(
     let _: () = redis::pipe()
         .atomic()
         .cmd("HSET")
-        .arg(format!("queue:{queue}:job:{id}"))
+        .arg(keys.job(id))
         .arg(&[
             ("id", id),
             ("payload", payload),
@@ -375,7 +386,7 @@ pub async fn reference_enqueue(
             ("claim_token", ""),
         ])
         .cmd("LPUSH")
-        .arg(format!("queue:{queue}:pending"))
+        .arg(keys.pending())
         .arg(id)
         .query_async(conn)
         .await
@@ -417,6 +428,16 @@ pub async fn setup(
     let q = queue(&server, options).await;
     let conn = server.conn().await;
     (server, q, conn)
+}
+
+/// [`setup`] on `redis`: a queue with `options` and a raw connection.
+pub async fn setup_on(
+    redis: &TestRedis,
+    options: jobqueue::QueueOptions,
+) -> (&TestRedis, jobqueue::Queue, RawConn) {
+    let q = redis.queue(options).await;
+    let conn = redis.conn().await;
+    (redis, q, conn)
 }
 
 /// `HSET key field value …`

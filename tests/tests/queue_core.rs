@@ -1,4 +1,6 @@
-//! Every queue operation's happy path and edges, against a private Redis.
+//! Every queue operation's happy path and edges, against a private Redis:
+//! each test runs on a single server and on a three-primary cluster, except
+//! the one that counts commands in `INFO commandstats` of a single server.
 
 use std::time::{Duration, Instant};
 
@@ -11,13 +13,12 @@ fn is_hex16(s: &str) -> bool {
     s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-#[tokio::test]
-async fn enqueue_writes_the_reference_hash_and_pending_entry() {
-    let (server, q, _) = setup(QueueOptions::default()).await;
+async fn enqueue_writes_the_reference_hash_and_pending_entry(redis: TestRedis) {
+    let (server, q, _) = setup_on(&redis, QueueOptions::default()).await;
     let id = q.enqueue(&json!({"kind": "email", "n": 1})).await.unwrap();
     assert!(is_hex16(&id), "{id}");
     let mut c = server.conn().await;
-    let h = hash(&mut c, &format!("queue:jobs:job:{id}")).await;
+    let h = hash(&mut c, &q.keys().job(&id)).await;
     assert_eq!(h["id"], id);
     assert_eq!(
         serde_json::from_str::<Value>(&h["payload"]).unwrap(),
@@ -27,9 +28,9 @@ async fn enqueue_writes_the_reference_hash_and_pending_entry() {
     assert_eq!(h["attempts"], "0");
     assert_eq!(h["claim_token"], "");
     assert!(h["enqueued_at_ms"].parse::<u64>().unwrap() > 1_700_000_000_000);
-    assert_eq!(list(&mut c, "queue:jobs:pending").await, vec![id]);
+    assert_eq!(list(&mut c, &q.keys().pending()).await, vec![id]);
     let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("queue:jobs:job:{}", h["id"]))
+        .arg(q.keys().job(&h["id"]))
         .query_async(&mut c)
         .await
         .unwrap();
@@ -66,9 +67,8 @@ async fn enqueue_many_writes_the_batch_in_one_round_trip_in_order() {
     assert!(q.enqueue_many::<Value>(&[]).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn claim_takes_the_oldest_job_and_stamps_it_with_a_lease() {
-    let (server, q, _) = setup(QueueOptions::default()).await;
+async fn claim_takes_the_oldest_job_and_stamps_it_with_a_lease(redis: TestRedis) {
+    let (server, q, _) = setup_on(&redis, QueueOptions::default()).await;
     let first = q.enqueue(&json!({"n": 1})).await.unwrap();
     let _second = q.enqueue(&json!({"n": 2})).await.unwrap();
     let job = q
@@ -83,17 +83,17 @@ async fn claim_takes_the_oldest_job_and_stamps_it_with_a_lease() {
     assert_eq!(job.lease_deadline_ms(), job.claimed_at_ms() + 5000);
 
     let mut c = server.conn().await;
-    let h = hash(&mut c, &format!("queue:jobs:job:{first}")).await;
+    let h = hash(&mut c, &q.keys().job(&first)).await;
     assert_eq!(h["status"], "processing");
     assert_eq!(h["attempts"], "1");
     assert_eq!(h["claim_token"], job.token());
     assert_eq!(h["claimed_at_ms"], job.claimed_at_ms().to_string());
     assert_eq!(
-        list(&mut c, "queue:jobs:processing").await,
+        list(&mut c, &q.keys().processing()).await,
         vec![first.clone()]
     );
     let score: f64 = redis::cmd("ZSCORE")
-        .arg("queue:jobs:leases")
+        .arg(q.keys().leases())
         .arg(format!("{first}:{}", job.token()))
         .query_async(&mut c)
         .await
@@ -101,9 +101,8 @@ async fn claim_takes_the_oldest_job_and_stamps_it_with_a_lease() {
     assert_eq!(score as u64, job.lease_deadline_ms());
 }
 
-#[tokio::test]
-async fn claim_many_takes_up_to_n_jobs_in_one_call() {
-    let (_server, q, _) = setup(QueueOptions::default()).await;
+async fn claim_many_takes_up_to_n_jobs_in_one_call(redis: TestRedis) {
+    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
     let ids = q
         .enqueue_many(&[json!(1), json!(2), json!(3)])
         .await
@@ -115,20 +114,20 @@ async fn claim_many_takes_up_to_n_jobs_in_one_call() {
     assert_eq!(tokens.len(), 3, "one token per claim");
 }
 
-#[tokio::test]
-async fn claim_returns_none_once_the_timeout_passes() {
-    let (_server, q, _) = setup(QueueOptions::default()).await;
+async fn claim_returns_none_once_the_timeout_passes(redis: TestRedis) {
+    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
     let started = Instant::now();
     assert!(q.claim(Duration::ZERO).await.unwrap().is_none());
     assert!(q.claim(Duration::from_millis(300)).await.unwrap().is_none());
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
-#[tokio::test]
-async fn a_claim_blocking_longer_than_the_default_response_timeout_is_not_cut_off() {
+async fn a_claim_blocking_longer_than_the_default_response_timeout_is_not_cut_off(
+    redis: TestRedis,
+) {
     // redis-rs 1.x times out responses after 500 ms by default; a blocking
     // claim on such a connection would fail instead of returning None.
-    let (_server, q, _) = setup(QueueOptions::default()).await;
+    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
     let started = Instant::now();
     assert!(
         q.claim(Duration::from_millis(1500))
@@ -139,9 +138,8 @@ async fn a_claim_blocking_longer_than_the_default_response_timeout_is_not_cut_of
     assert!(started.elapsed() >= Duration::from_millis(1500));
 }
 
-#[tokio::test]
-async fn a_blocked_claim_wakes_when_a_job_arrives_from_any_client() {
-    let (server, q, _) = setup(QueueOptions::default()).await;
+async fn a_blocked_claim_wakes_when_a_job_arrives_from_any_client(redis: TestRedis) {
+    let (server, q, _) = setup_on(&redis, QueueOptions::default()).await;
     let waiting = tokio::spawn({
         let q = q.clone();
         async move {
@@ -152,7 +150,7 @@ async fn a_blocked_claim_wakes_when_a_job_arrives_from_any_client() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut c = server.conn().await;
-    reference_enqueue(&mut c, "jobs", "00000000000000aa", r#"{"kind":"email"}"#).await;
+    reference_enqueue_at(&mut c, q.keys(), "00000000000000aa", r#"{"kind":"email"}"#).await;
     let (job, waited) = waiting.await.unwrap();
     assert_eq!(job.expect("woken with the job").id(), "00000000000000aa");
     assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
@@ -185,9 +183,8 @@ async fn a_blocked_claim_wakes_when_a_job_arrives_from_any_client() {
     assert_eq!(got, want);
 }
 
-#[tokio::test]
-async fn complete_stores_the_result_and_keeps_a_capped_history() {
-    let (_server, q, mut c) = setup(QueueOptions::default().completed_history(3)).await;
+async fn complete_stores_the_result_and_keeps_a_capped_history(redis: TestRedis) {
+    let (_server, q, mut c) = setup_on(&redis, QueueOptions::default().completed_history(3)).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let id = q.enqueue(&json!({"n": n})).await.unwrap();
@@ -199,7 +196,7 @@ async fn complete_stores_the_result_and_keeps_a_capped_history() {
         ids.push(id);
     }
     let last = &ids[4];
-    let h = hash(&mut c, &format!("queue:jobs:job:{last}")).await;
+    let h = hash(&mut c, &q.keys().job(last)).await;
     assert_eq!(h["status"], "completed");
     assert_eq!(
         serde_json::from_str::<Value>(&h["result"]).unwrap(),
@@ -210,14 +207,14 @@ async fn complete_stores_the_result_and_keeps_a_capped_history() {
     );
     assert_eq!(h["claim_token"], "", "a settled job holds no token");
     let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("queue:jobs:job:{last}"))
+        .arg(q.keys().job(last))
         .query_async(&mut c)
         .await
         .unwrap();
     assert!((290..=300).contains(&ttl), "ttl {ttl}");
 
     let newest_first: Vec<String> = ids.iter().rev().take(3).cloned().collect();
-    assert_eq!(list(&mut c, "queue:jobs:completed").await, newest_first);
+    assert_eq!(list(&mut c, &q.keys().completed()).await, newest_first);
     assert_eq!(q.list_completed(0..10).await.unwrap(), newest_first);
     for trimmed in &ids[..2] {
         assert!(
@@ -225,25 +222,29 @@ async fn complete_stores_the_result_and_keeps_a_capped_history() {
             "trimmed hashes are deleted"
         );
     }
-    assert!(list(&mut c, "queue:jobs:processing").await.is_empty());
-    assert_eq!(lease_count(&mut c).await, 0);
+    assert!(list(&mut c, &q.keys().processing()).await.is_empty());
+    let leases: u64 = redis::cmd("ZCARD")
+        .arg(q.keys().leases())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(leases, 0);
     let stats = q.stats().await.unwrap();
     assert_eq!((stats.completed_total, stats.completed_depth), (5, 3));
 }
 
-#[tokio::test]
-async fn fail_retries_while_attempts_remain_then_dead_letters_without_ttl() {
-    let (_server, q, mut c) = setup(QueueOptions::default().max_attempts(2)).await;
+async fn fail_retries_while_attempts_remain_then_dead_letters_without_ttl(redis: TestRedis) {
+    let (_server, q, mut c) = setup_on(&redis, QueueOptions::default().max_attempts(2)).await;
     let id = q.enqueue(&json!({"n": 1})).await.unwrap();
 
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(q.fail(&job, "smtp timeout").await.unwrap(), Ack::Retrying);
-    let h = hash(&mut c, &format!("queue:jobs:job:{id}")).await;
+    let h = hash(&mut c, &q.keys().job(&id)).await;
     assert_eq!(h["status"], "pending");
     assert_eq!(h["last_error"], "smtp timeout");
     assert_eq!(h["claim_token"], "");
     assert_eq!(h["claimed_at_ms"], "0");
-    assert_eq!(list(&mut c, "queue:jobs:pending").await, vec![id.clone()]);
+    assert_eq!(list(&mut c, &q.keys().pending()).await, vec![id.clone()]);
 
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(job.attempts(), 2);
@@ -256,7 +257,7 @@ async fn fail_retries_while_attempts_remain_then_dead_letters_without_ttl() {
     assert_eq!(record.last_error(), Some("smtp timeout again"));
     assert_eq!(q.list_failed(0..10).await.unwrap(), vec![id.clone()]);
     let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("queue:jobs:job:{id}"))
+        .arg(q.keys().job(&id))
         .query_async(&mut c)
         .await
         .unwrap();
@@ -268,9 +269,8 @@ async fn fail_retries_while_attempts_remain_then_dead_letters_without_ttl() {
     );
 }
 
-#[tokio::test]
-async fn fail_permanently_skips_the_remaining_attempts() {
-    let (_server, q, _) = setup(QueueOptions::default()).await;
+async fn fail_permanently_skips_the_remaining_attempts(redis: TestRedis) {
+    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(
@@ -281,9 +281,8 @@ async fn fail_permanently_skips_the_remaining_attempts() {
     assert!(q.claim(Duration::ZERO).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn release_puts_the_job_first_in_line_without_charging_the_attempt() {
-    let (_server, q, _) = setup(QueueOptions::default()).await;
+async fn release_puts_the_job_first_in_line_without_charging_the_attempt(redis: TestRedis) {
+    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
     let ids = q.enqueue_many(&[json!(1), json!(2)]).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(job.id(), ids[0]);
@@ -306,10 +305,12 @@ async fn release_puts_the_job_first_in_line_without_charging_the_attempt() {
     );
 }
 
-#[tokio::test]
-async fn extend_keeps_a_job_running_past_its_visibility_from_being_reclaimed() {
-    let (_server, q, _) =
-        setup(QueueOptions::default().visibility(Duration::from_millis(300))).await;
+async fn extend_keeps_a_job_running_past_its_visibility_from_being_reclaimed(redis: TestRedis) {
+    let (_server, q, _) = setup_on(
+        &redis,
+        QueueOptions::default().visibility(Duration::from_millis(300)),
+    )
+    .await;
     q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     for _ in 0..8 {
@@ -329,10 +330,12 @@ async fn extend_keeps_a_job_running_past_its_visibility_from_being_reclaimed() {
     assert_eq!(q.stats().await.unwrap().reclaimed_total, 0);
 }
 
-#[tokio::test]
-async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker() {
-    let (server, q, _) =
-        setup(QueueOptions::default().visibility(Duration::from_millis(200))).await;
+async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker(redis: TestRedis) {
+    let (server, q, _) = setup_on(
+        &redis,
+        QueueOptions::default().visibility(Duration::from_millis(200)),
+    )
+    .await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let stale = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert!(
@@ -344,7 +347,7 @@ async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker() {
     assert_eq!(report.reclaimed, vec![id.clone()]);
 
     let mut c = server.conn().await;
-    let h = hash(&mut c, &format!("queue:jobs:job:{id}")).await;
+    let h = hash(&mut c, &q.keys().job(&id)).await;
     assert_eq!(h["status"], "pending");
     assert_eq!(h["claim_token"], "");
     assert_eq!(h["claimed_at_ms"], "0");
@@ -358,8 +361,8 @@ async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker() {
     assert_eq!(q.extend(&stale).await.unwrap(), Ack::LeaseLost);
     assert_eq!(q.fail(&stale, "late").await.unwrap(), Ack::LeaseLost);
     assert_eq!(q.release(&stale).await.unwrap(), Ack::LeaseLost);
-    assert_eq!(list(&mut c, "queue:jobs:pending").await, vec![id.clone()]);
-    assert!(list(&mut c, "queue:jobs:completed").await.is_empty());
+    assert_eq!(list(&mut c, &q.keys().pending()).await, vec![id.clone()]);
+    assert!(list(&mut c, &q.keys().completed()).await.is_empty());
 
     let fresh = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(fresh.attempts(), 2);
@@ -369,9 +372,8 @@ async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker() {
     );
 }
 
-#[tokio::test]
-async fn lists_page_through_each_state_and_get_jobs_reads_many() {
-    let (_server, q, _) = setup(QueueOptions::default()).await;
+async fn lists_page_through_each_state_and_get_jobs_reads_many(redis: TestRedis) {
+    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
     let ids = q
         .enqueue_many(&(0..6).map(|n| json!({"n": n})).collect::<Vec<_>>())
         .await
@@ -404,9 +406,8 @@ async fn lists_page_through_each_state_and_get_jobs_reads_many() {
     assert!(q.get_job("ffffffffffffffff").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn stats_report_depths_and_totals() {
-    let (_server, q, _) = setup(QueueOptions::default().max_attempts(1)).await;
+async fn stats_report_depths_and_totals(redis: TestRedis) {
+    let (_server, q, _) = setup_on(&redis, QueueOptions::default().max_attempts(1)).await;
     q.enqueue_many(&[json!(1), json!(2), json!(3), json!(4)])
         .await
         .unwrap();
@@ -438,11 +439,9 @@ async fn stats_report_depths_and_totals() {
     assert_eq!(s.visibility_ms, 5000);
 }
 
-#[tokio::test]
-async fn purge_deletes_every_key_of_its_queue_and_no_other() {
-    let server = RedisServer::start();
-    let a = queue(&server, QueueOptions::new("a")).await;
-    let b = queue(&server, QueueOptions::new("b")).await;
+async fn purge_deletes_every_key_of_its_queue_and_no_other(redis: TestRedis) {
+    let a = redis.queue(QueueOptions::new("a")).await;
+    let b = redis.queue(QueueOptions::new("b")).await;
     for q in [&a, &b] {
         q.enqueue_many(&[json!(1), json!(2), json!(3)])
             .await
@@ -453,13 +452,13 @@ async fn purge_deletes_every_key_of_its_queue_and_no_other() {
         let _ = q.fail_permanently(&job, "x").await.unwrap();
         let _ = q.claim(Duration::ZERO).await.unwrap().unwrap();
     }
-    let mut c = server.conn().await;
+    let mut c = redis.conn().await;
     let before: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
     let deleted = a.purge().await.unwrap();
     let after: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
     assert_eq!(before - after, deleted);
     let left: Vec<String> = redis::cmd("KEYS")
-        .arg("queue:a:*")
+        .arg(a.keys().pattern())
         .query_async(&mut c)
         .await
         .unwrap();
@@ -472,9 +471,8 @@ async fn purge_deletes_every_key_of_its_queue_and_no_other() {
     assert_eq!(a.stats().await.unwrap().enqueued_total, 0);
 }
 
-#[tokio::test]
-async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing() {
-    let (server, q, _) = setup(QueueOptions::default().max_payload_bytes(100)).await;
+async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing(redis: TestRedis) {
+    let (server, q, _) = setup_on(&redis, QueueOptions::default().max_payload_bytes(100)).await;
     let err = q
         .enqueue(&json!({"blob": "x".repeat(200)}))
         .await
@@ -524,9 +522,8 @@ async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing() 
     assert!(err.to_string().contains("100 ms"), "{err}");
 }
 
-#[tokio::test]
-async fn submit_stores_the_job_name_and_its_own_limits() {
-    let (_server, q, _) = setup(QueueOptions::default()).await;
+async fn submit_stores_the_job_name_and_its_own_limits(redis: TestRedis) {
+    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
     let id = q
         .submit(
             NewJob::new(&json!({"to": "a"}))
@@ -550,12 +547,11 @@ async fn submit_stores_the_job_name_and_its_own_limits() {
     );
 }
 
-#[tokio::test]
-async fn events_use_the_reference_channel_and_shape() {
-    let (server, q, _) = setup(QueueOptions::default().max_attempts(2)).await;
+async fn events_use_the_reference_channel_and_shape(redis: TestRedis) {
+    let (server, q, _) = setup_on(&redis, QueueOptions::default().max_attempts(2)).await;
     let client = redis::Client::open(server.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe("queue:jobs:events").await.unwrap();
+    pubsub.subscribe(q.keys().events()).await.unwrap();
     let a = q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     let _ = q.complete(&job, &json!(1)).await.unwrap();
@@ -581,4 +577,25 @@ async fn events_use_the_reference_channel_and_shape() {
             json!({"id": b, "status": "failed"}),
         ]
     );
+}
+
+on_each_topology! {
+    #[tokio::test] enqueue_writes_the_reference_hash_and_pending_entry,
+    #[tokio::test] claim_takes_the_oldest_job_and_stamps_it_with_a_lease,
+    #[tokio::test] claim_many_takes_up_to_n_jobs_in_one_call,
+    #[tokio::test] claim_returns_none_once_the_timeout_passes,
+    #[tokio::test] a_claim_blocking_longer_than_the_default_response_timeout_is_not_cut_off,
+    #[tokio::test] a_blocked_claim_wakes_when_a_job_arrives_from_any_client,
+    #[tokio::test] complete_stores_the_result_and_keeps_a_capped_history,
+    #[tokio::test] fail_retries_while_attempts_remain_then_dead_letters_without_ttl,
+    #[tokio::test] fail_permanently_skips_the_remaining_attempts,
+    #[tokio::test] release_puts_the_job_first_in_line_without_charging_the_attempt,
+    #[tokio::test] extend_keeps_a_job_running_past_its_visibility_from_being_reclaimed,
+    #[tokio::test] reclaim_stuck_returns_expired_claims_and_fences_the_old_worker,
+    #[tokio::test] lists_page_through_each_state_and_get_jobs_reads_many,
+    #[tokio::test] stats_report_depths_and_totals,
+    #[tokio::test] purge_deletes_every_key_of_its_queue_and_no_other,
+    #[tokio::test] oversized_payloads_bad_names_and_bad_json_are_refused_before_writing,
+    #[tokio::test] submit_stores_the_job_name_and_its_own_limits,
+    #[tokio::test] events_use_the_reference_channel_and_shape,
 }
