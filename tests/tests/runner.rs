@@ -1,5 +1,8 @@
 //! The Runner against a private Redis: dispatch and outcomes, concurrency
 //! limits, leases, retries with backoff, delays, shutdown, Redis restarts.
+//! Every test but the two that restart or kill a single server (a cluster's
+//! equivalent is the failover test in cluster.rs) runs on a single server
+//! and on a three-primary cluster.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -108,10 +111,8 @@ async fn client(server: &RedisServer) -> Client {
     Client::connect(&server.url()).await.unwrap()
 }
 
-#[tokio::test]
-async fn the_runner_dispatches_by_name_and_stores_results() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn the_runner_dispatches_by_name_and_stores_results(redis: TestRedis) {
+    let client = redis.client().await;
     let handles = client.enqueue_many::<double>(1..=20).await.unwrap();
     let runner = Runner::builder(client.clone())
         .queues(["rt-basic"])
@@ -134,10 +135,8 @@ async fn the_runner_dispatches_by_name_and_stores_results() {
     );
 }
 
-#[tokio::test]
-async fn at_most_n_handlers_run_at_once_and_jobs_wait_in_pending_not_processing() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn at_most_n_handlers_run_at_once_and_jobs_wait_in_pending_not_processing(redis: TestRedis) {
+    let client = redis.client().await;
     client
         .enqueue_many::<occupy>((0..24).map(|_| ("global".to_owned(), 60)))
         .await
@@ -170,10 +169,8 @@ async fn at_most_n_handlers_run_at_once_and_jobs_wait_in_pending_not_processing(
     );
 }
 
-#[tokio::test]
-async fn a_queue_limit_caps_that_queue_within_the_global_limit() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn a_queue_limit_caps_that_queue_within_the_global_limit(redis: TestRedis) {
+    let client = redis.client().await;
     client
         .enqueue_many::<occupy>((0..12).map(|_| ("per-queue".to_owned(), 60)))
         .await
@@ -196,10 +193,8 @@ async fn a_queue_limit_caps_that_queue_within_the_global_limit() {
     assert_eq!(MAX_RUNNING.lock().unwrap()["per-queue"], 2);
 }
 
-#[tokio::test]
-async fn a_panic_is_caught_and_retried_and_the_runner_keeps_going() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn a_panic_is_caught_and_retried_and_the_runner_keeps_going(redis: TestRedis) {
+    let client = redis.client().await;
     let handle = client
         .enqueue::<panics_once>("panic-1".into())
         .await
@@ -224,10 +219,8 @@ async fn a_panic_is_caught_and_retried_and_the_runner_keeps_going() {
     );
 }
 
-#[tokio::test]
-async fn a_job_past_its_timeout_is_cancelled_and_fails() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn a_job_past_its_timeout_is_cancelled_and_fails(redis: TestRedis) {
+    let client = redis.client().await;
     let handle = client
         .enqueue::<overruns>("timeout-1".into())
         .await
@@ -247,10 +240,8 @@ async fn a_job_past_its_timeout_is_cancelled_and_fails() {
     assert_eq!(runs("timeout-1").len(), 1);
 }
 
-#[tokio::test]
-async fn handlers_choose_permanent_failure_or_a_retry_delay() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn handlers_choose_permanent_failure_or_a_retry_delay(redis: TestRedis) {
+    let client = redis.client().await;
     let permanent = client
         .enqueue::<refuses>("permanent-1".into())
         .await
@@ -282,10 +273,8 @@ async fn handlers_choose_permanent_failure_or_a_retry_delay() {
     );
 }
 
-#[tokio::test]
-async fn retries_wait_out_the_backoff_then_end_in_failed() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn retries_wait_out_the_backoff_then_end_in_failed(redis: TestRedis) {
+    let client = redis.client().await;
     let handle = client
         .enqueue::<always_fails>("backoff-1".into())
         .await
@@ -315,10 +304,8 @@ async fn retries_wait_out_the_backoff_then_end_in_failed() {
     );
 }
 
-#[tokio::test]
-async fn a_delayed_job_never_starts_before_its_time() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn a_delayed_job_never_starts_before_its_time(redis: TestRedis) {
+    let client = redis.client().await;
     let enqueued = Instant::now();
     let handle = client
         .job::<stamp>("delay-1".into())
@@ -348,10 +335,8 @@ async fn a_delayed_job_never_starts_before_its_time() {
     );
 }
 
-#[tokio::test]
-async fn a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once(redis: TestRedis) {
+    let client = redis.client().await;
     let handle = client
         .enqueue::<long_running>("lease-1".into())
         .await
@@ -376,10 +361,8 @@ async fn a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once() 
     assert_eq!(stats.reclaimed_total, 0);
 }
 
-#[tokio::test]
-async fn shutdown_hands_unfinished_jobs_back_without_charging_the_attempt() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn shutdown_hands_unfinished_jobs_back_without_charging_the_attempt(redis: TestRedis) {
+    let client = redis.client().await;
     let q = client.queue("rt-shutdown").unwrap();
     client
         .enqueue_many::<slow>((0..50).map(|_| 60_000))
@@ -424,10 +407,8 @@ async fn shutdown_hands_unfinished_jobs_back_without_charging_the_attempt() {
     }
 }
 
-#[tokio::test]
-async fn shutdown_lets_running_jobs_finish_within_the_timeout() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn shutdown_lets_running_jobs_finish_within_the_timeout(redis: TestRedis) {
+    let client = redis.client().await;
     let q = client.queue("rt-shutdown").unwrap();
     client
         .enqueue_many::<slow>((0..10).map(|_| 300))
@@ -454,11 +435,9 @@ async fn shutdown_lets_running_jobs_finish_within_the_timeout() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_runners_on_10000_jobs_never_run_a_job_twice() {
-    let server = RedisServer::start();
-    let client_a = client(&server).await;
-    let client_b = client(&server).await;
+async fn two_runners_on_10000_jobs_never_run_a_job_twice(redis: TestRedis) {
+    let client_a = redis.client().await;
+    let client_b = redis.client().await;
     let q = client_a.queue("rt-many").unwrap();
     for chunk in 0..10 {
         client_a
@@ -514,17 +493,10 @@ async fn the_runner_rides_out_a_redis_restart() {
     assert_eq!(q.stats().await.unwrap().completed_total, 2);
 }
 
-#[tokio::test]
-async fn a_job_no_handler_can_run_fails_at_once_with_the_reason() {
-    let (_server, q, mut c) = setup(QueueOptions::new("rt-faults")).await;
+async fn a_job_no_handler_can_run_fails_at_once_with_the_reason(redis: TestRedis) {
+    let (_redis, q, mut c) = setup_on(&redis, QueueOptions::new("rt-faults")).await;
     let client = Client::new(q.connection());
-    reference_enqueue(
-        &mut c,
-        "rt-faults",
-        "00000000000000aa",
-        r#"{"kind": "fax"}"#,
-    )
-    .await;
+    reference_enqueue_at(&mut c, q.keys(), "00000000000000aa", r#"{"kind": "fax"}"#).await;
     let bad = q
         .submit(NewJob::new(&json!("x")).unwrap().name("always_fails"))
         .await
@@ -635,10 +607,8 @@ async fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_
     stop_runner(token, task).await;
 }
 
-#[tokio::test]
-async fn a_job_scheduled_at_a_time_waits_for_it() {
-    let server = RedisServer::start();
-    let client = client(&server).await;
+async fn a_job_scheduled_at_a_time_waits_for_it(redis: TestRedis) {
+    let client = redis.client().await;
     let enqueued = Instant::now();
     let at = std::time::SystemTime::now() + Duration::from_millis(600);
     let handle = client
@@ -665,4 +635,21 @@ async fn a_job_scheduled_at_a_time_waits_for_it() {
     handle.wait(Duration::from_secs(10)).await.unwrap();
     stop_runner(token, task).await;
     assert!(runs("at-1")[0] - enqueued >= Duration::from_millis(590));
+}
+
+on_each_topology! {
+    #[tokio::test] the_runner_dispatches_by_name_and_stores_results,
+    #[tokio::test] at_most_n_handlers_run_at_once_and_jobs_wait_in_pending_not_processing,
+    #[tokio::test] a_queue_limit_caps_that_queue_within_the_global_limit,
+    #[tokio::test] a_panic_is_caught_and_retried_and_the_runner_keeps_going,
+    #[tokio::test] a_job_past_its_timeout_is_cancelled_and_fails,
+    #[tokio::test] handlers_choose_permanent_failure_or_a_retry_delay,
+    #[tokio::test] retries_wait_out_the_backoff_then_end_in_failed,
+    #[tokio::test] a_delayed_job_never_starts_before_its_time,
+    #[tokio::test] a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once,
+    #[tokio::test] shutdown_hands_unfinished_jobs_back_without_charging_the_attempt,
+    #[tokio::test] shutdown_lets_running_jobs_finish_within_the_timeout,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] two_runners_on_10000_jobs_never_run_a_job_twice,
+    #[tokio::test] a_job_no_handler_can_run_fails_at_once_with_the_reason,
+    #[tokio::test] a_job_scheduled_at_a_time_waits_for_it,
 }
