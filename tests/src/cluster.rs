@@ -81,10 +81,56 @@ impl RedisCluster {
         }
     }
 
-    /// `redis://127.0.0.1:{port}/` of the first node: enough to reach the
-    /// whole cluster.
+    /// Waits until every replica has received everything its primary had
+    /// written when this was called (replication offsets from `INFO`).
+    pub fn wait_for_replicas(&self, timeout: Duration) {
+        let started = Instant::now();
+        let field = |info: &str, name: &str| -> Option<u64> {
+            info.lines()
+                .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let targets: Vec<(u16, u64)> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .filter_map(|n| {
+                let info = n.cli(&["INFO", "replication"]);
+                info.contains("role:master")
+                    .then(|| (n.port(), field(&info, "master_repl_offset").unwrap_or(0)))
+            })
+            .collect();
+        for replica in self.nodes.iter().filter(|n| n.is_running()) {
+            loop {
+                let info = replica.cli(&["INFO", "replication"]);
+                let Some(master) = field(&info, "master_port") else {
+                    break;
+                };
+                let want = targets
+                    .iter()
+                    .find(|(port, _)| u64::from(*port) == master)
+                    .map_or(0, |(_, offset)| *offset);
+                if field(&info, "slave_repl_offset").unwrap_or(0) >= want {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < timeout,
+                    "replica {} did not catch up within {timeout:?}",
+                    replica.port()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// `redis://127.0.0.1:{port}/` of the first live node: enough to reach
+    /// the whole cluster.
     pub fn url(&self) -> String {
-        self.nodes[0].url()
+        self.nodes
+            .iter()
+            .find(|n| n.is_running())
+            .expect("a live node")
+            .url()
     }
 
     /// Every node, primaries and replicas.
@@ -99,16 +145,16 @@ impl RedisCluster {
 
     /// The index of the node that is primary for `key`'s slot now.
     pub fn primary_for(&self, key: &str) -> usize {
-        let slot: u16 = self.nodes[0]
-            .cli(&["CLUSTER", "KEYSLOT", key])
-            .trim()
-            .parse()
-            .expect("CLUSTER KEYSLOT answers a number");
         let live = self
             .nodes
             .iter()
             .find(|n| n.is_running())
             .expect("a live node");
+        let slot: u16 = live
+            .cli(&["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT answers a number");
         for line in live.cli(&["CLUSTER", "NODES"]).lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
