@@ -1,22 +1,22 @@
-//! The `jobqueue` command against a private Redis.
+//! The `jobqueue` command against a private Redis (and a private cluster).
 
 use std::process::{Command, Output};
 
-use jobqueue_tests::RedisServer;
+use jobqueue_tests::{RedisCluster, RedisServer};
 use serde_json::Value;
 
-fn jobqueue(server: &RedisServer, args: &[&str]) -> Output {
+fn jobqueue(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_jobqueue"))
         .args(args)
-        .env("REDIS_URL", server.url())
+        .env("REDIS_URL", url)
         .output()
         .expect("the jobqueue binary runs")
 }
 
-fn json(server: &RedisServer, args: &[&str]) -> Value {
+fn json(url: &str, args: &[&str]) -> Value {
     let mut all = vec!["--json"];
     all.extend_from_slice(args);
-    let out = jobqueue(server, &all);
+    let out = jobqueue(url, &all);
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -27,10 +27,18 @@ fn json(server: &RedisServer, args: &[&str]) -> Value {
 }
 
 #[test]
-fn operators_can_inspect_and_act_on_a_queue() {
-    let server = RedisServer::start();
+fn operators_can_inspect_and_act_on_a_queue_on_a_single_server() {
+    operators_can_inspect_and_act_on_a_queue(&RedisServer::start().url());
+}
+
+#[test]
+fn operators_can_inspect_and_act_on_a_queue_on_a_cluster() {
+    operators_can_inspect_and_act_on_a_queue(&RedisCluster::start(3, 0).url());
+}
+
+fn operators_can_inspect_and_act_on_a_queue(url: &str) {
     let a = json(
-        &server,
+        url,
         &[
             "-q",
             "mail",
@@ -45,8 +53,8 @@ fn operators_can_inspect_and_act_on_a_queue() {
         .as_str()
         .unwrap()
         .to_owned();
-    json(&server, &["-q", "mail", "enqueue", r#"{"to":"b"}"#]);
-    let stats = json(&server, &["-q", "mail", "stats"]);
+    json(url, &["-q", "mail", "enqueue", r#"{"to":"b"}"#]);
+    let stats = json(url, &["-q", "mail", "stats"]);
     assert_eq!(
         (
             stats["pending_depth"].as_u64(),
@@ -55,49 +63,47 @@ fn operators_can_inspect_and_act_on_a_queue() {
         (Some(2), Some(2))
     );
 
-    let pending = json(&server, &["-q", "mail", "list", "pending"]);
+    let pending = json(url, &["-q", "mail", "list", "pending"]);
     assert_eq!(pending[0]["id"], a.as_str());
     assert_eq!(pending[0]["payload"]["to"], "a");
-    let shown = json(&server, &["-q", "mail", "show", &a]);
+    let shown = json(url, &["-q", "mail", "show", &a]);
     assert_eq!(
         (shown["job"].as_str(), shown["max_attempts"].as_str()),
         (Some("send"), Some("1"))
     );
 
     // Tables by default.
-    let table = jobqueue(&server, &["-q", "mail", "list", "pending"]);
+    let table = jobqueue(url, &["-q", "mail", "list", "pending"]);
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(text.starts_with("ID") && text.contains(&a), "{text}");
-    let text = String::from_utf8(jobqueue(&server, &["-q", "mail", "stats"]).stdout).unwrap();
+    let text = String::from_utf8(jobqueue(url, &["-q", "mail", "stats"]).stdout).unwrap();
     assert!(
         text.lines()
             .any(|l| l.starts_with("pending_depth") && l.ends_with(" 2")),
         "{text}"
     );
 
-    assert_eq!(json(&server, &["-q", "mail", "pause"])["paused"], true);
-    assert_eq!(json(&server, &["-q", "mail", "stats"])["paused"], true);
-    assert_eq!(json(&server, &["-q", "mail", "resume"])["paused"], false);
-    let report = json(&server, &["-q", "mail", "reclaim"]);
+    assert_eq!(json(url, &["-q", "mail", "pause"])["paused"], true);
+    assert_eq!(json(url, &["-q", "mail", "stats"])["paused"], true);
+    assert_eq!(json(url, &["-q", "mail", "resume"])["paused"], false);
+    let report = json(url, &["-q", "mail", "reclaim"]);
     assert_eq!(report["reclaimed"], Value::Array(vec![]));
 
     assert_eq!(
-        jobqueue(&server, &["-q", "mail", "retry", &a])
-            .status
-            .code(),
+        jobqueue(url, &["-q", "mail", "retry", &a]).status.code(),
         Some(3),
         "not a failed job"
     );
-    let purge = jobqueue(&server, &["-q", "mail", "purge"]);
+    let purge = jobqueue(url, &["-q", "mail", "purge"]);
     assert_eq!(purge.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&purge.stderr).contains("--yes"));
     assert!(
-        json(&server, &["-q", "mail", "purge", "--yes"])["deleted_keys"]
+        json(url, &["-q", "mail", "purge", "--yes"])["deleted_keys"]
             .as_u64()
             .unwrap()
             >= 4
     );
-    assert_eq!(json(&server, &["-q", "mail", "stats"])["enqueued_total"], 0);
+    assert_eq!(json(url, &["-q", "mail", "stats"])["enqueued_total"], 0);
 }
 
 #[test]
@@ -112,11 +118,17 @@ fn retry_sends_dead_letters_back() {
         let _ = q.fail(&job, "boom").await.unwrap();
         id
     });
-    assert_eq!(json(&server, &["list", "failed"])[0]["last_error"], "boom");
-    assert_eq!(json(&server, &["retry", &id])["retried"][0], id.as_str());
-    assert_eq!(json(&server, &["stats"])["pending_depth"], 1);
     assert_eq!(
-        json(&server, &["retry", "--all-failed"])["retried"],
+        json(&server.url(), &["list", "failed"])[0]["last_error"],
+        "boom"
+    );
+    assert_eq!(
+        json(&server.url(), &["retry", &id])["retried"][0],
+        id.as_str()
+    );
+    assert_eq!(json(&server.url(), &["stats"])["pending_depth"], 1);
+    assert_eq!(
+        json(&server.url(), &["retry", "--all-failed"])["retried"],
         Value::Array(vec![])
     );
 }
@@ -124,21 +136,24 @@ fn retry_sends_dead_letters_back() {
 #[test]
 fn errors_are_clear_and_have_exit_codes() {
     let server = RedisServer::start();
-    let missing = jobqueue(&server, &["show", "ffffffffffffffff"]);
+    let missing = jobqueue(&server.url(), &["show", "ffffffffffffffff"]);
     assert_eq!(missing.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no job ffffffffffffffff"));
-    let bad_json = jobqueue(&server, &["enqueue", "{not json"]);
+    let bad_json = jobqueue(&server.url(), &["enqueue", "{not json"]);
     assert_eq!(bad_json.status.code(), Some(2));
-    let bad_queue = jobqueue(&server, &["-q", "a b", "stats"]);
+    let bad_queue = jobqueue(&server.url(), &["-q", "a b", "stats"]);
     assert_eq!(bad_queue.status.code(), Some(2));
-    let usage = jobqueue(&server, &["frobnicate"]);
+    let usage = jobqueue(&server.url(), &["frobnicate"]);
     assert_eq!(usage.status.code(), Some(2));
     let mut down = RedisServer::start();
     down.kill();
-    let unreachable = jobqueue(&down, &["stats"]);
+    let unreachable = jobqueue(&down.url(), &["stats"]);
     assert_eq!(unreachable.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("could not reach Redis"));
-    let open = jobqueue(&server, &["dashboard", "--host", "0.0.0.0", "--port", "0"]);
+    let open = jobqueue(
+        &server.url(),
+        &["dashboard", "--host", "0.0.0.0", "--port", "0"],
+    );
     assert_eq!(
         open.status.code(),
         Some(2),

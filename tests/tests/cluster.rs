@@ -131,3 +131,39 @@ async fn a_primary_failing_over_mid_run_loses_no_job() {
         killed_at.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_finds_queues_on_every_primary() {
+    use tower::ServiceExt;
+    let cluster = RedisCluster::start(3, 0);
+    let conn = jobqueue::Connection::open(cluster.url().as_str())
+        .await
+        .unwrap();
+    let names = ["email", "billing", "reports", "images", "search", "audit"];
+    let mut owners = std::collections::BTreeSet::new();
+    for name in names {
+        let q = jobqueue::Queue::new(&conn, QueueOptions::new(name)).unwrap();
+        q.enqueue(&serde_json::json!({})).await.unwrap();
+        owners.insert(cluster.primary_for(&q.keys().pending()));
+    }
+    assert_eq!(owners.len(), 3, "the queues live on all three primaries");
+    let app = jobqueue::dashboard::router(Client::new(&conn));
+    let request = axum::http::Request::get("/api/overview")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), axum::http::StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let overview: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    for name in names {
+        let queue = overview["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .unwrap_or_else(|| panic!("{name} listed: {overview}"));
+        assert_eq!(queue["stats"]["pending_depth"], 1, "{name}");
+    }
+}

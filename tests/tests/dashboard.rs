@@ -1,5 +1,7 @@
 //! The dashboard router, driven in-process: listing, detail, actions, the
-//! CSRF check, the bearer token, and escaping.
+//! CSRF check, the bearer token, and escaping. Listing (which finds queues
+//! by `SCAN` on every primary of a cluster) and the actions run on a single
+//! server and on a cluster.
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -42,10 +44,9 @@ async fn csrf(app: &Router) -> String {
     html[start..start + 32].to_owned()
 }
 
-#[tokio::test]
-async fn the_page_and_api_list_queues_jobs_and_details() {
-    let (server, q, _c) = setup(QueueOptions::new("dash")).await;
-    let client = Client::connect(&server.url()).await.unwrap();
+async fn the_page_and_api_list_queues_jobs_and_details(redis: TestRedis) {
+    let (_, q, _c) = setup_on(&redis, QueueOptions::new("dash")).await;
+    let client = redis.client().await;
     let ids = q
         .enqueue_many(&(0..30).map(|n| json!({"n": n})).collect::<Vec<_>>())
         .await
@@ -102,10 +103,9 @@ async fn the_page_and_api_list_queues_jobs_and_details() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test]
-async fn changes_need_post_with_the_pages_csrf_token() {
-    let (server, q, _c) = setup(QueueOptions::new("dash").max_attempts(1)).await;
-    let client = Client::connect(&server.url()).await.unwrap();
+async fn changes_need_post_with_the_pages_csrf_token(redis: TestRedis) {
+    let (_, q, _c) = setup_on(&redis, QueueOptions::new("dash").max_attempts(1)).await;
+    let client = redis.client().await;
     let app = router(client);
     let token = csrf(&app).await;
     let id = q.enqueue(&json!({})).await.unwrap();
@@ -284,4 +284,9 @@ async fn without_a_token_only_a_loopback_host_is_served() {
         call(&app, with_host("localhost:8793")).await.0,
         StatusCode::OK
     );
+}
+
+on_each_topology! {
+    #[tokio::test] the_page_and_api_list_queues_jobs_and_details,
+    #[tokio::test] changes_need_post_with_the_pages_csrf_token,
 }
