@@ -401,16 +401,6 @@ impl Connection {
             .await
     }
 
-    /// Runs a pipeline on the shared connection, retrying connection errors.
-    /// On a cluster every command of the pipeline must map to one slot.
-    pub(crate) async fn query_pipe<T: redis::FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T> {
-        self.run(|mut c| async move { pipe.query_async(&mut c).await })
-            .await
-    }
-
     /// Every key matching `pattern`, walked with `SCAN` (`COUNT 1000` per
     /// step) for at most `max_steps` steps per node. On a cluster, keys
     /// sharing `slot_of`'s hash tag are scanned on the primary serving that

@@ -924,17 +924,18 @@ impl Queue {
     /// # Cancellation safety
     /// Safe: read only.
     pub async fn stats(&self) -> Result<Stats> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .llen(self.keys.pending())
-            .llen(self.keys.processing())
-            .llen(self.keys.completed())
-            .llen(self.keys.failed())
-            .zcard(self.keys.scheduled())
-            .exists(self.keys.paused())
-            .hgetall(self.keys.stats());
+        let mut invocation = SCRIPTS.stats.prepare_invoke();
+        invocation
+            .key(self.keys.pending())
+            .key(self.keys.processing())
+            .key(self.keys.completed())
+            .key(self.keys.failed())
+            .key(self.keys.scheduled())
+            .key(self.keys.paused())
+            .key(self.keys.stats())
+            .arg(0);
         let (pending, processing, completed, failed, scheduled, paused, totals): StatsReply =
-            self.conn.query_pipe(&pipe).await?;
+            self.invoke(&invocation).await?;
         let total = |name: &str| -> Result<u64> {
             match totals.get(name) {
                 None => Ok(0),
@@ -976,11 +977,12 @@ impl Queue {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
+        let mut invocation = SCRIPTS.read.prepare_invoke();
         for id in ids {
-            pipe.hgetall(self.keys.job(id.as_ref()));
+            invocation.key(self.keys.job(id.as_ref()));
         }
-        let hashes: Vec<BTreeMap<String, String>> = self.conn.query_pipe(&pipe).await?;
+        invocation.arg(0);
+        let hashes: Vec<BTreeMap<String, String>> = self.invoke(&invocation).await?;
         Ok(ids
             .iter()
             .zip(hashes)

@@ -30,10 +30,12 @@ pub(crate) struct Scripts {
     pub(crate) promote: Script,
     pub(crate) retry: Script,
     pub(crate) delete: Script,
+    pub(crate) stats: Script,
+    pub(crate) read: Script,
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 10] {
+    pub(crate) fn all(&self) -> [&Script; 12] {
         [
             &self.enqueue,
             &self.claim,
@@ -45,6 +47,8 @@ impl Scripts {
             &self.promote,
             &self.retry,
             &self.delete,
+            &self.stats,
+            &self.read,
         ]
     }
 }
@@ -60,12 +64,14 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     promote: lua!("promote"),
     retry: lua!("retry"),
     delete: lua!("delete"),
+    stats: lua!("stats"),
+    read: lua!("read"),
 });
 
 #[cfg(test)]
 mod tests {
     /// Each operation's source, without the shared prelude.
-    const OPERATIONS: [(&str, &str); 10] = [
+    const OPERATIONS: [(&str, &str); 12] = [
         ("enqueue", include_str!("lua/enqueue.lua")),
         ("claim", include_str!("lua/claim.lua")),
         ("complete", include_str!("lua/complete.lua")),
@@ -76,6 +82,8 @@ mod tests {
         ("promote", include_str!("lua/promote.lua")),
         ("retry", include_str!("lua/retry.lua")),
         ("delete", include_str!("lua/delete.lua")),
+        ("stats", include_str!("lua/stats.lua")),
+        ("read", include_str!("lua/read.lua")),
     ];
 
     /// The comment lines of a script, as one line of words.

@@ -184,6 +184,35 @@ impl RedisCluster {
         panic!("no primary serves slot {slot}");
     }
 
+    /// Moves the slot of `key` from its primary to node `to` the way
+    /// `redis-cli --cluster reshard` does, `batch` keys per `MIGRATE`:
+    /// clients meanwhile meet `ASK` redirects and `TRYAGAIN`, then `MOVED`.
+    pub fn move_slot(&self, key: &str, to: usize, batch: usize) {
+        let from = &self.nodes[self.primary_for(key)];
+        let to = &self.nodes[to];
+        let slot = from.cli(&["CLUSTER", "KEYSLOT", key]).trim().to_owned();
+        let id_of = |n: &RedisServer| n.cli(&["CLUSTER", "MYID"]).trim().to_owned();
+        let (from_id, to_id) = (id_of(from), id_of(to));
+        let ok = |reply: String| assert!(reply.trim() == "OK", "{reply}");
+        ok(to.cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]));
+        ok(from.cli(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]));
+        let port = to.port().to_string();
+        loop {
+            let keys = from.cli(&["CLUSTER", "GETKEYSINSLOT", &slot, &batch.to_string()]);
+            let keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            ok(from.cli(&args));
+        }
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let reply = node.cli(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+            assert!(reply.trim() == "OK", "{reply}");
+        }
+    }
+
     /// A slot-routing connection for raw commands in assertions.
     pub async fn conn(&self) -> ClusterConnection {
         redis::cluster::ClusterClient::new(

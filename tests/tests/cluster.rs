@@ -167,3 +167,85 @@ async fn the_dashboard_finds_queues_on_every_primary() {
         assert_eq!(queue["stats"]["pending_depth"], 1, "{name}");
     }
 }
+
+/// Runs per job id of the resharding test.
+static MOVES: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
+#[job(queue = "resharded", visibility = "2s")]
+async fn stay(_n: u64, ctx: JobContext) {
+    *MOVES
+        .lock()
+        .unwrap()
+        .entry(ctx.id().to_owned())
+        .or_default() += 1;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_whose_slot_moves_mid_run_follows_it() {
+    const JOBS: u64 = 3_000;
+    let cluster = RedisCluster::start(3, 0);
+    let conn = jobqueue::Connection::open(cluster.url().as_str())
+        .await
+        .unwrap();
+    let client = Client::with_options(&conn, QueueOptions::default().completed_history(10_000));
+    let mut ids = Vec::new();
+    for chunk in 0..JOBS / 500 {
+        let handles = client
+            .enqueue_many::<stay>((0..500).map(|i| chunk * 500 + i))
+            .await
+            .unwrap();
+        ids.extend(handles.iter().map(|h| h.id().to_owned()));
+    }
+    let q = client.queue("resharded").unwrap();
+    let key = q.keys().pending();
+    let old_owner = cluster.primary_for(&key);
+    let new_owner = (old_owner + 1) % 3;
+    let runner = Runner::builder(client.clone())
+        .queues(["resharded"])
+        .concurrency(20)
+        .sweep_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            q.stats().await.unwrap().completed_total >= JOBS / 5
+        })
+        .await
+    );
+    let at_move = q.stats().await.unwrap();
+    // Small batches keep the slot half-moved for a while.
+    let mover = tokio::task::spawn_blocking(move || {
+        cluster.move_slot(&key, new_owner, 20);
+        cluster
+    });
+    let moving = std::time::Instant::now();
+    let cluster = mover.await.unwrap();
+    let after_move = q.stats().await.unwrap();
+    eprintln!(
+        "resharding: the slot took {:?} to move; {} jobs completed meanwhile",
+        moving.elapsed(),
+        after_move.completed_total - at_move.completed_total
+    );
+    assert_eq!(cluster.primary_for(&q.keys().pending()), new_owner);
+    assert!(
+        at_move.completed_total < JOBS * 3 / 4,
+        "the slot moved mid-run: {at_move:?}"
+    );
+    let finished = eventually(Duration::from_secs(60), || async {
+        q.stats()
+            .await
+            .is_ok_and(|s| s.completed_total == JOBS && s.pending_depth + s.processing_depth == 0)
+    })
+    .await;
+    let stats = q.stats().await.unwrap();
+    assert!(finished, "every job completed after the move: {stats:?}");
+    stop_runner(token, task).await;
+    assert_eq!(stats.failed_total, 0);
+    let moves = MOVES.lock().unwrap();
+    assert!(
+        ids.iter().all(|id| moves.get(id).copied() == Some(1)),
+        "each job ran once"
+    );
+}

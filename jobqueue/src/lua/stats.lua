@@ -1,0 +1,25 @@
+-- stats.lua: reads a queue's depths and totals as one snapshot. A script
+-- rather than a MULTI pipeline because a cluster client follows MOVED and
+-- ASK for one command but not inside a transaction (a resharded queue
+-- would fail its reads until the client's slot map caught up).
+--
+-- KEYS[1]  pending list
+-- KEYS[2]  processing list
+-- KEYS[3]  completed list
+-- KEYS[4]  failed list
+-- KEYS[5]  scheduled sorted set
+-- KEYS[6]  paused flag
+-- KEYS[7]  stats hash
+-- ARGV[1]  unused (every script takes at least one argument)
+-- Returns: {pending, processing, completed, failed, scheduled, paused (0/1),
+--          {field, value, ...} of the stats hash}
+
+return {
+  redis.call('LLEN', KEYS[1]),
+  redis.call('LLEN', KEYS[2]),
+  redis.call('LLEN', KEYS[3]),
+  redis.call('LLEN', KEYS[4]),
+  redis.call('ZCARD', KEYS[5]),
+  redis.call('EXISTS', KEYS[6]),
+  redis.call('HGETALL', KEYS[7]),
+}
