@@ -123,12 +123,12 @@ struct Inner {
 
 enum Backend {
     Single {
-        client: Client,
+        client: Box<Client>,
         manager: ConnectionManager,
     },
     Cluster {
         /// Connections for blocking claims: no response timeout.
-        blocking_client: ClusterClient,
+        blocking_client: Box<ClusterClient>,
         shared: ClusterConnection,
         /// The nodes the connection was opened with; pub/sub falls back to
         /// them when the cluster's own node list cannot be read.
@@ -284,7 +284,10 @@ impl Connection {
         }
         let version = parse_version(&info)
             .ok_or_else(|| Error::malformed("INFO server", "no redis_version line in the reply"))?;
-        let backend = Backend::Single { client, manager };
+        let backend = Backend::Single {
+            client: Box::new(client),
+            manager,
+        };
         Self::finish(backend, options, version, addresses(&[seed])).await
     }
 
@@ -310,7 +313,7 @@ impl Connection {
             .ok_or_else(|| Error::malformed("INFO server", "no redis_version line in the reply"))?;
         let address = addresses(&seeds);
         let backend = Backend::Cluster {
-            blocking_client,
+            blocking_client: Box::new(blocking_client),
             shared,
             seeds,
         };
