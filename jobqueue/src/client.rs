@@ -1,7 +1,9 @@
 //! [`Client`]: typed enqueue of `#[job]`s, and [`JobHandle`] to follow one.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -30,6 +32,8 @@ use crate::queue::{Queue, QueueOptions};
 pub struct Client {
     conn: Connection,
     template: QueueOptions,
+    /// Shard counts of the queues split with [`Client::with_shards`].
+    shards: Arc<BTreeMap<String, usize>>,
 }
 
 impl Client {
@@ -62,6 +66,43 @@ impl Client {
         Self {
             conn: conn.clone(),
             template,
+            shards: Arc::default(),
+        }
+    }
+
+    /// Splits queue `queue` into `shards` physical queues (`queue`,
+    /// `queue~1`, … `queue~{shards-1}`), each with its own hash tag: on a
+    /// Redis Cluster they land on different primaries, so one busy queue can
+    /// use every node instead of the one that owns its slot.
+    ///
+    /// Jobs enqueued through this client go to the shard their id picks;
+    /// runners built from it claim from every shard, with one concurrency
+    /// limit for the whole queue. Enqueuers and runners must agree on the
+    /// count: give both the same client setup. Shard 0 is the unsharded
+    /// queue itself, so sharding an existing queue strands nothing.
+    pub fn with_shards(mut self, queue: &str, shards: usize) -> Result<Self> {
+        crate::shards::shard_names(queue, shards)?;
+        Arc::make_mut(&mut self.shards).insert(queue.to_owned(), shards);
+        Ok(self)
+    }
+
+    /// The physical queues behind `name`: its shards, or the queue alone.
+    pub fn shard_queues(&self, name: &str) -> Result<Vec<Queue>> {
+        let shards = self.shards.get(name).copied().unwrap_or(1);
+        crate::shards::shard_names(name, shards)?
+            .iter()
+            .map(|shard| self.queue(shard))
+            .collect()
+    }
+
+    /// The physical queue that holds (or will hold) job `id` of `name`.
+    fn queue_of(&self, name: &str, id: &str) -> Result<Queue> {
+        match self.shards.get(name) {
+            Some(&shards) => self.queue(&crate::shards::shard_name(
+                name,
+                crate::shards::shard_of(id, shards),
+            )),
+            None => self.queue(name),
         }
     }
 
@@ -110,7 +151,6 @@ impl Client {
         &self,
         payloads: impl IntoIterator<Item = T::Payload>,
     ) -> Result<Vec<JobHandle<T>>> {
-        let queue = self.queue(T::QUEUE)?;
         let jobs = payloads
             .into_iter()
             .map(|p| {
@@ -121,16 +161,41 @@ impl Client {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let ids = queue.submit_many(jobs).await?;
-        Ok(ids
-            .into_iter()
-            .map(|id| JobHandle::new(queue.clone(), id))
-            .collect())
+        if !self.shards.contains_key(T::QUEUE) {
+            let queue = self.queue(T::QUEUE)?;
+            let ids = queue.submit_many(jobs).await?;
+            return Ok(ids
+                .into_iter()
+                .map(|id| JobHandle::new(queue.clone(), id))
+                .collect());
+        }
+        // One script call per shard, all at once; handles in input order.
+        let mut by_shard: BTreeMap<String, (Queue, Vec<NewJob>)> = BTreeMap::new();
+        let mut handles = Vec::with_capacity(jobs.len());
+        for mut job in jobs {
+            let id = crate::id::random_hex();
+            let queue = self.queue_of(T::QUEUE, &id)?;
+            handles.push(JobHandle::new(queue.clone(), id.clone()));
+            job.id = Some(id);
+            by_shard
+                .entry(queue.name().to_owned())
+                .or_insert_with(|| (queue, Vec::new()))
+                .1
+                .push(job);
+        }
+        futures_util::future::try_join_all(
+            by_shard
+                .into_values()
+                .map(|(queue, jobs)| async move { queue.submit_many(jobs).await }),
+        )
+        .await?;
+        Ok(handles)
     }
 
     /// A handle on an existing job `T` by id.
     pub fn handle<T: Job>(&self, id: impl Into<String>) -> Result<JobHandle<T>> {
-        Ok(JobHandle::new(self.queue(T::QUEUE)?, id.into()))
+        let id = id.into();
+        Ok(JobHandle::new(self.queue_of(T::QUEUE, &id)?, id))
     }
 }
 
@@ -198,12 +263,14 @@ impl<T: Job> JobBuilder<'_, T> {
     /// # Cancellation safety
     /// Dropping the future may or may not have enqueued the job, never half.
     pub async fn enqueue(self) -> Result<JobHandle<T>> {
-        let queue = self.client.queue(T::QUEUE)?;
+        let id = crate::id::random_hex();
+        let queue = self.client.queue_of(T::QUEUE, &id)?;
         let mut job = stored::<T>(
             NewJob::new(&self.payload)?,
             self.max_attempts,
             self.visibility,
         );
+        job.id = Some(id);
         if let Some(delay) = self.delay {
             job = job.delay(delay);
         }

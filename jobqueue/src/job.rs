@@ -14,6 +14,8 @@ use crate::keys::validate_name;
 /// A job to enqueue: its JSON payload and the options stored with it.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// Set when the id must be known before the queue is chosen (sharding).
+    pub(crate) id: Option<String>,
     pub(crate) payload: String,
     pub(crate) name: Option<String>,
     pub(crate) max_attempts: Option<u32>,
@@ -53,6 +55,7 @@ impl NewJob {
     /// A job carrying an already serialized JSON payload (checked at enqueue).
     pub fn from_json(payload: impl Into<String>) -> Self {
         Self {
+            id: None,
             payload: payload.into(),
             name: None,
             max_attempts: None,

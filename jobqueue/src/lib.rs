@@ -87,6 +87,7 @@ mod queue;
 mod registry;
 mod runner;
 mod scripts;
+mod shards;
 
 pub mod docs {
     //! Guides.

@@ -349,7 +349,7 @@ impl Queue {
             }
             serde_json::from_str::<&RawValue>(&job.payload)?;
             let extra = job.extra_fields()?;
-            let id = crate::id::random_hex();
+            let id = job.id.clone().unwrap_or_else(crate::id::random_hex);
             invocation
                 .key(self.keys.job(&id))
                 .arg(&id)

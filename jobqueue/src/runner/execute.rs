@@ -50,7 +50,7 @@ pub(super) async fn execute(
 }
 
 async fn run(shared: &Shared, q: &QueueRt, job: &Arc<ClaimedJob>, interrupt: &CancellationToken) {
-    let def = match shared.registry.route(q.queue.name(), job.record()) {
+    let def = match shared.registry.route(&q.logical, job.record()) {
         Ok(def) => *def,
         Err(e) => {
             tracing::error!(error = %e, "no handler for the job; failing it");
@@ -69,7 +69,7 @@ async fn run(shared: &Shared, q: &QueueRt, job: &Arc<ClaimedJob>, interrupt: &Ca
     let ticket = q.in_flight.insert(job);
     shared.job_started.notify_one();
     let cancel = CancellationToken::new();
-    let ctx = JobContext::new(job.id(), q.queue.name(), def.name(), job.attempts())
+    let ctx = JobContext::new(job.id(), &q.logical, def.name(), job.attempts())
         .with_claim_token(job.token())
         .with_cancellation(cancel.clone());
     tracing::debug!("job started");

@@ -146,11 +146,16 @@ impl RunnerBuilder {
             if limit == 0 {
                 return invalid("queue_concurrency", "must be at least 1");
             }
-            queues.push(Arc::new(QueueRt {
-                queue: self.client.queue(&name)?,
-                slots: Arc::new(Semaphore::new(limit)),
-                in_flight: InFlight::default(),
-            }));
+            // The shards of a sharded queue share its slots.
+            let slots = Arc::new(Semaphore::new(limit));
+            for queue in self.client.shard_queues(&name)? {
+                queues.push(Arc::new(QueueRt {
+                    queue,
+                    logical: name.clone(),
+                    slots: Arc::clone(&slots),
+                    in_flight: InFlight::default(),
+                }));
+            }
         }
         Ok(Runner {
             shared: Arc::new(Shared {
@@ -218,10 +223,14 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// One served queue: its handle, its own slot limit, and its running jobs.
+/// One served queue (or one shard of it): its handle, its slot limit, and
+/// its running jobs.
 #[derive(Debug)]
 struct QueueRt {
     queue: crate::queue::Queue,
+    /// The queue's name as jobs know it: the queue itself, or the sharded
+    /// queue this is a shard of.
+    logical: String,
     slots: Arc<Semaphore>,
     in_flight: InFlight,
 }
@@ -248,7 +257,7 @@ impl Runner {
         &self.shared.registry
     }
 
-    /// The queues the runner serves.
+    /// The queues the runner serves (each shard of a sharded queue).
     pub fn queues(&self) -> impl Iterator<Item = &str> {
         self.shared.queues.iter().map(|q| q.queue.name())
     }

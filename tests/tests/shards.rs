@@ -1,0 +1,113 @@
+//! One queue split into shards: jobs spread over the shards (and, on a
+//! cluster, over the primaries), runners claim from every shard under one
+//! limit, and handles find their job from its id alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use jobqueue::{Client, JobContext, JobStatus, QueueOptions, Runner, job};
+use jobqueue_tests::*;
+
+static RUNS: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static MOST_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+#[job(queue = "hot")]
+async fn heat(n: u64, ctx: JobContext) -> Result<u64, String> {
+    assert_eq!(ctx.queue(), "hot", "handlers see the logical queue");
+    *RUNS.lock().unwrap().entry(ctx.id().to_owned()).or_default() += 1;
+    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST_RUNNING.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    Ok(n)
+}
+
+async fn a_sharded_queue_spreads_its_jobs_and_runs_each_once(redis: TestRedis) {
+    const JOBS: u64 = 3_000;
+    // History long enough that every finished job can still be waited on.
+    let options = QueueOptions::default().completed_history(10_000);
+    let client = Client::with_options(&redis.connection().await, options)
+        .with_shards("hot", 6)
+        .unwrap();
+    let handles = client.enqueue_many::<heat>(0..JOBS).await.unwrap();
+    let single = client.enqueue::<heat>(JOBS).await.unwrap();
+
+    let shards = client.shard_queues("hot").unwrap();
+    let names: Vec<&str> = shards.iter().map(|q| q.name()).collect();
+    assert_eq!(names, ["hot", "hot~1", "hot~2", "hot~3", "hot~4", "hot~5"]);
+    let mut total = 0;
+    for shard in &shards {
+        let depth = shard.stats().await.unwrap().pending_depth;
+        assert!(
+            depth > JOBS / 12,
+            "{} holds {depth} of {JOBS}",
+            shard.name()
+        );
+        total += depth;
+    }
+    assert_eq!(total, JOBS + 1);
+    if let TestRedis::Cluster(cluster) = &redis {
+        let primaries: BTreeSet<usize> = shards
+            .iter()
+            .map(|q| cluster.primary_for(&q.keys().pending()))
+            .collect();
+        assert!(primaries.len() >= 2, "shards on one primary: {primaries:?}");
+    }
+    // A handle rebuilt from the id alone finds the job's shard.
+    let found = client.handle::<heat>(single.id()).unwrap();
+    assert_eq!(found.status().await.unwrap(), Some(JobStatus::Pending));
+
+    let runner = Runner::builder(client.clone())
+        .queues(["hot"])
+        .concurrency(20)
+        .queue_concurrency("hot", 8)
+        .build()
+        .unwrap();
+    assert_eq!(runner.queues().count(), 6, "one claim loop per shard");
+    let (token, task) = start_runner(runner);
+    assert_eq!(found.wait(Duration::from_secs(30)).await.unwrap(), JOBS);
+    for (n, handle) in handles.iter().enumerate().step_by(500) {
+        assert_eq!(
+            handle.wait(Duration::from_secs(30)).await.unwrap(),
+            n as u64
+        );
+    }
+    let all_done = eventually(Duration::from_secs(60), || async {
+        let mut completed = 0;
+        for shard in &shards {
+            completed += shard.stats().await.unwrap().completed_total;
+        }
+        completed == JOBS + 1
+    })
+    .await;
+    stop_runner(token, task).await;
+    assert!(all_done, "every job completed");
+    let runs = RUNS.lock().unwrap();
+    assert_eq!(runs.len() as u64, JOBS + 1);
+    assert!(runs.values().all(|&n| n == 1), "a job ran twice");
+    assert_eq!(
+        MOST_RUNNING.load(Ordering::SeqCst),
+        8,
+        "the queue limit holds across its shards, and is reached"
+    );
+}
+
+#[test]
+fn shard_counts_outside_the_allowed_range_are_refused() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let redis = TestRedis::start(Topology::Single);
+        let client = redis.client().await;
+        let err = client.clone().with_shards("hot", 0).unwrap_err();
+        assert!(err.to_string().contains("shards"), "{err}");
+        let err = client.with_shards("bad name", 2).unwrap_err();
+        assert!(matches!(err, jobqueue::Error::InvalidName { .. }), "{err}");
+    });
+}
+
+on_each_topology! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_sharded_queue_spreads_its_jobs_and_runs_each_once,
+}
