@@ -4,8 +4,9 @@
 //! against the ceiling of the same machine in the same run (`redis-benchmark`
 //! for LPUSH, LMOVE and a trivial EVALSHA): enqueue rates (W1), processing
 //! rates (W2), enqueue-to-start latency (W3), the sweep (W4) and the cost per
-//! job in Redis commands, Redis CPU and memory (W5). Prints a table and writes
-//! `target/bench.json`.
+//! job in Redis commands, Redis CPU and memory (W5), and one hot queue on a
+//! private three-primary cluster in 1, 3 and 6 shards (W6). Prints a table
+//! and writes `target/bench.json`.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use jobqueue::{Client, Connection, JobContext, NewJob, Queue, QueueOptions, Runner, job};
-use jobqueue_tests::{RedisServer, start_runner, stop_runner};
+use jobqueue_tests::{RedisCluster, RedisServer, start_runner, stop_runner};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -227,6 +228,83 @@ async fn main() {
     ));
     report.insert("processing".into(), Value::Object(processing));
     report.insert("used_memory_after_runs".into(), json!(after_runs));
+
+    // W6: one hot queue on a private three-primary cluster, in 1, 3 and 6
+    // shards. On one machine the primaries share its cores, so the telling
+    // figure is the busiest primary's CPU per job: how much of one node a
+    // job costs, which bounds the queue's rate on real separate nodes.
+    let mut sharding = serde_json::Map::new();
+    {
+        let cluster = RedisCluster::start(3, 0);
+        let cconn = Connection::open(cluster.url().as_str())
+            .await
+            .expect("connect to the private cluster");
+        let mut one_shard = None;
+        for shards in [1usize, 3, 6] {
+            progress(&format!(
+                "W6 cluster of 3 primaries: {} no-op jobs in one queue of {shards} shard(s)",
+                args.jobs
+            ));
+            let client = Client::new(&cconn)
+                .with_shards("bench", shards)
+                .expect("shards");
+            let queues = client.shard_queues("bench").expect("shard queues");
+            let mut left = args.jobs;
+            while left > 0 {
+                let n = left.min(1000);
+                client
+                    .enqueue_many::<noop>((0..n).map(|_| payload.clone()))
+                    .await
+                    .expect("enqueue");
+                left -= n;
+            }
+            let cpu0: Vec<f64> = cluster.nodes().iter().map(redis_cpu).collect();
+            let started = Instant::now();
+            let runner = Runner::builder(client.clone())
+                .queues(["bench"])
+                .concurrency(args.concurrency)
+                .build()
+                .expect("runner");
+            let (token, task) = start_runner(runner);
+            loop {
+                let mut completed = 0;
+                for q in &queues {
+                    completed += q.stats().await.expect("stats").completed_total;
+                }
+                if completed as usize >= args.jobs {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            stop_runner(token, task).await;
+            let busiest_us = cluster
+                .nodes()
+                .iter()
+                .zip(&cpu0)
+                .map(|(node, before)| (redis_cpu(node) - before) * 1e6 / args.jobs as f64)
+                .fold(0.0_f64, f64::max);
+            let rate = args.jobs as f64 / secs;
+            let (base_rate, base_cpu) = *one_shard.get_or_insert((rate, busiest_us));
+            table.push((
+                format!("W6 cluster, one queue in {shards} shard(s)"),
+                format!("{rate:.0} jobs/s, busiest primary {busiest_us:.1} µs/job"),
+                format!(
+                    "{:.2}x the rate, {:.2}x the busiest node's CPU of 1 shard",
+                    rate / base_rate,
+                    busiest_us / base_cpu
+                ),
+            ));
+            sharding.insert(
+                format!("{shards}_shards"),
+                json!({ "jobs_per_s": rate, "busiest_primary_cpu_us_per_job": busiest_us }),
+            );
+            for q in &queues {
+                q.purge().await.expect("purge");
+            }
+        }
+    }
+    report.insert("cluster_sharding".into(), Value::Object(sharding));
 
     // W3: latency with an idle runner, one job per ms.
     progress("W3 latency, one job per ms");
