@@ -33,7 +33,7 @@ pub struct Client {
     conn: Connection,
     template: QueueOptions,
     /// Shard counts of the queues split with [`Client::with_shards`].
-    shards: Arc<BTreeMap<String, usize>>,
+    shards: Arc<BTreeMap<String, Vec<String>>>,
 }
 
 impl Client {
@@ -70,10 +70,11 @@ impl Client {
         }
     }
 
-    /// Splits queue `queue` into `shards` physical queues (`queue`,
-    /// `queue~1`, … `queue~{shards-1}`), each with its own hash tag: on a
-    /// Redis Cluster they land on different primaries, so one busy queue can
-    /// use every node instead of the one that owns its slot.
+    /// Splits queue `queue` into `shards` physical queues (`queue`, then
+    /// `queue~1…`, `queue~2…`), each with its own hash tag, placed at evenly
+    /// spaced cluster slots: on a Redis Cluster they spread over the
+    /// primaries, so one busy queue can use every node instead of the one
+    /// that owns its slot.
     ///
     /// Jobs enqueued through this client go to the shard their id picks;
     /// runners built from it claim from every shard, with one concurrency
@@ -81,27 +82,23 @@ impl Client {
     /// count: give both the same client setup. Shard 0 is the unsharded
     /// queue itself, so sharding an existing queue strands nothing.
     pub fn with_shards(mut self, queue: &str, shards: usize) -> Result<Self> {
-        crate::shards::shard_names(queue, shards)?;
-        Arc::make_mut(&mut self.shards).insert(queue.to_owned(), shards);
+        let names = crate::shards::shard_names(queue, shards)?;
+        Arc::make_mut(&mut self.shards).insert(queue.to_owned(), names);
         Ok(self)
     }
 
     /// The physical queues behind `name`: its shards, or the queue alone.
     pub fn shard_queues(&self, name: &str) -> Result<Vec<Queue>> {
-        let shards = self.shards.get(name).copied().unwrap_or(1);
-        crate::shards::shard_names(name, shards)?
-            .iter()
-            .map(|shard| self.queue(shard))
-            .collect()
+        match self.shards.get(name) {
+            Some(names) => names.iter().map(|shard| self.queue(shard)).collect(),
+            None => Ok(vec![self.queue(name)?]),
+        }
     }
 
     /// The physical queue that holds (or will hold) job `id` of `name`.
     fn queue_of(&self, name: &str, id: &str) -> Result<Queue> {
         match self.shards.get(name) {
-            Some(&shards) => self.queue(&crate::shards::shard_name(
-                name,
-                crate::shards::shard_of(id, shards),
-            )),
+            Some(names) => self.queue(&names[crate::shards::shard_of(id, names.len())]),
             None => self.queue(name),
         }
     }

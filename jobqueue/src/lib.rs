@@ -67,6 +67,12 @@
 //! # }
 //! ```
 //!
+//! The same URL may name a Redis Cluster node: [`Connection::open`] detects
+//! the cluster, routes every command by slot (following `MOVED` and `ASK`),
+//! and queues take the hash-tagged layout (`queue:{email}:pending`) so each
+//! queue lives in one slot. A queue too busy for one primary can be split
+//! over several with [`Client::with_shards`].
+//!
 //! The data model is documented key by key in [`docs::data_model`]; the
 //! delivery guarantee, and the test behind each promise, in
 //! [`docs::reliability`].

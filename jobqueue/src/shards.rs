@@ -3,8 +3,9 @@
 //! use every primary instead of the one that owns its slot.
 //!
 //! Shard 0 is the queue itself (`email`), so turning sharding on keeps the
-//! jobs already waiting there reachable; shard `i` is `email~i`. A job's
-//! shard follows from its id, so a handle can be rebuilt from the id alone.
+//! jobs already waiting there reachable; shard `i` is `email~i` or
+//! `email~i.k` (see [`shard_names`]). A job's shard follows from its id, so
+//! a handle can be rebuilt from the id alone.
 
 use crate::error::{Error, Result};
 use crate::keys::validate_name;
@@ -13,17 +14,17 @@ use crate::keys::validate_name;
 /// blocked connection per runner.
 pub(crate) const MAX_SHARDS: usize = 256;
 
-/// The physical queue name of shard `index` of queue `name`.
-pub(crate) fn shard_name(name: &str, index: usize) -> String {
-    if index == 0 {
-        name.to_owned()
-    } else {
-        format!("{name}~{index}")
-    }
-}
-
 /// The physical queue names of `name` split into `shards`, after checking
 /// both.
+///
+/// The cluster's 16,384 slots are cut into `shards` equal arcs and each
+/// shard takes one. Shard 0 is `name`, in whichever arc its slot falls; the
+/// others take the remaining arcs in order, shard `i` being `name~i`, or
+/// `name~i.k` with the smallest `k` whose slot falls in its arc. Hashing plain `name~i` would leave some primaries with several
+/// shards and others with none; evenly spaced slots give every primary its
+/// share when the slots are split into equal ranges, as
+/// `redis-cli --cluster create` does. The names depend only on `name` and
+/// `shards`, so every process computes the same ones.
 pub(crate) fn shard_names(name: &str, shards: usize) -> Result<Vec<String>> {
     if shards == 0 || shards > MAX_SHARDS {
         return Err(Error::InvalidOption {
@@ -31,11 +32,43 @@ pub(crate) fn shard_names(name: &str, shards: usize) -> Result<Vec<String>> {
             reason: format!("{shards} is outside 1..={MAX_SHARDS}"),
         });
     }
-    let names: Vec<String> = (0..shards).map(|i| shard_name(name, i)).collect();
-    for n in &names {
-        validate_name(n)?;
+    validate_name(name)?;
+    let arc_of = |name: &str| slot(name) * shards / SLOTS;
+    let first = arc_of(name);
+    let mut names = vec![name.to_owned()];
+    let free_arcs = (0..shards).filter(|&arc| arc != first);
+    for (i, arc) in (1..shards).zip(free_arcs) {
+        let shard = (0..)
+            .map(|k| match k {
+                0 => format!("{name}~{i}"),
+                k => format!("{name}~{i}.{k}"),
+            })
+            .find(|candidate| arc_of(candidate) == arc)
+            .expect("some suffix lands in every arc");
+        validate_name(&shard)?;
+        names.push(shard);
     }
     Ok(names)
+}
+
+/// Slots of a Redis Cluster.
+const SLOTS: usize = 16_384;
+
+/// The cluster slot of the hash tag `{name}`: CRC-16/XMODEM of the name,
+/// modulo 16,384 (the Redis Cluster specification).
+fn slot(name: &str) -> usize {
+    let crc = name.bytes().fold(0u16, |mut crc, byte| {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+        crc
+    });
+    usize::from(crc) % SLOTS
 }
 
 /// The shard a job id belongs to (FNV-1a of the id's bytes): ids are random,
@@ -52,11 +85,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shard_zero_is_the_queue_itself() {
-        assert_eq!(
-            shard_names("email", 3).unwrap(),
-            ["email", "email~1", "email~2"]
-        );
+    fn slots_follow_the_cluster_specification() {
+        // CLUSTER KEYSLOT answers for these names (Redis 7.0).
+        assert_eq!(slot("email"), 10780);
+        assert_eq!(slot("bench"), 2933);
+        assert_eq!(slot("123456789"), 0x31c3 % SLOTS);
+    }
+
+    #[test]
+    fn shards_start_with_the_queue_and_spread_evenly_over_the_slots() {
+        let names = shard_names("email", 3).unwrap();
+        assert_eq!(names[0], "email");
+        assert!(names[1].starts_with("email~1") && names[2].starts_with("email~2"));
+        // Three equal slot ranges, as a three-primary cluster splits them:
+        // one shard in each.
+        for shards in [3, 6, 12] {
+            let names = shard_names("bench", shards).unwrap();
+            let mut per_node = [0; 3];
+            for n in &names {
+                per_node[slot(n) * 3 / SLOTS] += 1;
+            }
+            assert!(
+                per_node
+                    .iter()
+                    .all(|&c| c == shards / 3 || c == shards / 3 + 1),
+                "{shards} shards: {per_node:?}"
+            );
+        }
+        assert_eq!(shard_names("email", 1).unwrap(), ["email"]);
         assert!(shard_names("email", 0).is_err());
         assert!(shard_names(&"x".repeat(126), 20).is_err(), "too long");
     }

@@ -37,7 +37,11 @@ async fn a_sharded_queue_spreads_its_jobs_and_runs_each_once(redis: TestRedis) {
 
     let shards = client.shard_queues("hot").unwrap();
     let names: Vec<&str> = shards.iter().map(|q| q.name()).collect();
-    assert_eq!(names, ["hot", "hot~1", "hot~2", "hot~3", "hot~4", "hot~5"]);
+    assert_eq!(names.len(), 6);
+    assert_eq!(names[0], "hot", "shard 0 is the queue itself");
+    for (i, name) in names.iter().enumerate().skip(1) {
+        assert!(name.starts_with(&format!("hot~{i}")), "{names:?}");
+    }
     let mut total = 0;
     for shard in &shards {
         let depth = shard.stats().await.unwrap().pending_depth;
@@ -54,7 +58,7 @@ async fn a_sharded_queue_spreads_its_jobs_and_runs_each_once(redis: TestRedis) {
             .iter()
             .map(|q| cluster.primary_for(&q.keys().pending()))
             .collect();
-        assert!(primaries.len() >= 2, "shards on one primary: {primaries:?}");
+        assert_eq!(primaries.len(), 3, "six shards use all three primaries");
     }
     // A handle rebuilt from the id alone finds the job's shard.
     let found = client.handle::<heat>(single.id()).unwrap();
