@@ -38,12 +38,37 @@ async fn a_cluster_is_detected_and_each_queue_lives_in_one_slot() {
     assert!(err.to_string().contains("CROSSSLOT"), "{err}");
 }
 
-/// Runs per job id of the failover test.
-static HOPS: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+/// Runs per job id of the failover and resharding tests.
+static RUNS: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+
+fn count_run(ctx: &JobContext) {
+    *RUNS.lock().unwrap().entry(ctx.id().to_owned()).or_default() += 1;
+}
+
+/// A client on `cluster` keeping enough history to check every job, and the
+/// ids of `jobs` jobs `T` it enqueued, in batches of 500.
+async fn client_with_jobs<T: jobqueue::Job<Payload = u64>>(
+    cluster: &RedisCluster,
+    jobs: u64,
+) -> (Client, Vec<String>) {
+    let conn = jobqueue::Connection::open(cluster.url().as_str())
+        .await
+        .unwrap();
+    let client = Client::with_options(&conn, QueueOptions::default().completed_history(10_000));
+    let mut ids = Vec::new();
+    for chunk in 0..jobs / 500 {
+        let handles = client
+            .enqueue_many::<T>((0..500).map(|i| chunk * 500 + i))
+            .await
+            .unwrap();
+        ids.extend(handles.iter().map(|h| h.id().to_owned()));
+    }
+    (client, ids)
+}
 
 #[job(queue = "failover", visibility = "1s")]
 async fn hop(_n: u64, ctx: JobContext) {
-    *HOPS.lock().unwrap().entry(ctx.id().to_owned()).or_default() += 1;
+    count_run(&ctx);
     tokio::time::sleep(Duration::from_millis(5)).await;
 }
 
@@ -51,18 +76,7 @@ async fn hop(_n: u64, ctx: JobContext) {
 async fn a_primary_failing_over_mid_run_loses_no_job() {
     const JOBS: u64 = 2_000;
     let mut cluster = RedisCluster::start(3, 1);
-    let conn = jobqueue::Connection::open(cluster.url().as_str())
-        .await
-        .unwrap();
-    let client = Client::with_options(&conn, QueueOptions::default().completed_history(10_000));
-    let mut ids = Vec::new();
-    for chunk in 0..JOBS / 500 {
-        let handles = client
-            .enqueue_many::<hop>((0..500).map(|i| chunk * 500 + i))
-            .await
-            .unwrap();
-        ids.extend(handles.iter().map(|h| h.id().to_owned()));
-    }
+    let (client, ids) = client_with_jobs::<hop>(&cluster, JOBS).await;
     let q = client.queue("failover").unwrap();
     let old_primary = cluster.primary_for(&q.keys().pending());
     // Replication is asynchronous: a write acknowledged by a primary that
@@ -117,7 +131,7 @@ async fn a_primary_failing_over_mid_run_loses_no_job() {
         let record = record.unwrap_or_else(|| panic!("job {id} has a hash"));
         assert_eq!(record.status(), Some(JobStatus::Completed), "job {id}");
     }
-    let hops = HOPS.lock().unwrap();
+    let hops = RUNS.lock().unwrap();
     assert!(
         ids.iter()
             .all(|id| hops.get(*id).copied().unwrap_or(0) >= 1),
@@ -168,16 +182,9 @@ async fn the_dashboard_finds_queues_on_every_primary() {
     }
 }
 
-/// Runs per job id of the resharding test.
-static MOVES: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
-
 #[job(queue = "resharded", visibility = "2s")]
 async fn stay(_n: u64, ctx: JobContext) {
-    *MOVES
-        .lock()
-        .unwrap()
-        .entry(ctx.id().to_owned())
-        .or_default() += 1;
+    count_run(&ctx);
     tokio::time::sleep(Duration::from_millis(2)).await;
 }
 
@@ -185,18 +192,7 @@ async fn stay(_n: u64, ctx: JobContext) {
 async fn a_queue_whose_slot_moves_mid_run_follows_it() {
     const JOBS: u64 = 3_000;
     let cluster = RedisCluster::start(3, 0);
-    let conn = jobqueue::Connection::open(cluster.url().as_str())
-        .await
-        .unwrap();
-    let client = Client::with_options(&conn, QueueOptions::default().completed_history(10_000));
-    let mut ids = Vec::new();
-    for chunk in 0..JOBS / 500 {
-        let handles = client
-            .enqueue_many::<stay>((0..500).map(|i| chunk * 500 + i))
-            .await
-            .unwrap();
-        ids.extend(handles.iter().map(|h| h.id().to_owned()));
-    }
+    let (client, ids) = client_with_jobs::<stay>(&cluster, JOBS).await;
     let q = client.queue("resharded").unwrap();
     let key = q.keys().pending();
     let old_owner = cluster.primary_for(&key);
@@ -243,7 +239,7 @@ async fn a_queue_whose_slot_moves_mid_run_follows_it() {
     assert!(finished, "every job completed after the move: {stats:?}");
     stop_runner(token, task).await;
     assert_eq!(stats.failed_total, 0);
-    let moves = MOVES.lock().unwrap();
+    let moves = RUNS.lock().unwrap();
     assert!(
         ids.iter().all(|id| moves.get(id).copied() == Some(1)),
         "each job ran once"
