@@ -8,9 +8,10 @@ use crate::error::{Error, Result};
 /// How a queue's keys are spelled.
 ///
 /// The reference layout (`queue:jobs:pending`) is what the Redis job-queue guide
-/// and its nine ports use, so it is the default. The hash-tagged layout
-/// (`queue:{jobs}:pending`) puts every key of a queue in one Redis Cluster
-/// slot; reference clients cannot see queues spelled that way.
+/// and its nine ports use, so it is the default on a single server. The
+/// hash-tagged layout (`queue:{jobs}:pending`) puts every key of a queue in one
+/// Redis Cluster slot, and is the default on a cluster; reference clients
+/// cannot see queues spelled that way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyLayout {
