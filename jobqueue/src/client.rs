@@ -79,8 +79,16 @@ impl Client {
     /// Jobs enqueued through this client go to the shard their id picks;
     /// runners built from it claim from every shard, with one concurrency
     /// limit for the whole queue. Enqueuers and runners must agree on the
-    /// count: give both the same client setup. Shard 0 is the unsharded
-    /// queue itself, so sharding an existing queue strands nothing.
+    /// count: give both the same client setup.
+    ///
+    /// Shard 0 is the unsharded queue itself, so jobs waiting when sharding
+    /// is turned on still run; but [`handle`](Self::handle) looks a job up
+    /// in the shard its id picks, so a handle rebuilt from the id of a job
+    /// enqueued before sharding finds nothing (keep the handles you had, or
+    /// read such jobs through [`queue`](Self::queue)). The names of shards 1
+    /// and up depend on the count: before changing it, stop enqueuing and let
+    /// the old shards drain, or their jobs are left unserved. Queue names
+    /// containing `~` are best avoided; they can be mistaken for shards.
     pub fn with_shards(mut self, queue: &str, shards: usize) -> Result<Self> {
         let names = crate::shards::shard_names(queue, shards)?;
         Arc::make_mut(&mut self.shards).insert(queue.to_owned(), names);
@@ -140,10 +148,13 @@ impl Client {
         }
     }
 
-    /// Enqueues many jobs `T` in one round trip, in order.
+    /// Enqueues many jobs `T` in one round trip, in order (on a sharded
+    /// queue, one round trip per shard, sent at once).
     ///
     /// # Cancellation safety
-    /// All of the batch or none of it.
+    /// All of the batch or none of it. On a sharded queue that holds per
+    /// shard: after an error or a dropped future, some shards' parts may be
+    /// enqueued, and sending the batch again enqueues those twice.
     pub async fn enqueue_many<T: Job>(
         &self,
         payloads: impl IntoIterator<Item = T::Payload>,

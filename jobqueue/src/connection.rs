@@ -404,61 +404,58 @@ impl Connection {
             .await
     }
 
-    /// Every key matching `pattern`, walked with `SCAN` (`COUNT 1000` per
-    /// step) for at most `max_steps` steps per node. On a cluster, keys
-    /// sharing `slot_of`'s hash tag are scanned on the primary serving that
-    /// slot, and without `slot_of` on every primary.
+    /// Every key matching `pattern`; see [`keys`](Self::keys).
     pub(crate) async fn scan(
         &self,
         pattern: &str,
         slot_of: Option<&str>,
         max_steps: usize,
     ) -> Result<Vec<String>> {
-        let targets = match (&self.inner.backend, slot_of) {
+        let mut scan = self.keys(pattern, slot_of, max_steps).await?;
+        let mut found = Vec::new();
+        while let Some(keys) = scan.next_batch().await? {
+            found.extend(keys);
+        }
+        Ok(found)
+    }
+
+    /// A walk over the keys matching `pattern` with `SCAN` (`COUNT 1000` per
+    /// step, at most `max_steps` steps per node). On a cluster, keys sharing
+    /// `slot_of`'s hash tag are scanned on the primary serving that slot, and
+    /// without `slot_of` on every primary; each primary is addressed through
+    /// a slot it serves, the way the client's own slot map knows it.
+    pub(crate) async fn keys(
+        &self,
+        pattern: &str,
+        slot_of: Option<&str>,
+        max_steps: usize,
+    ) -> Result<KeyScan<'_>> {
+        let by_slot = |route: Route| {
+            Some(RoutingInfo::SingleNode(
+                SingleNodeRoutingInfo::SpecificNode(route),
+            ))
+        };
+        let mut targets = match (&self.inner.backend, slot_of) {
             (Backend::Single { .. }, _) => vec![None],
             (Backend::Cluster { .. }, Some(key)) => {
-                let route = Route::with_key(key, SlotAddr::Master);
-                vec![Some(RoutingInfo::SingleNode(
-                    SingleNodeRoutingInfo::SpecificNode(route),
-                ))]
+                vec![by_slot(Route::with_key(key, SlotAddr::Master))]
             }
             (Backend::Cluster { .. }, None) => self
                 .primaries()
                 .await?
                 .into_iter()
-                .map(|(host, port)| {
-                    Some(RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                        host,
-                        port,
-                    }))
-                })
+                .map(|p| by_slot(Route::new(p.slot, SlotAddr::Master)))
                 .collect(),
         };
-        let mut found = Vec::new();
-        for target in targets {
-            let mut cursor: u64 = 0;
-            for _ in 0..max_steps {
-                let mut cmd = redis::cmd("SCAN");
-                cmd.arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(1000);
-                let (next, keys): (u64, Vec<String>) = match &target {
-                    None => self.query(&cmd).await?,
-                    Some(route) => {
-                        let value = self.route(&cmd, route).await?;
-                        FromRedisValue::from_redis_value(value).map_err(redis::RedisError::from)?
-                    }
-                };
-                found.extend(keys);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-        }
-        Ok(found)
+        targets.reverse();
+        Ok(KeyScan {
+            conn: self,
+            pattern: pattern.to_owned(),
+            targets,
+            cursor: 0,
+            steps: 0,
+            max_steps,
+        })
     }
 
     /// Sends `cmd` to the cluster node `routing` names, retrying connection
@@ -473,8 +470,8 @@ impl Connection {
         .await
     }
 
-    /// `(host, port)` of every primary that serves slots, from `CLUSTER NODES`.
-    async fn primaries(&self) -> Result<Vec<(String, u16)>> {
+    /// Every primary that serves slots, from `CLUSTER NODES`.
+    async fn primaries(&self) -> Result<Vec<Primary>> {
         let cmd = redis::cmd("CLUSTER").arg("NODES").clone();
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
         let nodes = String::from_redis_value(self.route(&cmd, &routing).await?)
@@ -485,23 +482,21 @@ impl Connection {
     /// A new pub/sub connection (pub/sub needs a connection of its own).
     ///
     /// On a cluster, `PUBLISH` reaches every node, so subscribing on any one
-    /// node hears every queue's events: the first primary that answers is
-    /// used, then the seed nodes.
+    /// node hears every queue's events. Subscribers start at a random primary
+    /// (so a fleet's waiters spread over the nodes) and try the others, then
+    /// the seed nodes; each address keeps the seed's TLS settings.
     pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
         match &self.inner.backend {
             Backend::Single { client, .. } => Ok(client.get_async_pubsub().await?),
             Backend::Cluster { seeds, .. } => {
-                let template = seeds[0].clone();
-                let mut candidates: Vec<ConnectionInfo> = self
-                    .primaries()
-                    .await
-                    .unwrap_or_default()
+                let mut primaries = self.primaries().await.unwrap_or_default();
+                if !primaries.is_empty() {
+                    let start = rand::random::<u32>() as usize % primaries.len();
+                    primaries.rotate_left(start);
+                }
+                let mut candidates: Vec<ConnectionInfo> = primaries
                     .into_iter()
-                    .map(|(host, port)| {
-                        template
-                            .clone()
-                            .set_addr(redis::ConnectionAddr::Tcp(host, port))
-                    })
+                    .map(|p| at_address(&seeds[0], p.host, p.port))
                     .collect();
                 candidates.extend(seeds.iter().cloned());
                 let mut last = None;
@@ -545,6 +540,49 @@ impl Connection {
     }
 }
 
+/// A `SCAN` walk over one node after another; see [`Connection::keys`].
+pub(crate) struct KeyScan<'a> {
+    conn: &'a Connection,
+    pattern: String,
+    /// Nodes still to walk, the current one last (`None`: the only server).
+    targets: Vec<Option<RoutingInfo>>,
+    cursor: u64,
+    steps: usize,
+    max_steps: usize,
+}
+
+impl KeyScan<'_> {
+    /// The next step's keys (possibly none), or `None` once every node is
+    /// walked.
+    pub(crate) async fn next_batch(&mut self) -> Result<Option<Vec<String>>> {
+        let Some(target) = self.targets.last() else {
+            return Ok(None);
+        };
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(self.cursor)
+            .arg("MATCH")
+            .arg(&self.pattern)
+            .arg("COUNT")
+            .arg(1000);
+        let (next, keys): (u64, Vec<String>) = match target {
+            None => self.conn.query(&cmd).await?,
+            Some(route) => {
+                let value = self.conn.route(&cmd, route).await?;
+                FromRedisValue::from_redis_value(value).map_err(redis::RedisError::from)?
+            }
+        };
+        self.steps += 1;
+        if next == 0 || self.steps >= self.max_steps {
+            self.targets.pop();
+            self.cursor = 0;
+            self.steps = 0;
+        } else {
+            self.cursor = next;
+        }
+        Ok(Some(keys))
+    }
+}
+
 /// A connection borrowed for one blocking command. It goes back to the pool
 /// only through [`BlockingConnection::give_back`], after a command completed
 /// cleanly; dropped anywhere else (an error, a cancelled future), it is closed,
@@ -573,23 +611,61 @@ fn addresses(seeds: &[ConnectionInfo]) -> String {
         .join(",")
 }
 
+/// A primary of a cluster, and one slot it serves (to route commands to it
+/// through the client's slot map).
+#[derive(Debug, PartialEq, Eq)]
+struct Primary {
+    host: String,
+    port: u16,
+    slot: u16,
+}
+
 /// Primaries serving slots, from a `CLUSTER NODES` reply: lines of
 /// `id host:port@cport[,hostname] flags master-id ping pong epoch link slot…`.
-fn parse_primaries(nodes: &str) -> Vec<(String, u16)> {
+/// A primary flagged `fail` (agreed dead) is left out; one only suspected
+/// (`fail?`) is kept.
+fn parse_primaries(nodes: &str) -> Vec<Primary> {
     nodes
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = fields.get(2)?;
-            let serving = fields.len() > 8;
-            if !serving || !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+            let flags: Vec<&str> = fields.get(2)?.split(',').collect();
+            if !flags.contains(&"master") || flags.contains(&"fail") {
                 return None;
             }
+            // Slot fields are `N` or `N-M`; `[N->-id]` marks a migration.
+            let slot = fields
+                .get(8..)?
+                .iter()
+                .find(|f| !f.starts_with('['))
+                .and_then(|f| f.split('-').next()?.parse().ok())?;
             let addr = fields.get(1)?.split(['@', ',']).next()?;
             let (host, port) = addr.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse().ok()?))
+            Some(Primary {
+                host: host.to_owned(),
+                port: port.parse().ok()?,
+                slot,
+            })
         })
         .collect()
+}
+
+/// `seed` with its address moved to `host:port`, keeping TLS and its settings.
+fn at_address(seed: &ConnectionInfo, host: String, port: u16) -> ConnectionInfo {
+    let addr = match seed.addr() {
+        redis::ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => redis::ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => redis::ConnectionAddr::Tcp(host, port),
+    };
+    seed.clone().set_addr(addr)
 }
 
 /// 25 ms, 50 ms, 100 ms, … capped at 1 s.
@@ -625,17 +701,19 @@ mod tests {
     fn primaries_are_the_slot_serving_masters_of_cluster_nodes() {
         let nodes = "\
 a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
-b2 127.0.0.1:7002@17002,host-b master - 0 1 2 connected 5461-10922
+b2 127.0.0.1:7002@17002,host-b master,fail? - 0 1 2 connected [5461->-a1] 5461-10922
 c3 127.0.0.1:7003@17003 master,fail - 0 1 3 disconnected 10923-16383
 d4 127.0.0.1:7004@17004 slave a1 0 1 1 connected
 e5 127.0.0.1:7005@17005 master - 0 1 5 connected
 ";
+        let primary = |port, slot| Primary {
+            host: "127.0.0.1".to_owned(),
+            port,
+            slot,
+        };
         assert_eq!(
             parse_primaries(nodes),
-            vec![
-                ("127.0.0.1".to_owned(), 7001),
-                ("127.0.0.1".to_owned(), 7002)
-            ]
+            vec![primary(7001, 0), primary(7002, 5461)]
         );
     }
 

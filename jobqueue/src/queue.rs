@@ -1065,14 +1065,25 @@ impl Queue {
     /// # Cancellation safety
     /// Safe to repeat: a dropped purge leaves part of the keys for the next.
     pub async fn purge(&self) -> Result<u64> {
-        let keys = self
-            .conn
-            .scan(&self.keys.pattern(), Some(&self.keys.pending()), usize::MAX)
-            .await?;
+        // Deletes as it scans, and scans again until a pass finds nothing: a
+        // pass on a cluster node that lost its slot midway sees only part.
         let mut deleted: u64 = 0;
-        for batch in keys.chunks(1000) {
-            let n: u64 = self.conn.query(redis::cmd("UNLINK").arg(batch)).await?;
-            deleted += n;
+        for _ in 0..5 {
+            let mut pass: u64 = 0;
+            let mut scan = self
+                .conn
+                .keys(&self.keys.pattern(), Some(&self.keys.pending()), usize::MAX)
+                .await?;
+            while let Some(keys) = scan.next_batch().await? {
+                if !keys.is_empty() {
+                    let n: u64 = self.conn.query(redis::cmd("UNLINK").arg(&keys)).await?;
+                    pass += n;
+                }
+            }
+            deleted += pass;
+            if pass == 0 {
+                break;
+            }
         }
         Ok(deleted)
     }
