@@ -341,6 +341,20 @@ where
     }
 }
 
+/// Polls `q`'s stats every 10 ms until `done` holds or `timeout` passes;
+/// returns whether it held. A failed read (Redis restarting, a cluster
+/// failing over) counts as not yet.
+pub async fn stats_reach(
+    q: &jobqueue::Queue,
+    timeout: Duration,
+    done: impl Fn(&jobqueue::Stats) -> bool,
+) -> bool {
+    eventually(timeout, || async {
+        q.stats().await.is_ok_and(|s| done(&s))
+    })
+    .await
+}
+
 /// A queue named `name` on `server`, with `options` (their name is replaced).
 pub async fn queue(server: &RedisServer, options: jobqueue::QueueOptions) -> jobqueue::Queue {
     let conn = jobqueue::Connection::open(server.url().as_str())

@@ -91,8 +91,8 @@ async fn a_primary_failing_over_mid_run_loses_no_job() {
         .build()
         .unwrap();
     let (token, task) = start_runner(runner);
-    let quarter = eventually(Duration::from_secs(30), || async {
-        q.stats().await.unwrap().completed_total >= JOBS / 4
+    let quarter = stats_reach(&q, Duration::from_secs(30), |s| {
+        s.completed_total >= JOBS / 4
     })
     .await;
     assert!(quarter, "a quarter of the jobs ran before the failover");
@@ -104,16 +104,11 @@ async fn a_primary_failing_over_mid_run_loses_no_job() {
         "the primary died mid-run: {at_kill:?}"
     );
 
-    let finished = eventually(Duration::from_secs(90), || async {
-        match q.stats().await {
-            Ok(s) => {
-                s.completed_total == JOBS
-                    && s.pending_depth == 0
-                    && s.processing_depth == 0
-                    && s.scheduled_depth == 0
-            }
-            Err(_) => false,
-        }
+    let finished = stats_reach(&q, Duration::from_secs(90), |s| {
+        s.completed_total == JOBS
+            && s.pending_depth == 0
+            && s.processing_depth == 0
+            && s.scheduled_depth == 0
     })
     .await;
     let stats = q.stats().await.unwrap();
@@ -205,9 +200,8 @@ async fn a_queue_whose_slot_moves_mid_run_follows_it() {
         .unwrap();
     let (token, task) = start_runner(runner);
     assert!(
-        eventually(Duration::from_secs(30), || async {
-            q.stats().await.unwrap().completed_total >= JOBS / 5
-        })
+        stats_reach(&q, Duration::from_secs(30), |s| s.completed_total
+            >= JOBS / 5)
         .await
     );
     let at_move = q.stats().await.unwrap();
@@ -229,10 +223,8 @@ async fn a_queue_whose_slot_moves_mid_run_follows_it() {
         at_move.completed_total < JOBS * 3 / 4,
         "the slot moved mid-run: {at_move:?}"
     );
-    let finished = eventually(Duration::from_secs(60), || async {
-        q.stats()
-            .await
-            .is_ok_and(|s| s.completed_total == JOBS && s.pending_depth + s.processing_depth == 0)
+    let finished = stats_reach(&q, Duration::from_secs(60), |s| {
+        s.completed_total == JOBS && s.pending_depth + s.processing_depth == 0
     })
     .await;
     let stats = q.stats().await.unwrap();

@@ -104,12 +104,7 @@ async fn sigterm_with_50_jobs_in_flight_finishes_or_hands_back_every_one() {
         .collect();
     q.submit_many(naps).await.unwrap();
     q.submit_many(hangs).await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            q.stats().await.unwrap().processing_depth == 50
-        })
-        .await
-    );
+    assert!(stats_reach(&q, Duration::from_secs(10), |s| s.processing_depth == 50).await);
     // Let the claimed jobs start: jobs claimed after the signal are handed
     // straight back instead, which is right but not what this test shows.
     tokio::time::sleep(Duration::from_millis(150)).await;

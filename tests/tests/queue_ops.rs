@@ -38,12 +38,7 @@ async fn a_paused_queue_hands_out_nothing_until_resumed() {
         "the runner honours the pause"
     );
     q.resume().await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            q.stats().await.unwrap().completed_total == 5
-        })
-        .await
-    );
+    assert!(stats_reach(&q, Duration::from_secs(10), |s| s.completed_total == 5).await);
     stop_runner(token, task).await;
     assert!(!q.stats().await.unwrap().paused);
 }

@@ -30,6 +30,33 @@ async fn enqueue(q: &jobqueue::Queue, n: usize, fail_every: usize) {
     q.submit_many(batch).await.unwrap();
 }
 
+/// `n` jobs on queue `rel` of `server` (history long enough to check them
+/// all) and a runner working them over a connection with `options`.
+async fn run_jobs(
+    server: &RedisServer,
+    n: usize,
+    options: ConnectionOptions,
+) -> (
+    jobqueue::Queue,
+    jobqueue::CancellationToken,
+    tokio::task::JoinHandle<jobqueue::Result<()>>,
+) {
+    let queue_options = QueueOptions::new("rel").completed_history(10_000);
+    let q = queue(server, queue_options.clone()).await;
+    enqueue(&q, n, 0).await;
+    let conn = Connection::open_with(server.url().as_str(), options)
+        .await
+        .unwrap();
+    let runner = Runner::builder(Client::with_options(&conn, queue_options))
+        .queues(["rel"])
+        .concurrency(20)
+        .sweep_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    (q, token, task)
+}
+
 /// Every id listed in a state, with a pipelined status check of each.
 async fn statuses(
     q: &jobqueue::Queue,
@@ -52,32 +79,13 @@ async fn a_redis_crash_and_restart_with_an_append_only_file_loses_no_job() {
     let mut server = RedisServer::builder()
         .args(["--appendonly", "yes", "--appendfsync", "always"])
         .start();
-    let options = QueueOptions::new("rel").completed_history(10_000);
-    let q = queue(&server, options.clone()).await;
-    enqueue(&q, 3000, 0).await;
-    let conn = Connection::open(server.url().as_str()).await.unwrap();
-    let client = Client::with_options(&conn, options);
-    let runner = Runner::builder(client)
-        .queues(["rel"])
-        .concurrency(20)
-        .sweep_interval(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let (token, task) = start_runner(runner);
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            q.stats().await.unwrap().completed_total >= 500
-        })
-        .await
-    );
+    let (q, token, task) = run_jobs(&server, 3000, ConnectionOptions::new()).await;
+    assert!(stats_reach(&q, Duration::from_secs(30), |s| s.completed_total >= 500).await);
     server.kill(); // SIGKILL: whatever was acknowledged is in the AOF
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.restart();
-    let done = eventually(Duration::from_secs(90), || async {
-        q.stats()
-            .await
-            .map(|s| s.completed_total == 3000 && s.processing_depth == 0)
-            .unwrap_or(false)
+    let done = stats_reach(&q, Duration::from_secs(90), |s| {
+        s.completed_total == 3000 && s.processing_depth == 0
     })
     .await;
     stop_runner(token, task).await;
@@ -104,35 +112,12 @@ async fn a_redis_crash_and_restart_with_an_append_only_file_loses_no_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_pause_longer_than_the_response_timeout_is_ridden_out() {
     let server = RedisServer::start();
-    let options = QueueOptions::new("rel").completed_history(10_000);
-    let q = queue(&server, options.clone()).await;
-    enqueue(&q, 2000, 0).await;
-    let conn = Connection::open_with(
-        server.url().as_str(),
-        ConnectionOptions::new().response_timeout(Duration::from_millis(500)),
-    )
-    .await
-    .unwrap();
-    let client = Client::with_options(&conn, options);
-    let runner = Runner::builder(client)
-        .queues(["rel"])
-        .concurrency(20)
-        .sweep_interval(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let (token, task) = start_runner(runner);
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            q.stats().await.unwrap().completed_total >= 200
-        })
-        .await
-    );
+    let options = ConnectionOptions::new().response_timeout(Duration::from_millis(500));
+    let (q, token, task) = run_jobs(&server, 2000, options).await;
+    assert!(stats_reach(&q, Duration::from_secs(30), |s| s.completed_total >= 200).await);
     server.pause(Duration::from_millis(2000)); // four response timeouts
-    let done = eventually(Duration::from_secs(60), || async {
-        q.stats()
-            .await
-            .map(|s| s.completed_total == 2000 && s.processing_depth == 0)
-            .unwrap_or(false)
+    let done = stats_reach(&q, Duration::from_secs(60), |s| {
+        s.completed_total == 2000 && s.processing_depth == 0
     })
     .await;
     stop_runner(token, task).await;
@@ -174,10 +159,10 @@ async fn after_100000_jobs_redis_memory_is_back_within_what_the_caps_allow() {
         .unwrap();
     let (token, task) = start_runner(runner);
     assert!(
-        eventually(Duration::from_secs(240), || async {
-            let s = q.stats().await.unwrap();
-            s.completed_total + s.failed_total == 100_000 && s.processing_depth == 0
-        })
+        stats_reach(&q, Duration::from_secs(240), |s| s.completed_total
+            + s.failed_total
+            == 100_000
+            && s.processing_depth == 0)
         .await
     );
     stop_runner(token, task).await;

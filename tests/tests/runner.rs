@@ -183,12 +183,7 @@ async fn a_queue_limit_caps_that_queue_within_the_global_limit(redis: TestRedis)
         .build()
         .unwrap();
     let (token, task) = start_runner(runner);
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            q.stats().await.unwrap().completed_total == 12
-        })
-        .await
-    );
+    assert!(stats_reach(&q, Duration::from_secs(20), |s| s.completed_total == 12).await);
     stop_runner(token, task).await;
     assert_eq!(MAX_RUNNING.lock().unwrap()["per-queue"], 2);
 }
@@ -361,26 +356,41 @@ async fn a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once(re
     assert_eq!(stats.reclaimed_total, 0);
 }
 
-async fn shutdown_hands_unfinished_jobs_back_without_charging_the_attempt(redis: TestRedis) {
+/// `n` `slow` jobs of `millis` each, all running on a runner with room for
+/// exactly `n` and `shutdown_timeout`; returns once every one is claimed.
+async fn all_running(
+    redis: &TestRedis,
+    n: usize,
+    millis: u64,
+    shutdown_timeout: Duration,
+) -> (
+    jobqueue::Queue,
+    jobqueue::CancellationToken,
+    tokio::task::JoinHandle<jobqueue::Result<()>>,
+) {
     let client = redis.client().await;
     let q = client.queue("rt-shutdown").unwrap();
     client
-        .enqueue_many::<slow>((0..50).map(|_| 60_000))
+        .enqueue_many::<slow>((0..n).map(|_| millis))
         .await
         .unwrap();
     let runner = Runner::builder(client.clone())
         .queues(["rt-shutdown"])
-        .concurrency(50)
-        .shutdown_timeout(Duration::from_millis(300))
+        .concurrency(n)
+        .shutdown_timeout(shutdown_timeout)
         .build()
         .unwrap();
     let (token, task) = start_runner(runner);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            q.stats().await.unwrap().processing_depth == 50
-        })
-        .await
-    );
+    let all = stats_reach(&q, Duration::from_secs(10), |s| {
+        s.processing_depth == n as u64
+    })
+    .await;
+    assert!(all, "all {n} jobs running");
+    (q, token, task)
+}
+
+async fn shutdown_hands_unfinished_jobs_back_without_charging_the_attempt(redis: TestRedis) {
+    let (q, token, task) = all_running(&redis, 50, 60_000, Duration::from_millis(300)).await;
     let stopping = Instant::now();
     stop_runner(token, task).await;
     assert!(
@@ -408,25 +418,7 @@ async fn shutdown_hands_unfinished_jobs_back_without_charging_the_attempt(redis:
 }
 
 async fn shutdown_lets_running_jobs_finish_within_the_timeout(redis: TestRedis) {
-    let client = redis.client().await;
-    let q = client.queue("rt-shutdown").unwrap();
-    client
-        .enqueue_many::<slow>((0..10).map(|_| 300))
-        .await
-        .unwrap();
-    let runner = Runner::builder(client.clone())
-        .queues(["rt-shutdown"])
-        .concurrency(10)
-        .shutdown_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let (token, task) = start_runner(runner);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            q.stats().await.unwrap().processing_depth == 10
-        })
-        .await
-    );
+    let (q, token, task) = all_running(&redis, 10, 300, Duration::from_secs(10)).await;
     stop_runner(token, task).await;
     let s = q.stats().await.unwrap();
     assert_eq!(
@@ -456,12 +448,7 @@ async fn two_runners_on_10000_jobs_never_run_a_job_twice(redis: TestRedis) {
         })
         .map(start_runner)
         .collect();
-    assert!(
-        eventually(Duration::from_secs(60), || async {
-            q.stats().await.unwrap().completed_total == 10_000
-        })
-        .await
-    );
+    assert!(stats_reach(&q, Duration::from_secs(60), |s| s.completed_total == 10_000).await);
     for (token, task) in runners {
         stop_runner(token, task).await;
     }
@@ -506,12 +493,7 @@ async fn a_job_no_handler_can_run_fails_at_once_with_the_reason(redis: TestRedis
         .build()
         .unwrap();
     let (token, task) = start_runner(runner);
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            q.stats().await.unwrap().failed_total >= 1
-        })
-        .await
-    );
+    assert!(stats_reach(&q, Duration::from_secs(10), |s| s.failed_total >= 1).await);
     stop_runner(token, task).await;
     let record = q.get_job("00000000000000aa").await.unwrap().unwrap();
     assert_eq!(
