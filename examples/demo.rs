@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use clap::Parser;
@@ -139,16 +139,15 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let options = QueueOptions::new(args.queue_name.clone())
-        .visibility(Duration::from_millis(args.visibility_ms));
-    let queue = match Queue::new(&conn, options.clone()) {
+    let options = QueueOptions::default().visibility(Duration::from_millis(args.visibility_ms));
+    let client = Client::with_options(&conn, options);
+    let queue = match client.queue(&args.queue_name) {
         Ok(queue) => queue,
         Err(e) => {
             eprintln!("{e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let client = Client::with_options(&conn, options);
     let demo: Shared = std::sync::Arc::new(Demo {
         client: client.clone(),
         queue,
@@ -174,6 +173,7 @@ async fn main() -> std::process::ExitCode {
         .route("/workers/sweep", only(post(workers_sweep)))
         .route("/reclaim", only(post(reclaim)))
         .route("/reset", only(post(reset)))
+        .layer(axum::middleware::from_fn(refuse_cross_site))
         .with_state(std::sync::Arc::clone(&demo))
         .layer(axum::middleware::from_fn_with_state(
             args.token.clone(),
@@ -277,24 +277,18 @@ fn value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// The form of a demo POST, or the refusal of a cross-site one.
-fn read_form(
-    headers: &HeaderMap,
-    query: &Query<Vec<(String, String)>>,
-    body: &[u8],
-) -> Result<Vec<(String, String)>, Box<Response>> {
-    if let Some(refused) = cross_site(headers) {
-        return Err(Box::new(refused));
-    }
-    let query = serde_urlencoded::to_string(&query.0).unwrap_or_default();
-    Ok(form(&query, body))
-}
-
 /// The demo's POSTs are also called by scripts without a token: refuse only
-/// requests a browser marks as coming from another site.
-fn cross_site(headers: &HeaderMap) -> Option<Response> {
-    (!jobqueue::dashboard::same_origin(headers))
-        .then(|| (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response())
+/// those a browser marks as coming from another site.
+async fn refuse_cross_site(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() == axum::http::Method::POST
+        && !jobqueue::dashboard::same_origin(request.headers())
+    {
+        return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
+    }
+    next.run(request).await
 }
 
 async fn stats_object(demo: &Demo) -> jobqueue::Result<Value> {
@@ -324,15 +318,14 @@ async fn stats(State(demo): State<Shared>) -> Response {
 
 async fn jobs(State(demo): State<Shared>) -> Response {
     let q = &demo.queue;
-    let lists = async {
-        let pending = q.list_pending(0..100).await?;
-        let processing = q.list_processing(0..100).await?;
-        let completed = q.list_completed(0..10).await?;
-        let failed = q.list_failed(0..10).await?;
-        Ok::<_, jobqueue::Error>([pending, processing, completed, failed])
-    };
-    let lists = match lists.await {
-        Ok(lists) => lists,
+    let lists = tokio::try_join!(
+        q.list_pending(0..100),
+        q.list_processing(0..100),
+        q.list_completed(0..10),
+        q.list_failed(0..10),
+    );
+    let lists = match lists {
+        Ok((pending, processing, completed, failed)) => [pending, processing, completed, failed],
         Err(e) => return fail(e),
     };
     let all: Vec<&String> = lists.iter().flatten().collect();
@@ -357,14 +350,10 @@ async fn jobs(State(demo): State<Shared>) -> Response {
 
 async fn enqueue(
     State(demo): State<Shared>,
-    headers: HeaderMap,
-    query: Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Response {
-    let form = match read_form(&headers, &query, &body) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
+    let form = form(query.as_deref().unwrap_or_default(), &body);
     let kind = value(&form, "kind")
         .filter(|k| !k.is_empty())
         .unwrap_or("email")
@@ -457,14 +446,10 @@ async fn respond_stats(demo: &Demo) -> Response {
 
 async fn workers_start(
     State(demo): State<Shared>,
-    headers: HeaderMap,
-    query: Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Response {
-    let form = match read_form(&headers, &query, &body) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
+    let form = form(query.as_deref().unwrap_or_default(), &body);
     configure(&form);
     let size = value(&form, "size")
         .and_then(|v| v.trim().parse::<i64>().ok())
@@ -475,24 +460,17 @@ async fn workers_start(
     respond_stats(&demo).await
 }
 
-async fn workers_stop(State(demo): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(refused) = cross_site(&headers) {
-        return refused;
-    }
+async fn workers_stop(State(demo): State<Shared>) -> Response {
     stop_pool(&demo).await;
     respond_stats(&demo).await
 }
 
 async fn workers_configure(
     State(demo): State<Shared>,
-    headers: HeaderMap,
-    query: Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Response {
-    let form = match read_form(&headers, &query, &body) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
+    let form = form(query.as_deref().unwrap_or_default(), &body);
     configure(&form);
     respond_stats(&demo).await
 }
@@ -500,14 +478,10 @@ async fn workers_configure(
 /// Turns the Runner's automatic sweep on or off (restarting running workers).
 async fn workers_sweep(
     State(demo): State<Shared>,
-    headers: HeaderMap,
-    query: Query<Vec<(String, String)>>,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Response {
-    let form = match read_form(&headers, &query, &body) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
+    let form = form(query.as_deref().unwrap_or_default(), &body);
     let enabled = matches!(value(&form, "enabled"), Some("1" | "true" | "on"));
     let was_running = {
         let mut pool = demo.pool.lock().await;
@@ -520,10 +494,7 @@ async fn workers_sweep(
     respond_stats(&demo).await
 }
 
-async fn reclaim(State(demo): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(refused) = cross_site(&headers) {
-        return refused;
-    }
+async fn reclaim(State(demo): State<Shared>) -> Response {
     match demo.queue.reclaim_stuck().await {
         Ok(report) => match stats_object(&demo).await {
             Ok(t) => {
@@ -535,10 +506,7 @@ async fn reclaim(State(demo): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn reset(State(demo): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(refused) = cross_site(&headers) {
-        return refused;
-    }
+async fn reset(State(demo): State<Shared>) -> Response {
     stop_pool(&demo).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     if let Err(e) = demo.queue.purge().await {
