@@ -102,18 +102,25 @@ pub(super) async fn overview(State(state): State<Arc<Dashboard>>) -> ApiResult {
     let mut names: BTreeSet<String> = registered.keys().cloned().collect();
     names.extend(state.options.queues.iter().cloned());
     names.extend(discover(&state).await.map_err(internal)?);
-    let mut queues = Vec::with_capacity(names.len());
-    for name in names {
-        let Ok(q) = state.client.queue(&name) else {
-            continue;
-        };
-        let stats = q.stats().await.map_err(internal)?;
-        queues.push(json!({
-            "name": name,
-            "jobs": registered.get(&name).cloned().unwrap_or_default(),
-            "stats": stats,
-        }));
-    }
+    // Every queue's stats at once: one round trip per refresh, not one per queue.
+    let queues: Vec<_> = names
+        .into_iter()
+        .filter_map(|name| Some((state.client.queue(&name).ok()?, name)))
+        .collect();
+    let stats = futures_util::future::try_join_all(queues.iter().map(|(q, _)| q.stats()))
+        .await
+        .map_err(internal)?;
+    let queues: Vec<Value> = queues
+        .into_iter()
+        .zip(stats)
+        .map(|((_, name), stats)| {
+            json!({
+                "jobs": registered.get(&name).cloned().unwrap_or_default(),
+                "name": name,
+                "stats": stats,
+            })
+        })
+        .collect();
     Ok(Json(json!({ "queues": queues })).into_response())
 }
 

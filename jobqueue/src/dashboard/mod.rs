@@ -192,19 +192,15 @@ async fn guard(State(state): State<Arc<Dashboard>>, request: Request, next: Next
             .into_response();
     }
     if let Some(token) = &state.options.token {
-        let headers = request.headers();
-        let from_query = query_param(request.uri().query(), "token");
-        let presented = bearer(headers)
-            .or_else(|| cookie(headers, "jobqueue_token"))
-            .or(from_query.clone());
-        if presented.as_deref() != Some(token.as_str()) {
+        let query = request.uri().query();
+        if !presents_token(request.headers(), query, token) {
             return (
                 StatusCode::UNAUTHORIZED,
                 "a valid dashboard token is required",
             )
                 .into_response();
         }
-        if from_query.is_some() {
+        if query_param(query, "token").is_some() {
             set_cookie = Some(format!(
                 "jobqueue_token={token}; HttpOnly; SameSite=Strict; Path=/"
             ));
@@ -212,8 +208,9 @@ async fn guard(State(state): State<Arc<Dashboard>>, request: Request, next: Next
     }
     if request.method() == Method::POST {
         let headers = request.headers();
-        let token_ok =
-            headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) == Some(state.csrf.as_str());
+        let token_ok = headers
+            .get("x-csrf-token")
+            .is_some_and(|v| constant_time_eq(v.as_bytes(), state.csrf.as_bytes()));
         if !token_ok || !same_origin(headers) {
             return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
         }
