@@ -178,23 +178,22 @@ impl Client {
                 .collect());
         }
         // One script call per shard, all at once; handles in input order.
-        let mut by_shard: BTreeMap<String, (Queue, Vec<NewJob>)> = BTreeMap::new();
+        let shards = self.shard_queues(T::QUEUE)?;
+        let mut by_shard: Vec<Vec<NewJob>> = vec![Vec::new(); shards.len()];
         let mut handles = Vec::with_capacity(jobs.len());
         for mut job in jobs {
             let id = crate::id::random_hex();
-            let queue = self.queue_of(T::QUEUE, &id)?;
-            handles.push(JobHandle::new(queue.clone(), id.clone()));
+            let shard = crate::shards::shard_of(&id, shards.len());
+            handles.push(JobHandle::new(shards[shard].clone(), id.clone()));
             job.id = Some(id);
-            by_shard
-                .entry(queue.name().to_owned())
-                .or_insert_with(|| (queue, Vec::new()))
-                .1
-                .push(job);
+            by_shard[shard].push(job);
         }
         futures_util::future::try_join_all(
-            by_shard
-                .into_values()
-                .map(|(queue, jobs)| async move { queue.submit_many(jobs).await }),
+            shards
+                .iter()
+                .zip(by_shard)
+                .filter(|(_, jobs)| !jobs.is_empty())
+                .map(|(queue, jobs)| queue.submit_many(jobs)),
         )
         .await?;
         Ok(handles)

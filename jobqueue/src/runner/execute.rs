@@ -23,7 +23,8 @@ use crate::outcome::{ErrorKind, JobError};
 
 /// How a run ended.
 enum Outcome {
-    Completed(String),
+    /// The handler's result, checked to be JSON once.
+    Completed(Box<RawValue>),
     Failed(JobError),
     Interrupted,
     LeaseLost,
@@ -83,7 +84,10 @@ async fn run(shared: &Shared, q: &QueueRt, job: &Arc<ClaimedJob>, interrupt: &Ca
     };
     let outcome = tokio::select! {
         ran = timed => match ran {
-            Some(Ok(Ok(result))) => Outcome::Completed(result),
+            Some(Ok(Ok(result))) => match RawValue::from_string(result) {
+                Ok(json) => Outcome::Completed(json),
+                Err(e) => Outcome::Failed(JobError::permanent(format!("the result is not JSON: {e}"))),
+            },
             Some(Ok(Err(error))) => Outcome::Failed(error),
             Some(Err(panic)) => Outcome::Failed(JobError::retry(format!("the handler panicked: {}", panic_message(&*panic)))),
             None => Outcome::Failed(JobError::retry(format!(
@@ -113,14 +117,7 @@ async fn write(
     let mut failures = 0;
     loop {
         let written = match outcome {
-            Outcome::Completed(result) => match RawValue::from_string(result.clone()) {
-                Ok(raw) => q.queue.complete(job, &raw).await,
-                Err(e) => {
-                    q.queue
-                        .fail_permanently(job, &format!("the result is not JSON: {e}"))
-                        .await
-                }
-            },
+            Outcome::Completed(result) => q.queue.complete(job, result).await,
             Outcome::Failed(error) => match error.kind() {
                 ErrorKind::Abandon => {
                     tracing::warn!(reason = error.message(), "job abandoned: left to the sweep");

@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use crate::job::{Ack, ClaimedJob};
 
-/// The running jobs of one queue, by claim (id and token): a job retried at
-/// once can be claimed again while its previous run is still winding down.
+/// The running jobs of one queue, by claim token (each claim has its own):
+/// a job retried at once can be claimed again while its previous run is
+/// still winding down.
 #[derive(Debug, Default)]
 pub(super) struct InFlight {
-    jobs: Mutex<HashMap<(String, String), Running>>,
+    jobs: Mutex<HashMap<String, Running>>,
 }
 
 #[derive(Debug)]
@@ -43,7 +44,7 @@ impl InFlight {
         let lost = CancellationToken::new();
         let settling = Arc::new(AtomicBool::new(false));
         self.jobs.lock().expect("in-flight lock").insert(
-            claim_key(job),
+            job.token().to_owned(),
             Running {
                 job: Arc::clone(job),
                 lost: lost.clone(),
@@ -57,7 +58,7 @@ impl InFlight {
         self.jobs
             .lock()
             .expect("in-flight lock")
-            .remove(&claim_key(job));
+            .remove(job.token());
     }
 
     fn snapshot(&self) -> Vec<Arc<ClaimedJob>> {
@@ -90,7 +91,7 @@ impl InFlight {
     fn lose(&self, job: &ClaimedJob) {
         let id = job.id();
         let jobs = self.jobs.lock().expect("in-flight lock");
-        if let Some(running) = jobs.get(&claim_key(job))
+        if let Some(running) = jobs.get(job.token())
             && !running.settling.load(Ordering::SeqCst)
         {
             tracing::warn!(
@@ -100,10 +101,6 @@ impl InFlight {
             running.lost.cancel();
         }
     }
-}
-
-fn claim_key(job: &ClaimedJob) -> (String, String) {
-    (job.id().to_owned(), job.token().to_owned())
 }
 
 /// Renews leases until `stop` is cancelled. Renews at a third of the
@@ -129,10 +126,11 @@ pub(super) async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
             }
             () = stop.cancelled() => return,
         }
-        due = Instant::now() + tick(&shared);
+        let every = tick(&shared);
+        due = Instant::now() + every;
         // Every queue's batch at once, each bounded by two ticks: one slow
         // reply must not hold back the other queues' renewals.
-        let limit = (tick(&shared) * 2).max(Duration::from_millis(250));
+        let limit = (every * 2).max(Duration::from_millis(250));
         let renewals = shared.queues.iter().map(|q| async move {
             let jobs = q.in_flight.snapshot();
             if jobs.is_empty() {
