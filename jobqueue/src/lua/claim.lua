@@ -74,12 +74,13 @@ end
 -- Stamps id, which sits at the head of processing. Returns true when claimed.
 local function take(id, token)
   local key = Q.prefix .. id
-  if redis.call('EXISTS', key) == 0 then
+  local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'visibility_ms', 'claim_token', 'unstamped_seen')
+  -- A status proves the hash exists; only a hash without one needs asking.
+  if not f[1] and redis.call('EXISTS', key) == 0 then
     redis.call('LREM', Q.processing, 1, id)
     reject(id, 'dropped', 'no job hash for this id')
     return false
   end
-  local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'visibility_ms', 'claim_token', 'unstamped_seen')
   local status = f[1]
   if status == 'completed' or status == 'failed' then
     redis.call('LREM', Q.processing, 1, id)

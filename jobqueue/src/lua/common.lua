@@ -37,8 +37,7 @@ end
 -- of every id trimmed off is deleted when it is still in that list's state,
 -- so a dead letter's hash lives exactly as long as its listing (8.14).
 local function push_history(list, id, cap, status)
-  redis.call('LPUSH', list, id)
-  local excess = redis.call('LLEN', list) - cap
+  local excess = redis.call('LPUSH', list, id) - cap
   for _ = 1, excess do
     local old = redis.call('RPOP', list)
     local key = Q.prefix .. old
