@@ -1,6 +1,6 @@
 //! Parsing and validation of `#[job(...)]` arguments.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use proc_macro2::Span;
 use syn::ext::IdentExt;
@@ -30,14 +30,14 @@ pub(crate) struct JobArgs {
     pub(crate) visibility_ms: Option<u64>,
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) backoff: Option<BackoffArg>,
-    pub(crate) name: Option<(String, Span)>,
+    pub(crate) name: Option<String>,
     pub(crate) krate: Option<Path>,
 }
 
 impl Parse for JobArgs {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = Self::default();
-        let mut seen: HashMap<String, Span> = HashMap::new();
+        let mut seen: HashSet<String> = HashSet::new();
         while !input.is_empty() {
             // `crate` is a keyword: accept it as a key like any identifier.
             let key = input.call(Ident::parse_any)?;
@@ -54,7 +54,7 @@ impl Parse for JobArgs {
             if !KEYS.contains(&name.as_str()) {
                 return Err(unknown());
             }
-            if seen.insert(name.clone(), key.span()).is_some() {
+            if !seen.insert(name.clone()) {
                 return Err(syn::Error::new(
                     key.span(),
                     format!("duplicate argument `{name}`"),
@@ -68,7 +68,7 @@ impl Parse for JobArgs {
                 }
                 "name" => {
                     let lit: LitStr = input.parse()?;
-                    args.name = Some((checked_name(&lit, "name")?, lit.span()));
+                    args.name = Some(checked_name(&lit, "name")?);
                 }
                 "max_attempts" => {
                     let lit: LitInt = input.parse()?;
@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(args.max_attempts, Some(5));
         assert_eq!(args.visibility_ms, Some(120_000));
         assert_eq!(args.timeout_ms, Some(30_000));
-        assert_eq!(args.name.unwrap().0, "welcome");
+        assert_eq!(args.name.unwrap(), "welcome");
         assert!(args.krate.is_some());
         assert!(parse("").unwrap().queue.is_none());
         assert!(parse(r#"queue = "a","#).is_ok(), "a trailing comma is fine");

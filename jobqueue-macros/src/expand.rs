@@ -10,6 +10,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, Path, ReturnType, Type};
 
@@ -134,9 +135,7 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
     let krate: Path = args.krate.unwrap_or_else(|| syn::parse_quote!(::jobqueue));
     let ident = &func.sig.ident;
     let vis = &func.vis;
-    let name = args
-        .name
-        .map_or_else(|| ident.unraw_string(), |(name, _)| name);
+    let name = args.name.unwrap_or_else(|| ident.unraw().to_string());
     let queue = args.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
     let max_attempts = args.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     let visibility_ms = args.visibility_ms.unwrap_or(DEFAULT_VISIBILITY_MS);
@@ -178,7 +177,7 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
     let boxed = quote_spanned! {ident.span()=>
         __jq::box_handler(async move { #finish(#call.await) })
     };
-    let handler = format_ident!("__jobqueue_handler_{}", ident.unraw_string());
+    let handler = format_ident!("__jobqueue_handler_{}", ident.unraw().to_string());
     let doc = format!(
         "The job defined by [`{ident}()`]: name `{name}`, queue `{queue}`. Enqueue it with \
          `client.enqueue::<{ident}>(payload)`."
@@ -221,18 +220,6 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             }
         };
     })
-}
-
-trait UnrawString {
-    fn unraw_string(&self) -> String;
-}
-
-impl UnrawString for syn::Ident {
-    /// The identifier without a leading `r#`.
-    fn unraw_string(&self) -> String {
-        let s = self.to_string();
-        s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
-    }
 }
 
 #[cfg(test)]
