@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use jobqueue::dashboard::{DashboardOptions, job_summary};
-use jobqueue::{CancellationToken, Client, NewJob, Queue};
+use jobqueue::{CancellationToken, Client, JobStatus, NewJob, Queue};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -116,6 +116,18 @@ enum State {
     Failed,
 }
 
+impl From<State> for JobStatus {
+    fn from(state: State) -> Self {
+        match state {
+            State::Pending => Self::Pending,
+            State::Scheduled => Self::Scheduled,
+            State::Processing => Self::Processing,
+            State::Completed => Self::Completed,
+            State::Failed => Self::Failed,
+        }
+    }
+}
+
 /// A failure with its exit code.
 struct Failure(u8, String);
 
@@ -156,13 +168,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             offset,
         } => {
             let range = offset..offset + limit;
-            let ids = match state {
-                State::Pending => queue.list_pending(range).await?,
-                State::Scheduled => queue.list_scheduled(range).await?,
-                State::Processing => queue.list_processing(range).await?,
-                State::Completed => queue.list_completed(range).await?,
-                State::Failed => queue.list_failed(range).await?,
-            };
+            let ids = queue.list(state.into(), range).await?;
             let records = queue.get_jobs(&ids).await?;
             let jobs: Vec<Value> = ids
                 .iter()

@@ -165,7 +165,8 @@ impl JobStatus {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The status a stored `status` value names, if any.
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "scheduled" => Self::Scheduled,
             "pending" => Self::Pending,

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::job::{Ack, ClaimedJob, JobRecord, NewJob};
+use crate::job::{Ack, ClaimedJob, JobRecord, JobStatus, NewJob};
 use crate::keys::{KeyLayout, Keys};
 use crate::scripts::SCRIPTS;
 
@@ -189,6 +189,19 @@ pub struct Stats {
     pub visibility_ms: u64,
     /// True while the queue is paused.
     pub paused: bool,
+}
+
+impl Stats {
+    /// How many ids `status`'s list holds.
+    pub fn depth(&self, status: JobStatus) -> u64 {
+        match status {
+            JobStatus::Pending => self.pending_depth,
+            JobStatus::Processing => self.processing_depth,
+            JobStatus::Completed => self.completed_depth,
+            JobStatus::Failed => self.failed_depth,
+            JobStatus::Scheduled => self.scheduled_depth,
+        }
+    }
 }
 
 /// What one [`Queue::reclaim_stuck`] pass did.
@@ -988,6 +1001,21 @@ impl Queue {
             .zip(hashes)
             .map(|(id, fields)| (!fields.is_empty()).then(|| JobRecord::new(id.as_ref(), fields)))
             .collect())
+    }
+
+    /// Ids in `status`'s list, in that list's order (see the `list_*`
+    /// methods); `range` pages through them.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn list(&self, status: JobStatus, range: Range<usize>) -> Result<Vec<String>> {
+        match status {
+            JobStatus::Pending => self.list_pending(range).await,
+            JobStatus::Processing => self.list_processing(range).await,
+            JobStatus::Completed => self.list_completed(range).await,
+            JobStatus::Failed => self.list_failed(range).await,
+            JobStatus::Scheduled => self.list_scheduled(range).await,
+        }
     }
 
     /// Ids waiting, oldest (next to run) first; `range` pages through them.

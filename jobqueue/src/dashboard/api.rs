@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::Dashboard;
 use crate::error::Error;
-use crate::job::JobRecord;
+use crate::job::{JobRecord, JobStatus};
 use crate::queue::Queue;
 use crate::registry::Registry;
 
@@ -168,23 +168,17 @@ pub(super) async fn list_jobs(
     let q = queue(&state, &name)?;
     let limit = page.limit.unwrap_or(20).clamp(1, MAX_PAGE);
     let range = page.offset..page.offset.saturating_add(limit);
-    let stats = q.stats().await.map_err(internal)?;
-    let (ids, total) = match page.state.as_str() {
-        "pending" => (q.list_pending(range).await, stats.pending_depth),
-        "processing" => (q.list_processing(range).await, stats.processing_depth),
-        "completed" => (q.list_completed(range).await, stats.completed_depth),
-        "failed" => (q.list_failed(range).await, stats.failed_depth),
-        "scheduled" => (q.list_scheduled(range).await, stats.scheduled_depth),
-        other => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "unknown state {other:?}: pending, processing, completed, failed or scheduled"
-                ),
-            ));
-        }
+    let Some(status) = JobStatus::parse(&page.state) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown state {:?}: pending, processing, completed, failed or scheduled",
+                page.state
+            ),
+        ));
     };
-    let ids = ids.map_err(internal)?;
+    let (ids, stats) = tokio::try_join!(q.list(status, range), q.stats()).map_err(internal)?;
+    let total = stats.depth(status);
     let records = q.get_jobs(&ids).await.map_err(internal)?;
     let jobs: Vec<Value> = ids
         .iter()
