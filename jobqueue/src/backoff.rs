@@ -11,15 +11,15 @@ pub enum Backoff {
     /// jitter: a random delay between half that and all of it, so jobs that
     /// failed together do not return together. `"exponential(1s, 10m)"`.
     Exponential {
-        /// The first delay, in ms.
-        base_ms: u64,
-        /// The longest delay, in ms.
-        max_ms: u64,
+        /// The first delay.
+        base: Duration,
+        /// The longest delay.
+        max: Duration,
     },
-    /// Always the same delay, in ms, without jitter. `"fixed(30s)"`.
+    /// Always the same delay, without jitter. `"fixed(30s)"`.
     Fixed {
-        /// The delay, in ms.
-        delay_ms: u64,
+        /// The delay.
+        delay: Duration,
     },
     /// Retry at once, as the reference design does. `"none"`.
     None,
@@ -28,21 +28,29 @@ pub enum Backoff {
 impl Backoff {
     /// The default: exponential from 1 s, capped at 10 minutes, with jitter
     /// (1 s, 2 s, 4 s, … give or take half).
-    pub const DEFAULT: Self = Self::Exponential {
-        base_ms: 1_000,
-        max_ms: 600_000,
-    };
+    pub const DEFAULT: Self = Self::exponential(Duration::from_secs(1), Duration::from_secs(600));
+
+    /// [`Backoff::Exponential`] from `base`, capped at `max`.
+    pub const fn exponential(base: Duration, max: Duration) -> Self {
+        Self::Exponential { base, max }
+    }
+
+    /// [`Backoff::Fixed`]: always `delay`.
+    pub const fn fixed(delay: Duration) -> Self {
+        Self::Fixed { delay }
+    }
 
     /// The delay before the attempt after attempt `attempt` (1 for the first).
     pub fn delay(&self, attempt: u32) -> Duration {
         match *self {
-            Self::Exponential { base_ms, max_ms } => {
+            Self::Exponential { base, max } => {
                 let exp = attempt.saturating_sub(1).min(40);
-                let full = base_ms.saturating_mul(1u64 << exp).min(max_ms);
+                let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                let full = ms(base).saturating_mul(1u64 << exp).min(ms(max));
                 let half = full / 2;
                 Duration::from_millis(half + rand::random_range(0..=full - half))
             }
-            Self::Fixed { delay_ms } => Duration::from_millis(delay_ms),
+            Self::Fixed { delay } => delay,
             Self::None => Duration::ZERO,
         }
     }
@@ -60,10 +68,7 @@ mod tests {
 
     #[test]
     fn exponential_doubles_with_jitter_and_is_capped() {
-        let b = Backoff::Exponential {
-            base_ms: 100,
-            max_ms: 1_000,
-        };
+        let b = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1));
         for _ in 0..200 {
             let d1 = b.delay(1).as_millis();
             let d3 = b.delay(3).as_millis();
@@ -78,7 +83,7 @@ mod tests {
     #[test]
     fn fixed_and_none_do_not_vary() {
         assert_eq!(
-            Backoff::Fixed { delay_ms: 30 }.delay(7),
+            Backoff::fixed(Duration::from_millis(30)).delay(7),
             Duration::from_millis(30)
         );
         assert_eq!(Backoff::None.delay(3), Duration::ZERO);

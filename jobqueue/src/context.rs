@@ -1,37 +1,74 @@
 //! [`JobContext`]: what a running job knows about itself.
 
+use std::time::SystemTime;
+
 use tokio_util::sync::CancellationToken;
 
 /// Passed to a job's handler (as its optional second argument): which job
-/// this is, which attempt, and a cancellation signal for cooperative stops.
+/// this is, which attempt of how many, and a cancellation signal for
+/// cooperative stops.
+///
+/// Runners build contexts. To call a handler directly, in a unit test for
+/// example, build one with [`JobContext::new`] and the `with_*` methods:
+///
+/// ```
+/// use jobqueue::JobContext;
+///
+/// let ctx = JobContext::new("job-1").with_queue("email").with_attempt(2, 5);
+/// assert_eq!((ctx.attempt(), ctx.max_attempts()), (2, 5));
+/// ```
 #[derive(Debug, Clone)]
 pub struct JobContext {
     id: String,
     queue: String,
     name: String,
     attempt: u32,
+    max_attempts: u32,
+    enqueued_at: Option<SystemTime>,
     claim_token: String,
     cancel: CancellationToken,
 }
 
 impl JobContext {
-    /// A context for job `id` of job type `name` in `queue`, on its
-    /// `attempt`th claim, never cancelled. Runners build contexts; call this
-    /// to run a handler directly, for example in a unit test.
-    pub fn new(
-        id: impl Into<String>,
-        queue: impl Into<String>,
-        name: impl Into<String>,
-        attempt: u32,
-    ) -> Self {
+    /// A context for job `id`: first attempt of one, no queue or name,
+    /// never cancelled.
+    pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
-            queue: queue.into(),
-            name: name.into(),
-            attempt,
+            queue: String::new(),
+            name: String::new(),
+            attempt: 1,
+            max_attempts: 1,
+            enqueued_at: None,
             claim_token: String::new(),
             cancel: CancellationToken::new(),
         }
+    }
+
+    /// The same context, for a job of `queue`.
+    pub fn with_queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// The same context, for a job registered as `name`.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The same context, on attempt `attempt` (1 for the first) of
+    /// `max_attempts`.
+    pub fn with_attempt(mut self, attempt: u32, max_attempts: u32) -> Self {
+        self.attempt = attempt;
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// The same context, for a job Redis received at `time`.
+    pub fn with_enqueued_at(mut self, time: SystemTime) -> Self {
+        self.enqueued_at = Some(time);
+        self
     }
 
     /// The same context, for the claim fenced by `token`.
@@ -61,9 +98,21 @@ impl JobContext {
         &self.name
     }
 
-    /// Which claim this is: 1 for the first.
+    /// Which attempt this run is: 1 for the first.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// How many attempts the job gets in all (the one stored with the job,
+    /// else the queue's): `attempt() == max_attempts()` is the last chance.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// When Redis received the job (by Redis's clock), when known: jobs
+    /// written by other clients may lack the field.
+    pub fn enqueued_at(&self) -> Option<SystemTime> {
+        self.enqueued_at
     }
 
     /// The claim token of this run: every state change of the job is fenced
@@ -74,7 +123,8 @@ impl JobContext {
         &self.claim_token
     }
 
-    /// True once the runner asked the job to stop (shutdown or timeout).
+    /// True once the runner asked the job to stop (shutdown, timeout, or a
+    /// lost lease).
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }

@@ -1,20 +1,25 @@
-//! What `#[job]` defines: the [`Job`] trait on the generated type, and the
-//! [`JobDefinition`] it registers through `inventory`.
+//! What `#[job]` defines: the [`Job`] trait on the generated type, the
+//! [`JobDefinition`] it registers through `inventory`, and the [`Backoff`]
+//! policy between attempts.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
-use crate::backoff::Backoff;
+pub use crate::backoff::Backoff;
 use crate::context::JobContext;
 use crate::outcome::JobError;
 
 /// A job type, implemented by the type `#[job]` generates (named like the
 /// function). It is the `T` of [`Client::enqueue::<T>()`](crate::Client::enqueue):
-/// the payload type checks the call at compile time.
+/// the payload type checks the call at compile time. Implement it by hand
+/// only for jobs another process runs (enqueue-only); `#[job]` also
+/// registers the handler.
 pub trait Job: Send + Sync + 'static {
     /// What the handler takes, stored as JSON in the job's `payload` field.
     type Payload: Serialize + DeserializeOwned + Send + 'static;
@@ -27,15 +32,16 @@ pub trait Job: Send + Sync + 'static {
     /// Claims the job gets before it fails for good.
     const MAX_ATTEMPTS: u32;
     /// The lease length, renewed while the handler runs.
-    const VISIBILITY_MS: u64;
+    const VISIBILITY: Duration;
     /// The longest a run may take, if limited.
-    const TIMEOUT_MS: Option<u64>;
+    const TIMEOUT: Option<Duration>;
     /// How long a failed attempt waits before the next.
     const BACKOFF: Backoff = Backoff::DEFAULT;
 }
 
-/// The future a registered handler returns: the result as JSON, or the error.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<String, JobError>> + Send>>;
+/// The future a registered handler returns: the result as JSON (checked
+/// once, when it was serialized), or the error.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Box<RawValue>, JobError>> + Send>>;
 
 /// A registered handler: decodes the payload JSON and runs the job.
 pub type HandlerFn = fn(&str, JobContext) -> HandlerFuture;
@@ -47,8 +53,8 @@ pub struct JobDefinition {
     queue: &'static str,
     module_path: &'static str,
     max_attempts: u32,
-    visibility_ms: u64,
-    timeout_ms: Option<u64>,
+    visibility: Duration,
+    timeout: Option<Duration>,
     backoff: Backoff,
     handler: HandlerFn,
 }
@@ -62,8 +68,8 @@ impl JobDefinition {
             queue: T::QUEUE,
             module_path,
             max_attempts: T::MAX_ATTEMPTS,
-            visibility_ms: T::VISIBILITY_MS,
-            timeout_ms: T::TIMEOUT_MS,
+            visibility: T::VISIBILITY,
+            timeout: T::TIMEOUT,
             backoff: T::BACKOFF,
             handler,
         }
@@ -89,14 +95,14 @@ impl JobDefinition {
         self.max_attempts
     }
 
-    /// The lease length in ms.
-    pub fn visibility_ms(&self) -> u64 {
-        self.visibility_ms
+    /// The lease length.
+    pub fn visibility(&self) -> Duration {
+        self.visibility
     }
 
-    /// The longest a run may take, in ms, if limited.
-    pub fn timeout_ms(&self) -> Option<u64> {
-        self.timeout_ms
+    /// The longest a run may take, if limited.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// How long a failed attempt waits before the next.
@@ -117,8 +123,8 @@ impl fmt::Debug for JobDefinition {
             .field("queue", &self.queue)
             .field("module_path", &self.module_path)
             .field("max_attempts", &self.max_attempts)
-            .field("visibility_ms", &self.visibility_ms)
-            .field("timeout_ms", &self.timeout_ms)
+            .field("visibility", &self.visibility)
+            .field("timeout", &self.timeout)
             .field("backoff", &self.backoff)
             .finish_non_exhaustive()
     }

@@ -99,11 +99,30 @@ pub enum Error {
         waited: std::time::Duration,
     },
 
-    /// The job's hash does not exist (never enqueued, purged, or expired).
+    /// No job has this id: it was never enqueued here (or was deleted
+    /// before this handle looked).
     #[error("job {id} does not exist")]
     JobNotFound {
         /// The job's id.
         id: String,
+    },
+
+    /// The job existed but its hash is gone: a completed job's hash expires
+    /// after its `completed_ttl` (the result goes with it), and a deleted or
+    /// purged job leaves nothing behind.
+    #[error(
+        "job {id} is gone: a completed job's result is kept for its completed_ttl, or it was deleted"
+    )]
+    JobExpired {
+        /// The job's id.
+        id: String,
+    },
+
+    /// A job status that is not one of the five states.
+    #[error("{status:?} is not a job status (scheduled, pending, processing, completed, failed)")]
+    InvalidStatus {
+        /// The text given.
+        status: String,
     },
 
     /// An option outside its allowed range.
@@ -117,6 +136,13 @@ pub enum Error {
 }
 
 impl Error {
+    pub(crate) fn invalid_option(option: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidOption {
+            option,
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn malformed(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Malformed {
             key: key.into(),

@@ -30,6 +30,20 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// A `SCAN` pattern matching the keys of every queue, in either layout.
+    pub const EVERY_QUEUE_PATTERN: &'static str = "queue:*";
+
+    /// The name of the queue a key belongs to (`queue:NAME:…` or
+    /// `queue:{NAME}:…`), or `None` for a key outside the layout.
+    pub fn queue_name_of(key: &str) -> Option<&str> {
+        let rest = key.strip_prefix("queue:")?;
+        let name = match rest.strip_prefix('{') {
+            Some(tagged) => tagged.split_once('}')?.0,
+            None => rest.split_once(':')?.0,
+        };
+        (!name.is_empty()).then_some(name)
+    }
+
     /// Builds the key names of queue `name`, after checking the name.
     pub fn new(name: &str, layout: KeyLayout) -> Result<Self> {
         validate_name(name)?;
@@ -122,32 +136,13 @@ impl Keys {
     }
 }
 
-/// Longest queue name accepted: long names only waste memory in every key.
-const MAX_NAME_LEN: usize = 128;
-
-/// Checks a queue name: non-empty, at most 128 bytes, and free of characters
-/// that would break the key layout (`:`, braces), glob patterns used by
-/// `SCAN` (`*`, `?`, `[`, `]`, `\`), whitespace and control characters.
+/// Checks a queue or job name with the rule `#[job]` also applies at
+/// compile time ([`jobqueue_rules::check_name`]).
 pub(crate) fn validate_name(name: &str) -> Result<()> {
-    let invalid = |reason: &str| {
-        Err(Error::InvalidName {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
-    if name.is_empty() {
-        return invalid("it is empty");
-    }
-    if name.len() > MAX_NAME_LEN {
-        return invalid("it is longer than 128 bytes");
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || ":{}*?[]\\".contains(*c))
-    {
-        return invalid(&format!("it contains {c:?}"));
-    }
-    Ok(())
+    jobqueue_rules::check_name(name).map_err(|reason| Error::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -174,6 +169,14 @@ mod tests {
         assert_eq!(keys.pending(), "queue:{email}:pending");
         assert_eq!(keys.job("ab"), "queue:{email}:job:ab");
         assert_eq!(keys.job_prefix(), "queue:{email}:job:");
+    }
+
+    #[test]
+    fn queue_names_come_back_from_either_layout() {
+        assert_eq!(Keys::queue_name_of("queue:email:pending"), Some("email"));
+        assert_eq!(Keys::queue_name_of("queue:jobs:job:abc"), Some("jobs"));
+        assert_eq!(Keys::queue_name_of("queue:{email}:stats"), Some("email"));
+        assert_eq!(Keys::queue_name_of("other:key"), None);
     }
 
     #[test]

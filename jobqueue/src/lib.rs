@@ -2,8 +2,8 @@
 //!
 //! Define a job by annotating an `async fn` with [`#[job]`](job), enqueue it
 //! with a typed call that checks the payload at compile time, follow it with
-//! the [`JobHandle`] you get back, and run it with a [`Runner`] embedded in
-//! your service.
+//! the [`JobHandle`](client::JobHandle) you get back, and run it with a
+//! [`Runner`] embedded in your service.
 //!
 //! ```no_run
 //! use jobqueue::{job, Client, JobContext};
@@ -31,67 +31,76 @@
 //!
 //! // In the worker process:
 //! let shutdown = jobqueue::CancellationToken::new();
-//! jobqueue::Runner::builder(client).concurrency(20).build()?.run(shutdown).await?;
+//! jobqueue::Runner::builder(client).concurrency(20).build()?.run(shutdown).await;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! Under the typed layer sits [`Queue`], one queue of the Redis job-queue
-//! reference design's key layout (`queue:{name}:pending`, `processing`,
-//! `completed`, `failed`, a hash per job, events on `queue:{name}:events`), so
-//! jobs enqueued by any of the reference's nine implementations are processed
-//! here, and the reverse. It fixes the reference's races: claims are stamped
+//! The crate root holds what a job author needs: [`job`], [`Client`],
+//! [`Runner`], [`JobContext`], [`JobError`], [`Error`], [`Result`] and
+//! [`CancellationToken`]. The rest lives in modules named for what they
+//! are:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`client`] | [`Client`], its builder, [`EnqueueOptions`](client::EnqueueOptions), [`JobHandle`](client::JobHandle) |
+//! | [`runner`] | [`Runner`] and its builder |
+//! | [`outcome`] | [`JobError`], its [`Disposition`](outcome::Disposition), the [`JobResultExt`](outcome::JobResultExt) shorthands |
+//! | [`definition`] | the [`Job`](definition::Job) trait `#[job]` implements, [`Backoff`](definition::Backoff), what it registers |
+//! | [`registry`] | the [`Registry`](registry::Registry) of linked jobs |
+//! | [`queue`] | the raw queue layer: [`Queue`](queue::Queue), claimed jobs, records, stats, [`Event`](queue::Event)s |
+//! | [`connection`] | [`Connection`](connection::Connection) to a server or a cluster |
+//! | `dashboard` | the web dashboard as an axum router (feature `dashboard`) |
+//! | [`docs`] | guides: the data model, the delivery guarantee, the reference's bugs |
+//!
+//! Under the typed layer sits [`queue::Queue`], one queue of the Redis
+//! job-queue reference design's key layout (`queue:{name}:pending`,
+//! `processing`, `completed`, `failed`, a hash per job, events on
+//! `queue:{name}:events`), so jobs enqueued by any of the reference's nine
+//! implementations are processed here, and the reverse. It fixes the
+//! reference's races ([`docs::reference_bugs`]): claims are stamped
 //! atomically, every state change is fenced by the claim token and
 //! idempotent, leases can be renewed, poison jobs end in `failed`, and
 //! counters are fleet-wide.
 //!
-//! ```no_run
-//! use std::time::Duration;
-//! use jobqueue::{Queue, QueueOptions};
-//!
-//! # async fn demo() -> jobqueue::Result<()> {
-//! let queue = Queue::connect("redis://127.0.0.1:6379/", QueueOptions::new("email")).await?;
-//! let id = queue.enqueue(&serde_json::json!({"to": "alice@example.com"})).await?;
-//!
-//! // In a worker:
-//! if let Some(job) = queue.claim(Duration::from_secs(1)).await? {
-//!     let to: serde_json::Value = job.payload()?;
-//!     // ... send the mail, renewing the lease with queue.extend(&job) if it takes long ...
-//!     queue.complete(&job, &serde_json::json!({"sent_to": to["to"]})).await?;
-//! }
-//!
-//! // In a periodic sweeper:
-//! let report = queue.reclaim_stuck().await?;
-//! # let _ = (id, report);
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! The same URL may name a Redis Cluster node: [`Connection::open`] detects
-//! the cluster, routes every command by slot (following `MOVED` and `ASK`),
-//! and queues take the hash-tagged layout (`queue:{email}:pending`) so each
+//! The same URL may name a Redis Cluster node:
+//! [`Connection::connect`](connection::Connection::connect) detects the
+//! cluster, routes every command by slot (following `MOVED` and `ASK`), and
+//! queues take the hash-tagged layout (`queue:{email}:pending`) so each
 //! queue lives in one slot. A queue too busy for one primary can be split
-//! over several with [`Client::with_shards`].
+//! over several with [`ClientBuilder::shards`](client::ClientBuilder::shards).
 //!
 //! The data model is documented key by key in [`docs::data_model`]; the
 //! delivery guarantee, and the test behind each promise, in
 //! [`docs::reliability`].
+//!
+//! # Features
+//!
+//! - `dashboard` (default): the web dashboard, `jobqueue::dashboard`.
+//! - `tls`: `rediss://` URLs, through rustls.
+//! - `anyhow`: a handler returning `anyhow::Result` keeps the
+//!   [`Disposition`](outcome::Disposition) of a [`JobError`] it carries.
+//! - `test-hooks`: fault-injection knobs for this workspace's tests and
+//!   demo. Not a stable API.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
-mod client;
-mod connection;
+pub mod client;
+pub mod connection;
 mod context;
 #[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
 pub mod dashboard;
-mod definition;
+pub mod definition;
 mod error;
 mod id;
-mod job;
 mod keys;
-mod outcome;
-mod queue;
-mod registry;
-mod runner;
+pub mod outcome;
+pub mod queue;
+pub mod registry;
+mod retry;
+pub mod runner;
 mod scripts;
 mod shards;
 
@@ -103,20 +112,16 @@ pub mod docs {
 
     #[doc = include_str!("docs/reliability.md")]
     pub mod reliability {}
+
+    #[doc = include_str!("docs/reference-bugs.md")]
+    pub mod reference_bugs {}
 }
 
-pub use backoff::Backoff;
-pub use client::{Client, JobBuilder, JobHandle};
-pub use connection::{Connection, ConnectionOptions};
+pub use client::Client;
 pub use context::JobContext;
-pub use definition::{HandlerFn, HandlerFuture, Job, JobDefinition};
 pub use error::{Error, Result};
-pub use job::{Ack, ClaimedJob, JobRecord, JobStatus, NewJob};
-pub use keys::{KeyLayout, Keys};
-pub use outcome::{ErrorKind, IntoJobResult, JobError};
-pub use queue::{Queue, QueueOptions, Stats, SweepReport};
-pub use registry::Registry;
-pub use runner::{Runner, RunnerBuilder};
+pub use outcome::JobError;
+pub use runner::Runner;
 /// The token that tells a [`Runner`] to shut down (re-exported from `tokio-util`).
 pub use tokio_util::sync::CancellationToken;
 
@@ -130,12 +135,17 @@ pub mod __private {
 
     use serde::de::DeserializeOwned;
 
-    pub use crate::definition::{HandlerFuture, JobDefinition};
-    pub use crate::outcome::IntoJobResult;
-    pub use inventory;
-    pub use serde_json;
+    use serde::Serialize;
+    use serde_json::value::RawValue;
 
-    use crate::outcome::JobError;
+    pub use crate::backoff::Backoff;
+    pub use crate::context::JobContext;
+    pub use crate::definition::{HandlerFuture, Job, JobDefinition};
+    pub use crate::outcome::{IntoJobResult, JobError};
+    pub use core::time::Duration;
+    pub use inventory;
+    pub use jobqueue_rules::{DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_VISIBILITY};
+    pub use serde_json;
 
     /// Decodes a payload; a payload that does not fit fails the job for good.
     pub fn decode_payload<T: DeserializeOwned>(json: &str) -> Result<T, JobError> {
@@ -155,15 +165,20 @@ pub mod __private {
     /// Boxes a handler's future; fails to compile unless it is `Send`.
     pub fn box_handler<F>(future: F) -> HandlerFuture
     where
-        F: Future<Output = Result<String, JobError>> + Send + 'static,
+        F: Future<Output = Result<Box<RawValue>, JobError>> + Send + 'static,
     {
         Box::pin(future)
     }
 
-    /// Turns a handler's return value into the stored result JSON.
-    pub fn finish<R: IntoJobResult>(returned: R) -> Result<String, JobError> {
-        let output = returned.into_job_result()?;
-        serde_json::to_string(&output)
+    /// Turns a `Result`-like return value into the stored result JSON.
+    pub fn finish<R: IntoJobResult>(returned: R) -> Result<Box<RawValue>, JobError> {
+        finish_value(returned.into_job_result()?)
+    }
+
+    /// Turns a plain return value (`()`, a number, a struct) into the stored
+    /// result JSON.
+    pub fn finish_value<T: Serialize>(value: T) -> Result<Box<RawValue>, JobError> {
+        serde_json::value::to_raw_value(&value)
             .map_err(|e| JobError::permanent(format!("the result does not serialize: {e}")))
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::definition::JobDefinition;
 use crate::error::{Error, Result};
-use crate::job::JobRecord;
+use crate::queue::JobRecord;
 
 /// Every job linked into the program, by name.
 ///

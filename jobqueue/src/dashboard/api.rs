@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Dashboard;
+use super::{Dashboard, JobSummary};
 use crate::error::Error;
-use crate::job::{JobRecord, JobStatus};
-use crate::queue::Queue;
+use crate::keys::Keys;
+use crate::queue::{JobStatus, Queue};
 use crate::registry::Registry;
 
 /// The registered jobs' names by queue: registration is static, so this is
@@ -68,35 +68,6 @@ fn queue(state: &Dashboard, name: &str) -> Result<Queue, ApiError> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, e))
 }
 
-/// A job as the reference demo's `/jobs` shows it: `id`, `status`
-/// ("unknown" when empty), `attempts` (0 when not a number), `payload`
-/// (parsed; `{}` when missing or not JSON), plus `result` when there is one
-/// (parsed, or the raw text) and `last_error` when not empty.
-pub fn job_summary(id: &str, record: Option<&JobRecord>) -> Value {
-    let Some(record) = record else {
-        return json!({ "id": id, "status": "unknown", "attempts": 0, "payload": {} });
-    };
-    let status = record
-        .field("status")
-        .filter(|s| !s.is_empty())
-        .unwrap_or("unknown");
-    let payload = record.payload::<Value>().unwrap_or_else(|_| json!({}));
-    let mut summary = json!({
-        "id": id,
-        "status": status,
-        "attempts": record.attempts().unwrap_or(0),
-        "payload": payload,
-    });
-    if let Some(result) = record.field("result") {
-        summary["result"] =
-            serde_json::from_str(result).unwrap_or_else(|_| Value::String(result.to_owned()));
-    }
-    if let Some(error) = record.last_error() {
-        summary["last_error"] = Value::String(error.to_owned());
-    }
-    summary
-}
-
 pub(super) async fn overview(State(state): State<Arc<Dashboard>>) -> ApiResult {
     let registered = &state.registered;
     let mut names: BTreeSet<String> = registered.keys().cloned().collect();
@@ -134,22 +105,16 @@ async fn discover(state: &Dashboard) -> crate::Result<Vec<String>> {
     let keys = state
         .client
         .connection()
-        .scan("queue:*", None, DISCOVERY_STEPS)
+        .scan(Keys::EVERY_QUEUE_PATTERN, None, DISCOVERY_STEPS)
         .await?;
-    let found: BTreeSet<String> = keys.iter().filter_map(|k| queue_name_of(k)).collect();
+    let found: BTreeSet<String> = keys
+        .iter()
+        .filter_map(|k| Keys::queue_name_of(k))
+        .map(str::to_owned)
+        .collect();
     let names: Vec<String> = found.into_iter().collect();
     *state.discovered.lock().expect("discovery lock") = Some((Instant::now(), names.clone()));
     Ok(names)
-}
-
-/// `queue:NAME:…` or `queue:{NAME}:…` to NAME.
-fn queue_name_of(key: &str) -> Option<String> {
-    let rest = key.strip_prefix("queue:")?;
-    let name = match rest.strip_prefix('{') {
-        Some(tagged) => tagged.split_once('}')?.0,
-        None => rest.split_once(':')?.0,
-    };
-    (!name.is_empty()).then(|| name.to_owned())
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,37 +133,27 @@ pub(super) async fn list_jobs(
     let q = queue(&state, &name)?;
     let limit = page.limit.unwrap_or(20).clamp(1, MAX_PAGE);
     let range = page.offset..page.offset.saturating_add(limit);
-    let Some(status) = JobStatus::parse(&page.state) else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "unknown state {:?}: pending, processing, completed, failed or scheduled",
-                page.state
-            ),
-        ));
-    };
+    let status: JobStatus = page
+        .state
+        .parse()
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     let (ids, stats) = tokio::try_join!(q.list(status, range), q.stats()).map_err(internal)?;
     let total = stats.depth(status);
     let records = q.get_jobs(&ids).await.map_err(internal)?;
-    let jobs: Vec<Value> = ids
+    let jobs: Vec<JobSummary> = ids
         .iter()
         .zip(&records)
         .map(|(id, record)| {
-            let mut summary = job_summary(id, record.as_ref());
-            if let Some(record) = record {
-                for field in [
+            JobSummary::new(id, record.as_ref()).with_fields(
+                record.as_ref(),
+                &[
                     "job",
                     "enqueued_at_ms",
                     "claimed_at_ms",
                     "completed_at_ms",
                     "scheduled_for_ms",
-                ] {
-                    if let Some(v) = record.field(field) {
-                        summary[field] = Value::String(v.to_owned());
-                    }
-                }
-            }
-            summary
+                ],
+            )
         })
         .collect();
     Ok(Json(json!({
@@ -222,7 +177,7 @@ pub(super) async fn job_detail(
         .await
         .map_err(internal)?
         .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("job {id} does not exist")))?;
-    let mut detail = job_summary(&id, Some(&record));
+    let mut detail = json!(JobSummary::new(&id, Some(&record)));
     detail["fields"] = json!(record.fields());
     Ok(Json(detail).into_response())
 }
@@ -294,23 +249,4 @@ pub(super) async fn resume(
 ) -> ApiResult {
     queue(&state, &name)?.resume().await.map_err(internal)?;
     Ok(Json(json!({ "paused": false })).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queue_names_come_from_either_layout() {
-        assert_eq!(
-            queue_name_of("queue:email:pending").as_deref(),
-            Some("email")
-        );
-        assert_eq!(queue_name_of("queue:jobs:job:abc").as_deref(), Some("jobs"));
-        assert_eq!(
-            queue_name_of("queue:{email}:stats").as_deref(),
-            Some("email")
-        );
-        assert_eq!(queue_name_of("other:key"), None);
-    }
 }

@@ -4,22 +4,16 @@
 
 use std::sync::Arc;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::slot::{Slot, slot, try_slot};
 use super::{QueueRt, Shared, execute};
-use crate::connection::backoff;
-use crate::job::ClaimedJob;
+use crate::queue::ClaimedJob;
+use crate::retry::Backoff;
 
 /// Most jobs one claim round trip asks for.
 const MAX_BATCH: usize = 100;
-
-/// A global slot and a queue slot: what one running job holds.
-pub(super) struct Slot {
-    _global: OwnedSemaphorePermit,
-    _queue: OwnedSemaphorePermit,
-}
 
 pub(super) async fn claim_loop(
     shared: Arc<Shared>,
@@ -133,32 +127,6 @@ fn spawn(
     ));
 }
 
-/// Waits for a free slot, global and for the queue; `None` on shutdown.
-async fn slot(shared: &Shared, q: &QueueRt, shutdown: &CancellationToken) -> Option<Slot> {
-    let queue = tokio::select! {
-        permit = Arc::clone(&q.slots).acquire_owned() => permit.ok()?,
-        () = shutdown.cancelled() => return None,
-    };
-    let global = tokio::select! {
-        permit = Arc::clone(&shared.slots).acquire_owned() => permit.ok()?,
-        () = shutdown.cancelled() => return None,
-    };
-    Some(Slot {
-        _global: global,
-        _queue: queue,
-    })
-}
-
-/// A free slot if there is one right now.
-fn try_slot(shared: &Shared, q: &QueueRt) -> Option<Slot> {
-    let queue = Arc::clone(&q.slots).try_acquire_owned().ok()?;
-    let global = Arc::clone(&shared.slots).try_acquire_owned().ok()?;
-    Some(Slot {
-        _global: global,
-        _queue: queue,
-    })
-}
-
 /// Gives a job claimed during shutdown straight back.
 async fn hand_back(q: &QueueRt, job: &ClaimedJob) {
     if let Err(e) = q.queue.release(job).await {
@@ -174,7 +142,7 @@ async fn pause_after_error(
     failures: u32,
     shutdown: &CancellationToken,
 ) {
-    let pause = backoff(failures + 2).max(std::time::Duration::from_millis(100)) * failures.min(5);
+    let pause = Backoff::LOOP.delay(failures.saturating_sub(1));
     tracing::warn!(queue, error = %error, retry_in = ?pause, "claiming failed; Redis unreachable?");
     tokio::select! {
         () = tokio::time::sleep(pause) => {}

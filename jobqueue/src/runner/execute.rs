@@ -6,24 +6,23 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::claim::Slot;
+use super::slot::Slot;
 use super::{QueueRt, Shared};
 use crate::backoff::Backoff;
-use crate::connection::backoff;
 use crate::context::JobContext;
-use crate::job::{Ack, ClaimedJob};
-use crate::outcome::{ErrorKind, JobError};
+use crate::outcome::{Disposition, JobError};
+use crate::queue::{Ack, ClaimedJob};
+use crate::retry;
 
 /// How a run ended.
 enum Outcome {
-    /// The handler's result, checked to be JSON once.
+    /// The handler's result, JSON since it was serialized.
     Completed(Box<RawValue>),
     Failed(JobError),
     Interrupted,
@@ -41,7 +40,7 @@ pub(super) async fn execute(
         "job",
         queue = q.queue.name(),
         id = job.id(),
-        attempt = job.attempts(),
+        attempt = job.attempt(),
         name = tracing::field::Empty,
     );
     run(&shared, &q, &Arc::new(job), &interrupt)
@@ -70,12 +69,24 @@ async fn run(shared: &Shared, q: &QueueRt, job: &Arc<ClaimedJob>, interrupt: &Ca
     let ticket = q.in_flight.insert(job);
     shared.job_started.notify_one();
     let cancel = CancellationToken::new();
-    let ctx = JobContext::new(job.id(), &q.logical, def.name(), job.attempts())
+    let max_attempts = job
+        .record()
+        .max_attempts()
+        .ok()
+        .flatten()
+        .unwrap_or(q.queue.options().max_attempts);
+    let mut ctx = JobContext::new(job.id())
+        .with_queue(&q.logical)
+        .with_name(def.name())
+        .with_attempt(job.attempt(), max_attempts)
         .with_claim_token(job.token())
         .with_cancellation(cancel.clone());
+    if let Ok(Some(time)) = job.record().enqueued_at() {
+        ctx = ctx.with_enqueued_at(time);
+    }
     tracing::debug!("job started");
     let handler = AssertUnwindSafe(def.run(job.payload_json().get(), ctx)).catch_unwind();
-    let timeout = def.timeout_ms().map(Duration::from_millis);
+    let timeout = def.timeout();
     let timed = async {
         match timeout {
             Some(limit) => tokio::time::timeout(limit, handler).await.ok(),
@@ -84,10 +95,7 @@ async fn run(shared: &Shared, q: &QueueRt, job: &Arc<ClaimedJob>, interrupt: &Ca
     };
     let outcome = tokio::select! {
         ran = timed => match ran {
-            Some(Ok(Ok(result))) => match RawValue::from_string(result) {
-                Ok(json) => Outcome::Completed(json),
-                Err(e) => Outcome::Failed(JobError::permanent(format!("the result is not JSON: {e}"))),
-            },
+            Some(Ok(Ok(result))) => Outcome::Completed(result),
             Some(Ok(Err(error))) => Outcome::Failed(error),
             Some(Err(panic)) => Outcome::Failed(JobError::retry(format!("the handler panicked: {}", panic_message(&*panic)))),
             None => Outcome::Failed(JobError::retry(format!(
@@ -118,18 +126,19 @@ async fn write(
     loop {
         let written = match outcome {
             Outcome::Completed(result) => q.queue.complete(job, result).await,
-            Outcome::Failed(error) => match error.kind() {
-                ErrorKind::Abandon => {
+            Outcome::Failed(error) => match error.disposition() {
+                #[cfg(feature = "test-hooks")]
+                Disposition::Abandon => {
                     tracing::warn!(reason = error.message(), "job abandoned: left to the sweep");
                     return;
                 }
-                ErrorKind::Permanent => q.queue.fail_permanently(job, error.message()).await,
-                ErrorKind::RetryAfter(delay) => {
+                Disposition::Permanent => q.queue.fail_permanently(job, error.message()).await,
+                Disposition::RetryAfter(delay) => {
                     q.queue.fail_with_delay(job, error.message(), delay).await
                 }
-                _ => {
+                Disposition::Retry => {
                     q.queue
-                        .fail_with_delay(job, error.message(), policy.delay(job.attempts()))
+                        .fail_with_delay(job, error.message(), policy.delay(job.attempt()))
                         .await
                 }
             },
@@ -144,7 +153,7 @@ async fn write(
             Err(e) if failures < 20 && !(interrupt.is_cancelled() && failures > 2) => {
                 failures += 1;
                 tracing::warn!(error = %e, "could not record the outcome; retrying");
-                tokio::time::sleep(backoff(failures + 2)).await;
+                tokio::time::sleep(retry::Backoff::COMMAND.delay(failures + 2)).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "gave up recording the outcome; the lease will expire and the job run again");

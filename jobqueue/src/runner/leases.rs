@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::job::{Ack, ClaimedJob};
+use crate::queue::{Ack, ClaimedJob};
 
 /// The running jobs of one queue, by claim token (each claim has its own):
 /// a job retried at once can be claimed again while its previous run is

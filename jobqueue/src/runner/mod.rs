@@ -12,6 +12,7 @@
 mod claim;
 mod execute;
 mod leases;
+mod slot;
 mod sweeper;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::queue::Queue;
 use crate::registry::Registry;
 
 use leases::InFlight;
@@ -104,12 +106,7 @@ impl RunnerBuilder {
     /// Checks the configuration and builds the registry: fails on duplicate
     /// job names, a concurrency of zero, or a queue name Redis keys cannot hold.
     pub fn build(self) -> Result<Runner> {
-        let invalid = |option: &'static str, reason: &str| {
-            Err(Error::InvalidOption {
-                option,
-                reason: reason.to_owned(),
-            })
-        };
+        let invalid = |option: &'static str, reason: &str| Err(Error::invalid_option(option, reason));
         if self.concurrency == 0 {
             return invalid("concurrency", "must be at least 1");
         }
@@ -190,10 +187,13 @@ impl RunnerBuilder {
 ///         shutdown.cancel();
 ///     }
 /// });
-/// runner.run(shutdown).await?;
+/// runner.run(shutdown).await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `run` takes the runner by value: one runner is one set of concurrency
+/// limits, so it runs once. Build another for a second run.
+#[derive(Debug)]
 pub struct Runner {
     shared: Arc<Shared>,
 }
@@ -227,7 +227,7 @@ impl Drop for CancelOnDrop {
 /// its running jobs.
 #[derive(Debug)]
 struct QueueRt {
-    queue: crate::queue::Queue,
+    queue: Queue,
     /// The queue's name as jobs know it: the queue itself, or the sharded
     /// queue this is a shard of.
     logical: String,
@@ -265,15 +265,15 @@ impl Runner {
     /// Runs until `shutdown` is cancelled, then drains: stops claiming at
     /// once, lets running jobs finish for up to `shutdown_timeout`, cancels
     /// the rest and hands their jobs back to pending without charging the
-    /// attempt. Returns when every task has ended. Redis outages do not end
-    /// it: it logs them, backs off and resumes.
+    /// attempt. Returns when every task has ended. Nothing else ends it:
+    /// Redis outages are logged, backed off from and ridden out.
     ///
     /// # Cancellation safety
     /// Cancel `shutdown` rather than dropping this future: dropping it stops
     /// claiming, renewing and sweeping at once and interrupts running jobs
     /// without a grace period. They are handed back while the runtime keeps
     /// running; otherwise their leases expire and a sweep returns them.
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) {
         let shared = &self.shared;
         let jobs = TaskTracker::new();
         let interrupt = CancellationToken::new();
@@ -333,6 +333,5 @@ impl Runner {
             let _ = sweeper.await;
         }
         tracing::info!("runner stopped");
-        Ok(())
     }
 }

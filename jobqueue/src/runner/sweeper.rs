@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::connection::backoff;
+use crate::retry::Backoff;
 
 /// How many sweeps pass between walks of the processing list.
 const WALK_EVERY: u64 = 10;
@@ -21,7 +21,7 @@ pub(super) async fn sweep(shared: Arc<Shared>, stop: CancellationToken) {
         let pause = if failures == 0 {
             shared.sweep_interval
         } else {
-            shared.sweep_interval.max(backoff(failures + 3))
+            shared.sweep_interval.max(Backoff::LOOP.delay(failures))
         };
         tokio::select! {
             () = tokio::time::sleep(pause) => {}

@@ -1,0 +1,241 @@
+//! [`Client`]: typed enqueue of `#[job]`s, and [`JobHandle`] to follow one.
+
+mod handle;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use crate::queue::{EnqueueOptions, When};
+pub use handle::JobHandle;
+
+use crate::connection::{Connection, ConnectionOptions};
+use crate::definition::Job;
+use crate::error::Result;
+use crate::queue::{NewJob, Queue, QueueOptions};
+
+/// The application's handle on the job system: enqueues typed jobs. Cheap
+/// to clone; clones share one connection.
+///
+/// ```no_run
+/// # use jobqueue::{job, Client, JobContext};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Welcome { to: String }
+/// # #[job(queue = "email")] async fn send_welcome(args: Welcome, ctx: JobContext) -> Result<(), String> { Ok(()) }
+/// # async fn run() -> jobqueue::Result<()> {
+/// let client = Client::connect("redis://127.0.0.1:6379/").await?;
+/// let handle = client.enqueue::<send_welcome>(Welcome { to: "a@example.com".into() }).await?;
+/// handle.wait(std::time::Duration::from_secs(30)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    conn: Connection,
+    queue_options: QueueOptions,
+    /// The shard names of the queues split with [`ClientBuilder::shards`].
+    shards: Arc<BTreeMap<String, Vec<String>>>,
+}
+
+impl Client {
+    /// Connects to the Redis server (or cluster node) at `url`.
+    ///
+    /// # Cancellation safety
+    /// Safe: nothing is written before the future completes.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Ok(Self::new(&Connection::connect(url).await?))
+    }
+
+    /// Connects with connection options, for example a
+    /// [`startup_wait`](ConnectionOptions::startup_wait) for a worker that
+    /// may start before Redis.
+    ///
+    /// # Cancellation safety
+    /// Safe: nothing is written before the future completes.
+    pub async fn connect_with(url: &str, options: ConnectionOptions) -> Result<Self> {
+        Ok(Self::new(&Connection::connect_with(url, options).await?))
+    }
+
+    /// A client on an open connection, with the default queue options and
+    /// no sharded queue.
+    pub fn new(conn: &Connection) -> Self {
+        Self {
+            conn: conn.clone(),
+            queue_options: QueueOptions::default(),
+            shards: Arc::default(),
+        }
+    }
+
+    /// A builder for a client with queue options or sharded queues.
+    pub fn builder(conn: &Connection) -> ClientBuilder {
+        ClientBuilder {
+            conn: conn.clone(),
+            queue_options: QueueOptions::default(),
+            shards: Vec::new(),
+        }
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The low-level [`Queue`] named `name`, with this client's queue
+    /// options.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        Queue::new_with(&self.conn, name, self.queue_options.clone())
+    }
+
+    /// The physical queues behind `name`: its shards, or the queue alone.
+    pub fn shard_queues(&self, name: &str) -> Result<Vec<Queue>> {
+        match self.shards.get(name) {
+            Some(names) => names.iter().map(|shard| self.queue(shard)).collect(),
+            None => Ok(vec![self.queue(name)?]),
+        }
+    }
+
+    /// The physical queue of `name` that holds (or will hold) job `id`: the
+    /// one place that routes a job to its shard.
+    fn queue_of(&self, name: &str, id: &str) -> Result<Queue> {
+        match self.shards.get(name) {
+            Some(names) => self.queue(&names[crate::shards::shard_of(id, names.len())]),
+            None => self.queue(name),
+        }
+    }
+
+    /// Enqueues job `T` with `payload`; the payload's type is checked at
+    /// compile time.
+    ///
+    /// # Cancellation safety
+    /// Dropping the future may or may not have enqueued the job, never half.
+    pub async fn enqueue<T: Job>(&self, payload: T::Payload) -> Result<JobHandle<T>> {
+        self.enqueue_with::<T>(payload, EnqueueOptions::default())
+            .await
+    }
+
+    /// Enqueues job `T` with per-job [`EnqueueOptions`] (an id, a delay,
+    /// attempts, lease, result TTL); what they leave unset comes from `T`'s
+    /// `#[job]` attribute, then from the queue's options.
+    ///
+    /// # Cancellation safety
+    /// Dropping the future may or may not have enqueued the job, never half.
+    pub async fn enqueue_with<T: Job>(
+        &self,
+        payload: T::Payload,
+        options: EnqueueOptions,
+    ) -> Result<JobHandle<T>> {
+        let mut handles = self.submit::<T>(vec![payload], options).await?;
+        Ok(handles.remove(0))
+    }
+
+    /// Enqueues many jobs `T` in one round trip, in order (on a sharded
+    /// queue, one round trip per shard, sent at once).
+    ///
+    /// # Cancellation safety
+    /// All of the batch or none of it. On a sharded queue that holds per
+    /// shard: after an error or a dropped future, some shards' parts may be
+    /// enqueued, and sending the batch again enqueues those twice.
+    pub async fn enqueue_many<T: Job>(
+        &self,
+        payloads: impl IntoIterator<Item = T::Payload>,
+    ) -> Result<Vec<JobHandle<T>>> {
+        self.submit::<T>(payloads.into_iter().collect(), EnqueueOptions::default())
+            .await
+    }
+
+    /// A handle on an existing job `T` by id. Unlike a handle from an
+    /// enqueue, it cannot tell an id that never existed from a job whose
+    /// hash expired: both read as [`Error::JobNotFound`](crate::Error::JobNotFound).
+    pub fn handle<T: Job>(&self, id: impl Into<String>) -> Result<JobHandle<T>> {
+        let id = id.into();
+        Ok(JobHandle::new(self.queue_of(T::QUEUE, &id)?, id, false))
+    }
+
+    /// Writes jobs `T`, each to the queue (or shard) its id picks, one
+    /// script call per queue, all at once; handles in input order.
+    async fn submit<T: Job>(
+        &self,
+        payloads: Vec<T::Payload>,
+        options: EnqueueOptions,
+    ) -> Result<Vec<JobHandle<T>>> {
+        let defaults = EnqueueOptions::new()
+            .max_attempts(T::MAX_ATTEMPTS)
+            .visibility(T::VISIBILITY);
+        let options = options.or(&defaults);
+        let mut batches: Vec<(Queue, Vec<NewJob>)> = Vec::new();
+        let mut handles = Vec::with_capacity(payloads.len());
+        for payload in &payloads {
+            let mut options = options.clone();
+            let id = options.id.get_or_insert_with(crate::id::random_hex).clone();
+            let queue = self.queue_of(T::QUEUE, &id)?;
+            let job = NewJob::new(payload)?.name(T::NAME).options(options);
+            handles.push(JobHandle::new(queue.clone(), id, true));
+            match batches.iter_mut().find(|(q, _)| q.name() == queue.name()) {
+                Some((_, jobs)) => jobs.push(job),
+                None => batches.push((queue, vec![job])),
+            }
+        }
+        futures_util::future::try_join_all(
+            batches
+                .into_iter()
+                .map(|(queue, jobs)| async move { queue.submit_many(jobs).await }),
+        )
+        .await?;
+        Ok(handles)
+    }
+}
+
+/// Builds a [`Client`] with queue options or sharded queues; see
+/// [`Client::builder`].
+#[derive(Debug)]
+#[must_use = "call .build() to get a Client"]
+pub struct ClientBuilder {
+    conn: Connection,
+    queue_options: QueueOptions,
+    shards: Vec<(String, usize)>,
+}
+
+impl ClientBuilder {
+    /// The options of every queue the client opens (layout, payload limit,
+    /// histories, defaults for jobs that set none).
+    pub fn queue_options(mut self, options: QueueOptions) -> Self {
+        self.queue_options = options;
+        self
+    }
+
+    /// Splits queue `queue` into `shards` physical queues (`queue`, then
+    /// `queue~1…`, `queue~2…`), each with its own hash tag, placed at evenly
+    /// spaced cluster slots: on a Redis Cluster they spread over the
+    /// primaries, so one busy queue can use every node instead of the one
+    /// that owns its slot.
+    ///
+    /// Jobs enqueued through the client go to the shard their id picks;
+    /// runners built from it claim from every shard, with one concurrency
+    /// limit for the whole queue. Enqueuers and runners must agree on the
+    /// count: give both the same client setup.
+    ///
+    /// Shard 0 is the unsharded queue itself, so jobs waiting when sharding
+    /// is turned on still run; but [`Client::handle`] looks a job up in the
+    /// shard its id picks, so a handle rebuilt from the id of a job enqueued
+    /// before sharding finds nothing (keep the handles you had, or read such
+    /// jobs through [`Client::queue`]). The names of shards 1 and up depend
+    /// on the count: before changing it, stop enqueuing and let the old
+    /// shards drain, or their jobs are left unserved. Queue names containing
+    /// `~` are best avoided; they can be mistaken for shards.
+    pub fn shards(mut self, queue: impl Into<String>, shards: usize) -> Self {
+        self.shards.push((queue.into(), shards));
+        self
+    }
+
+    /// Checks the queue options and shard counts and builds the client.
+    pub fn build(self) -> Result<Client> {
+        self.queue_options.validate()?;
+        let mut shards = BTreeMap::new();
+        for (queue, count) in self.shards {
+            let names = crate::shards::shard_names(&queue, count)?;
+            shards.insert(queue, names);
+        }
+        Ok(Client {
+            conn: self.conn,
+            queue_options: self.queue_options,
+            shards: Arc::new(shards),
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! Jobs as they are written: [`NewJob`] and its [`EnqueueOptions`].
+
+use std::time::{Duration, SystemTime};
+
+use redis::{RedisWrite, ToRedisArgs};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Per-job choices made at enqueue: an id, attempts, lease, when it may
+/// first run, and how long its result is kept. Every one defaults to the
+/// job type's (for `#[job]`s) or the queue's setting.
+///
+/// ```
+/// use std::time::Duration;
+/// use jobqueue::client::EnqueueOptions;
+///
+/// let options = EnqueueOptions::new()
+///     .id("welcome-42")
+///     .max_attempts(5)
+///     .delay(Duration::from_secs(30))
+///     .completed_ttl(Duration::from_secs(3600));
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EnqueueOptions {
+    /// The job's id. Default: 64 random bits in hex. If a job with this id
+    /// already exists in the queue, nothing is written and the existing job
+    /// stands (as BullMQ's `jobId`): enqueuing twice with one id runs the
+    /// job once, while its hash lives.
+    pub id: Option<String>,
+    /// Claims the job gets before it fails for good.
+    pub max_attempts: Option<u32>,
+    /// How long a claim lasts without renewal.
+    pub visibility: Option<Duration>,
+    /// When the job may first run. Default: at once.
+    pub when: When,
+    /// How long the completed job's hash (and so its result) is kept.
+    /// Whole seconds; zero keeps it until it is trimmed off the history.
+    pub completed_ttl: Option<Duration>,
+}
+
+/// When a new job may first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum When {
+    /// At once.
+    #[default]
+    Now,
+    /// This long after Redis receives it (Redis's clock decides).
+    After(Duration),
+    /// At this time (this process's clock).
+    At(SystemTime),
+}
+
+impl EnqueueOptions {
+    /// No choice made: every setting is the job type's or the queue's.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`id`](Self::id).
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Sets [`max_attempts`](Self::max_attempts).
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = Some(max_attempts);
+        self
+    }
+
+    /// Sets [`visibility`](Self::visibility).
+    pub fn visibility(mut self, visibility: Duration) -> Self {
+        self.visibility = Some(visibility);
+        self
+    }
+
+    /// Holds the job back for `delay` after Redis receives it: it waits in
+    /// `queue:{name}:scheduled` and moves to pending once due. It never
+    /// starts earlier, and starts within about a runner's sweep interval
+    /// after.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.when = if delay.is_zero() {
+            When::Now
+        } else {
+            When::After(delay)
+        };
+        self
+    }
+
+    /// Holds the job back until `time` (this process's clock).
+    pub fn at(mut self, time: SystemTime) -> Self {
+        self.when = When::At(time);
+        self
+    }
+
+    /// Sets [`completed_ttl`](Self::completed_ttl).
+    pub fn completed_ttl(mut self, ttl: Duration) -> Self {
+        self.completed_ttl = Some(ttl);
+        self
+    }
+
+    /// Fills the settings left unset from `defaults`.
+    pub(crate) fn or(self, defaults: &Self) -> Self {
+        Self {
+            id: self.id.or_else(|| defaults.id.clone()),
+            max_attempts: self.max_attempts.or(defaults.max_attempts),
+            visibility: self.visibility.or(defaults.visibility),
+            when: match self.when {
+                When::Now => defaults.when,
+                when => when,
+            },
+            completed_ttl: self.completed_ttl.or(defaults.completed_ttl),
+        }
+    }
+}
+
+/// The enqueue script's notation: "" now, "+ms" after a delay, "@ms" at a
+/// time since the Unix epoch.
+impl ToRedisArgs for When {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let arg = match *self {
+            Self::Now => String::new(),
+            Self::After(d) => format!("+{}", d.as_millis()),
+            Self::At(time) => {
+                let ms = time
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                format!("@{ms}")
+            }
+        };
+        out.write_arg(arg.as_bytes());
+    }
+}
+
+/// A job to enqueue: its JSON payload, the handler name stored with it, and
+/// its [`EnqueueOptions`].
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub(crate) payload: String,
+    pub(crate) name: Option<String>,
+    pub(crate) options: EnqueueOptions,
+}
+
+impl NewJob {
+    /// A job carrying `payload`, serialized as JSON.
+    pub fn new<P: Serialize + ?Sized>(payload: &P) -> Result<Self> {
+        Ok(Self::from_json(serde_json::to_string(payload)?))
+    }
+
+    /// A job carrying an already serialized JSON payload (checked at enqueue).
+    pub fn from_json(payload: impl Into<String>) -> Self {
+        Self {
+            payload: payload.into(),
+            name: None,
+            options: EnqueueOptions::default(),
+        }
+    }
+
+    /// The handler name stored in the `job` field, used by runners to pick
+    /// the code that runs it.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the job's [`EnqueueOptions`].
+    pub fn options(mut self, options: EnqueueOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The options it is enqueued with.
+    pub fn enqueue_options(&self) -> &EnqueueOptions {
+        &self.options
+    }
+
+    /// The extra hash fields this job stores besides the reference's.
+    pub(crate) fn extra_fields(&self) -> Result<Vec<(&'static str, String)>> {
+        let mut fields = Vec::new();
+        if let Some(name) = &self.name {
+            crate::keys::validate_name(name)?;
+            fields.push(("job", name.clone()));
+        }
+        let options = &self.options;
+        if let Some(max) = options.max_attempts {
+            jobqueue_rules::check_max_attempts(max)
+                .map_err(|reason| Error::invalid_option("max_attempts", reason))?;
+            fields.push(("max_attempts", max.to_string()));
+        }
+        if let Some(visibility) = options.visibility {
+            jobqueue_rules::check_visibility(visibility)
+                .map_err(|reason| Error::invalid_option("visibility", reason))?;
+            fields.push(("visibility_ms", visibility.as_millis().to_string()));
+        }
+        if let Some(ttl) = options.completed_ttl {
+            super::options::check_ttl(ttl)?;
+            fields.push(("completed_ttl_s", ttl.as_secs().to_string()));
+        }
+        if let When::After(delay) = options.when {
+            jobqueue_rules::check_millis(delay)
+                .map_err(|reason| Error::invalid_option("delay", reason))?;
+        }
+        Ok(fields)
+    }
+}

@@ -1,0 +1,264 @@
+//! The typed protocol between the Rust side and the Lua scripts: the modes
+//! a script is told to run in, and the replies it gives, each decoded in one
+//! place. A script's header (`lua/*.lua`) documents the same values.
+
+use std::collections::BTreeMap;
+
+use redis::{FromRedisValue, ParsingError, RedisWrite, ToRedisArgs, Value};
+
+use super::claimed::{Ack, ClaimedJob};
+use crate::error::{Error, Result};
+
+/// How the claim script takes ids from pending (`claim.lua`, `ARGV[6]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimMode {
+    /// `LMOVE pending processing RIGHT LEFT` (Redis 6.2 and later).
+    Lmove,
+    /// `RPOPLPUSH pending processing` (older Redis).
+    Rpoplpush,
+    /// The id was already moved by a blocking `BRPOPLPUSH`: only stamp it.
+    Adopt,
+}
+
+impl ToRedisArgs for ClaimMode {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        out.write_arg(match self {
+            Self::Lmove => b"lmove",
+            Self::Rpoplpush => b"rpoplpush",
+            Self::Adopt => b"adopt",
+        });
+    }
+}
+
+/// What the fail script does with the job (`fail.lua`, `ARGV[4]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailMode {
+    /// Back to pending (or scheduled) while attempts remain, else buried.
+    Retry,
+    /// Buried in the dead letters whatever attempts remain.
+    Permanent,
+}
+
+impl ToRedisArgs for FailMode {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        out.write_arg(match self {
+            Self::Retry => b"retry",
+            Self::Permanent => b"permanent",
+        });
+    }
+}
+
+/// Which settling script answered, to read its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    Complete,
+    Fail,
+    Release,
+}
+
+/// A settling script's answer: `-1` this token already settled the job, `0`
+/// the token does not hold it, a positive code what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SettleCode(i64);
+
+impl FromRedisValue for SettleCode {
+    fn from_redis_value(v: Value) -> std::result::Result<Self, ParsingError> {
+        i64::from_redis_value(v).map(Self)
+    }
+}
+
+impl SettleCode {
+    /// The [`Ack`] this code means for `script`; an unknown code is an error
+    /// (a script and this table out of step), never a guess.
+    pub(crate) fn ack(self, script: Settle) -> Result<Ack> {
+        Ok(match (script, self.0) {
+            (_, -1) => Ack::Duplicate,
+            (_, 0) => Ack::LeaseLost,
+            (Settle::Complete, 1) => Ack::Completed,
+            (Settle::Fail, 1) => Ack::Retrying,
+            (Settle::Fail, 2) => Ack::Failed,
+            (Settle::Release, 1) => Ack::Released,
+            (script, code) => {
+                return Err(Error::malformed(
+                    format!("{script:?} script reply"),
+                    format!("unknown code {code}"),
+                ));
+            }
+        })
+    }
+}
+
+/// What the claim script did with a job it took but could not hand out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Moved to the dead letters with the reason.
+    Failed,
+    /// Dropped from the lists: no job stood behind the id.
+    Dropped,
+}
+
+/// A job the claim script refused to hand out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rejected {
+    pub(crate) id: String,
+    pub(crate) refusal: Refusal,
+    pub(crate) reason: String,
+}
+
+/// The claim script's reply.
+#[derive(Debug)]
+pub(crate) enum ClaimReply {
+    /// The queue is paused: nothing was claimed.
+    Paused,
+    /// The jobs claimed (each with the problem that keeps it from running,
+    /// if any) and the jobs refused.
+    Claimed {
+        claimed: Vec<(ClaimedJob, Option<Error>)>,
+        rejected: Vec<Rejected>,
+    },
+}
+
+impl ClaimReply {
+    /// Decodes `"paused"` or `{ claimed, rejected }`. Every field is read as
+    /// bytes: one entry whose id or field is not UTF-8 makes that job
+    /// unusable (to be failed with the reason), never the whole reply.
+    pub(crate) fn decode(reply: Value) -> Result<Self> {
+        let bad = |why: String| Error::malformed("claim script reply", why);
+        let parts = match reply {
+            Value::SimpleString(s) if s == "paused" => return Ok(Self::Paused),
+            Value::BulkString(b) if b == b"paused" => return Ok(Self::Paused),
+            Value::Array(parts) if parts.len() == 2 => parts,
+            other => return Err(bad(format!("unexpected reply {other:?}"))),
+        };
+        let mut parts = parts.into_iter();
+        let (Some(Value::Array(entries)), Some(Value::Array(refused))) = (parts.next(), parts.next())
+        else {
+            return Err(bad("expected two arrays".into()));
+        };
+        let mut claimed = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (id, token, claimed_at, deadline, raw): (
+                Vec<u8>,
+                Vec<u8>,
+                Vec<u8>,
+                Vec<u8>,
+                Vec<(Vec<u8>, Vec<u8>)>,
+            ) = FromRedisValue::from_redis_value(entry).map_err(|e| bad(e.to_string()))?;
+            claimed.push(decode_entry(id, token, &claimed_at, &deadline, raw));
+        }
+        let mut rejected = Vec::with_capacity(refused.len());
+        for entry in refused {
+            let (id, outcome, reason): (Vec<u8>, Vec<u8>, Vec<u8>) =
+                FromRedisValue::from_redis_value(entry).map_err(|e| bad(e.to_string()))?;
+            let refusal = match &outcome[..] {
+                b"failed" => Refusal::Failed,
+                b"dropped" => Refusal::Dropped,
+                other => {
+                    return Err(bad(format!(
+                        "unknown refusal {:?}",
+                        String::from_utf8_lossy(other)
+                    )));
+                }
+            };
+            rejected.push(Rejected {
+                id: lossy(id),
+                refusal,
+                reason: lossy(reason),
+            });
+        }
+        Ok(Self::Claimed { claimed, rejected })
+    }
+}
+
+/// One claimed entry; any part that is not UTF-8 becomes the job's problem.
+fn decode_entry(
+    id: Vec<u8>,
+    token: Vec<u8>,
+    claimed_at: &[u8],
+    deadline: &[u8],
+    raw: Vec<(Vec<u8>, Vec<u8>)>,
+) -> (ClaimedJob, Option<Error>) {
+    let mut problem = None;
+    let mut text = |bytes: Vec<u8>, what: &str| {
+        String::from_utf8(bytes).unwrap_or_else(|e| {
+            problem.get_or_insert_with(|| what.to_owned());
+            String::from_utf8_lossy(e.as_bytes()).into_owned()
+        })
+    };
+    let id = text(id, "its id is not UTF-8");
+    let token = text(token, "its claim token is not UTF-8");
+    let mut fields = BTreeMap::new();
+    for (name, value) in raw {
+        let name = text(name, "a field name is not UTF-8");
+        let value = text(value, &format!("field {name} is not UTF-8"));
+        fields.insert(name, value);
+    }
+    let number = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse().ok());
+    let (job, decode_problem) = ClaimedJob::decode(
+        id,
+        token,
+        number(claimed_at).unwrap_or(0),
+        number(deadline).unwrap_or(0),
+        fields,
+    );
+    let problem = problem.map(|p| Error::malformed(format!("job {}", job.id()), p));
+    (job, problem.or(decode_problem))
+}
+
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &[u8]) -> Value {
+        Value::BulkString(s.to_vec())
+    }
+
+    #[test]
+    fn a_paused_queue_answers_paused() {
+        assert!(matches!(
+            ClaimReply::decode(Value::SimpleString("paused".into())).unwrap(),
+            ClaimReply::Paused
+        ));
+    }
+
+    #[test]
+    fn one_entry_that_is_not_utf8_fails_alone() {
+        let entry = |id: &[u8]| {
+            Value::Array(vec![
+                bulk(id),
+                bulk(b"tok"),
+                bulk(b"10"),
+                bulk(b"20"),
+                Value::Array(vec![bulk(b"payload"), bulk(b"{}")]),
+            ])
+        };
+        let reply = Value::Array(vec![
+            Value::Array(vec![entry(b"good"), entry(b"bad\xff")]),
+            Value::Array(vec![Value::Array(vec![
+                bulk(b"gone"),
+                bulk(b"dropped"),
+                bulk(b"no hash"),
+            ])]),
+        ]);
+        let ClaimReply::Claimed { claimed, rejected } = ClaimReply::decode(reply).unwrap() else {
+            panic!("not a claim");
+        };
+        assert!(claimed[0].1.is_none());
+        assert_eq!(claimed[0].0.lease_deadline_ms(), 20);
+        assert!(claimed[1].1.as_ref().unwrap().to_string().contains("not UTF-8"));
+        assert_eq!(rejected[0].refusal, Refusal::Dropped);
+    }
+
+    #[test]
+    fn settle_codes_map_to_acks_and_unknown_codes_are_errors() {
+        assert_eq!(SettleCode(1).ack(Settle::Complete).unwrap(), Ack::Completed);
+        assert_eq!(SettleCode(2).ack(Settle::Fail).unwrap(), Ack::Failed);
+        assert_eq!(SettleCode(-1).ack(Settle::Release).unwrap(), Ack::Duplicate);
+        assert_eq!(SettleCode(0).ack(Settle::Fail).unwrap(), Ack::LeaseLost);
+        assert!(SettleCode(2).ack(Settle::Complete).is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! Reads: stats, job hashes and the lists, none of which changes anything.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use super::{JobRecord, JobStatus, Queue};
+use crate::error::{Error, Result};
+use crate::scripts::SCRIPTS;
+
+/// Counts and depths of one queue. The totals are fleet-wide: every process
+/// updates the same `queue:{name}:stats` hash inside the scripts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Jobs ever enqueued.
+    pub enqueued_total: u64,
+    /// Jobs ever completed.
+    pub completed_total: u64,
+    /// Jobs ever failed for good (dead letters).
+    pub failed_total: u64,
+    /// Claims ever taken back by a sweep.
+    pub reclaimed_total: u64,
+    /// Failures ever sent back for another attempt.
+    pub retried_total: u64,
+    /// Jobs waiting.
+    pub pending_depth: u64,
+    /// Jobs claimed.
+    pub processing_depth: u64,
+    /// Ids in the completed history.
+    pub completed_depth: u64,
+    /// Ids in the dead letters.
+    pub failed_depth: u64,
+    /// Jobs waiting for a time (delayed, or retries in backoff).
+    pub scheduled_depth: u64,
+    /// The queue's visibility timeout (serialized as `visibility_ms`).
+    #[serde(rename = "visibility_ms", serialize_with = "as_millis")]
+    pub visibility: Duration,
+    /// True while the queue is paused.
+    pub paused: bool,
+}
+
+impl Stats {
+    /// How many ids `status`'s list holds.
+    pub fn depth(&self, status: JobStatus) -> u64 {
+        match status {
+            JobStatus::Pending => self.pending_depth,
+            JobStatus::Processing => self.processing_depth,
+            JobStatus::Completed => self.completed_depth,
+            JobStatus::Failed => self.failed_depth,
+            JobStatus::Scheduled => self.scheduled_depth,
+        }
+    }
+}
+
+fn as_millis<S: Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The stats script's reply: four list lengths, the scheduled count, the
+/// paused flag and the counters hash.
+type StatsReply = (u64, u64, u64, u64, u64, bool, BTreeMap<String, String>);
+
+impl Queue {
+    /// Depths and fleet-wide totals, read as one consistent snapshot.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn stats(&self) -> Result<Stats> {
+        let mut invocation = SCRIPTS.stats.prepare_invoke();
+        invocation
+            .key(self.keys.pending())
+            .key(self.keys.processing())
+            .key(self.keys.completed())
+            .key(self.keys.failed())
+            .key(self.keys.scheduled())
+            .key(self.keys.paused())
+            .key(self.keys.stats())
+            .arg(0);
+        let (pending, processing, completed, failed, scheduled, paused, totals): StatsReply =
+            self.invoke(&invocation).await?;
+        let total = |name: &str| -> Result<u64> {
+            match totals.get(name) {
+                None => Ok(0),
+                Some(v) => v.parse().map_err(|_| {
+                    Error::malformed(self.keys.stats(), format!("{name} is {v:?}, not a number"))
+                }),
+            }
+        };
+        Ok(Stats {
+            enqueued_total: total("enqueued_total")?,
+            completed_total: total("completed_total")?,
+            failed_total: total("failed_total")?,
+            reclaimed_total: total("reclaimed_total")?,
+            retried_total: total("retried_total")?,
+            pending_depth: pending,
+            processing_depth: processing,
+            completed_depth: completed,
+            failed_depth: failed,
+            scheduled_depth: scheduled,
+            paused,
+            visibility: self.visibility(),
+        })
+    }
+
+    /// One job's hash, or `None` when it does not exist.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn get_job(&self, id: &str) -> Result<Option<JobRecord>> {
+        Ok(self.get_jobs(&[id]).await?.pop().flatten())
+    }
+
+    /// Many jobs' hashes in one round trip, in order; `None` for ids whose
+    /// hash does not exist (expired, purged, trimmed).
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn get_jobs<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<Option<JobRecord>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = SCRIPTS.read.prepare_invoke();
+        for id in ids {
+            invocation.key(self.keys.job(id.as_ref()));
+        }
+        invocation.arg(0);
+        let hashes: Vec<BTreeMap<String, String>> = self.invoke(&invocation).await?;
+        Ok(ids
+            .iter()
+            .zip(hashes)
+            .map(|(id, fields)| (!fields.is_empty()).then(|| JobRecord::new(id.as_ref(), fields)))
+            .collect())
+    }
+
+    /// Ids in `status`'s list, in that list's order (see the `list_*`
+    /// methods); `range` pages through them.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn list(&self, status: JobStatus, range: Range<usize>) -> Result<Vec<String>> {
+        match status {
+            JobStatus::Pending => self.list_pending(range).await,
+            JobStatus::Processing => self.list_processing(range).await,
+            JobStatus::Completed => self.list_completed(range).await,
+            JobStatus::Failed => self.list_failed(range).await,
+            JobStatus::Scheduled => self.list_scheduled(range).await,
+        }
+    }
+
+    /// Ids waiting, oldest (next to run) first; `range` pages through them.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn list_pending(&self, range: Range<usize>) -> Result<Vec<String>> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The oldest job sits at the right end: index -1.
+        let (start, stop) = (-(range.end as isize), -(range.start as isize) - 1);
+        let mut ids = self.lrange(self.keys.pending(), start, stop).await?;
+        ids.reverse();
+        Ok(ids)
+    }
+
+    /// Ids claimed, most recently claimed first.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn list_processing(&self, range: Range<usize>) -> Result<Vec<String>> {
+        self.list_from_head(self.keys.processing(), range).await
+    }
+
+    /// Ids in the completed history, newest first.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn list_completed(&self, range: Range<usize>) -> Result<Vec<String>> {
+        self.list_from_head(self.keys.completed(), range).await
+    }
+
+    /// Ids waiting for a time, soonest first.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn list_scheduled(&self, range: Range<usize>) -> Result<Vec<String>> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.scheduled();
+        let (start, stop) = (range.start as isize, range.end as isize - 1);
+        self.conn
+            .query(redis::cmd("ZRANGE").arg(key).arg(start).arg(stop))
+            .await
+    }
+
+    /// Ids in the dead letters, newest first.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn list_failed(&self, range: Range<usize>) -> Result<Vec<String>> {
+        self.list_from_head(self.keys.failed(), range).await
+    }
+
+    async fn list_from_head(&self, key: String, range: Range<usize>) -> Result<Vec<String>> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.lrange(key, range.start as isize, range.end as isize - 1)
+            .await
+    }
+
+    async fn lrange(&self, key: String, start: isize, stop: isize) -> Result<Vec<String>> {
+        self.conn
+            .query(redis::cmd("LRANGE").arg(key).arg(start).arg(stop))
+            .await
+    }
+}
