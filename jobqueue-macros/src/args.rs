@@ -1,6 +1,7 @@
 //! Parsing and validation of `#[job(...)]` arguments.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use proc_macro2::Span;
 use syn::ext::IdentExt;
@@ -17,9 +18,6 @@ const KEYS: &[&str] = &[
     "name",
     "crate",
 ];
-
-/// The smallest lease a job may ask for: shorter ones expire between renewals.
-const MIN_VISIBILITY_MS: u64 = 100;
 
 /// `#[job(...)]`'s arguments, validated.
 #[derive(Default)]
@@ -73,24 +71,16 @@ impl Parse for JobArgs {
                 "max_attempts" => {
                     let lit: LitInt = input.parse()?;
                     let n: u32 = lit.base10_parse()?;
-                    if n == 0 {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            "max_attempts must be at least 1",
-                        ));
-                    }
+                    jobqueue_rules::check_max_attempts(n).map_err(|reason| {
+                        syn::Error::new(lit.span(), format!("max_attempts {reason}"))
+                    })?;
                     args.max_attempts = Some(n);
                 }
                 "visibility" => {
                     let (ms, span) = duration_arg(input)?;
-                    if ms < MIN_VISIBILITY_MS {
-                        return Err(syn::Error::new(
-                            span,
-                            format!(
-                                "visibility must be at least {MIN_VISIBILITY_MS} ms (got {ms} ms): a shorter lease expires between renewals"
-                            ),
-                        ));
-                    }
+                    jobqueue_rules::check_visibility(Duration::from_millis(ms)).map_err(
+                        |reason| syn::Error::new(span, format!("invalid visibility: {reason}")),
+                    )?;
                     args.visibility_ms = Some(ms);
                 }
                 "timeout" => {
@@ -208,27 +198,14 @@ pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
     n.checked_mul(scale).ok_or_else(invalid)
 }
 
-/// Checks a queue or job name with the runtime's rules: it becomes part of
-/// Redis key names and must not break the layout or a `SCAN` pattern.
+/// Checks a queue or job name with the runtime's own rule
+/// ([`jobqueue_rules::check_name`]): it becomes part of Redis key names and
+/// must not break the layout or a `SCAN` pattern.
 fn checked_name(lit: &LitStr, what: &str) -> syn::Result<String> {
     let value = lit.value();
-    let problem = if value.is_empty() {
-        Some("it is empty".to_owned())
-    } else if value.len() > 128 {
-        Some("it is longer than 128 bytes".to_owned())
-    } else {
-        value
-            .chars()
-            .find(|c| c.is_whitespace() || c.is_control() || ":{}*?[]\\".contains(*c))
-            .map(|c| format!("it contains {c:?}"))
-    };
-    match problem {
-        Some(p) => Err(syn::Error::new(
-            lit.span(),
-            format!("invalid {what} {value:?}: {p}"),
-        )),
-        None => Ok(value),
-    }
+    jobqueue_rules::check_name(&value)
+        .map_err(|reason| syn::Error::new(lit.span(), format!("invalid {what} {value:?}: {reason}")))?;
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -280,7 +257,7 @@ mod tests {
             msg("max_attempts = 1, max_attempts = 2").contains("duplicate argument `max_attempts`")
         );
         assert!(msg("max_attempts = 0").contains("at least 1"));
-        assert!(msg(r#"visibility = "50ms""#).contains("at least 100 ms"));
+        assert!(msg(r#"visibility = "50ms""#).contains("under the 100 ms minimum"));
         assert!(msg(r#"visibility = "soon""#).contains("invalid duration"));
         assert!(msg(r#"queue = "a b""#).contains("invalid queue"));
         assert!(msg(r#"name = "x{y}""#).contains("invalid name"));

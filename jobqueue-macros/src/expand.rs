@@ -16,10 +16,6 @@ use syn::{FnArg, ItemFn, Path, ReturnType, Type};
 
 use crate::args::{BackoffArg, JobArgs};
 
-const DEFAULT_QUEUE: &str = "jobs";
-const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-const DEFAULT_VISIBILITY_MS: u64 = 5_000;
-
 pub(crate) fn job(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
@@ -48,6 +44,10 @@ struct Signature<'a> {
     takes_context: bool,
     output: TokenStream,
     output_span: Span,
+    /// True for a `Result`-like return type (its name ends in `Result`, as
+    /// `Result`, `anyhow::Result` or a `JobResult` alias do): an `Err` fails
+    /// the run. Any other type is the output of a run that always succeeds.
+    result_like: bool,
 }
 
 fn check_signature(func: &ItemFn) -> syn::Result<Signature<'_>> {
@@ -102,24 +102,16 @@ fn check_signature(func: &ItemFn) -> syn::Result<Signature<'_>> {
             "a job takes at most two arguments: the payload and a `JobContext`",
         ));
     }
-    let (output, output_span) = match &sig.output {
-        ReturnType::Default => (quote!(()), sig.ident.span()),
-        ReturnType::Type(_, ty) => {
-            let unit = matches!(&**ty, Type::Tuple(t) if t.elems.is_empty());
-            if !unit && !last_segment_is(ty, "Result") {
-                return Err(syn::Error::new(
-                    ty.span(),
-                    "unsupported return type: a job returns `()`, or `Result<T, E>` where `T: Serialize` (stored as the result) and `E: Display` (stored as the error)",
-                ));
-            }
-            (quote!(#ty), ty.span())
-        }
+    let (output, output_span, result_like) = match &sig.output {
+        ReturnType::Default => (quote!(()), sig.ident.span(), false),
+        ReturnType::Type(_, ty) => (quote!(#ty), ty.span(), last_segment_ends_with(ty, "Result")),
     };
     Ok(Signature {
         payload,
         takes_context,
         output,
         output_span,
+        result_like,
     })
 }
 
@@ -130,35 +122,71 @@ fn last_segment_is(ty: &Type, name: &str) -> bool {
     }
 }
 
+fn last_segment_ends_with(ty: &Type, suffix: &str) -> bool {
+    match ty {
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident.to_string().ends_with(suffix)),
+        _ => false,
+    }
+}
+
 fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
     let sig = check_signature(func)?;
     let krate: Path = args.krate.unwrap_or_else(|| syn::parse_quote!(::jobqueue));
     let ident = &func.sig.ident;
     let vis = &func.vis;
+    let private = quote!(#krate::__private);
+    let millis = |ms: u64| quote!(#private::Duration::from_millis(#ms));
     let name = args.name.unwrap_or_else(|| ident.unraw().to_string());
-    let queue = args.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
-    let max_attempts = args.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
-    let visibility_ms = args.visibility_ms.unwrap_or(DEFAULT_VISIBILITY_MS);
-    let timeout_ms = match args.timeout_ms {
-        Some(ms) => quote!(::core::option::Option::Some(#ms)),
+    // A key left out refers to the runtime's default, not a copy of it.
+    let queue_doc = args
+        .queue
+        .clone()
+        .unwrap_or_else(|| jobqueue_rules::DEFAULT_QUEUE.to_owned());
+    let queue = match &args.queue {
+        Some(queue) => quote!(#queue),
+        None => quote!(#private::DEFAULT_QUEUE),
+    };
+    let max_attempts = match args.max_attempts {
+        Some(n) => quote!(#n),
+        None => quote!(#private::DEFAULT_MAX_ATTEMPTS),
+    };
+    let visibility = match args.visibility_ms {
+        Some(ms) => millis(ms),
+        None => quote!(#private::DEFAULT_VISIBILITY),
+    };
+    let timeout = match args.timeout_ms {
+        Some(ms) => {
+            let d = millis(ms);
+            quote!(::core::option::Option::Some(#d))
+        }
         None => quote!(::core::option::Option::None),
     };
     let backoff = args.backoff.map(|b| {
         let value = match b {
             BackoffArg::Exponential { base_ms, max_ms } => {
-                quote!(#krate::Backoff::Exponential { base_ms: #base_ms, max_ms: #max_ms })
+                let (base, max) = (millis(base_ms), millis(max_ms));
+                quote!(#private::Backoff::exponential(#base, #max))
             }
             BackoffArg::Fixed { delay_ms } => {
-                quote!(#krate::Backoff::Fixed { delay_ms: #delay_ms })
+                let delay = millis(delay_ms);
+                quote!(#private::Backoff::fixed(#delay))
             }
-            BackoffArg::None => quote!(#krate::Backoff::None),
+            BackoffArg::None => quote!(#private::Backoff::None),
         };
-        quote!(const BACKOFF: #krate::Backoff = #value;)
+        quote!(const BACKOFF: #private::Backoff = #value;)
     });
     let payload = sig.payload;
     let output = &sig.output;
-    let output_type = quote_spanned! {sig.output_span=>
-        <#output as #krate::__private::IntoJobResult>::Output
+    let output_type = if sig.result_like {
+        quote_spanned! {sig.output_span=>
+            <#output as #private::IntoJobResult>::Output
+        }
+    } else {
+        quote_spanned! {sig.output_span=> #output }
     };
     let call = if sig.takes_context {
         quote!(#ident(payload, ctx))
@@ -173,13 +201,17 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
     let decode = quote_spanned! {payload.span()=>
         __jq::decode_payload::<#payload>(payload)
     };
-    let finish = quote_spanned! {sig.output_span=> __jq::finish };
+    let finish = if sig.result_like {
+        quote_spanned! {sig.output_span=> __jq::finish }
+    } else {
+        quote_spanned! {sig.output_span=> __jq::finish_value }
+    };
     let boxed = quote_spanned! {ident.span()=>
         __jq::box_handler(async move { #finish(#call.await) })
     };
     let handler = format_ident!("__jobqueue_handler_{}", ident.unraw().to_string());
     let doc = format!(
-        "The job defined by [`{ident}()`]: name `{name}`, queue `{queue}`. Enqueue it with \
+        "The job defined by [`{ident}()`]: name `{name}`, queue `{queue_doc}`. Enqueue it with \
          `client.enqueue::<{ident}>(payload)`."
     );
     Ok(quote! {
@@ -190,14 +222,14 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
         #[derive(Debug, Clone, Copy)]
         #vis struct #ident {}
 
-        impl #krate::Job for #ident {
+        impl #private::Job for #ident {
             type Payload = #payload;
             type Output = #output_type;
             const NAME: &'static str = #name;
             const QUEUE: &'static str = #queue;
             const MAX_ATTEMPTS: u32 = #max_attempts;
-            const VISIBILITY_MS: u64 = #visibility_ms;
-            const TIMEOUT_MS: ::core::option::Option<u64> = #timeout_ms;
+            const VISIBILITY: #private::Duration = #visibility;
+            const TIMEOUT: ::core::option::Option<#private::Duration> = #timeout;
             #backoff
         }
 
@@ -205,9 +237,9 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             #[allow(non_snake_case)]
             fn #handler(
                 payload: &str,
-                ctx: #krate::JobContext,
-            ) -> #krate::__private::HandlerFuture {
-                use #krate::__private as __jq;
+                ctx: #private::JobContext,
+            ) -> #private::HandlerFuture {
+                use #private as __jq;
                 let payload: #payload = match #decode {
                     ::core::result::Result::Ok(payload) => payload,
                     ::core::result::Result::Err(error) => return __jq::fail_now(error),
@@ -215,8 +247,8 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
                 #boxed
             }
 
-            #krate::__private::inventory::submit! {
-                #krate::__private::JobDefinition::new::<#ident>(::core::module_path!(), #handler)
+            #private::inventory::submit! {
+                #private::JobDefinition::new::<#ident>(::core::module_path!(), #handler)
             }
         };
     })
@@ -259,7 +291,6 @@ mod tests {
             ("", "async fn none() {}"),
             ("", "async fn three(a: A, c: JobContext, x: X) {}"),
             ("", "async fn wrong_second(a: A, b: B) {}"),
-            ("", "async fn returns_int(a: A) -> i32 { 1 }"),
         ] {
             let out = expand_str(attr, item);
             assert!(out.contains("compile_error"), "{item}: {out}");
@@ -276,6 +307,24 @@ mod tests {
                 "{item}: the fn is kept: {out}"
             );
         }
+    }
+
+    #[test]
+    fn plain_return_values_are_outputs_and_result_aliases_are_results() {
+        let out = expand_str("", "async fn count(a: A) -> u64 { 1 }");
+        assert!(out.contains("type Output = u64"), "{out}");
+        assert!(out.contains("finish_value"), "{out}");
+        let out = expand_str("", "async fn alias(a: A) -> JobResult<u64> { Ok(1) }");
+        assert!(out.contains("IntoJobResult"), "{out}");
+        assert!(!out.contains("finish_value"), "{out}");
+    }
+
+    #[test]
+    fn keys_left_out_refer_to_the_runtime_defaults() {
+        let out = expand_str("", "async fn d(a: A) {}");
+        assert!(out.contains("__private :: DEFAULT_QUEUE"), "{out}");
+        assert!(out.contains("__private :: DEFAULT_MAX_ATTEMPTS"), "{out}");
+        assert!(out.contains("__private :: DEFAULT_VISIBILITY"), "{out}");
     }
 
     #[test]

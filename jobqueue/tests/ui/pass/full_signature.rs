@@ -1,4 +1,5 @@
-use jobqueue::{Job, JobContext, job};
+use jobqueue::definition::Job;
+use jobqueue::{JobContext, job};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -31,9 +32,9 @@ fn main() {
     assert_eq!(send_welcome::NAME, "welcome");
     assert_eq!(send_welcome::QUEUE, "email");
     assert_eq!(send_welcome::MAX_ATTEMPTS, 3);
-    assert_eq!(send_welcome::VISIBILITY_MS, 120_000);
-    assert_eq!(send_welcome::TIMEOUT_MS, Some(3_600_000));
+    assert_eq!(send_welcome::VISIBILITY, std::time::Duration::from_secs(120));
+    assert_eq!(send_welcome::TIMEOUT, Some(std::time::Duration::from_millis(3_600_000)));
     fn payload_is<T: Job<Payload = Welcome, Output = Receipt>>() {}
     payload_is::<send_welcome>();
-    let _callable = send_welcome(Welcome { to: "a".into() }, JobContext::new("id", "email", "welcome", 1));
+    let _callable = send_welcome(Welcome { to: "a".into() }, JobContext::new("id").with_queue("email"));
 }

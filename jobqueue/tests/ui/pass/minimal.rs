@@ -1,4 +1,5 @@
-use jobqueue::{Job, job};
+use jobqueue::definition::Job;
+use jobqueue::job;
 
 #[job]
 async fn ping(_args: u32) {}
@@ -21,10 +22,10 @@ fn main() {
     assert_eq!(ping::NAME, "ping");
     assert_eq!(ping::QUEUE, "jobs");
     assert_eq!(ping::MAX_ATTEMPTS, 3);
-    assert_eq!(ping::VISIBILITY_MS, 5_000);
-    assert_eq!(ping::TIMEOUT_MS, None);
-    assert_eq!(unit_result::VISIBILITY_MS, 250);
+    assert_eq!(ping::VISIBILITY, std::time::Duration::from_secs(5));
+    assert_eq!(ping::TIMEOUT, None);
+    assert_eq!(unit_result::VISIBILITY, std::time::Duration::from_millis(250));
     assert_eq!(r#type::NAME, "type");
-    let registry = jobqueue::Registry::from_inventory().unwrap();
+    let registry = jobqueue::registry::Registry::from_inventory().unwrap();
     assert_eq!(registry.jobs().count(), 3);
 }
