@@ -1,13 +1,13 @@
 //! Run with: `cargo run -p jobqueue-examples --example basic` (Redis on
 //! 127.0.0.1:6379, or set `REDIS_URL`).
 //!
-//! Enqueues a few jobs on the low-level [`jobqueue::Queue`], then works them
+//! Enqueues a few jobs on the low-level [`jobqueue::queue::Queue`], then works them
 //! off with a worker loop that renews its lease, completes or fails each job,
 //! and sweeps stuck jobs back. Stops on Ctrl-C or when the queue is empty.
 
 use std::time::Duration;
 
-use jobqueue::{Ack, Queue, QueueOptions};
+use jobqueue::queue::{Ack, Queue};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
@@ -25,7 +25,7 @@ async fn main() -> jobqueue::Result<()> {
         )
         .init();
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
-    let queue = Queue::connect(&url, QueueOptions::new("example-email")).await?;
+    let queue = Queue::connect(&url, "example-email").await?;
 
     let jobs: Vec<Email> = (1..=5)
         .map(|n| Email {

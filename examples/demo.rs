@@ -17,9 +17,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use clap::Parser;
-use jobqueue::dashboard::{DashboardOptions, job_summary};
+use jobqueue::connection::Connection;
+use jobqueue::dashboard::{DashboardOptions, JobSummary, protect};
+use jobqueue::queue::{NewJob, Queue, QueueOptions};
 use jobqueue::{
-    CancellationToken, Client, Connection, JobContext, JobError, NewJob, Queue, QueueOptions,
+    CancellationToken, Client, JobContext, JobError,
     Runner, job,
 };
 use serde_json::{Value, json};
@@ -104,7 +106,7 @@ async fn demo_task(payload: Value, ctx: JobContext) -> Result<Value, JobError> {
 /// The running pool: a Runner and its shutdown token.
 #[derive(Debug, Default)]
 struct Pool {
-    running: Option<(CancellationToken, JoinHandle<jobqueue::Result<()>>)>,
+    running: Option<(CancellationToken, JoinHandle<()>)>,
     auto_sweep: bool,
 }
 
@@ -132,15 +134,21 @@ async fn main() -> std::process::ExitCode {
             format!("{}:{}", args.redis_host, args.redis_port),
         ),
     };
-    let conn = match Connection::open(url.as_str()).await {
+    let conn = match Connection::connect(url.as_str()).await {
         Ok(conn) => conn,
         Err(e) => {
             eprintln!("could not reach Redis at {shown}: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let options = QueueOptions::default().visibility(Duration::from_millis(args.visibility_ms));
-    let client = Client::with_options(&conn, options);
+    let options = QueueOptions::new().visibility(Duration::from_millis(args.visibility_ms));
+    let client = match Client::builder(&conn).queue_options(options).build() {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let queue = match client.queue(&args.queue_name) {
         Ok(queue) => queue,
         Err(e) => {
@@ -163,7 +171,10 @@ async fn main() -> std::process::ExitCode {
     if let Some(token) = &args.token {
         dashboard = dashboard.token(token.clone());
     }
-    let app = Router::new()
+    // The demo's own endpoints live under the dashboard's access rules (its
+    // token, loopback only without one, no cross-site POSTs); scripts call
+    // them without the page's CSRF token, as the reference demo allows.
+    let controls = Router::new()
         .route("/jobs", only(get(jobs)))
         .route("/stats", only(get(stats)))
         .route("/enqueue", only(post(enqueue)))
@@ -173,12 +184,8 @@ async fn main() -> std::process::ExitCode {
         .route("/workers/sweep", only(post(workers_sweep)))
         .route("/reclaim", only(post(reclaim)))
         .route("/reset", only(post(reset)))
-        .layer(axum::middleware::from_fn(refuse_cross_site))
-        .with_state(std::sync::Arc::clone(&demo))
-        .layer(axum::middleware::from_fn_with_state(
-            args.token.clone(),
-            require_token,
-        ))
+        .with_state(std::sync::Arc::clone(&demo));
+    let app = protect(controls, &dashboard)
         .merge(jobqueue::dashboard::router_with(client, dashboard.clone()))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") });
     let addr: SocketAddr = match format!("{}:{}", args.host, args.port).parse() {
@@ -188,7 +195,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Err(e) = jobqueue::dashboard::check_bind(addr, &dashboard) {
+    if let Err(e) = dashboard.check_bind(addr) {
         eprintln!("{e}");
         return std::process::ExitCode::FAILURE;
     }
@@ -222,37 +229,6 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-/// With `--token`, the demo's own endpoints need it as the dashboard does.
-async fn require_token(
-    State(token): State<Option<String>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if token.is_none() && !jobqueue::dashboard::loopback_host(request.headers()) {
-        return (
-            StatusCode::FORBIDDEN,
-            "without a token the demo answers only to a loopback Host\n",
-        )
-            .into_response();
-    }
-    match token {
-        Some(token)
-            if !jobqueue::dashboard::presents_token(
-                request.headers(),
-                request.uri().query(),
-                &token,
-            ) =>
-        {
-            (
-                StatusCode::UNAUTHORIZED,
-                "a valid dashboard token is required\n",
-            )
-                .into_response()
-        }
-        _ => next.run(request).await,
-    }
-}
-
 /// A method router that answers other methods with the reference's 405 text.
 fn only(route: MethodRouter<Shared>) -> MethodRouter<Shared> {
     route.fallback(|| async { (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n") })
@@ -275,20 +251,6 @@ fn form(query: &str, body: &[u8]) -> Vec<(String, String)> {
 
 fn value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-/// The demo's POSTs are also called by scripts without a token: refuse only
-/// those a browser marks as coming from another site.
-async fn refuse_cross_site(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if request.method() == axum::http::Method::POST
-        && !jobqueue::dashboard::same_origin(request.headers())
-    {
-        return (StatusCode::FORBIDDEN, "cross-site request refused\n").into_response();
-    }
-    next.run(request).await
 }
 
 async fn stats_object(demo: &Demo) -> jobqueue::Result<Value> {
@@ -341,7 +303,7 @@ async fn jobs(State(demo): State<Shared>) -> Response {
     {
         let summaries: Vec<Value> = ids
             .iter()
-            .map(|id| job_summary(id, records.next().flatten().as_ref()))
+            .map(|id| json!(JobSummary::new(id, records.next().flatten().as_ref())))
             .collect();
         out.insert(name.to_owned(), Value::Array(summaries));
     }

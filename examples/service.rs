@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use jobqueue::client::EnqueueOptions;
 use jobqueue::{CancellationToken, Client, JobContext, JobError, Runner, job};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
@@ -64,9 +65,10 @@ async fn main() -> jobqueue::Result<()> {
             .await?;
     }
     let report = client
-        .job::<daily_report>("2026-11-27".into())
-        .delay(Duration::from_secs(2))
-        .enqueue()
+        .enqueue_with::<daily_report>(
+            "2026-11-27".into(),
+            EnqueueOptions::new().delay(Duration::from_secs(2)),
+        )
         .await?;
 
     // The worker side: a Runner for every registered queue.
@@ -94,7 +96,7 @@ async fn main() -> jobqueue::Result<()> {
         .expect("port 8793 is free");
     tracing::info!("dashboard on http://127.0.0.1:8793/jobs/");
     let web = tokio::spawn(jobqueue::dashboard::serve(listener, app, shutdown.clone()));
-    runner.run(shutdown).await?;
+    runner.run(shutdown).await;
     let _ = web.await;
     Ok(())
 }

@@ -8,9 +8,11 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use jobqueue::dashboard::{DashboardOptions, job_summary};
-use jobqueue::{CancellationToken, Client, JobStatus, NewJob, Queue};
+use clap::{Parser, Subcommand};
+use jobqueue::client::EnqueueOptions;
+use jobqueue::dashboard::{DashboardOptions, JobSummary};
+use jobqueue::queue::{JobStatus, NewJob, Queue};
+use jobqueue::{CancellationToken, Client};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -44,8 +46,8 @@ enum Command {
     Stats,
     /// Jobs in one state, oldest to run first for pending, newest first otherwise.
     List {
-        /// Which list.
-        state: State,
+        /// Which list: pending, scheduled, processing, completed or failed.
+        state: JobStatus,
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -107,27 +109,6 @@ enum Command {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum State {
-    Pending,
-    Scheduled,
-    Processing,
-    Completed,
-    Failed,
-}
-
-impl From<State> for JobStatus {
-    fn from(state: State) -> Self {
-        match state {
-            State::Pending => Self::Pending,
-            State::Scheduled => Self::Scheduled,
-            State::Processing => Self::Processing,
-            State::Completed => Self::Completed,
-            State::Failed => Self::Failed,
-        }
-    }
-}
-
 /// A failure with its exit code.
 struct Failure(u8, String);
 
@@ -168,12 +149,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             offset,
         } => {
             let range = offset..offset + limit;
-            let ids = queue.list(state.into(), range).await?;
+            let ids = queue.list(state, range).await?;
             let records = queue.get_jobs(&ids).await?;
             let jobs: Vec<Value> = ids
                 .iter()
                 .zip(&records)
-                .map(|(id, r)| job_summary(id, r.as_ref()))
+                .map(|(id, r)| json!(JobSummary::new(id, r.as_ref())))
                 .collect();
             out.table(
                 &jobs,
@@ -200,15 +181,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             max_attempts,
             delay_ms,
         } => {
-            let mut job = NewJob::from_json(payload);
-            if let Some(name) = name {
-                job = job.name(name);
-            }
+            let mut options = EnqueueOptions::new();
             if let Some(max) = max_attempts {
-                job = job.max_attempts(max);
+                options = options.max_attempts(max);
             }
             if let Some(ms) = delay_ms {
-                job = job.delay(Duration::from_millis(ms));
+                options = options.delay(Duration::from_millis(ms));
+            }
+            let mut job = NewJob::from_json(payload).options(options);
+            if let Some(name) = name {
+                job = job.name(name);
             }
             let id = queue.submit(job).await.map_err(|e| match e {
                 jobqueue::Error::Json(_)
@@ -277,7 +259,9 @@ async fn dashboard(
     if let Some(token) = token {
         options = options.token(token);
     }
-    jobqueue::dashboard::check_bind(addr, &options).map_err(|e| Failure(2, e.to_string()))?;
+    options
+        .check_bind(addr)
+        .map_err(|e| Failure(2, e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Failure(1, format!("could not listen on {addr}: {e}")))?;
