@@ -113,7 +113,8 @@ mod tests {
         }
     }
 
-    /// Reference bug 8.12: keys built inside a script are invisible to Redis
+    /// Reference bug 8.12 (`docs/reference-bugs.md#812-not-cluster-safe`):
+    /// keys built inside a script are invisible to Redis
     /// Cluster routing. Scripts never extend a key they were given, and the
     /// only keys they build are job hashes from the job-hash prefix, for ids
     /// they read themselves; a script that does must say so in its header.

@@ -1,6 +1,6 @@
 -- claim.lua: takes up to N jobs from pending and stamps each with a fresh
 -- claim token and lease in the same step, so no sweep ever sees a claimed
--- job without its claim time (fixes reference 8.2). Jobs that cannot run
+-- job without its claim time (fixes reference bug 8.2, docs/reference-bugs.md#82-claim-is-not-atomic). Jobs that cannot run
 -- are moved out of the way with a reason instead of being handed out.
 --
 -- KEYS[1]  pending list
@@ -104,7 +104,7 @@ local function take(id, token)
   end
   if attempts >= max then
     -- Only a reclaim that does not count attempts (a reference sweeper) can
-    -- put such a job back in pending: stop the poison loop here (8.1).
+    -- put such a job back in pending: stop the poison loop here (reference bug 8.1, docs/reference-bugs.md#81-poison-jobs-loop-forever).
     local reason = string.format('attempt %d of %d never finished; no attempts left', attempts, max)
     redis.call('LREM', Q.processing, 1, id)
     bury(id, reason, now, '')

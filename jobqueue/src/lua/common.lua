@@ -15,7 +15,7 @@ local Q = {}
 -- from 7.0 this call is a no-op.
 redis.replicate_commands()
 
--- One clock for every timestamp: the Redis server's (fixes reference 8.8).
+-- One clock for every timestamp: the Redis server's (fixes reference bug 8.8, docs/reference-bugs.md#88-timestamps-come-from-client-clocks).
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -27,7 +27,7 @@ local function ms(n)
 end
 
 -- Publishes the reference event shape, inside the script that changed the
--- state (fixes reference 8.5).
+-- state (fixes reference bug 8.5, docs/reference-bugs.md#85-events-are-published-outside-the-script).
 local function publish(id, status)
   redis.call('PUBLISH', Q.channel,
     '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '"}')
@@ -35,7 +35,7 @@ end
 
 -- Pushes id onto a history list and trims the list to cap entries. The hash
 -- of every id trimmed off is deleted when it is still in that list's state,
--- so a dead letter's hash lives exactly as long as its listing (8.14).
+-- so a dead letter's hash lives exactly as long as its listing (reference bug 8.14, docs/reference-bugs.md#814-history-outlives-job-hashes).
 local function push_history(list, id, cap, status)
   local excess = redis.call('LPUSH', list, id) - cap
   for _ = 1, excess do
@@ -89,7 +89,7 @@ local function bury(id, reason, now, token)
 end
 
 -- Puts a job whose claim ran out back in pending, or buries it when the claim
--- that ran out was its last allowed attempt (fixes reference 8.1).
+-- that ran out was its last allowed attempt (fixes reference bug 8.1, docs/reference-bugs.md#81-poison-jobs-loop-forever).
 local function requeue_or_bury(id, attempts, max, why, now, token)
   if attempts >= max then
     bury(id, string.format('%s on attempt %d of %d; no attempts left', why, attempts, max), now, token)

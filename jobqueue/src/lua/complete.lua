@@ -1,5 +1,5 @@
 -- complete.lua: settles a claimed job as completed. Fenced by the claim
--- token and idempotent (fixes reference 8.3 and 8.4).
+-- token and idempotent (fixes reference bug 8.3, docs/reference-bugs.md#83-complete-is-not-idempotent; reference bug 8.4, docs/reference-bugs.md#84-empty-tokens-match-unclaimed-jobs).
 --
 -- KEYS[1]  job hash
 -- KEYS[2]  processing list
@@ -9,7 +9,8 @@
 -- ARGV[1]  job id
 -- ARGV[2]  claim token
 -- ARGV[3]  result JSON
--- ARGV[4]  completed TTL in seconds (0 = keep until trimmed off the history)
+-- ARGV[4]  the queue's completed TTL in seconds (0 = keep until trimmed off
+--          the history), for jobs without their own completed_ttl_s field
 -- ARGV[5]  completed history cap
 -- ARGV[6]  events channel
 -- ARGV[7]  job hash prefix (to delete the hashes of ids trimmed off the
@@ -22,7 +23,7 @@ local key, id, token = KEYS[1], ARGV[1], ARGV[2]
 if token == '' then
   return 0
 end
-local f = redis.call('HMGET', key, 'status', 'claim_token', 'settled_token')
+local f = redis.call('HMGET', key, 'status', 'claim_token', 'settled_token', 'completed_ttl_s')
 if f[2] ~= token then
   if f[3] == token then
     return -1
@@ -36,7 +37,11 @@ local now = ms(now_ms())
 redis.call('HSET', key, 'status', 'completed', 'completed_at_ms', now, 'result', ARGV[3],
   'claim_token', '', 'settled_token', token)
 redis.call('ZREM', KEYS[4], lease(id, token))
-local ttl = tonumber(ARGV[4])
+-- The job's own TTL when it is a whole number of seconds, else the queue's.
+local ttl = tonumber(f[4])
+if ttl == nil or ttl < 0 or ttl ~= math.floor(ttl) or ttl > 31536000 then
+  ttl = tonumber(ARGV[4])
+end
 if ttl > 0 then
   redis.call('EXPIRE', key, ttl)
 end

@@ -1,6 +1,6 @@
 -- enqueue.lua: writes a batch of new jobs, each hash together with its
 -- pending entry (or its scheduled entry, for a job due later), so neither can
--- exist without the other (fixes 8.9).
+-- exist without the other (fixes reference bug 8.9, docs/reference-bugs.md#89-orphaned-entries-and-hashes).
 --
 -- KEYS[1]   pending list
 -- KEYS[2]   stats hash

@@ -1,7 +1,7 @@
 -- fail.lua: settles a claimed job that failed: back to pending while it has
 -- attempts left, else to the dead letters. The decision is made here from the
--- stored attempts and max_attempts (fixes reference 8.13), fenced by the
--- claim token and idempotent (8.3, 8.4).
+-- stored attempts and max_attempts (fixes reference bug 8.13, docs/reference-bugs.md#813-retry-policy-is-decided-by-the-client), fenced by the
+-- claim token and idempotent (reference bug 8.3, docs/reference-bugs.md#83-complete-is-not-idempotent; reference bug 8.4, docs/reference-bugs.md#84-empty-tokens-match-unclaimed-jobs).
 --
 -- KEYS[1]  job hash
 -- KEYS[2]  processing list

@@ -2,16 +2,16 @@
 --
 -- Step 1 takes leases that ran out (claims of ours whose worker stopped
 -- renewing) from the leases set: each job goes back to pending, or to the
--- dead letters when that claim was its last attempt (fixes reference 8.1).
+-- dead letters when that claim was its last attempt (fixes reference bug 8.1, docs/reference-bugs.md#81-poison-jobs-loop-forever).
 --
 -- Step 2 walks a window of the processing list for entries without a lease:
 -- claims made by reference clients, and entries left behind by crashes,
--- purges or expired hashes (fixes 8.9). An entry whose hash is gone or whose
+-- purges or expired hashes (fixes reference bug 8.9, docs/reference-bugs.md#89-orphaned-entries-and-hashes). An entry whose hash is gone or whose
 -- job is already settled is dropped; a stamped claim older than the
 -- visibility timeout is reclaimed as the reference does; an unstamped one
 -- (a client that moves first and stamps after) is reclaimed only once it has
 -- stayed unstamped for a whole visibility timeout after this sweep first saw
--- it, so a live worker's stamp is never overtaken (fixes 8.2 for them too).
+-- it, so a live worker's stamp is never overtaken (fixes reference bug 8.2, docs/reference-bugs.md#82-claim-is-not-atomic).
 --
 -- KEYS[1]  pending list
 -- KEYS[2]  processing list
