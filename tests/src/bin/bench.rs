@@ -1,4 +1,4 @@
-//! Run with: `scripts/bench` (or `cargo run --release -p jobqueue-examples --bin jobqueue-bench -- --help`).
+//! Run with: `scripts/bench` (or `cargo run --release -p jobqueue-tests --bin jobqueue-bench -- --help`).
 //!
 //! Measures jobqueue against a private `redis-server` (persistence off) and
 //! against the ceiling of the same machine in the same run (`redis-benchmark`
