@@ -278,17 +278,22 @@ impl TestRedis {
     }
 
     /// A jobqueue connection.
-    pub async fn connection(&self) -> jobqueue::Connection {
-        let conn = jobqueue::Connection::open(self.url().as_str())
+    pub async fn connection(&self) -> jobqueue::connection::Connection {
+        let conn = jobqueue::connection::Connection::connect(self.url().as_str())
             .await
             .expect("connect to the private Redis");
         assert_eq!(conn.is_cluster(), self.is_cluster(), "topology detected");
         conn
     }
 
-    /// A queue with `options` on a fresh connection.
-    pub async fn queue(&self, options: jobqueue::QueueOptions) -> jobqueue::Queue {
-        jobqueue::Queue::new(&self.connection().await, options).expect("valid queue options")
+    /// A queue `name` with `options` on a fresh connection.
+    pub async fn queue(
+        &self,
+        name: &str,
+        options: jobqueue::queue::QueueOptions,
+    ) -> jobqueue::queue::Queue {
+        jobqueue::queue::Queue::new_with(&self.connection().await, name, options)
+            .expect("valid queue options")
     }
 
     /// A client on a fresh connection.

@@ -345,9 +345,9 @@ where
 /// returns whether it held. A failed read (Redis restarting, a cluster
 /// failing over) counts as not yet.
 pub async fn stats_reach(
-    q: &jobqueue::Queue,
+    q: &jobqueue::queue::Queue,
     timeout: Duration,
-    done: impl Fn(&jobqueue::Stats) -> bool,
+    done: impl Fn(&jobqueue::queue::Stats) -> bool,
 ) -> bool {
     eventually(timeout, || async {
         q.stats().await.is_ok_and(|s| done(&s))
@@ -355,12 +355,16 @@ pub async fn stats_reach(
     .await
 }
 
-/// A queue named `name` on `server`, with `options` (their name is replaced).
-pub async fn queue(server: &RedisServer, options: jobqueue::QueueOptions) -> jobqueue::Queue {
-    let conn = jobqueue::Connection::open(server.url().as_str())
+/// A queue named `name` on `server`, with `options`.
+pub async fn queue(
+    server: &RedisServer,
+    name: &str,
+    options: jobqueue::queue::QueueOptions,
+) -> jobqueue::queue::Queue {
+    let conn = jobqueue::connection::Connection::connect(server.url().as_str())
         .await
         .expect("connect to the private redis-server");
-    jobqueue::Queue::new(&conn, options).expect("valid queue options")
+    jobqueue::queue::Queue::new_with(&conn, name, options).expect("valid queue options")
 }
 
 /// Writes a job exactly as the reference enqueue does: a hash with the
@@ -371,14 +375,14 @@ pub async fn reference_enqueue(
     id: &str,
     payload: &str,
 ) {
-    let keys = jobqueue::Keys::new(queue, jobqueue::KeyLayout::Reference).expect("queue name");
+    let keys = jobqueue::queue::Keys::new(queue, jobqueue::queue::KeyLayout::Reference).expect("queue name");
     reference_enqueue_at(conn, &keys, id, payload).await;
 }
 
 /// [`reference_enqueue`] to the keys of `keys` (any layout).
 pub async fn reference_enqueue_at(
     conn: &mut impl redis::aio::ConnectionLike,
-    keys: &jobqueue::Keys,
+    keys: &jobqueue::queue::Keys,
     id: &str,
     payload: &str,
 ) {
@@ -430,26 +434,28 @@ pub async fn list(conn: &mut impl redis::aio::ConnectionLike, key: &str) -> Vec<
         .expect("LRANGE")
 }
 
-/// A private server, a queue on it with `options`, and a raw connection.
+/// A private server, a queue `name` on it with `options`, and a raw connection.
 pub async fn setup(
-    options: jobqueue::QueueOptions,
+    name: &str,
+    options: jobqueue::queue::QueueOptions,
 ) -> (
     RedisServer,
-    jobqueue::Queue,
+    jobqueue::queue::Queue,
     redis::aio::MultiplexedConnection,
 ) {
     let server = RedisServer::start();
-    let q = queue(&server, options).await;
+    let q = queue(&server, name, options).await;
     let conn = server.conn().await;
     (server, q, conn)
 }
 
-/// [`setup`] on `redis`: a queue with `options` and a raw connection.
-pub async fn setup_on(
-    redis: &TestRedis,
-    options: jobqueue::QueueOptions,
-) -> (&TestRedis, jobqueue::Queue, RawConn) {
-    let q = redis.queue(options).await;
+/// [`setup`] on `redis`: a queue `name` with `options` and a raw connection.
+pub async fn setup_on<'a>(
+    redis: &'a TestRedis,
+    name: &str,
+    options: jobqueue::queue::QueueOptions,
+) -> (&'a TestRedis, jobqueue::queue::Queue, RawConn) {
+    let q = redis.queue(name, options).await;
     let conn = redis.conn().await;
     (redis, q, conn)
 }
@@ -485,10 +491,10 @@ pub async fn lease_count(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
 /// Runs one claimed job the way a runner will: routes it through the
 /// registry, runs the handler, and settles the job with the outcome.
 pub async fn run_one(
-    registry: &jobqueue::Registry,
-    queue: &jobqueue::Queue,
-    job: &jobqueue::ClaimedJob,
-) -> jobqueue::Ack {
+    registry: &jobqueue::registry::Registry,
+    queue: &jobqueue::queue::Queue,
+    job: &jobqueue::queue::ClaimedJob,
+) -> jobqueue::queue::Ack {
     let def = match registry.route(queue.name(), job.record()) {
         Ok(def) => def,
         Err(e) => {
@@ -498,14 +504,13 @@ pub async fn run_one(
                 .expect("fail");
         }
     };
-    let ctx = jobqueue::JobContext::new(job.id(), queue.name(), def.name(), job.attempts());
+    let ctx = jobqueue::JobContext::new(job.id())
+        .with_queue(queue.name())
+        .with_name(def.name())
+        .with_attempt(job.attempt(), def.max_attempts());
     match def.run(job.payload_json().get(), ctx).await {
-        Ok(result) => {
-            let result: Box<serde_json::value::RawValue> =
-                serde_json::from_str(&result).expect("handlers return JSON");
-            queue.complete(job, &result).await.expect("complete")
-        }
-        Err(e) if e.kind() == jobqueue::ErrorKind::Permanent => queue
+        Ok(result) => queue.complete(job, &result).await.expect("complete"),
+        Err(e) if e.disposition() == jobqueue::outcome::Disposition::Permanent => queue
             .fail_permanently(job, e.message())
             .await
             .expect("fail"),
@@ -518,7 +523,7 @@ pub fn start_runner(
     runner: jobqueue::Runner,
 ) -> (
     jobqueue::CancellationToken,
-    tokio::task::JoinHandle<jobqueue::Result<()>>,
+    tokio::task::JoinHandle<()>,
 ) {
     let token = jobqueue::CancellationToken::new();
     let task = tokio::spawn({
@@ -531,12 +536,10 @@ pub fn start_runner(
 /// Cancels a runner started with [`start_runner`] and waits for it to end.
 pub async fn stop_runner(
     token: jobqueue::CancellationToken,
-    task: tokio::task::JoinHandle<jobqueue::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
 ) {
     token.cancel();
-    task.await
-        .expect("the runner task")
-        .expect("the runner ends cleanly");
+    task.await.expect("the runner task ends cleanly");
 }
 
 /// CPU time (user + system) process `pid` has used, from /proc (Linux).

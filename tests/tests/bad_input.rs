@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use jobqueue::{JobStatus, QueueOptions};
+use jobqueue::queue::{JobStatus, QueueOptions};
 use jobqueue_tests::*;
 use serde_json::json;
 
 #[tokio::test]
 async fn malformed_jobs_fail_with_the_reason_and_the_claim_moves_on() {
-    let (_server, q, mut c) = setup(QueueOptions::default()).await;
+    let (_server, q, mut c) = setup("jobs", QueueOptions::default()).await;
     let cases = [
         (
             "00000000000000f1",
@@ -78,7 +78,7 @@ async fn malformed_jobs_fail_with_the_reason_and_the_claim_moves_on() {
 
 #[tokio::test]
 async fn ids_without_a_job_and_duplicate_entries_are_dropped_not_run() {
-    let (_server, q, mut c) = setup(QueueOptions::default()).await;
+    let (_server, q, mut c) = setup("jobs", QueueOptions::default()).await;
     exec(&mut c, &["LPUSH", "queue:jobs:pending", "0000000000000a01"]).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     exec(&mut c, &["LPUSH", "queue:jobs:pending", &id]).await;
@@ -108,7 +108,7 @@ async fn ids_without_a_job_and_duplicate_entries_are_dropped_not_run() {
 
 #[tokio::test]
 async fn a_malformed_stats_hash_is_a_clear_error() {
-    let (_server, q, mut c) = setup(QueueOptions::default()).await;
+    let (_server, q, mut c) = setup("jobs", QueueOptions::default()).await;
     hset(&mut c, "queue:jobs:stats", &[("completed_total", "lots")]).await;
     let err = q.stats().await.unwrap_err();
     assert!(

@@ -4,14 +4,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jobqueue::{Ack, QueueOptions};
+use jobqueue::queue::{Ack, QueueOptions};
 use jobqueue_tests::*;
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_concurrent_claimers_take_5000_jobs_each_exactly_once() {
     let server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
+    let q = queue(&server, "jobs", QueueOptions::default()).await;
     let payloads: Vec<Value> = (0..5000).map(|n| json!({"n": n})).collect();
     let mut enqueued = Vec::new();
     for chunk in payloads.chunks(500) {

@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use jobqueue::{Ack, QueueOptions};
+use jobqueue::queue::{Ack, QueueOptions};
 use jobqueue_tests::*;
 use serde_json::json;
 
 #[tokio::test]
 async fn operations_succeed_again_after_redis_restarts() {
     let mut server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
+    let q = queue(&server, "jobs", QueueOptions::default()).await;
     let first = q.enqueue(&json!({"n": 1})).await.unwrap();
     server.restart();
     // The connection dropped; the next operations reconnect on their own.
@@ -33,7 +33,7 @@ async fn operations_succeed_again_after_redis_restarts() {
 #[tokio::test]
 async fn a_blocked_claim_survives_a_restart_and_gets_the_next_job() {
     let mut server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
+    let q = queue(&server, "jobs", QueueOptions::default()).await;
     let waiting = tokio::spawn({
         let q = q.clone();
         async move { q.claim(Duration::from_secs(20)).await }
@@ -58,7 +58,7 @@ async fn blocking_claims_do_not_stall_other_commands() {
     // other command would queue behind them; here the reads and writes all
     // finish while every claimer is still blocked.
     let server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
+    let q = queue(&server, "jobs", QueueOptions::default()).await;
     let claimers: Vec<_> = (0..8)
         .map(|_| {
             let q = q.clone();
@@ -66,7 +66,7 @@ async fn blocking_claims_do_not_stall_other_commands() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let other = queue(&server, QueueOptions::new("other")).await;
+    let other = queue(&server, "other", QueueOptions::new()).await;
     for n in 0..20 {
         q.stats().await.unwrap();
         q.list_pending(0..10).await.unwrap();
@@ -89,7 +89,7 @@ async fn an_unreachable_redis_gives_a_clear_error() {
     let mut server = RedisServer::start();
     let url = server.url();
     server.kill();
-    let err = jobqueue::Connection::open(url.as_str()).await.unwrap_err();
+    let err = jobqueue::connection::Connection::connect(url.as_str()).await.unwrap_err();
     assert!(err.is_connection_error(), "{err}");
     assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
 }
@@ -99,7 +99,7 @@ async fn a_pause_longer_than_half_a_second_only_delays_commands() {
     // redis-rs's default 500 ms response timeout would fail these commands;
     // ours waits out a pause shorter than its own (5 s) response timeout.
     let server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
+    let q = queue(&server, "jobs", QueueOptions::default()).await;
     q.enqueue(&json!({"n": 0})).await.unwrap();
     server.pause(Duration::from_millis(1500));
     let started = Instant::now();
@@ -127,7 +127,7 @@ fn a_missing_redis_server_fails_with_what_to_install() {
 #[tokio::test]
 async fn a_repeated_claim_request_returns_the_same_jobs() {
     let server = RedisServer::start();
-    let q = queue(&server, QueueOptions::default()).await;
+    let q = queue(&server, "jobs", QueueOptions::default()).await;
     let ids = q
         .enqueue_many(&[json!(1), json!(2), json!(3)])
         .await
@@ -141,9 +141,9 @@ async fn a_repeated_claim_request_returns_the_same_jobs() {
         .__claim_request("0123456789abcdef", &tokens)
         .await
         .unwrap();
-    let summary = |jobs: &[jobqueue::ClaimedJob]| {
+    let summary = |jobs: &[jobqueue::queue::ClaimedJob]| {
         jobs.iter()
-            .map(|j| (j.id().to_owned(), j.token().to_owned(), j.attempts()))
+            .map(|j| (j.id().to_owned(), j.token().to_owned(), j.attempt()))
             .collect::<Vec<_>>()
     };
     assert_eq!(summary(&first), summary(&again));

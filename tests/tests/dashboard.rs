@@ -7,7 +7,8 @@ use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
 use jobqueue::dashboard::{DashboardOptions, router, router_with};
-use jobqueue::{Client, QueueOptions};
+use jobqueue::queue::QueueOptions;
+use jobqueue::Client;
 use jobqueue_tests::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -45,7 +46,7 @@ async fn csrf(app: &Router) -> String {
 }
 
 async fn the_page_and_api_list_queues_jobs_and_details(redis: TestRedis) {
-    let (_, q, _c) = setup_on(&redis, QueueOptions::new("dash")).await;
+    let (_, q, _c) = setup_on(&redis, "dash", QueueOptions::new()).await;
     let client = redis.client().await;
     let ids = q
         .enqueue_many(&(0..30).map(|n| json!({"n": n})).collect::<Vec<_>>())
@@ -104,7 +105,7 @@ async fn the_page_and_api_list_queues_jobs_and_details(redis: TestRedis) {
 }
 
 async fn changes_need_post_with_the_pages_csrf_token(redis: TestRedis) {
-    let (_, q, _c) = setup_on(&redis, QueueOptions::new("dash").max_attempts(1)).await;
+    let (_, q, _c) = setup_on(&redis, "dash", QueueOptions::new().max_attempts(1)).await;
     let client = redis.client().await;
     let app = router(client);
     let token = csrf(&app).await;
@@ -185,7 +186,7 @@ async fn changes_need_post_with_the_pages_csrf_token(redis: TestRedis) {
 
 #[tokio::test]
 async fn a_bearer_token_guards_every_route() {
-    let (server, _q, _c) = setup(QueueOptions::new("dash")).await;
+    let (server, _q, _c) = setup("dash", QueueOptions::new()).await;
     let client = Client::connect(&server.url()).await.unwrap();
     let app = router_with(client, DashboardOptions::new().token("s3cret"));
     assert_eq!(call(&app, get("/")).await.0, StatusCode::UNAUTHORIZED);
@@ -219,7 +220,7 @@ async fn a_bearer_token_guards_every_route() {
 
 #[tokio::test]
 async fn what_the_dashboard_renders_is_never_markup() {
-    let (server, q, _c) = setup(QueueOptions::new("dash")).await;
+    let (server, q, _c) = setup("dash", QueueOptions::new()).await;
     let client = Client::connect(&server.url()).await.unwrap();
     let evil = "<script>alert('x')</script>";
     let id = q.enqueue(&json!({ "html": evil })).await.unwrap();
@@ -242,7 +243,7 @@ async fn what_the_dashboard_renders_is_never_markup() {
 
 #[tokio::test]
 async fn the_dashboard_mounts_under_a_path_of_the_services_router() {
-    let (server, q, _c) = setup(QueueOptions::new("dash")).await;
+    let (server, q, _c) = setup("dash", QueueOptions::new()).await;
     q.enqueue(&json!({})).await.unwrap();
     let client = Client::connect(&server.url()).await.unwrap();
     let app = Router::new()
@@ -262,7 +263,7 @@ async fn the_dashboard_mounts_under_a_path_of_the_services_router() {
 
 #[tokio::test]
 async fn without_a_token_only_a_loopback_host_is_served() {
-    let (server, _q, _c) = setup(QueueOptions::new("dash")).await;
+    let (server, _q, _c) = setup("dash", QueueOptions::new()).await;
     let client = Client::connect(&server.url()).await.unwrap();
     let app = router(client);
     let with_host = |host: &str| {

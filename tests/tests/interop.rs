@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jobqueue::{Ack, JobStatus, QueueOptions};
+use jobqueue::queue::{Ack, JobStatus, QueueOptions};
 use jobqueue_tests::*;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
@@ -150,7 +150,7 @@ async fn reference_fail(c: &mut MultiplexedConnection, id: &str, token: &str, re
 
 #[tokio::test]
 async fn a_job_written_by_a_reference_client_is_processed_by_ours() {
-    let (_server, q, mut c) = setup(QueueOptions::default()).await;
+    let (_server, q, mut c) = setup("jobs", QueueOptions::default()).await;
     // Python spacing, insertion order: JSON must be parsed, never compared.
     reference_enqueue(
         &mut c,
@@ -169,7 +169,7 @@ async fn a_job_written_by_a_reference_client_is_processed_by_ours() {
 
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(job.id(), "0123456789abcdef");
-    assert_eq!(job.attempts(), 1);
+    assert_eq!(job.attempt(), 1);
     assert_eq!(
         job.payload::<Value>().unwrap(),
         json!({"kind": "email", "recipient": "a@example.com", "n": 1})
@@ -208,7 +208,7 @@ async fn a_job_written_by_a_reference_client_is_processed_by_ours() {
 
 #[tokio::test]
 async fn a_job_enqueued_by_ours_is_claimed_completed_and_failed_by_reference_steps() {
-    let (_server, q, mut c) = setup(QueueOptions::default()).await;
+    let (_server, q, mut c) = setup("jobs", QueueOptions::default()).await;
     let a = q.enqueue(&json!({"kind": "email", "n": 1})).await.unwrap();
     let b = q.enqueue(&json!({"kind": "email", "n": 2})).await.unwrap();
 
@@ -247,7 +247,7 @@ async fn claims_of_reference_workers_and_ours_are_swept_by_the_other_side() {
     let server = RedisServer::start();
     let q = queue(
         &server,
-        QueueOptions::default().visibility(Duration::from_millis(200)),
+        "jobs", QueueOptions::default().visibility(Duration::from_millis(200)),
     )
     .await;
     let mut c = server.conn().await;

@@ -8,7 +8,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jobqueue::{JobStatus, NewJob, QueueOptions};
+use jobqueue::client::EnqueueOptions;
+use jobqueue::queue::{JobStatus, NewJob, QueueOptions};
 use jobqueue_tests::*;
 use serde_json::json;
 
@@ -44,14 +45,13 @@ fn spawn_worker(url: &str, concurrency: usize, env: &[(&str, &str)], stderr: Std
 
 #[tokio::test]
 async fn a_sigkilled_workers_job_is_back_in_pending_within_its_lease_and_a_sweep() {
-    let (server, q, _c) = setup(QueueOptions::new("proc")).await;
+    let (server, q, _c) = setup("proc", QueueOptions::new()).await;
     let mut child = worker(&server.url());
     let id = q
         .submit(
             NewJob::new(&json!("k"))
                 .unwrap()
-                .name("hang")
-                .visibility(Duration::from_millis(500)),
+                .name("hang").options(EnqueueOptions::new().visibility(Duration::from_millis(500))),
         )
         .await
         .unwrap();
@@ -89,7 +89,7 @@ async fn a_sigkilled_workers_job_is_back_in_pending_within_its_lease_and_a_sweep
 
 #[tokio::test]
 async fn sigterm_with_50_jobs_in_flight_finishes_or_hands_back_every_one() {
-    let (server, q, _c) = setup(QueueOptions::new("proc")).await;
+    let (server, q, _c) = setup("proc", QueueOptions::new()).await;
     let mut child = worker_with(&server.url(), 50, &[]);
     let naps: Vec<NewJob> = (0..25)
         .map(|_| NewJob::new(&400_u64).unwrap().name("nap"))
@@ -98,8 +98,7 @@ async fn sigterm_with_50_jobs_in_flight_finishes_or_hands_back_every_one() {
         .map(|_| {
             NewJob::new(&"k")
                 .unwrap()
-                .name("hang")
-                .visibility(Duration::from_secs(30))
+                .name("hang").options(EnqueueOptions::new().visibility(Duration::from_secs(30)))
         })
         .collect();
     q.submit_many(naps).await.unwrap();
@@ -161,7 +160,7 @@ async fn a_worker_started_before_redis_waits_with_backoff_then_works() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "ready");
-    let q = queue(&server, QueueOptions::new("proc")).await;
+    let q = queue(&server, "proc", QueueOptions::new()).await;
     let id = q
         .submit(NewJob::new(&10_u64).unwrap().name("nap"))
         .await
@@ -196,7 +195,7 @@ async fn a_worker_started_before_redis_waits_with_backoff_then_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
     const JOBS: usize = 20_000;
-    let (server, q, _c) = setup(QueueOptions::new("proc").completed_history(100_000)).await;
+    let (server, q, _c) = setup("proc", QueueOptions::new().completed_history(100_000)).await;
     let record = server.dir().join("runs.log");
     let record_path = record.to_str().unwrap().to_owned();
     let env = [("JOBQUEUE_TEST_RECORD", record_path.as_str())];
@@ -206,9 +205,7 @@ async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
             .map(|_| {
                 NewJob::new(&1_u64)
                     .unwrap()
-                    .name("record")
-                    .max_attempts(50)
-                    .visibility(Duration::from_millis(500))
+                    .name("record").options(EnqueueOptions::new().max_attempts(50).visibility(Duration::from_millis(500)))
             })
             .collect();
         ids.extend(q.submit_many(batch).await.unwrap());

@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use jobqueue::{Ack, Error, JobStatus, NewJob, Queue, QueueOptions};
+use jobqueue::client::EnqueueOptions;
+use jobqueue::queue::{Ack, JobStatus, NewJob, Queue, QueueOptions};
+use jobqueue::Error;
 use jobqueue_tests::*;
 use serde_json::{Value, json};
 
@@ -14,7 +16,7 @@ fn is_hex16(s: &str) -> bool {
 }
 
 async fn enqueue_writes_the_reference_hash_and_pending_entry(redis: TestRedis) {
-    let (server, q, _) = setup_on(&redis, QueueOptions::default()).await;
+    let (server, q, _) = setup_on(&redis, "jobs", QueueOptions::default()).await;
     let id = q.enqueue(&json!({"kind": "email", "n": 1})).await.unwrap();
     assert!(is_hex16(&id), "{id}");
     let mut c = server.conn().await;
@@ -39,7 +41,7 @@ async fn enqueue_writes_the_reference_hash_and_pending_entry(redis: TestRedis) {
 
 #[tokio::test]
 async fn enqueue_many_writes_the_batch_in_one_round_trip_in_order() {
-    let (_server, q, mut c) = setup(QueueOptions::default()).await;
+    let (_server, q, mut c) = setup("jobs", QueueOptions::default()).await;
     exec(&mut c, &["CONFIG", "RESETSTAT"]).await;
     let payloads: Vec<Value> = (0..200).map(|n| json!({"n": n})).collect();
     let ids = q.enqueue_many(&payloads).await.unwrap();
@@ -68,7 +70,7 @@ async fn enqueue_many_writes_the_batch_in_one_round_trip_in_order() {
 }
 
 async fn claim_takes_the_oldest_job_and_stamps_it_with_a_lease(redis: TestRedis) {
-    let (server, q, _) = setup_on(&redis, QueueOptions::default()).await;
+    let (server, q, _) = setup_on(&redis, "jobs", QueueOptions::default()).await;
     let first = q.enqueue(&json!({"n": 1})).await.unwrap();
     let _second = q.enqueue(&json!({"n": 2})).await.unwrap();
     let job = q
@@ -77,7 +79,7 @@ async fn claim_takes_the_oldest_job_and_stamps_it_with_a_lease(redis: TestRedis)
         .unwrap()
         .expect("a job");
     assert_eq!(job.id(), first);
-    assert_eq!(job.attempts(), 1);
+    assert_eq!(job.attempt(), 1);
     assert!(is_hex16(job.token()));
     assert_eq!(job.payload::<Value>().unwrap(), json!({"n": 1}));
     assert_eq!(job.lease_deadline_ms(), job.claimed_at_ms() + 5000);
@@ -102,7 +104,7 @@ async fn claim_takes_the_oldest_job_and_stamps_it_with_a_lease(redis: TestRedis)
 }
 
 async fn claim_many_takes_up_to_n_jobs_in_one_call(redis: TestRedis) {
-    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
+    let (_server, q, _) = setup_on(&redis, "jobs", QueueOptions::default()).await;
     let ids = q
         .enqueue_many(&[json!(1), json!(2), json!(3)])
         .await
@@ -115,7 +117,7 @@ async fn claim_many_takes_up_to_n_jobs_in_one_call(redis: TestRedis) {
 }
 
 async fn claim_returns_none_once_the_timeout_passes(redis: TestRedis) {
-    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
+    let (_server, q, _) = setup_on(&redis, "jobs", QueueOptions::default()).await;
     let started = Instant::now();
     assert!(q.claim(Duration::ZERO).await.unwrap().is_none());
     assert!(q.claim(Duration::from_millis(300)).await.unwrap().is_none());
@@ -127,7 +129,7 @@ async fn a_claim_blocking_longer_than_the_default_response_timeout_is_not_cut_of
 ) {
     // redis-rs 1.x times out responses after 500 ms by default; a blocking
     // claim on such a connection would fail instead of returning None.
-    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
+    let (_server, q, _) = setup_on(&redis, "jobs", QueueOptions::default()).await;
     let started = Instant::now();
     assert!(
         q.claim(Duration::from_millis(1500))
@@ -139,7 +141,7 @@ async fn a_claim_blocking_longer_than_the_default_response_timeout_is_not_cut_of
 }
 
 async fn a_blocked_claim_wakes_when_a_job_arrives_from_any_client(redis: TestRedis) {
-    let (server, q, _) = setup_on(&redis, QueueOptions::default()).await;
+    let (server, q, _) = setup_on(&redis, "jobs", QueueOptions::default()).await;
     let waiting = tokio::spawn({
         let q = q.clone();
         async move {
@@ -184,7 +186,7 @@ async fn a_blocked_claim_wakes_when_a_job_arrives_from_any_client(redis: TestRed
 }
 
 async fn complete_stores_the_result_and_keeps_a_capped_history(redis: TestRedis) {
-    let (_server, q, mut c) = setup_on(&redis, QueueOptions::default().completed_history(3)).await;
+    let (_server, q, mut c) = setup_on(&redis, "jobs", QueueOptions::default().completed_history(3)).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let id = q.enqueue(&json!({"n": n})).await.unwrap();
@@ -234,7 +236,7 @@ async fn complete_stores_the_result_and_keeps_a_capped_history(redis: TestRedis)
 }
 
 async fn fail_retries_while_attempts_remain_then_dead_letters_without_ttl(redis: TestRedis) {
-    let (_server, q, mut c) = setup_on(&redis, QueueOptions::default().max_attempts(2)).await;
+    let (_server, q, mut c) = setup_on(&redis, "jobs", QueueOptions::default().max_attempts(2)).await;
     let id = q.enqueue(&json!({"n": 1})).await.unwrap();
 
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
@@ -247,7 +249,7 @@ async fn fail_retries_while_attempts_remain_then_dead_letters_without_ttl(redis:
     assert_eq!(list(&mut c, &q.keys().pending()).await, vec![id.clone()]);
 
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!(job.attempts(), 2);
+    assert_eq!(job.attempt(), 2);
     assert_eq!(
         q.fail(&job, "smtp timeout again").await.unwrap(),
         Ack::Failed
@@ -270,7 +272,7 @@ async fn fail_retries_while_attempts_remain_then_dead_letters_without_ttl(redis:
 }
 
 async fn fail_permanently_skips_the_remaining_attempts(redis: TestRedis) {
-    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
+    let (_server, q, _) = setup_on(&redis, "jobs", QueueOptions::default()).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(
@@ -282,7 +284,7 @@ async fn fail_permanently_skips_the_remaining_attempts(redis: TestRedis) {
 }
 
 async fn release_puts_the_job_first_in_line_without_charging_the_attempt(redis: TestRedis) {
-    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
+    let (_server, q, _) = setup_on(&redis, "jobs", QueueOptions::default()).await;
     let ids = q.enqueue_many(&[json!(1), json!(2)]).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(job.id(), ids[0]);
@@ -298,7 +300,7 @@ async fn release_puts_the_job_first_in_line_without_charging_the_attempt(redis: 
     );
     let again = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(again.id(), ids[0], "released job runs next");
-    assert_eq!(again.attempts(), 1);
+    assert_eq!(again.attempt(), 1);
     assert_eq!(
         q.complete(&job, &json!(null)).await.unwrap(),
         Ack::Duplicate
@@ -308,7 +310,7 @@ async fn release_puts_the_job_first_in_line_without_charging_the_attempt(redis: 
 async fn extend_keeps_a_job_running_past_its_visibility_from_being_reclaimed(redis: TestRedis) {
     let (_server, q, _) = setup_on(
         &redis,
-        QueueOptions::default().visibility(Duration::from_millis(300)),
+        "jobs", QueueOptions::default().visibility(Duration::from_millis(300)),
     )
     .await;
     q.enqueue(&json!({})).await.unwrap();
@@ -333,7 +335,7 @@ async fn extend_keeps_a_job_running_past_its_visibility_from_being_reclaimed(red
 async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker(redis: TestRedis) {
     let (server, q, _) = setup_on(
         &redis,
-        QueueOptions::default().visibility(Duration::from_millis(200)),
+        "jobs", QueueOptions::default().visibility(Duration::from_millis(200)),
     )
     .await;
     let id = q.enqueue(&json!({})).await.unwrap();
@@ -365,7 +367,7 @@ async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker(redis: T
     assert!(list(&mut c, &q.keys().completed()).await.is_empty());
 
     let fresh = q.claim(Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!(fresh.attempts(), 2);
+    assert_eq!(fresh.attempt(), 2);
     assert_eq!(
         q.complete(&fresh, &json!("ok")).await.unwrap(),
         Ack::Completed
@@ -373,7 +375,7 @@ async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker(redis: T
 }
 
 async fn lists_page_through_each_state_and_get_jobs_reads_many(redis: TestRedis) {
-    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
+    let (_server, q, _) = setup_on(&redis, "jobs", QueueOptions::default()).await;
     let ids = q
         .enqueue_many(&(0..6).map(|n| json!({"n": n})).collect::<Vec<_>>())
         .await
@@ -407,7 +409,7 @@ async fn lists_page_through_each_state_and_get_jobs_reads_many(redis: TestRedis)
 }
 
 async fn stats_report_depths_and_totals(redis: TestRedis) {
-    let (_server, q, _) = setup_on(&redis, QueueOptions::default().max_attempts(1)).await;
+    let (_server, q, _) = setup_on(&redis, "jobs", QueueOptions::default().max_attempts(1)).await;
     q.enqueue_many(&[json!(1), json!(2), json!(3), json!(4)])
         .await
         .unwrap();
@@ -436,12 +438,12 @@ async fn stats_report_depths_and_totals(redis: TestRedis) {
         ),
         (1, 1, 1, 1)
     );
-    assert_eq!(s.visibility_ms, 5000);
+    assert_eq!(s.visibility, Duration::from_millis(5000));
 }
 
 async fn purge_deletes_every_key_of_its_queue_and_no_other(redis: TestRedis) {
-    let a = redis.queue(QueueOptions::new("a")).await;
-    let b = redis.queue(QueueOptions::new("b")).await;
+    let a = redis.queue("a", QueueOptions::new()).await;
+    let b = redis.queue("b", QueueOptions::new()).await;
     for q in [&a, &b] {
         q.enqueue_many(&[json!(1), json!(2), json!(3)])
             .await
@@ -472,7 +474,7 @@ async fn purge_deletes_every_key_of_its_queue_and_no_other(redis: TestRedis) {
 }
 
 async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing(redis: TestRedis) {
-    let (server, q, _) = setup_on(&redis, QueueOptions::default().max_payload_bytes(100)).await;
+    let (server, q, _) = setup_on(&redis, "jobs", QueueOptions::default().max_payload_bytes(100)).await;
     let err = q
         .enqueue(&json!({"blob": "x".repeat(200)}))
         .await
@@ -490,7 +492,7 @@ async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing(re
         .unwrap_err();
     assert!(matches!(err, Error::InvalidName { .. }), "{err}");
     let err = q
-        .submit(NewJob::new(&json!({})).unwrap().max_attempts(0))
+        .submit(NewJob::new(&json!({})).unwrap().options(EnqueueOptions::new().max_attempts(0)))
         .await
         .unwrap_err();
     assert!(
@@ -509,13 +511,14 @@ async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing(re
 
     let conn = q.connection();
     for bad in ["", "a b", "x{y}", "q*", "l\n"] {
-        let err = Queue::new(conn, QueueOptions::new(bad)).unwrap_err();
+        let err = Queue::new_with(conn, bad, QueueOptions::new()).unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }), "{bad:?}: {err}");
     }
-    let err = Queue::new(conn, QueueOptions::default().max_attempts(0)).unwrap_err();
+    let err = Queue::new_with(conn, "jobs", QueueOptions::default().max_attempts(0)).unwrap_err();
     assert!(matches!(err, Error::InvalidOption { .. }));
-    let err = Queue::new(
+    let err = Queue::new_with(
         conn,
+        "jobs",
         QueueOptions::default().visibility(Duration::from_millis(50)),
     )
     .unwrap_err();
@@ -523,14 +526,12 @@ async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing(re
 }
 
 async fn submit_stores_the_job_name_and_its_own_limits(redis: TestRedis) {
-    let (_server, q, _) = setup_on(&redis, QueueOptions::default()).await;
+    let (_server, q, _) = setup_on(&redis, "jobs", QueueOptions::default()).await;
     let id = q
         .submit(
             NewJob::new(&json!({"to": "a"}))
                 .unwrap()
-                .name("send_welcome")
-                .max_attempts(7)
-                .visibility(Duration::from_secs(120)),
+                .name("send_welcome").options(EnqueueOptions::new().max_attempts(7).visibility(Duration::from_secs(120))),
         )
         .await
         .unwrap();
@@ -548,7 +549,7 @@ async fn submit_stores_the_job_name_and_its_own_limits(redis: TestRedis) {
 }
 
 async fn events_use_the_reference_channel_and_shape(redis: TestRedis) {
-    let (server, q, _) = setup_on(&redis, QueueOptions::default().max_attempts(2)).await;
+    let (server, q, _) = setup_on(&redis, "jobs", QueueOptions::default().max_attempts(2)).await;
     let client = redis::Client::open(server.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.subscribe(q.keys().events()).await.unwrap();

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use jobqueue::{Ack, Client, JobError, JobStatus, NewJob, QueueOptions, Runner, job};
+use jobqueue::client::EnqueueOptions;
+use jobqueue::queue::{Ack, JobStatus, NewJob, QueueOptions};
+use jobqueue::{Client, JobError, Runner, job};
 use jobqueue_tests::*;
 use serde_json::json;
 
@@ -17,7 +19,7 @@ async fn crash(_n: u32) -> Result<(), JobError> {
 
 #[tokio::test]
 async fn a_paused_queue_hands_out_nothing_until_resumed() {
-    let (server, q, _c) = setup(QueueOptions::new("ops")).await;
+    let (server, q, _c) = setup("ops", QueueOptions::new()).await;
     let client = Client::connect(&server.url()).await.unwrap();
     q.pause().await.unwrap();
     assert!(q.stats().await.unwrap().paused);
@@ -45,7 +47,7 @@ async fn a_paused_queue_hands_out_nothing_until_resumed() {
 
 #[tokio::test]
 async fn dead_letters_can_be_retried_one_or_all() {
-    let (_server, q, mut c) = setup(QueueOptions::default().max_attempts(1)).await;
+    let (_server, q, mut c) = setup("jobs", QueueOptions::default().max_attempts(1)).await;
     let ids = q
         .enqueue_many(&[json!(1), json!(2), json!(3)])
         .await
@@ -79,18 +81,17 @@ async fn dead_letters_can_be_retried_one_or_all() {
         (0, 3, 3)
     );
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!(job.attempts(), 1, "a fresh set of attempts");
+    assert_eq!(job.attempt(), 1, "a fresh set of attempts");
 }
 
 #[tokio::test]
 async fn delete_removes_a_job_from_every_list_and_fences_its_worker() {
-    let (_server, q, mut c) = setup(QueueOptions::default()).await;
+    let (_server, q, mut c) = setup("jobs", QueueOptions::default()).await;
     let a = q.enqueue(&json!(1)).await.unwrap();
     let b = q
         .submit(
             NewJob::new(&json!(2))
-                .unwrap()
-                .delay(Duration::from_secs(60)),
+                .unwrap().options(EnqueueOptions::new().delay(Duration::from_secs(60))),
         )
         .await
         .unwrap();
@@ -125,7 +126,7 @@ async fn delete_removes_a_job_from_every_list_and_fences_its_worker() {
 
 #[tokio::test]
 async fn an_abandoned_run_is_left_for_the_sweep_like_a_crash() {
-    let (server, q, _c) = setup(QueueOptions::new("ops-abandon")).await;
+    let (server, q, _c) = setup("ops-abandon", QueueOptions::new()).await;
     let client = Client::connect(&server.url()).await.unwrap();
     let handle = client.enqueue::<crash>(1).await.unwrap();
     let runner = Runner::builder(client.clone())

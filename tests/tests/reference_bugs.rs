@@ -1,11 +1,14 @@
-//! The reference design's bugs (seed-reference section 8), each driven
-//! through its bad interleaving explicitly, showing ours is safe.
+//! The reference design's bugs (section 8 of the reference, explained in
+//! `jobqueue/src/docs/reference-bugs.md`), each driven through its bad
+//! interleaving explicitly, showing ours is safe.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jobqueue::{Ack, ClaimedJob, Connection, JobStatus, NewJob, Queue, QueueOptions};
+use jobqueue::client::EnqueueOptions;
+use jobqueue::connection::Connection;
+use jobqueue::queue::{Ack, ClaimedJob, JobStatus, NewJob, Queue, QueueOptions};
 use jobqueue_tests::*;
 use serde_json::json;
 
@@ -25,7 +28,7 @@ fn wall_ms() -> u64 {
 #[tokio::test]
 async fn poison_job_whose_lease_always_expires_ends_in_failed() {
     let server = RedisServer::start();
-    let q = queue(&server, opts(100).max_attempts(3)).await;
+    let q = queue(&server, "jobs", opts(100).max_attempts(3)).await;
     let id = q.enqueue(&json!({"poison": true})).await.unwrap();
     for attempt in 1..=3 {
         let job = q
@@ -33,7 +36,7 @@ async fn poison_job_whose_lease_always_expires_ends_in_failed() {
             .await
             .unwrap()
             .expect("claimable while attempts remain");
-        assert_eq!(job.attempts(), attempt);
+        assert_eq!(job.attempt(), attempt);
         tokio::time::sleep(Duration::from_millis(150)).await; // the worker "died"
         let report = q.reclaim_stuck().await.unwrap();
         if attempt < 3 {
@@ -62,7 +65,7 @@ async fn poison_job_whose_lease_always_expires_ends_in_failed() {
 /// attempts, so our claim is where the poison loop stops.
 #[tokio::test]
 async fn a_job_requeued_with_no_attempts_left_is_failed_at_claim() {
-    let (_server, q, mut c) = setup(opts(1000).max_attempts(3)).await;
+    let (_server, q, mut c) = setup("jobs", opts(1000).max_attempts(3)).await;
     reference_enqueue(&mut c, "jobs", "00000000000000a1", "{}").await;
     hset(
         &mut c,
@@ -85,7 +88,7 @@ async fn a_job_requeued_with_no_attempts_left_is_failed_at_claim() {
 /// stamp in one step, so a sweep right after the claim leaves it alone.
 #[tokio::test]
 async fn a_sweep_never_takes_back_a_fresh_claim() {
-    let (_server, q, mut c) = setup(opts(100)).await;
+    let (_server, q, mut c) = setup("jobs", opts(100)).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let old = (wall_ms() - 3_600_000).to_string();
     hset(
@@ -125,7 +128,7 @@ async fn reference_move_to_processing(c: &mut redis::aio::MultiplexedConnection)
 /// would, at once, because enqueued_at_ms is old).
 #[tokio::test]
 async fn a_sweep_waits_a_visibility_timeout_before_taking_an_unstamped_claim() {
-    let (_server, q, mut c) = setup(opts(300)).await;
+    let (_server, q, mut c) = setup("jobs", opts(300)).await;
     reference_enqueue(&mut c, "jobs", "00000000000000b1", "{}").await;
     let old = (wall_ms() - 3_600_000).to_string();
     hset(
@@ -180,7 +183,7 @@ async fn a_sweep_waits_a_visibility_timeout_before_taking_an_unstamped_claim() {
 /// worker's stamp landed on it, then the worker completes.
 #[tokio::test]
 async fn no_job_ends_both_in_pending_and_completed() {
-    let (_server, q, mut c) = setup(opts(5000)).await;
+    let (_server, q, mut c) = setup("jobs", opts(5000)).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     // The job is back in pending while its hash still names this claim.
@@ -208,7 +211,7 @@ async fn no_job_ends_both_in_pending_and_completed() {
 /// 8.3: settling twice, or failing after completing, changes nothing.
 #[tokio::test]
 async fn every_settle_is_idempotent_and_fenced_by_the_token() {
-    let (_server, q, mut c) = setup(opts(5000)).await;
+    let (_server, q, mut c) = setup("jobs", opts(5000)).await;
     let id = q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(q.complete(&job, &json!(1)).await.unwrap(), Ack::Completed);
@@ -244,7 +247,7 @@ async fn every_settle_is_idempotent_and_fenced_by_the_token() {
 /// never complete or fail them.
 #[tokio::test]
 async fn an_empty_token_never_matches() {
-    let (_server, q, mut c) = setup(opts(5000).max_attempts(1)).await;
+    let (_server, q, mut c) = setup("jobs", opts(5000).max_attempts(1)).await;
     let pending = q.enqueue(&json!({})).await.unwrap();
     let unclaimed = ClaimedJob::from_claim(&pending, "");
     assert_eq!(
@@ -319,7 +322,7 @@ fn monitor(
 #[tokio::test]
 async fn events_and_writes_happen_inside_the_scripts() {
     let server = RedisServer::start();
-    let q = queue(&server, opts(5000).max_attempts(2)).await;
+    let q = queue(&server, "jobs", opts(5000).max_attempts(2)).await;
     let (handle, ready) = monitor(server.port());
     ready.recv().unwrap();
     q.enqueue(&json!({})).await.unwrap();
@@ -351,8 +354,8 @@ async fn events_and_writes_happen_inside_the_scripts() {
 #[tokio::test]
 async fn two_processes_report_the_same_fleet_wide_totals() {
     let server = RedisServer::start();
-    let a = queue(&server, opts(100).max_attempts(2)).await;
-    let b = queue(&server, opts(100).max_attempts(2)).await;
+    let a = queue(&server, "jobs", opts(100).max_attempts(2)).await;
+    let b = queue(&server, "jobs", opts(100).max_attempts(2)).await;
     a.enqueue_many(&[json!(1), json!(2), json!(3), json!(4)])
         .await
         .unwrap();
@@ -384,7 +387,7 @@ async fn two_processes_report_the_same_fleet_wide_totals() {
 /// carries a timestamp of its own clock (MONITOR shows every argument).
 #[tokio::test]
 async fn timestamps_come_from_the_redis_clock() {
-    let (server, q, mut c) = setup(opts(100).max_attempts(2)).await;
+    let (server, q, mut c) = setup("jobs", opts(100).max_attempts(2)).await;
     let redis_ms = |t: (u64, u64)| t.0 * 1000 + t.1 / 1000;
     let (handle, ready) = monitor(server.port());
     ready.recv().unwrap();
@@ -435,7 +438,7 @@ async fn timestamps_come_from_the_redis_clock() {
 /// 8.9: processing entries whose hash is gone, or partial, never stick.
 #[tokio::test]
 async fn processing_entries_without_a_usable_hash_are_swept_out_with_a_reason() {
-    let (_server, q, mut c) = setup(opts(200)).await;
+    let (_server, q, mut c) = setup("jobs", opts(200)).await;
     // An id with no hash at all (expired or purged).
     exec(
         &mut c,
@@ -484,10 +487,10 @@ async fn processing_entries_without_a_usable_hash_are_swept_out_with_a_reason() 
 #[tokio::test]
 async fn the_retry_decision_uses_the_stored_max_attempts() {
     let server = RedisServer::start();
-    let producer = queue(&server, opts(5000).max_attempts(3)).await;
-    let lenient = queue(&server, opts(5000).max_attempts(10)).await;
+    let producer = queue(&server, "jobs", opts(5000).max_attempts(3)).await;
+    let lenient = queue(&server, "jobs", opts(5000).max_attempts(10)).await;
     let id = producer
-        .submit(NewJob::new(&json!({})).unwrap().max_attempts(1))
+        .submit(NewJob::new(&json!({})).unwrap().options(EnqueueOptions::new().max_attempts(1)))
         .await
         .unwrap();
     let job = lenient.claim(Duration::ZERO).await.unwrap().unwrap();
@@ -502,7 +505,7 @@ async fn the_retry_decision_uses_the_stored_max_attempts() {
     // worker that fails it.
     let mut c = server.conn().await;
     reference_enqueue(&mut c, "jobs", "00000000000000e1", "{}").await;
-    let strict = queue(&server, opts(5000).max_attempts(1)).await;
+    let strict = queue(&server, "jobs", opts(5000).max_attempts(1)).await;
     let job = strict.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(strict.fail(&job, "x").await.unwrap(), Ack::Failed);
 }
@@ -514,6 +517,7 @@ async fn dead_letters_keep_their_hash_while_listed_and_have_their_own_cap() {
     let server = RedisServer::start();
     let q = queue(
         &server,
+        "jobs",
         opts(5000)
             .completed_ttl(Duration::from_secs(1))
             .failed_history(2)
@@ -551,20 +555,20 @@ async fn dead_letters_keep_their_hash_while_listed_and_have_their_own_cap() {
 #[tokio::test]
 async fn the_brpoplpush_fallback_claims_and_wakes_like_blmove() {
     let server = RedisServer::start();
-    let conn = Connection::open_with(
+    let conn = Connection::connect_with(
         server.url().as_str(),
-        jobqueue::ConnectionOptions::new().force_legacy_claim(true),
+        jobqueue::connection::ConnectionOptions::new().force_legacy_claim(true),
     )
     .await
     .unwrap();
     assert!(conn.legacy_claim());
-    let q = Queue::new(&conn, opts(5000)).unwrap();
+    let q = Queue::new_with(&conn, "jobs", opts(5000)).unwrap();
     let mut c = server.conn().await;
     exec(&mut c, &["CONFIG", "RESETSTAT"]).await;
 
     let id = q.enqueue(&json!({"n": 1})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!((job.id(), job.attempts()), (id.as_str(), 1));
+    assert_eq!((job.id(), job.attempt()), (id.as_str(), 1));
     assert_eq!(q.complete(&job, &json!(1)).await.unwrap(), Ack::Completed);
 
     let waiting = tokio::spawn({
@@ -597,12 +601,11 @@ async fn the_brpoplpush_fallback_claims_and_wakes_like_blmove() {
 /// that worker.
 #[tokio::test]
 async fn an_expired_lease_of_an_ended_claim_leaves_the_new_holder_alone() {
-    let (_server, q, mut c) = setup(opts(5000)).await;
+    let (_server, q, mut c) = setup("jobs", opts(5000)).await;
     let id = q
         .submit(
             NewJob::new(&json!({}))
-                .unwrap()
-                .visibility(Duration::from_millis(200)),
+                .unwrap().options(EnqueueOptions::new().visibility(Duration::from_millis(200))),
         )
         .await
         .unwrap();
@@ -654,7 +657,7 @@ async fn an_expired_lease_of_an_ended_claim_leaves_the_new_holder_alone() {
 /// a whole window of entries is removed.
 #[tokio::test]
 async fn one_sweep_pass_clears_every_orphaned_processing_entry() {
-    let (_server, q, mut c) = setup(opts(5000)).await;
+    let (_server, q, mut c) = setup("jobs", opts(5000)).await;
     let orphans: Vec<String> = (0..1200).map(|n| format!("{n:016x}")).collect();
     for chunk in orphans.chunks(400) {
         let mut args = vec!["LPUSH", "queue:jobs:processing"];
@@ -670,7 +673,7 @@ async fn one_sweep_pass_clears_every_orphaned_processing_entry() {
 /// ours clears it, so no later window inherits an old sighting.
 #[tokio::test]
 async fn a_claim_clears_the_sweeps_unstamped_mark() {
-    let (_server, q, mut c) = setup(opts(5000)).await;
+    let (_server, q, mut c) = setup("jobs", opts(5000)).await;
     reference_enqueue(&mut c, "jobs", "00000000000000d9", "{}").await;
     reference_move_to_processing(&mut c).await;
     let _ = q.reclaim_stuck().await.unwrap();

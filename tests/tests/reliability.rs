@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use jobqueue::{
-    Client, Connection, ConnectionOptions, JobError, NewJob, QueueOptions, Runner, job,
-};
+use jobqueue::connection::{Connection, ConnectionOptions};
+use jobqueue::queue::{NewJob, QueueOptions};
+use jobqueue::{Client, JobError, Runner, job};
 use jobqueue_tests::*;
 
 /// Completes, unless its payload asks it to fail for good.
@@ -18,7 +18,7 @@ async fn unit(fail: bool) -> Result<(), JobError> {
     Ok(())
 }
 
-async fn enqueue(q: &jobqueue::Queue, n: usize, fail_every: usize) {
+async fn enqueue(q: &jobqueue::queue::Queue, n: usize, fail_every: usize) {
     let mut batch = Vec::new();
     for i in 0..n {
         let fail = fail_every > 0 && i % fail_every == 0;
@@ -37,17 +37,17 @@ async fn run_jobs(
     n: usize,
     options: ConnectionOptions,
 ) -> (
-    jobqueue::Queue,
+    jobqueue::queue::Queue,
     jobqueue::CancellationToken,
-    tokio::task::JoinHandle<jobqueue::Result<()>>,
+    tokio::task::JoinHandle<()>,
 ) {
-    let queue_options = QueueOptions::new("rel").completed_history(10_000);
-    let q = queue(server, queue_options.clone()).await;
+    let queue_options = QueueOptions::new().completed_history(10_000);
+    let q = queue(server, "rel", queue_options.clone()).await;
     enqueue(&q, n, 0).await;
-    let conn = Connection::open_with(server.url().as_str(), options)
+    let conn = Connection::connect_with(server.url().as_str(), options)
         .await
         .unwrap();
-    let runner = Runner::builder(Client::with_options(&conn, queue_options))
+    let runner = Runner::builder(Client::builder(&conn).queue_options(queue_options).build().unwrap())
         .queues(["rel"])
         .concurrency(20)
         .sweep_interval(Duration::from_millis(200))
@@ -59,7 +59,7 @@ async fn run_jobs(
 
 /// Every id listed in a state, with a pipelined status check of each.
 async fn statuses(
-    q: &jobqueue::Queue,
+    q: &jobqueue::queue::Queue,
     ids: &[String],
 ) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
@@ -131,7 +131,7 @@ async fn a_redis_pause_longer_than_the_response_timeout_is_ridden_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_100000_jobs_redis_memory_is_back_within_what_the_caps_allow() {
-    let (server, q, mut c) = setup(QueueOptions::new("rel")).await;
+    let (server, q, mut c) = setup("rel", QueueOptions::new()).await;
     let info_memory = |c: &mut redis::aio::MultiplexedConnection| {
         let mut c = c.clone();
         async move {

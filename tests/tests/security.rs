@@ -5,14 +5,15 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jobqueue::{Ack, Connection, ConnectionOptions, Queue, QueueOptions};
+use jobqueue::connection::{Connection, ConnectionOptions};
+use jobqueue::queue::{Ack, Queue};
 use jobqueue_tests::*;
 use serde_json::json;
 
 const PASSWORD: &str = "hunter2-correct-horse";
 
 async fn round_trip(url: &str) {
-    let q = Queue::connect(url, QueueOptions::new("sec")).await.unwrap();
+    let q = Queue::connect(url, "sec").await.unwrap();
     let id = q.enqueue(&json!({"n": 1})).await.unwrap();
     let job = q.claim(Duration::from_secs(1)).await.unwrap().unwrap();
     assert_eq!(job.id(), id);
@@ -29,16 +30,16 @@ async fn a_password_protected_redis_works_and_the_password_never_leaks() {
         .start_with_auth(PASSWORD);
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/", server.port());
     round_trip(&url).await;
-    let conn = Connection::open(url.as_str()).await.unwrap();
+    let conn = Connection::connect(url.as_str()).await.unwrap();
     assert!(!format!("{conn:?}").contains(PASSWORD), "{conn:?}");
 
     let wrong = format!("redis://:not-{PASSWORD}@127.0.0.1:{}/", server.port());
-    let err = Connection::open(wrong.as_str()).await.unwrap_err();
+    let err = Connection::connect(wrong.as_str()).await.unwrap_err();
     for shown in [err.to_string(), format!("{err:?}")] {
         assert!(!shown.contains(PASSWORD), "{shown}");
     }
     let none = format!("redis://127.0.0.1:{}/", server.port());
-    let err = Queue::connect(&none, QueueOptions::default())
+    let err = Queue::connect(&none, "jobs")
         .await
         .unwrap_err();
     assert!(
@@ -80,7 +81,7 @@ fn retry_logs_while_redis_is_down_name_the_address_not_the_password() {
             server.kill();
             let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}/");
             let options = ConnectionOptions::new().startup_wait(Duration::from_millis(700));
-            let err = Connection::open_with(url.as_str(), options)
+            let err = Connection::connect_with(url.as_str(), options)
                 .await
                 .unwrap_err();
             assert!(!err.to_string().contains(PASSWORD));
@@ -137,7 +138,7 @@ async fn rediss_urls_connect_over_tls_with_a_password() {
     // The plain port refuses TLS, and TLS is what the rediss URL spoke.
     let plain = format!("rediss://:{PASSWORD}@127.0.0.1:{}/#insecure", server.port());
     assert!(
-        Connection::open(plain.as_str()).await.is_err(),
+        Connection::connect(plain.as_str()).await.is_err(),
         "TLS to a plain port must fail"
     );
 }

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
-use jobqueue::{Ack, Client, Error, Job, JobStatus, NewJob, QueueOptions, Registry};
+use jobqueue::client::EnqueueOptions;
+use jobqueue::definition::Job;
+use jobqueue::queue::{Ack, JobStatus, NewJob, QueueOptions};
+use jobqueue::registry::Registry;
+use jobqueue::{Client, Error};
 use jobqueue_fixture_jobs::{Invoice, Resize, Resized, refund, resize_image, send_invoice};
 use jobqueue_tests::*;
 use serde_json::{Value, json};
@@ -31,10 +35,16 @@ fn jobs_in_a_linked_library_crate_register() {
             def.queue(),
             def.module_path(),
             def.max_attempts(),
-            def.visibility_ms(),
-            def.timeout_ms()
+            def.visibility(),
+            def.timeout()
         ),
-        ("images", "jobqueue_fixture_jobs", 4, 30_000, None)
+        (
+            "images",
+            "jobqueue_fixture_jobs",
+            4,
+            Duration::from_secs(30),
+            None
+        )
     );
     assert_eq!(registry.get("invoice").unwrap().queue(), "billing");
     assert_eq!(
@@ -74,10 +84,7 @@ async fn per_call_options_override_the_attribute() {
     let server = RedisServer::start();
     let client = client(&server).await;
     let handle = client
-        .job::<resize_image>(resize(1))
-        .max_attempts(9)
-        .visibility(Duration::from_secs(1))
-        .enqueue()
+        .enqueue_with::<resize_image>(resize(1), EnqueueOptions::new().max_attempts(9).visibility(Duration::from_secs(1)))
         .await
         .unwrap();
     let record = handle.record().await.unwrap().unwrap();
@@ -220,7 +227,7 @@ async fn a_retryable_error_goes_back_to_pending_with_its_message() {
 /// routes them, and a queue with one job sends everything there.
 #[tokio::test]
 async fn reference_jobs_are_routed_by_kind_or_by_the_queues_only_job() {
-    let (server, _, mut c) = setup(QueueOptions::default()).await;
+    let (server, _, mut c) = setup("jobs", QueueOptions::default()).await;
     let client = client(&server).await;
     let registry = Registry::from_inventory().unwrap();
     let billing = client.queue("billing").unwrap();

@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use jobqueue::{Client, Connection, JobContext, NewJob, Queue, QueueOptions, Runner, job};
+use jobqueue::connection::Connection;
+use jobqueue::client::EnqueueOptions;
+use jobqueue::queue::{NewJob, Queue, QueueOptions};
+use jobqueue::{Client, JobContext, Runner, job};
 use jobqueue_tests::{RedisCluster, RedisServer, start_runner, stop_runner};
 use serde_json::{Value, json};
 
@@ -104,11 +107,11 @@ async fn main() {
         .find(|(n, _)| n == "EVALSHA")
         .map_or(1.0, |(_, r)| *r);
 
-    let conn = Connection::open(url.as_str()).await.expect("connect");
+    let conn = Connection::connect(url.as_str()).await.expect("connect");
     let payload = "x".repeat(args.payload.saturating_sub(10));
 
     // W1: enqueue, one at a time by 50 callers, and in batches.
-    let q = Queue::new(&conn, QueueOptions::new("bench")).expect("queue");
+    let q = Queue::new_with(&conn, "bench", QueueOptions::new()).expect("queue");
     progress("W1 enqueue, 50 concurrent callers");
     let started = Instant::now();
     let callers: Vec<_> = (0..50)
@@ -236,7 +239,7 @@ async fn main() {
     let mut sharding = serde_json::Map::new();
     {
         let cluster = RedisCluster::start(3, 0);
-        let cconn = Connection::open(cluster.url().as_str())
+        let cconn = Connection::connect(cluster.url().as_str())
             .await
             .expect("connect to the private cluster");
         let mut one_shard = None;
@@ -245,8 +248,9 @@ async fn main() {
                 "W6 cluster of 3 primaries: {} no-op jobs in one queue of {shards} shard(s)",
                 args.jobs
             ));
-            let client = Client::new(&cconn)
-                .with_shards("bench", shards)
+            let client = Client::builder(&cconn)
+                .shards("bench", shards)
+                .build()
                 .expect("shards");
             let queues = client.shard_queues("bench").expect("shard queues");
             let mut left = args.jobs;
@@ -308,7 +312,7 @@ async fn main() {
 
     // W3: latency with an idle runner, one job per ms.
     progress("W3 latency, one job per ms");
-    let lq = Queue::new(&conn, QueueOptions::new("bench-latency")).expect("queue");
+    let lq = Queue::new_with(&conn, "bench-latency", QueueOptions::new()).expect("queue");
     *ENQUEUED_AT.lock().expect("lock") = vec![None; args.latency_jobs];
     let runner = Runner::builder(Client::new(&conn))
         .queues(["bench-latency"])
@@ -348,9 +352,9 @@ async fn main() {
 
     // W4: one sweep with 10,000 in flight, none and 1,000 expired.
     progress("W4 sweep with 10,000 jobs in processing");
-    let sq = Queue::new(
+    let sq = Queue::new_with(
         &conn,
-        QueueOptions::new("bench-sweep").visibility(Duration::from_secs(60)),
+        "bench-sweep", QueueOptions::new().visibility(Duration::from_secs(60)),
     )
     .expect("queue");
     enqueue_batch(&sq, 9_000, &payload).await;
@@ -366,7 +370,7 @@ async fn main() {
         .map(|_| {
             NewJob::new(&payload)
                 .expect("json")
-                .visibility(Duration::from_millis(100))
+                .options(EnqueueOptions::new().visibility(Duration::from_millis(100)))
         })
         .collect();
     sq.submit_many(short).await.expect("enqueue");
@@ -417,7 +421,7 @@ async fn main() {
 
     // W5: memory per pending job, runner memory at concurrency 1,000.
     progress("W5 runner memory at concurrency 1,000");
-    let rq = Queue::new(&conn, QueueOptions::new("bench-rss")).expect("queue");
+    let rq = Queue::new_with(&conn, "bench-rss", QueueOptions::new()).expect("queue");
     let rss0 = rss_kib();
     let holds: Vec<NewJob> = (0..1_000)
         .map(|_| NewJob::new(&3_000_u64).expect("json").name("hold"))

@@ -8,9 +8,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use jobqueue::{
-    CancellationToken, Client, Connection, ConnectionOptions, JobContext, QueueOptions, Runner, job,
-};
+use jobqueue::connection::{Connection, ConnectionOptions};
+use jobqueue::queue::QueueOptions;
+use jobqueue::{CancellationToken, Client, JobContext, Runner, job};
 
 /// Never finishes on its own: the process must die or shut down.
 #[job(queue = "proc", visibility = "500ms")]
@@ -59,12 +59,12 @@ async fn main() -> jobqueue::Result<()> {
         .next()
         .expect("usage: jobqueue-test-worker REDIS_URL [CONCURRENCY]");
     let concurrency = args.next().map_or(10, |n| n.parse().expect("a number"));
-    let conn = Connection::open_with(
+    let conn = Connection::connect_with(
         url.as_str(),
         ConnectionOptions::new().startup_wait(Duration::from_secs(60)),
     )
     .await?;
-    let client = Client::with_options(&conn, QueueOptions::new("proc").completed_history(100_000));
+    let client = Client::builder(&conn).queue_options(QueueOptions::new().completed_history(100_000)).build().unwrap();
     let runner = Runner::builder(client)
         .queues(["proc"])
         .concurrency(concurrency)
@@ -85,5 +85,6 @@ async fn main() -> jobqueue::Result<()> {
         }
     });
     println!("ready");
-    runner.run(shutdown).await
+    runner.run(shutdown).await;
+    Ok(())
 }
