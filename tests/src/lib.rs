@@ -6,10 +6,12 @@
 //! and never touch a Redis they did not start. A missing `redis-server`
 //! fails the test with a message that says what to install.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -542,9 +544,75 @@ pub async fn stop_runner(
     task.await.expect("the runner task ends cleanly");
 }
 
+/// `base` followed by a number no other call in this process returns: a key
+/// a test carries in its payloads so that what its handlers record is its
+/// own, even beside other tests on threads of the same process (`cargo test`).
+pub fn unique_key(base: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{base}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// CPU time (user + system) process `pid` has used, from /proc (Linux).
 pub fn cpu_time_of(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    cpu_time_in(&stat)
+}
+
+/// The CPU time used by the threads of this process named `name` (a
+/// runtime's threads, see `tokio::runtime::Builder::thread_name`) from
+/// [`start`](Self::start) on, not counting what other tests' threads use.
+#[derive(Debug)]
+pub struct CpuOfThreads {
+    name: String,
+    start: BTreeMap<String, Duration>,
+}
+
+impl CpuOfThreads {
+    /// Starts measuring (Linux keeps 15 bytes of a thread's name, so `name`
+    /// must fit in them).
+    pub fn start(name: &str) -> Self {
+        assert!(name.len() <= 15, "Linux keeps 15 bytes of {name:?}");
+        Self {
+            name: name.to_owned(),
+            start: Self::threads(name),
+        }
+    }
+
+    /// CPU time the threads used since [`start`](Self::start): each live
+    /// thread's time less what it had used then (threads started since count
+    /// in full). Fails if no thread is named so: nothing would be measured.
+    pub fn used(&self) -> Duration {
+        let now = Self::threads(&self.name);
+        assert!(!now.is_empty(), "no thread is named {:?}", self.name);
+        now.into_iter()
+            .map(|(tid, now)| now.saturating_sub(self.start.get(&tid).copied().unwrap_or_default()))
+            .sum()
+    }
+
+    /// CPU time used by each thread named `name`, by thread id, from /proc.
+    fn threads(name: &str) -> BTreeMap<String, Duration> {
+        let mut times = BTreeMap::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+            // A thread may end while it is listed.
+            let Ok(task) = task else { continue };
+            let path = task.path();
+            let (Ok(comm), Ok(stat)) = (
+                std::fs::read_to_string(path.join("comm")),
+                std::fs::read_to_string(path.join("stat")),
+            ) else {
+                continue;
+            };
+            if comm.trim_end() == name {
+                let tid = task.file_name().to_string_lossy().into_owned();
+                times.insert(tid, cpu_time_in(&stat));
+            }
+        }
+        times
+    }
+}
+
+/// The user + system CPU time in the text of a /proc `stat` file.
+fn cpu_time_in(stat: &str) -> Duration {
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use jobqueue::{
@@ -15,9 +15,13 @@ use jobqueue::{
 use jobqueue_tests::*;
 use serde_json::json;
 
-/// Handler executions, by test key (each test uses its own keys).
+/// Handler executions, by test key: each test makes its keys with
+/// `unique_key` and carries them in its payloads, so tests running side by
+/// side in one process (`cargo test`) never count each other's runs.
 static RUNS: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// `occupy` handlers running now, by test key.
+static RUNNING: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+/// The most `occupy` handlers that ran at once, by test key.
 static MAX_RUNNING: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
 
 fn record(key: &str) {
@@ -40,14 +44,16 @@ async fn double(n: u64) -> Result<u64, String> {
 
 #[job(queue = "rt-limit")]
 async fn occupy(args: (String, u64)) {
-    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
     {
+        let mut running = RUNNING.lock().unwrap();
+        let now = running.entry(args.0.clone()).or_default();
+        *now += 1;
         let mut max = MAX_RUNNING.lock().unwrap();
         let entry = max.entry(args.0.clone()).or_default();
-        *entry = (*entry).max(now);
+        *entry = (*entry).max(*now);
     }
     tokio::time::sleep(Duration::from_millis(args.1)).await;
-    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    *RUNNING.lock().unwrap().get_mut(&args.0).unwrap() -= 1;
 }
 
 #[job(queue = "rt-faults", max_attempts = 2, backoff = "none")]
@@ -137,8 +143,9 @@ async fn the_runner_dispatches_by_name_and_stores_results(redis: TestRedis) {
 
 async fn at_most_n_handlers_run_at_once_and_jobs_wait_in_pending_not_processing(redis: TestRedis) {
     let client = redis.client().await;
+    let key = unique_key("global");
     client
-        .enqueue_many::<occupy>((0..24).map(|_| ("global".to_owned(), 60)))
+        .enqueue_many::<occupy>((0..24).map(|_| (key.clone(), 60)))
         .await
         .unwrap();
     let q = client.queue("rt-limit").unwrap();
@@ -158,11 +165,8 @@ async fn at_most_n_handlers_run_at_once_and_jobs_wait_in_pending_not_processing(
     let most_processing = most_processing.into_inner();
     assert!(done, "all jobs completed");
     stop_runner(token, task).await;
-    assert_eq!(
-        MAX_RUNNING.lock().unwrap()["global"],
-        4,
-        "four ran at once, never more"
-    );
+    let max_running = MAX_RUNNING.lock().unwrap()[&key];
+    assert_eq!(max_running, 4, "four ran at once, never more");
     assert!(
         most_processing <= 4,
         "a job waited in processing for a slot: {most_processing}"
@@ -171,8 +175,9 @@ async fn at_most_n_handlers_run_at_once_and_jobs_wait_in_pending_not_processing(
 
 async fn a_queue_limit_caps_that_queue_within_the_global_limit(redis: TestRedis) {
     let client = redis.client().await;
+    let key = unique_key("per-queue");
     client
-        .enqueue_many::<occupy>((0..12).map(|_| ("per-queue".to_owned(), 60)))
+        .enqueue_many::<occupy>((0..12).map(|_| (key.clone(), 60)))
         .await
         .unwrap();
     let q = client.queue("rt-limit").unwrap();
@@ -185,15 +190,14 @@ async fn a_queue_limit_caps_that_queue_within_the_global_limit(redis: TestRedis)
     let (token, task) = start_runner(runner);
     assert!(stats_reach(&q, Duration::from_secs(20), |s| s.completed_total == 12).await);
     stop_runner(token, task).await;
-    assert_eq!(MAX_RUNNING.lock().unwrap()["per-queue"], 2);
+    let max_running = MAX_RUNNING.lock().unwrap()[&key];
+    assert_eq!(max_running, 2);
 }
 
 async fn a_panic_is_caught_and_retried_and_the_runner_keeps_going(redis: TestRedis) {
     let client = redis.client().await;
-    let handle = client
-        .enqueue::<panics_once>("panic-1".into())
-        .await
-        .unwrap();
+    let key = unique_key("panic");
+    let handle = client.enqueue::<panics_once>(key.clone()).await.unwrap();
     let runner = Runner::builder(client.clone())
         .queues(["rt-faults"])
         .build()
@@ -204,7 +208,7 @@ async fn a_panic_is_caught_and_retried_and_the_runner_keeps_going(redis: TestRed
         "recovered"
     );
     stop_runner(token, task).await;
-    assert_eq!(runs("panic-1").len(), 2);
+    assert_eq!(runs(&key).len(), 2);
     let record = handle.record().await.unwrap().unwrap();
     assert!(
         record
@@ -216,10 +220,8 @@ async fn a_panic_is_caught_and_retried_and_the_runner_keeps_going(redis: TestRed
 
 async fn a_job_past_its_timeout_is_cancelled_and_fails(redis: TestRedis) {
     let client = redis.client().await;
-    let handle = client
-        .enqueue::<overruns>("timeout-1".into())
-        .await
-        .unwrap();
+    let key = unique_key("timeout");
+    let handle = client.enqueue::<overruns>(key.clone()).await.unwrap();
     let runner = Runner::builder(client.clone())
         .queues(["rt-faults"])
         .build()
@@ -232,16 +234,17 @@ async fn a_job_past_its_timeout_is_cancelled_and_fails(redis: TestRedis) {
         other => panic!("expected a timeout failure, got {other:?}"),
     }
     stop_runner(token, task).await;
-    assert_eq!(runs("timeout-1").len(), 1);
+    assert_eq!(runs(&key).len(), 1);
 }
 
 async fn handlers_choose_permanent_failure_or_a_retry_delay(redis: TestRedis) {
     let client = redis.client().await;
+    let (permanent_key, later_key) = (unique_key("permanent"), unique_key("later"));
     let permanent = client
-        .enqueue::<refuses>("permanent-1".into())
+        .enqueue::<refuses>(permanent_key.clone())
         .await
         .unwrap();
-    let later = client.enqueue::<refuses>("later-1".into()).await.unwrap();
+    let later = client.enqueue::<refuses>(later_key.clone()).await.unwrap();
     let runner = Runner::builder(client.clone())
         .queues(["rt-faults"])
         .sweep_interval(Duration::from_millis(50))
@@ -255,11 +258,11 @@ async fn handlers_choose_permanent_failure_or_a_retry_delay(redis: TestRedis) {
     later.wait(Duration::from_secs(10)).await.unwrap();
     stop_runner(token, task).await;
     assert_eq!(
-        runs("permanent-1").len(),
+        runs(&permanent_key).len(),
         1,
         "a permanent failure is not retried"
     );
-    let times = runs("later-1");
+    let times = runs(&later_key);
     assert_eq!(times.len(), 2);
     assert!(
         times[1] - times[0] >= Duration::from_millis(400),
@@ -270,10 +273,8 @@ async fn handlers_choose_permanent_failure_or_a_retry_delay(redis: TestRedis) {
 
 async fn retries_wait_out_the_backoff_then_end_in_failed(redis: TestRedis) {
     let client = redis.client().await;
-    let handle = client
-        .enqueue::<always_fails>("backoff-1".into())
-        .await
-        .unwrap();
+    let key = unique_key("backoff");
+    let handle = client.enqueue::<always_fails>(key.clone()).await.unwrap();
     let runner = Runner::builder(client.clone())
         .queues(["rt-faults"])
         .sweep_interval(Duration::from_millis(50))
@@ -282,8 +283,8 @@ async fn retries_wait_out_the_backoff_then_end_in_failed(redis: TestRedis) {
     let (token, task) = start_runner(runner);
     let err = handle.wait(Duration::from_secs(10)).await.unwrap_err();
     stop_runner(token, task).await;
-    assert!(err.to_string().contains("backoff-1 failed"), "{err}");
-    let times = runs("backoff-1");
+    assert!(err.to_string().contains(&format!("{key} failed")), "{err}");
+    let times = runs(&key);
     assert_eq!(times.len(), 3, "max_attempts = 3");
     for pair in times.windows(2) {
         assert!(
@@ -301,9 +302,10 @@ async fn retries_wait_out_the_backoff_then_end_in_failed(redis: TestRedis) {
 
 async fn a_delayed_job_never_starts_before_its_time(redis: TestRedis) {
     let client = redis.client().await;
+    let key = unique_key("delay");
     let enqueued = Instant::now();
     let handle = client
-        .job::<stamp>("delay-1".into())
+        .job::<stamp>(key.clone())
         .delay(Duration::from_millis(700))
         .enqueue()
         .await
@@ -322,7 +324,7 @@ async fn a_delayed_job_never_starts_before_its_time(redis: TestRedis) {
     let (token, task) = start_runner(runner);
     handle.wait(Duration::from_secs(10)).await.unwrap();
     stop_runner(token, task).await;
-    let started = runs("delay-1")[0];
+    let started = runs(&key)[0];
     assert!(
         started - enqueued >= Duration::from_millis(700),
         "started after {:?}",
@@ -332,10 +334,8 @@ async fn a_delayed_job_never_starts_before_its_time(redis: TestRedis) {
 
 async fn a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once(redis: TestRedis) {
     let client = redis.client().await;
-    let handle = client
-        .enqueue::<long_running>("lease-1".into())
-        .await
-        .unwrap();
+    let key = unique_key("lease");
+    let handle = client.enqueue::<long_running>(key.clone()).await.unwrap();
     // A second runner sweeps too: neither may take the job while it runs.
     let runners: Vec<_> = (0..2)
         .map(|_| {
@@ -351,7 +351,7 @@ async fn a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once(re
     for (token, task) in runners {
         stop_runner(token, task).await;
     }
-    assert_eq!(runs("lease-1").len(), 1);
+    assert_eq!(runs(&key).len(), 1);
     let stats = client.queue("rt-time").unwrap().stats().await.unwrap();
     assert_eq!(stats.reclaimed_total, 0);
 }
@@ -431,9 +431,10 @@ async fn two_runners_on_10000_jobs_never_run_a_job_twice(redis: TestRedis) {
     let client_a = redis.client().await;
     let client_b = redis.client().await;
     let q = client_a.queue("rt-many").unwrap();
+    let key = unique_key("many");
     for chunk in 0..10 {
         client_a
-            .enqueue_many::<count>((0..1000).map(|_| format!("many-{chunk}")))
+            .enqueue_many::<count>((0..1000).map(|_| format!("{key}-{chunk}")))
             .await
             .unwrap();
     }
@@ -452,10 +453,12 @@ async fn two_runners_on_10000_jobs_never_run_a_job_twice(redis: TestRedis) {
     for (token, task) in runners {
         stop_runner(token, task).await;
     }
-    let runs = RUNS.lock().unwrap();
-    let mut per_job: HashMap<&str, usize> = HashMap::new();
-    for (key, _) in runs.iter().filter(|(k, _)| k.starts_with("many-")) {
-        *per_job.entry(key.as_str()).or_default() += 1;
+    let mut per_job: HashMap<String, usize> = HashMap::new();
+    let prefix = format!("{key}-");
+    for (run, _) in RUNS.lock().unwrap().iter() {
+        if run.starts_with(&prefix) {
+            *per_job.entry(run.clone()).or_default() += 1;
+        }
     }
     assert_eq!(per_job.len(), 10_000, "every job ran");
     assert!(per_job.values().all(|&n| n == 1), "a job ran twice");
@@ -544,8 +547,20 @@ fn build_validates_the_configuration() {
     });
 }
 
-#[tokio::test]
-async fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_spinning() {
+#[test]
+fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_spinning() {
+    // The runner's tasks run on threads named for this test, so the CPU
+    // they use is told apart from that of tests running beside it.
+    const THREADS: &str = "outage-runtime";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(THREADS)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(killed_connections_and_an_outage(THREADS));
+}
+
+async fn killed_connections_and_an_outage(runtime_threads: &str) {
     let mut server = RedisServer::start();
     let client = client(&server).await;
     let runner = Runner::builder(client.clone())
@@ -575,9 +590,9 @@ async fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_
 
     // Redis goes away: the runner backs off instead of spinning.
     server.kill();
-    let (cpu, wall) = (cpu_time_of(std::process::id()), Instant::now());
+    let (cpu, wall) = (CpuOfThreads::start(runtime_threads), Instant::now());
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = cpu_time_of(std::process::id()) - cpu;
+    let used = cpu.used();
     assert!(
         used < wall.elapsed() / 4,
         "used {used:?} of CPU in {:?} while Redis was down",
@@ -591,10 +606,11 @@ async fn the_runner_survives_killed_connections_and_waits_out_an_outage_without_
 
 async fn a_job_scheduled_at_a_time_waits_for_it(redis: TestRedis) {
     let client = redis.client().await;
+    let key = unique_key("at");
     let enqueued = Instant::now();
     let at = std::time::SystemTime::now() + Duration::from_millis(600);
     let handle = client
-        .job::<stamp>("at-1".into())
+        .job::<stamp>(key.clone())
         .at(at)
         .enqueue()
         .await
@@ -616,7 +632,7 @@ async fn a_job_scheduled_at_a_time_waits_for_it(redis: TestRedis) {
     let (token, task) = start_runner(runner);
     handle.wait(Duration::from_secs(10)).await.unwrap();
     stop_runner(token, task).await;
-    assert!(runs("at-1")[0] - enqueued >= Duration::from_millis(590));
+    assert!(runs(&key)[0] - enqueued >= Duration::from_millis(590));
 }
 
 on_each_topology! {

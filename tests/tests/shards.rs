@@ -4,24 +4,36 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use jobqueue::{Client, JobContext, JobStatus, QueueOptions, Runner, job};
 use jobqueue_tests::*;
 
-static RUNS: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
-static MOST_RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// What one test's `heat` jobs did: runs by job id, and how many ran at once.
+#[derive(Debug, Default)]
+struct Heat {
+    runs: BTreeMap<String, usize>,
+    running: usize,
+    most_running: usize,
+}
+
+/// By the test key every `heat` payload carries (see `unique_key`), so tests
+/// running side by side in one process (`cargo test`) keep their own counts.
+static HEAT: Mutex<BTreeMap<String, Heat>> = Mutex::new(BTreeMap::new());
 
 #[job(queue = "hot")]
-async fn heat(n: u64, ctx: JobContext) -> Result<u64, String> {
+async fn heat(args: (String, u64), ctx: JobContext) -> Result<u64, String> {
     assert_eq!(ctx.queue(), "hot", "handlers see the logical queue");
-    *RUNS.lock().unwrap().entry(ctx.id().to_owned()).or_default() += 1;
-    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
-    MOST_RUNNING.fetch_max(now, Ordering::SeqCst);
+    let (key, n) = args;
+    {
+        let mut tests = HEAT.lock().unwrap();
+        let heat = tests.entry(key.clone()).or_default();
+        *heat.runs.entry(ctx.id().to_owned()).or_default() += 1;
+        heat.running += 1;
+        heat.most_running = heat.most_running.max(heat.running);
+    }
     tokio::time::sleep(Duration::from_millis(2)).await;
-    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    HEAT.lock().unwrap().get_mut(&key).unwrap().running -= 1;
     Ok(n)
 }
 
@@ -32,8 +44,12 @@ async fn a_sharded_queue_spreads_its_jobs_and_runs_each_once(redis: TestRedis) {
     let client = Client::with_options(&redis.connection().await, options)
         .with_shards("hot", 6)
         .unwrap();
-    let handles = client.enqueue_many::<heat>(0..JOBS).await.unwrap();
-    let single = client.enqueue::<heat>(JOBS).await.unwrap();
+    let key = unique_key("heat");
+    let handles = client
+        .enqueue_many::<heat>((0..JOBS).map(|n| (key.clone(), n)))
+        .await
+        .unwrap();
+    let single = client.enqueue::<heat>((key.clone(), JOBS)).await.unwrap();
 
     let shards = client.shard_queues("hot").unwrap();
     let names: Vec<&str> = shards.iter().map(|q| q.name()).collect();
@@ -89,12 +105,11 @@ async fn a_sharded_queue_spreads_its_jobs_and_runs_each_once(redis: TestRedis) {
     .await;
     stop_runner(token, task).await;
     assert!(all_done, "every job completed");
-    let runs = RUNS.lock().unwrap();
-    assert_eq!(runs.len() as u64, JOBS + 1);
-    assert!(runs.values().all(|&n| n == 1), "a job ran twice");
+    let heat = HEAT.lock().unwrap().remove(&key).unwrap_or_default();
+    assert_eq!(heat.runs.len() as u64, JOBS + 1);
+    assert!(heat.runs.values().all(|&n| n == 1), "a job ran twice");
     assert_eq!(
-        MOST_RUNNING.load(Ordering::SeqCst),
-        8,
+        heat.most_running, 8,
         "the queue limit holds across its shards, and is reached"
     );
 }
