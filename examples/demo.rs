@@ -20,10 +20,7 @@ use clap::Parser;
 use jobqueue::connection::Connection;
 use jobqueue::dashboard::{DashboardOptions, JobSummary, protect};
 use jobqueue::queue::{NewJob, Queue, QueueOptions};
-use jobqueue::{
-    CancellationToken, Client, JobContext, JobError,
-    Runner, job,
-};
+use jobqueue::{CancellationToken, Client, JobContext, JobError, Runner, job};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 

@@ -111,8 +111,12 @@ fn retry_sends_dead_letters_back() {
     let server = RedisServer::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let id = rt.block_on(async {
-        let q =
-            jobqueue_tests::queue(&server, "jobs", jobqueue::queue::QueueOptions::default().max_attempts(1)).await;
+        let q = jobqueue_tests::queue(
+            &server,
+            "jobs",
+            jobqueue::queue::QueueOptions::default().max_attempts(1),
+        )
+        .await;
         let id = q.enqueue(&serde_json::json!({})).await.unwrap();
         let job = q.claim(std::time::Duration::ZERO).await.unwrap().unwrap();
         let _ = q.fail(&job, "boom").await.unwrap();

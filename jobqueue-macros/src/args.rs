@@ -203,8 +203,9 @@ pub(crate) fn parse_duration_ms(text: &str) -> Result<u64, String> {
 /// must not break the layout or a `SCAN` pattern.
 fn checked_name(lit: &LitStr, what: &str) -> syn::Result<String> {
     let value = lit.value();
-    jobqueue_rules::check_name(&value)
-        .map_err(|reason| syn::Error::new(lit.span(), format!("invalid {what} {value:?}: {reason}")))?;
+    jobqueue_rules::check_name(&value).map_err(|reason| {
+        syn::Error::new(lit.span(), format!("invalid {what} {value:?}: {reason}"))
+    })?;
     Ok(value)
 }
 

@@ -377,7 +377,8 @@ pub async fn reference_enqueue(
     id: &str,
     payload: &str,
 ) {
-    let keys = jobqueue::queue::Keys::new(queue, jobqueue::queue::KeyLayout::Reference).expect("queue name");
+    let keys = jobqueue::queue::Keys::new(queue, jobqueue::queue::KeyLayout::Reference)
+        .expect("queue name");
     reference_enqueue_at(conn, &keys, id, payload).await;
 }
 
@@ -523,10 +524,7 @@ pub async fn run_one(
 /// Runs `runner` in the background; returns its shutdown token and task.
 pub fn start_runner(
     runner: jobqueue::Runner,
-) -> (
-    jobqueue::CancellationToken,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (jobqueue::CancellationToken, tokio::task::JoinHandle<()>) {
     let token = jobqueue::CancellationToken::new();
     let task = tokio::spawn({
         let token = token.clone();
@@ -536,10 +534,7 @@ pub fn start_runner(
 }
 
 /// Cancels a runner started with [`start_runner`] and waits for it to end.
-pub async fn stop_runner(
-    token: jobqueue::CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-) {
+pub async fn stop_runner(token: jobqueue::CancellationToken, task: tokio::task::JoinHandle<()>) {
     token.cancel();
     task.await.expect("the runner task ends cleanly");
 }

@@ -5,19 +5,20 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use jobqueue::{Ack, Client, JobContext, JobStatus, KeyLayout, QueueOptions, Runner, job};
+use jobqueue::queue::{Ack, JobStatus, KeyLayout, QueueOptions};
+use jobqueue::{Client, JobContext, Runner, job};
 use jobqueue_tests::*;
 
 #[tokio::test]
 async fn a_cluster_is_detected_and_each_queue_lives_in_one_slot() {
     let cluster = RedisCluster::start(3, 0);
-    let conn = jobqueue::Connection::open(cluster.url().as_str())
+    let conn = jobqueue::connection::Connection::connect(cluster.url().as_str())
         .await
         .unwrap();
     assert!(conn.is_cluster());
     let mut owners = std::collections::BTreeSet::new();
     for name in ["email", "billing", "reports", "images", "search", "audit"] {
-        let q = jobqueue::Queue::new(&conn, QueueOptions::new(name)).unwrap();
+        let q = jobqueue::queue::Queue::new_with(&conn, name, QueueOptions::new()).unwrap();
         assert_eq!(q.keys().pending(), format!("queue:{{{name}}}:pending"));
         let id = q.enqueue(&serde_json::json!({ "n": 1 })).await.unwrap();
         let job = q.claim(Duration::from_secs(1)).await.unwrap().unwrap();
@@ -33,8 +34,12 @@ async fn a_cluster_is_detected_and_each_queue_lives_in_one_slot() {
         );
     }
     assert!(owners.len() > 1, "queues spread over primaries: {owners:?}");
-    let err = jobqueue::Queue::new(&conn, QueueOptions::new("x").layout(KeyLayout::Reference))
-        .unwrap_err();
+    let err = jobqueue::queue::Queue::new_with(
+        &conn,
+        "x",
+        QueueOptions::new().layout(KeyLayout::Reference),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("CROSSSLOT"), "{err}");
 }
 
@@ -56,14 +61,17 @@ fn runs_of(ids: &[impl AsRef<str>]) -> Vec<usize> {
 
 /// A client on `cluster` keeping enough history to check every job, and the
 /// ids of `jobs` jobs `T` it enqueued, in batches of 500.
-async fn client_with_jobs<T: jobqueue::Job<Payload = u64>>(
+async fn client_with_jobs<T: jobqueue::definition::Job<Payload = u64>>(
     cluster: &RedisCluster,
     jobs: u64,
 ) -> (Client, Vec<String>) {
-    let conn = jobqueue::Connection::open(cluster.url().as_str())
+    let conn = jobqueue::connection::Connection::connect(cluster.url().as_str())
         .await
         .unwrap();
-    let client = Client::with_options(&conn, QueueOptions::default().completed_history(10_000));
+    let client = Client::builder(&conn)
+        .queue_options(QueueOptions::default().completed_history(10_000))
+        .build()
+        .unwrap();
     let mut ids = Vec::new();
     for chunk in 0..jobs / 500 {
         let handles = client
@@ -150,13 +158,13 @@ async fn a_primary_failing_over_mid_run_loses_no_job() {
 async fn the_dashboard_finds_queues_on_every_primary() {
     use tower::ServiceExt;
     let cluster = RedisCluster::start(3, 0);
-    let conn = jobqueue::Connection::open(cluster.url().as_str())
+    let conn = jobqueue::connection::Connection::connect(cluster.url().as_str())
         .await
         .unwrap();
     let names = ["email", "billing", "reports", "images", "search", "audit"];
     let mut owners = std::collections::BTreeSet::new();
     for name in names {
-        let q = jobqueue::Queue::new(&conn, QueueOptions::new(name)).unwrap();
+        let q = jobqueue::queue::Queue::new_with(&conn, name, QueueOptions::new()).unwrap();
         q.enqueue(&serde_json::json!({})).await.unwrap();
         owners.insert(cluster.primary_for(&q.keys().pending()));
     }

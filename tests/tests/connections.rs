@@ -89,7 +89,9 @@ async fn an_unreachable_redis_gives_a_clear_error() {
     let mut server = RedisServer::start();
     let url = server.url();
     server.kill();
-    let err = jobqueue::connection::Connection::connect(url.as_str()).await.unwrap_err();
+    let err = jobqueue::connection::Connection::connect(url.as_str())
+        .await
+        .unwrap_err();
     assert!(err.is_connection_error(), "{err}");
     assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
 }

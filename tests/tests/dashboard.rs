@@ -6,9 +6,9 @@
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
+use jobqueue::Client;
 use jobqueue::dashboard::{DashboardOptions, router, router_with};
 use jobqueue::queue::QueueOptions;
-use jobqueue::Client;
 use jobqueue_tests::*;
 use serde_json::{Value, json};
 use std::time::Duration;

@@ -247,7 +247,8 @@ async fn claims_of_reference_workers_and_ours_are_swept_by_the_other_side() {
     let server = RedisServer::start();
     let q = queue(
         &server,
-        "jobs", QueueOptions::default().visibility(Duration::from_millis(200)),
+        "jobs",
+        QueueOptions::default().visibility(Duration::from_millis(200)),
     )
     .await;
     let mut c = server.conn().await;

@@ -51,7 +51,8 @@ async fn a_sigkilled_workers_job_is_back_in_pending_within_its_lease_and_a_sweep
         .submit(
             NewJob::new(&json!("k"))
                 .unwrap()
-                .name("hang").options(EnqueueOptions::new().visibility(Duration::from_millis(500))),
+                .name("hang")
+                .options(EnqueueOptions::new().visibility(Duration::from_millis(500))),
         )
         .await
         .unwrap();
@@ -98,7 +99,8 @@ async fn sigterm_with_50_jobs_in_flight_finishes_or_hands_back_every_one() {
         .map(|_| {
             NewJob::new(&"k")
                 .unwrap()
-                .name("hang").options(EnqueueOptions::new().visibility(Duration::from_secs(30)))
+                .name("hang")
+                .options(EnqueueOptions::new().visibility(Duration::from_secs(30)))
         })
         .collect();
     q.submit_many(naps).await.unwrap();
@@ -203,9 +205,11 @@ async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
     for _ in 0..JOBS / 1000 {
         let batch: Vec<NewJob> = (0..1000)
             .map(|_| {
-                NewJob::new(&1_u64)
-                    .unwrap()
-                    .name("record").options(EnqueueOptions::new().max_attempts(50).visibility(Duration::from_millis(500)))
+                NewJob::new(&1_u64).unwrap().name("record").options(
+                    EnqueueOptions::new()
+                        .max_attempts(50)
+                        .visibility(Duration::from_millis(500)),
+                )
             })
             .collect();
         ids.extend(q.submit_many(batch).await.unwrap());

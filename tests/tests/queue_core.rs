@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use jobqueue::Error;
 use jobqueue::client::EnqueueOptions;
 use jobqueue::queue::{Ack, JobStatus, NewJob, Queue, QueueOptions};
-use jobqueue::Error;
 use jobqueue_tests::*;
 use serde_json::{Value, json};
 
@@ -186,7 +186,8 @@ async fn a_blocked_claim_wakes_when_a_job_arrives_from_any_client(redis: TestRed
 }
 
 async fn complete_stores_the_result_and_keeps_a_capped_history(redis: TestRedis) {
-    let (_server, q, mut c) = setup_on(&redis, "jobs", QueueOptions::default().completed_history(3)).await;
+    let (_server, q, mut c) =
+        setup_on(&redis, "jobs", QueueOptions::default().completed_history(3)).await;
     let mut ids = Vec::new();
     for n in 0..5 {
         let id = q.enqueue(&json!({"n": n})).await.unwrap();
@@ -236,7 +237,8 @@ async fn complete_stores_the_result_and_keeps_a_capped_history(redis: TestRedis)
 }
 
 async fn fail_retries_while_attempts_remain_then_dead_letters_without_ttl(redis: TestRedis) {
-    let (_server, q, mut c) = setup_on(&redis, "jobs", QueueOptions::default().max_attempts(2)).await;
+    let (_server, q, mut c) =
+        setup_on(&redis, "jobs", QueueOptions::default().max_attempts(2)).await;
     let id = q.enqueue(&json!({"n": 1})).await.unwrap();
 
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
@@ -310,7 +312,8 @@ async fn release_puts_the_job_first_in_line_without_charging_the_attempt(redis: 
 async fn extend_keeps_a_job_running_past_its_visibility_from_being_reclaimed(redis: TestRedis) {
     let (_server, q, _) = setup_on(
         &redis,
-        "jobs", QueueOptions::default().visibility(Duration::from_millis(300)),
+        "jobs",
+        QueueOptions::default().visibility(Duration::from_millis(300)),
     )
     .await;
     q.enqueue(&json!({})).await.unwrap();
@@ -335,7 +338,8 @@ async fn extend_keeps_a_job_running_past_its_visibility_from_being_reclaimed(red
 async fn reclaim_stuck_returns_expired_claims_and_fences_the_old_worker(redis: TestRedis) {
     let (server, q, _) = setup_on(
         &redis,
-        "jobs", QueueOptions::default().visibility(Duration::from_millis(200)),
+        "jobs",
+        QueueOptions::default().visibility(Duration::from_millis(200)),
     )
     .await;
     let id = q.enqueue(&json!({})).await.unwrap();
@@ -474,7 +478,12 @@ async fn purge_deletes_every_key_of_its_queue_and_no_other(redis: TestRedis) {
 }
 
 async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing(redis: TestRedis) {
-    let (server, q, _) = setup_on(&redis, "jobs", QueueOptions::default().max_payload_bytes(100)).await;
+    let (server, q, _) = setup_on(
+        &redis,
+        "jobs",
+        QueueOptions::default().max_payload_bytes(100),
+    )
+    .await;
     let err = q
         .enqueue(&json!({"blob": "x".repeat(200)}))
         .await
@@ -492,7 +501,11 @@ async fn oversized_payloads_bad_names_and_bad_json_are_refused_before_writing(re
         .unwrap_err();
     assert!(matches!(err, Error::InvalidName { .. }), "{err}");
     let err = q
-        .submit(NewJob::new(&json!({})).unwrap().options(EnqueueOptions::new().max_attempts(0)))
+        .submit(
+            NewJob::new(&json!({}))
+                .unwrap()
+                .options(EnqueueOptions::new().max_attempts(0)),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -531,7 +544,12 @@ async fn submit_stores_the_job_name_and_its_own_limits(redis: TestRedis) {
         .submit(
             NewJob::new(&json!({"to": "a"}))
                 .unwrap()
-                .name("send_welcome").options(EnqueueOptions::new().max_attempts(7).visibility(Duration::from_secs(120))),
+                .name("send_welcome")
+                .options(
+                    EnqueueOptions::new()
+                        .max_attempts(7)
+                        .visibility(Duration::from_secs(120)),
+                ),
         )
         .await
         .unwrap();

@@ -91,7 +91,8 @@ async fn delete_removes_a_job_from_every_list_and_fences_its_worker() {
     let b = q
         .submit(
             NewJob::new(&json!(2))
-                .unwrap().options(EnqueueOptions::new().delay(Duration::from_secs(60))),
+                .unwrap()
+                .options(EnqueueOptions::new().delay(Duration::from_secs(60))),
         )
         .await
         .unwrap();

@@ -490,7 +490,11 @@ async fn the_retry_decision_uses_the_stored_max_attempts() {
     let producer = queue(&server, "jobs", opts(5000).max_attempts(3)).await;
     let lenient = queue(&server, "jobs", opts(5000).max_attempts(10)).await;
     let id = producer
-        .submit(NewJob::new(&json!({})).unwrap().options(EnqueueOptions::new().max_attempts(1)))
+        .submit(
+            NewJob::new(&json!({}))
+                .unwrap()
+                .options(EnqueueOptions::new().max_attempts(1)),
+        )
         .await
         .unwrap();
     let job = lenient.claim(Duration::ZERO).await.unwrap().unwrap();
@@ -605,7 +609,8 @@ async fn an_expired_lease_of_an_ended_claim_leaves_the_new_holder_alone() {
     let id = q
         .submit(
             NewJob::new(&json!({}))
-                .unwrap().options(EnqueueOptions::new().visibility(Duration::from_millis(200))),
+                .unwrap()
+                .options(EnqueueOptions::new().visibility(Duration::from_millis(200))),
         )
         .await
         .unwrap();

@@ -1,9 +1,9 @@
 //! Two jobs with one name: the registry refuses to start and names both
 //! modules. (Its own test binary: inventory registrations are per binary.)
 
+use jobqueue::Error;
 use jobqueue::definition::Job;
 use jobqueue::registry::Registry;
-use jobqueue::Error;
 
 mod billing {
     #[jobqueue::job(name = "notify")]

@@ -47,12 +47,17 @@ async fn run_jobs(
     let conn = Connection::connect_with(server.url().as_str(), options)
         .await
         .unwrap();
-    let runner = Runner::builder(Client::builder(&conn).queue_options(queue_options).build().unwrap())
-        .queues(["rel"])
-        .concurrency(20)
-        .sweep_interval(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let runner = Runner::builder(
+        Client::builder(&conn)
+            .queue_options(queue_options)
+            .build()
+            .unwrap(),
+    )
+    .queues(["rel"])
+    .concurrency(20)
+    .sweep_interval(Duration::from_millis(200))
+    .build()
+    .unwrap();
     let (token, task) = start_runner(runner);
     (q, token, task)
 }

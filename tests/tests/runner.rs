@@ -9,9 +9,10 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use jobqueue::{
-    Client, JobContext, JobError, JobStatus, NewJob, QueueOptions, Registry, Runner, job,
-};
+use jobqueue::client::EnqueueOptions;
+use jobqueue::queue::{JobStatus, NewJob, QueueOptions};
+use jobqueue::registry::Registry;
+use jobqueue::{Client, JobContext, JobError, Runner, job};
 use jobqueue_tests::*;
 use serde_json::json;
 
@@ -305,9 +306,10 @@ async fn a_delayed_job_never_starts_before_its_time(redis: TestRedis) {
     let key = unique_key("delay");
     let enqueued = Instant::now();
     let handle = client
-        .job::<stamp>(key.clone())
-        .delay(Duration::from_millis(700))
-        .enqueue()
+        .enqueue_with::<stamp>(
+            key.clone(),
+            EnqueueOptions::new().delay(Duration::from_millis(700)),
+        )
         .await
         .unwrap();
     assert_eq!(handle.status().await.unwrap(), Some(JobStatus::Scheduled));
@@ -364,9 +366,9 @@ async fn all_running(
     millis: u64,
     shutdown_timeout: Duration,
 ) -> (
-    jobqueue::Queue,
+    jobqueue::queue::Queue,
     jobqueue::CancellationToken,
-    tokio::task::JoinHandle<jobqueue::Result<()>>,
+    tokio::task::JoinHandle<()>,
 ) {
     let client = redis.client().await;
     let q = client.queue("rt-shutdown").unwrap();
@@ -484,7 +486,7 @@ async fn the_runner_rides_out_a_redis_restart() {
 }
 
 async fn a_job_no_handler_can_run_fails_at_once_with_the_reason(redis: TestRedis) {
-    let (_redis, q, mut c) = setup_on(&redis, QueueOptions::new("rt-faults")).await;
+    let (_redis, q, mut c) = setup_on(&redis, "rt-faults", QueueOptions::new()).await;
     let client = Client::new(q.connection());
     reference_enqueue_at(&mut c, q.keys(), "00000000000000aa", r#"{"kind": "fax"}"#).await;
     let bad = q
@@ -610,9 +612,7 @@ async fn a_job_scheduled_at_a_time_waits_for_it(redis: TestRedis) {
     let enqueued = Instant::now();
     let at = std::time::SystemTime::now() + Duration::from_millis(600);
     let handle = client
-        .job::<stamp>(key.clone())
-        .at(at)
-        .enqueue()
+        .enqueue_with::<stamp>(key.clone(), EnqueueOptions::new().at(at))
         .await
         .unwrap();
     let record = handle.record().await.unwrap().unwrap();

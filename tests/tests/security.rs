@@ -39,9 +39,7 @@ async fn a_password_protected_redis_works_and_the_password_never_leaks() {
         assert!(!shown.contains(PASSWORD), "{shown}");
     }
     let none = format!("redis://127.0.0.1:{}/", server.port());
-    let err = Queue::connect(&none, "jobs")
-        .await
-        .unwrap_err();
+    let err = Queue::connect(&none, "jobs").await.unwrap_err();
     assert!(
         err.to_string().to_lowercase().contains("auth"),
         "says what is wrong: {err}"

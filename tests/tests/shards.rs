@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use jobqueue::{Client, JobContext, JobStatus, QueueOptions, Runner, job};
+use jobqueue::queue::{JobStatus, QueueOptions};
+use jobqueue::{Client, JobContext, Runner, job};
 use jobqueue_tests::*;
 
 /// What one test's `heat` jobs did: runs by job id, and how many ran at once.
@@ -41,8 +42,10 @@ async fn a_sharded_queue_spreads_its_jobs_and_runs_each_once(redis: TestRedis) {
     const JOBS: u64 = 3_000;
     // History long enough that every finished job can still be waited on.
     let options = QueueOptions::default().completed_history(10_000);
-    let client = Client::with_options(&redis.connection().await, options)
-        .with_shards("hot", 6)
+    let client = Client::builder(&redis.connection().await)
+        .queue_options(options)
+        .shards("hot", 6)
+        .build()
         .unwrap();
     let key = unique_key("heat");
     let handles = client
@@ -119,10 +122,13 @@ fn shard_counts_outside_the_allowed_range_are_refused() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let redis = TestRedis::start(Topology::Single);
-        let client = redis.client().await;
-        let err = client.clone().with_shards("hot", 0).unwrap_err();
+        let conn = redis.connection().await;
+        let err = Client::builder(&conn).shards("hot", 0).build().unwrap_err();
         assert!(err.to_string().contains("shards"), "{err}");
-        let err = client.with_shards("bad name", 2).unwrap_err();
+        let err = Client::builder(&conn)
+            .shards("bad name", 2)
+            .build()
+            .unwrap_err();
         assert!(matches!(err, jobqueue::Error::InvalidName { .. }), "{err}");
     });
 }

@@ -84,7 +84,12 @@ async fn per_call_options_override_the_attribute() {
     let server = RedisServer::start();
     let client = client(&server).await;
     let handle = client
-        .enqueue_with::<resize_image>(resize(1), EnqueueOptions::new().max_attempts(9).visibility(Duration::from_secs(1)))
+        .enqueue_with::<resize_image>(
+            resize(1),
+            EnqueueOptions::new()
+                .max_attempts(9)
+                .visibility(Duration::from_secs(1)),
+        )
         .await
         .unwrap();
     let record = handle.record().await.unwrap().unwrap();

@@ -29,7 +29,6 @@ mod scan;
 
 pub use options::ConnectionOptions;
 
-
 /// A handle on one Redis server or one Redis Cluster, cheap to clone and
 /// shared by every queue.
 ///
@@ -223,10 +222,7 @@ impl Connection {
         Self::finish(backend, options, version, addresses(&[seed])).await
     }
 
-    async fn open_cluster(
-        seeds: Vec<ConnectionInfo>,
-        options: ConnectionOptions,
-    ) -> Result<Self> {
+    async fn open_cluster(seeds: Vec<ConnectionInfo>, options: ConnectionOptions) -> Result<Self> {
         let builder =
             || ClusterClientBuilder::new(seeds.clone()).connection_timeout(options.connect_timeout);
         let client = builder()
@@ -335,7 +331,6 @@ impl Connection {
         self.run(|mut c| async move { cmd.query_async(&mut c).await })
             .await
     }
-
 }
 
 /// The seed addresses, for logs and `Debug` (never a password).

@@ -207,4 +207,3 @@ async fn page(State(state): State<Arc<Dashboard>>) -> Response {
     headers.insert(header::X_FRAME_OPTIONS, "DENY".parse().expect("header"));
     response
 }
-

@@ -212,7 +212,9 @@ impl Queue {
             .await?;
         Ok(match ClaimReply::decode(reply)? {
             ClaimReply::Paused => Vec::new(),
-            ClaimReply::Claimed { claimed, .. } => claimed.into_iter().map(|(job, _)| job).collect(),
+            ClaimReply::Claimed { claimed, .. } => {
+                claimed.into_iter().map(|(job, _)| job).collect()
+            }
         })
     }
 

@@ -131,19 +131,15 @@ impl ClaimReply {
             other => return Err(bad(format!("unexpected reply {other:?}"))),
         };
         let mut parts = parts.into_iter();
-        let (Some(Value::Array(entries)), Some(Value::Array(refused))) = (parts.next(), parts.next())
+        let (Some(Value::Array(entries)), Some(Value::Array(refused))) =
+            (parts.next(), parts.next())
         else {
             return Err(bad("expected two arrays".into()));
         };
         let mut claimed = Vec::with_capacity(entries.len());
         for entry in entries {
-            let (id, token, claimed_at, deadline, raw): (
-                Vec<u8>,
-                Vec<u8>,
-                Vec<u8>,
-                Vec<u8>,
-                Vec<(Vec<u8>, Vec<u8>)>,
-            ) = FromRedisValue::from_redis_value(entry).map_err(|e| bad(e.to_string()))?;
+            let (id, token, claimed_at, deadline, raw): RawEntry =
+                FromRedisValue::from_redis_value(entry).map_err(|e| bad(e.to_string()))?;
             claimed.push(decode_entry(id, token, &claimed_at, &deadline, raw));
         }
         let mut rejected = Vec::with_capacity(refused.len());
@@ -169,6 +165,10 @@ impl ClaimReply {
         Ok(Self::Claimed { claimed, rejected })
     }
 }
+
+/// One claimed entry as bytes: id, token, claimed at, lease deadline, and
+/// the hash's field/value pairs.
+type RawEntry = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// One claimed entry; any part that is not UTF-8 becomes the job's problem.
 fn decode_entry(
@@ -249,7 +249,14 @@ mod tests {
         };
         assert!(claimed[0].1.is_none());
         assert_eq!(claimed[0].0.lease_deadline_ms(), 20);
-        assert!(claimed[1].1.as_ref().unwrap().to_string().contains("not UTF-8"));
+        assert!(
+            claimed[1]
+                .1
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .contains("not UTF-8")
+        );
         assert_eq!(rejected[0].refusal, Refusal::Dropped);
     }
 

@@ -191,4 +191,3 @@ impl JobRecord {
         Error::malformed(format!("job {}", self.id), reason)
     }
 }
-

@@ -106,7 +106,8 @@ impl RunnerBuilder {
     /// Checks the configuration and builds the registry: fails on duplicate
     /// job names, a concurrency of zero, or a queue name Redis keys cannot hold.
     pub fn build(self) -> Result<Runner> {
-        let invalid = |option: &'static str, reason: &str| Err(Error::invalid_option(option, reason));
+        let invalid =
+            |option: &'static str, reason: &str| Err(Error::invalid_option(option, reason));
         if self.concurrency == 0 {
             return invalid("concurrency", "must be at least 1");
         }

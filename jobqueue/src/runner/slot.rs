@@ -15,7 +15,11 @@ pub(super) struct Slot {
 }
 
 /// Waits for a free slot, global and for the queue; `None` on shutdown.
-pub(super) async fn slot(shared: &Shared, q: &QueueRt, shutdown: &CancellationToken) -> Option<Slot> {
+pub(super) async fn slot(
+    shared: &Shared,
+    q: &QueueRt,
+    shutdown: &CancellationToken,
+) -> Option<Slot> {
     let queue = tokio::select! {
         permit = Arc::clone(&q.slots).acquire_owned() => permit.ok()?,
         () = shutdown.cancelled() => return None,
@@ -39,4 +43,3 @@ pub(super) fn try_slot(shared: &Shared, q: &QueueRt) -> Option<Slot> {
         _queue: queue,
     })
 }
-

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use jobqueue::connection::Connection;
 use jobqueue::client::EnqueueOptions;
+use jobqueue::connection::Connection;
 use jobqueue::queue::{NewJob, Queue, QueueOptions};
 use jobqueue::{Client, JobContext, Runner, job};
 use jobqueue_tests::{RedisCluster, RedisServer, start_runner, stop_runner};
@@ -354,7 +354,8 @@ async fn main() {
     progress("W4 sweep with 10,000 jobs in processing");
     let sq = Queue::new_with(
         &conn,
-        "bench-sweep", QueueOptions::new().visibility(Duration::from_secs(60)),
+        "bench-sweep",
+        QueueOptions::new().visibility(Duration::from_secs(60)),
     )
     .expect("queue");
     enqueue_batch(&sq, 9_000, &payload).await;

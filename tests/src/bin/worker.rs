@@ -64,7 +64,10 @@ async fn main() -> jobqueue::Result<()> {
         ConnectionOptions::new().startup_wait(Duration::from_secs(60)),
     )
     .await?;
-    let client = Client::builder(&conn).queue_options(QueueOptions::new().completed_history(100_000)).build().unwrap();
+    let client = Client::builder(&conn)
+        .queue_options(QueueOptions::new().completed_history(100_000))
+        .build()
+        .unwrap();
     let runner = Runner::builder(client)
         .queues(["proc"])
         .concurrency(concurrency)
