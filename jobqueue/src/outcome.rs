@@ -143,7 +143,7 @@ retryable_from!(
     serde_json::Error,
     redis::RedisError,
     tokio::time::error::Elapsed,
-    crate::Error,
+    crate::error::Error,
 );
 
 impl From<String> for JobError {

@@ -96,7 +96,7 @@ pub(super) async fn overview(State(state): State<Arc<Dashboard>>) -> ApiResult {
 }
 
 /// Queue names with keys in Redis, from a bounded `SCAN`, reused for a while.
-async fn discover(state: &Dashboard) -> crate::Result<Vec<String>> {
+async fn discover(state: &Dashboard) -> crate::error::Result<Vec<String>> {
     if let Some((at, names)) = state.discovered.lock().expect("discovery lock").as_ref()
         && at.elapsed() < DISCOVERY_TTL
     {

@@ -138,7 +138,7 @@ async fn hand_back(q: &QueueRt, job: &ClaimedJob) {
 /// spins while Redis is down.
 async fn pause_after_error(
     queue: &str,
-    error: &crate::Error,
+    error: &crate::error::Error,
     failures: u32,
     shutdown: &CancellationToken,
 ) {
