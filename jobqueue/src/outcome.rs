@@ -171,6 +171,7 @@ impl From<Box<dyn StdError + Send + Sync>> for JobError {
 /// An `anyhow::Error` carrying a `JobError` (`Err(JobError::permanent(..))?`
 /// in an `anyhow::Result` handler) keeps its disposition.
 #[cfg(feature = "anyhow")]
+#[cfg_attr(docsrs, doc(cfg(feature = "anyhow")))]
 impl From<anyhow::Error> for JobError {
     fn from(error: anyhow::Error) -> Self {
         match error.downcast::<JobError>() {

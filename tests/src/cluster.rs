@@ -352,7 +352,7 @@ impl ConnectionLike for RawConn {
 /// `single::name` against one server and `cluster::name` against a
 /// three-primary cluster:
 ///
-/// ```ignore
+/// ```text
 /// on_each_topology! {
 ///     #[tokio::test] claim_takes_the_oldest_job,
 ///     #[tokio::test(flavor = "multi_thread")] two_runners_share_the_work,
