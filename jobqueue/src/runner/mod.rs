@@ -2,9 +2,9 @@
 //! sweeps stuck and due jobs, retries failures, and shuts down cleanly.
 //!
 //! One task per queue claims jobs only when a slot is free to run them
-//! ([`claim`]); each job runs in its own task ([`execute`]); one task renews
-//! every running job's lease, one round trip per queue per tick ([`leases`]);
-//! one task sweeps ([`sweeper`]). Cancelling the token passed to
+//! (`claim`); each job runs in its own task (`execute`); one task renews
+//! every running job's lease, one round trip per queue per tick (`leases`);
+//! one task sweeps (`sweeper`). Cancelling the token passed to
 //! [`Runner::run`] stops claiming at once, gives running jobs
 //! `shutdown_timeout` to finish, then cancels them and hands their jobs back
 //! to pending without charging the attempt.
