@@ -141,7 +141,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Stats => {
             let stats = queue.stats().await?;
-            out.record(&serde_json::to_value(stats).expect("stats serialize"));
+            let mut record = serde_json::to_value(stats).expect("stats serialize");
+            // Anything but noeviction lets Redis drop job keys under memory
+            // pressure: an operator looking at the queue should see it.
+            record["maxmemory_policy"] =
+                json!(queue.connection().maxmemory_policy().unwrap_or("unknown"));
+            out.record(&record);
         }
         Command::List {
             state,

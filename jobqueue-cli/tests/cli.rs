@@ -62,6 +62,8 @@ fn operators_can_inspect_and_act_on_a_queue(url: &str) {
         ),
         (Some(2), Some(2))
     );
+    // The private server runs with the default policy; stats names it.
+    assert_eq!(stats["maxmemory_policy"], "noeviction");
 
     let pending = json(url, &["-q", "mail", "list", "pending"]);
     assert_eq!(pending[0]["id"], a.as_str());

@@ -168,3 +168,67 @@ async fn a_repeated_claim_request_returns_the_same_jobs() {
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Log output written to memory, to check what a connection warned about.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Connects to `server` with a subscriber capturing the logs; returns the
+/// policy the connection read and what it logged.
+fn connect_and_capture(server: &RedisServer) -> (Option<String>, String) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let policy = tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let conn = jobqueue::connection::Connection::connect(server.url().as_str())
+                    .await
+                    .unwrap();
+                conn.maxmemory_policy().map(str::to_owned)
+            })
+    });
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    (policy, logs)
+}
+
+#[test]
+fn a_server_that_may_evict_job_keys_is_named_in_a_warning_at_connect() {
+    let evicting = RedisServer::builder()
+        .args(["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"])
+        .start();
+    let (policy, logs) = connect_and_capture(&evicting);
+    assert_eq!(policy.as_deref(), Some("allkeys-lru"));
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(
+        logs.contains("maxmemory-policy is not noeviction"),
+        "{logs}"
+    );
+    assert!(logs.contains("allkeys-lru"), "{logs}");
+
+    let safe = RedisServer::builder()
+        .args(["--maxmemory-policy", "noeviction"])
+        .start();
+    let (policy, logs) = connect_and_capture(&safe);
+    assert_eq!(policy.as_deref(), Some("noeviction"));
+    assert!(
+        !logs.contains("maxmemory-policy is not noeviction"),
+        "{logs}"
+    );
+}

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
@@ -49,6 +49,9 @@ struct Inner {
     version: (u32, u32, u32),
     legacy_claim: bool,
     address: String,
+    /// The server's `maxmemory-policy`, read once at connect (a cluster's
+    /// first primary that does not evict safely, else `noeviction`).
+    maxmemory_policy: OnceLock<String>,
 }
 
 enum Backend {
@@ -263,6 +266,7 @@ impl Connection {
                 version,
                 legacy_claim,
                 address,
+                maxmemory_policy: OnceLock::new(),
             }),
         };
         // SCRIPT LOAD goes to every primary of a cluster.
@@ -270,12 +274,71 @@ impl Connection {
         for script in SCRIPTS.all() {
             script.prepare_invoke().load_async(&mut shared).await?;
         }
+        conn.check_eviction_policy().await;
         Ok(conn)
+    }
+
+    /// Reads `maxmemory-policy` (from `INFO memory`, which managed Redis
+    /// services answer even where `CONFIG` is disabled) and warns when it is
+    /// not `noeviction`: under memory pressure Redis would then delete keys
+    /// of its choosing, job hashes and lists included, and jobs would vanish
+    /// without a trace. BullMQ and Sidekiq warn the same way. A server that
+    /// does not answer is not an error: the policy stays unknown.
+    async fn check_eviction_policy(&self) {
+        let cmd = redis::cmd("INFO").arg("memory").clone();
+        let replies: Vec<String> = match &self.inner.backend {
+            Backend::Single { .. } => self.query::<String>(&cmd).await.into_iter().collect(),
+            Backend::Cluster { .. } => {
+                let mut replies = Vec::new();
+                for primary in self.primaries().await.unwrap_or_default() {
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        redis::cluster_routing::Route::new(
+                            primary.slot,
+                            redis::cluster_routing::SlotAddr::Master,
+                        ),
+                    ));
+                    if let Ok(value) = self.route(&cmd, &route).await
+                        && let Ok(text) = String::from_redis_value(value)
+                    {
+                        replies.push(text);
+                    }
+                }
+                replies
+            }
+        };
+        let policies: Vec<&str> = replies
+            .iter()
+            .filter_map(|info| info_field(info, "maxmemory_policy"))
+            .collect();
+        let Some(policy) = policies
+            .iter()
+            .find(|p| **p != "noeviction")
+            .or(policies.first())
+        else {
+            tracing::debug!(address = %self.inner.address, "maxmemory-policy unknown: INFO memory did not say");
+            return;
+        };
+        if *policy != "noeviction" {
+            tracing::warn!(
+                address = %self.inner.address,
+                maxmemory_policy = policy,
+                "Redis may evict keys under memory pressure (maxmemory-policy is not noeviction): \
+                 job hashes and lists can vanish without a trace; set maxmemory-policy noeviction"
+            );
+        }
+        let _ = self.inner.maxmemory_policy.set((*policy).to_owned());
     }
 
     /// The server's version, as read when connecting.
     pub fn server_version(&self) -> (u32, u32, u32) {
         self.inner.version
+    }
+
+    /// The server's `maxmemory-policy` as read at connect, if it could be
+    /// read. Anything but `noeviction` lets Redis delete job keys under
+    /// memory pressure (a warning is logged at connect).
+    pub fn maxmemory_policy(&self) -> Option<&str> {
+        self.inner.maxmemory_policy.get().map(String::as_str)
     }
 
     /// True when connected to a Redis Cluster.
@@ -342,11 +405,16 @@ fn addresses(seeds: &[ConnectionInfo]) -> String {
         .join(",")
 }
 
+/// One `field:value` line of an `INFO` reply.
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
 fn parse_version(info: &str) -> Option<(u32, u32, u32)> {
-    let line = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))?;
-    let mut parts = line.trim().split('.').map(|p| p.parse::<u32>().ok());
+    let line = info_field(info, "redis_version")?;
+    let mut parts = line.split('.').map(|p| p.parse::<u32>().ok());
     Some((
         parts.next()??,
         parts.next()??,
@@ -364,5 +432,8 @@ mod tests {
         assert_eq!(parse_version(info), Some((7, 0, 15)));
         assert_eq!(parse_version("redis_version:6.0\r\n"), Some((6, 0, 0)));
         assert_eq!(parse_version("nothing"), None);
+        let memory = "# Memory\r\nmaxmemory:0\r\nmaxmemory_policy:allkeys-lru\r\n";
+        assert_eq!(info_field(memory, "maxmemory_policy"), Some("allkeys-lru"));
+        assert_eq!(info_field(memory, "maxmemory"), Some("0"));
     }
 }
