@@ -1,7 +1,7 @@
 //! Private Redis Clusters, and a handle that is either a single server or a
 //! cluster so one test body can run against both.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -21,8 +21,29 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts the nodes, creates the cluster and waits until every node
     /// sees every slot served and every replica is in sync.
+    ///
+    /// Creation is bounded and tried again on fresh ports: two clusters
+    /// created at once by parallel test processes can be handed the same
+    /// free port between its check and its use, and `redis-cli --cluster
+    /// create` then waits for a join that never comes.
     pub fn start(masters: usize, replicas: usize) -> Self {
-        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+        let mut last = String::new();
+        for _ in 0..3 {
+            let nodes = Self::start_nodes(masters * (1 + replicas));
+            match Self::create(&nodes, replicas, Duration::from_secs(60)) {
+                Ok(()) => {
+                    let cluster = Self { nodes };
+                    cluster.wait_until_settled(Duration::from_secs(30));
+                    return cluster;
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("no cluster could be created in three tries: {last}");
+    }
+
+    fn start_nodes(count: usize) -> Vec<RedisServer> {
+        (0..count)
             .map(|_| {
                 RedisServer::builder()
                     .args([
@@ -37,25 +58,47 @@ impl RedisCluster {
                     ])
                     .start()
             })
-            .collect();
+            .collect()
+    }
+
+    /// `redis-cli --cluster create` over `nodes`, killed after `limit`.
+    fn create(nodes: &[RedisServer], replicas: usize, limit: Duration) -> Result<(), String> {
         let mut create = Command::new(redis_cli_path());
         create.arg("--cluster").arg("create");
-        for node in &nodes {
+        for node in nodes {
             create.arg(format!("127.0.0.1:{}", node.port()));
         }
-        create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
-        let out = create
-            .output()
+        create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = create
+            .spawn()
             .expect("run redis-cli --cluster create (package redis-tools)");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let cluster = Self { nodes };
-        cluster.wait_until_settled(Duration::from_secs(30));
-        cluster
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for redis-cli") {
+                let out = child.wait_with_output().expect("redis-cli output");
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "redis-cli --cluster create failed: {}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ))
+                };
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("redis-cli output");
+                return Err(format!(
+                    "redis-cli --cluster create did not finish within {limit:?}: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until every live node reports `cluster_state:ok`, knows every
