@@ -69,11 +69,12 @@ impl ServerBuilder {
         let mut last_error = String::new();
         let mut dir = dir;
         for _ in 0..5 {
-            let port = free_port();
+            let reserved = PortReservation::new();
             let mut server = RedisServer {
-                port,
+                port: reserved.port(),
                 dir,
                 child: None,
+                reserved: Some(reserved),
                 builder: self.clone(),
             };
             match server.spawn() {
@@ -89,12 +90,68 @@ impl ServerBuilder {
 }
 
 /// A private `redis-server`, killed on drop.
+///
+/// While no server listens on its port (before the first start, between a
+/// kill and a restart) the port is held by a [`PortReservation`], so a test
+/// starting a server beside this one can never be handed the port, and a
+/// restart never finds it taken or, worse, finds another test's server on it.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    reserved: Option<PortReservation>,
     builder: ServerBuilder,
+}
+
+/// A loopback port held for a server that does not listen on it right now.
+///
+/// The socket is bound with `SO_REUSEADDR` but never listens. So the kernel
+/// hands the port to no other `bind` to port 0 (every test picks its ports
+/// that way), a client connecting to it is refused exactly as at a closed
+/// port, and `redis-server`, which binds with `SO_REUSEADDR` as well, can
+/// still bind and listen on it: Linux lets sockets with `SO_REUSEADDR` share
+/// a port as long as at most one of them listens. Dropping it frees the port.
+#[derive(Debug)]
+pub struct PortReservation {
+    port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl PortReservation {
+    /// Holds a free loopback port the kernel picks.
+    pub fn new() -> Self {
+        let reservation = Self::bind(0).expect("a free loopback port");
+        assert_ne!(reservation.port, 0);
+        reservation
+    }
+
+    /// Holds `port`, or `None` if something else is bound to it.
+    pub fn of(port: u16) -> Option<Self> {
+        Self::bind(port).ok()
+    }
+
+    fn bind(port: u16) -> std::io::Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+        let port = socket.local_addr()?.port();
+        Ok(Self {
+            port,
+            _socket: socket,
+        })
+    }
+
+    /// The port held.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Default for PortReservation {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl RedisServer {
@@ -138,6 +195,7 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.command(&["SHUTDOWN", "SAVE"]);
         self.wait_for_exit();
+        self.reserve();
         self.spawn().expect("redis-server restarts");
     }
 
@@ -148,11 +206,21 @@ impl RedisServer {
         assert_eq!(self.command(&["CLIENT", "PAUSE", &ms, "ALL"]), "+OK");
     }
 
-    /// Kills the server at once (SIGKILL), without saving.
+    /// Kills the server at once (SIGKILL), without saving. Its port stays
+    /// reserved for a [`restart`](Self::restart): connecting to it is
+    /// refused meanwhile, as at any dead server.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.reserve();
+        }
+    }
+
+    /// Holds the port while no server listens on it (see [`PortReservation`]).
+    fn reserve(&mut self) {
+        if self.reserved.is_none() {
+            self.reserved = PortReservation::of(self.port);
         }
     }
 
@@ -254,6 +322,8 @@ impl RedisServer {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             if self.command(&["PING"]) == "+PONG" {
+                // The server listens on the port now: it holds it itself.
+                self.reserved = None;
                 return Ok(());
             }
             if let Some(status) = self
