@@ -561,36 +561,6 @@ pub async fn lease_count(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
         .expect("ZCARD")
 }
 
-/// Runs one claimed job the way a runner will: routes it through the
-/// registry, runs the handler, and settles the job with the outcome.
-pub async fn run_one(
-    registry: &jobqueue::registry::Registry,
-    queue: &jobqueue::queue::Queue,
-    job: &jobqueue::queue::ClaimedJob,
-) -> jobqueue::queue::Ack {
-    let def = match registry.route(queue.name(), job.record()) {
-        Ok(def) => def,
-        Err(e) => {
-            return queue
-                .fail_permanently(job, &e.to_string())
-                .await
-                .expect("fail");
-        }
-    };
-    let ctx = jobqueue::JobContext::new(job.id())
-        .with_queue(queue.name())
-        .with_name(def.name())
-        .with_attempt(job.attempt(), def.max_attempts());
-    match def.run(job.payload_json().get(), ctx).await {
-        Ok(result) => queue.complete(job, &result).await.expect("complete"),
-        Err(e) if e.disposition() == jobqueue::outcome::Disposition::Permanent => queue
-            .fail_permanently(job, e.message())
-            .await
-            .expect("fail"),
-        Err(e) => queue.fail(job, e.message()).await.expect("fail"),
-    }
-}
-
 /// Runs `runner` in the background; returns its shutdown token and task.
 pub fn start_runner(
     runner: jobqueue::Runner,
