@@ -210,11 +210,19 @@ impl RedisServer {
     /// reserved for a [`restart`](Self::restart): connecting to it is
     /// refused meanwhile, as at any dead server.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if self.kill_child() {
             self.reserve();
         }
+    }
+
+    /// SIGKILLs the server and reaps it; false if none was running.
+    fn kill_child(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        true
     }
 
     /// Holds the port while no server listens on it (see [`PortReservation`]).
@@ -345,6 +353,8 @@ impl RedisServer {
         Err("redis-server did not answer PING within 10 s".into())
     }
 
+    /// Waits for a server told to shut down to exit, polling often: from its
+    /// exit until [`restart`](Self::restart) reserves the port, it is free.
     fn wait_for_exit(&mut self) {
         if let Some(mut child) = self.child.take() {
             let started = Instant::now();
@@ -352,7 +362,7 @@ impl RedisServer {
                 if let Ok(Some(_)) = child.try_wait() {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(1));
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -360,7 +370,7 @@ impl RedisServer {
     }
 
     fn into_dir(mut self) -> TempDir {
-        self.kill();
+        self.kill_child();
         let dir = tempfile::tempdir().expect("temporary directory");
         std::mem::replace(&mut self.dir, dir)
     }
@@ -368,7 +378,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.kill();
+        self.kill_child();
     }
 }
 
