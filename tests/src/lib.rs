@@ -69,11 +69,12 @@ impl ServerBuilder {
         let mut last_error = String::new();
         let mut dir = dir;
         for _ in 0..5 {
-            let port = free_port();
+            let reserved = PortReservation::new();
             let mut server = RedisServer {
-                port,
+                port: reserved.port(),
                 dir,
                 child: None,
+                reserved: Some(reserved),
                 builder: self.clone(),
             };
             match server.spawn() {
@@ -89,12 +90,68 @@ impl ServerBuilder {
 }
 
 /// A private `redis-server`, killed on drop.
+///
+/// While no server listens on its port (before the first start, between a
+/// kill and a restart) the port is held by a [`PortReservation`], so a test
+/// starting a server beside this one can never be handed the port, and a
+/// restart never finds it taken or, worse, finds another test's server on it.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    reserved: Option<PortReservation>,
     builder: ServerBuilder,
+}
+
+/// A loopback port held for a server that does not listen on it right now.
+///
+/// The socket is bound with `SO_REUSEADDR` but never listens. So the kernel
+/// hands the port to no other `bind` to port 0 (every test picks its ports
+/// that way), a client connecting to it is refused exactly as at a closed
+/// port, and `redis-server`, which binds with `SO_REUSEADDR` as well, can
+/// still bind and listen on it: Linux lets sockets with `SO_REUSEADDR` share
+/// a port as long as at most one of them listens. Dropping it frees the port.
+#[derive(Debug)]
+pub struct PortReservation {
+    port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl PortReservation {
+    /// Holds a free loopback port the kernel picks.
+    pub fn new() -> Self {
+        let reservation = Self::bind(0).expect("a free loopback port");
+        assert_ne!(reservation.port, 0);
+        reservation
+    }
+
+    /// Holds `port`, or `None` if something else is bound to it.
+    pub fn of(port: u16) -> Option<Self> {
+        Self::bind(port).ok()
+    }
+
+    fn bind(port: u16) -> std::io::Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
+        let port = socket.local_addr()?.port();
+        Ok(Self {
+            port,
+            _socket: socket,
+        })
+    }
+
+    /// The port held.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Default for PortReservation {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl RedisServer {
@@ -138,6 +195,7 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.command(&["SHUTDOWN", "SAVE"]);
         self.wait_for_exit();
+        self.reserve();
         self.spawn().expect("redis-server restarts");
     }
 
@@ -148,11 +206,29 @@ impl RedisServer {
         assert_eq!(self.command(&["CLIENT", "PAUSE", &ms, "ALL"]), "+OK");
     }
 
-    /// Kills the server at once (SIGKILL), without saving.
+    /// Kills the server at once (SIGKILL), without saving. Its port stays
+    /// reserved for a [`restart`](Self::restart): connecting to it is
+    /// refused meanwhile, as at any dead server.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if self.kill_child() {
+            self.reserve();
+        }
+    }
+
+    /// SIGKILLs the server and reaps it; false if none was running.
+    fn kill_child(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        true
+    }
+
+    /// Holds the port while no server listens on it (see [`PortReservation`]).
+    fn reserve(&mut self) {
+        if self.reserved.is_none() {
+            self.reserved = PortReservation::of(self.port);
         }
     }
 
@@ -254,6 +330,8 @@ impl RedisServer {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             if self.command(&["PING"]) == "+PONG" {
+                // The server listens on the port now: it holds it itself.
+                self.reserved = None;
                 return Ok(());
             }
             if let Some(status) = self
@@ -275,6 +353,8 @@ impl RedisServer {
         Err("redis-server did not answer PING within 10 s".into())
     }
 
+    /// Waits for a server told to shut down to exit, polling often: from its
+    /// exit until [`restart`](Self::restart) reserves the port, it is free.
     fn wait_for_exit(&mut self) {
         if let Some(mut child) = self.child.take() {
             let started = Instant::now();
@@ -282,7 +362,7 @@ impl RedisServer {
                 if let Ok(Some(_)) = child.try_wait() {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(1));
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -290,7 +370,7 @@ impl RedisServer {
     }
 
     fn into_dir(mut self) -> TempDir {
-        self.kill();
+        self.kill_child();
         let dir = tempfile::tempdir().expect("temporary directory");
         std::mem::replace(&mut self.dir, dir)
     }
@@ -298,7 +378,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.kill();
+        self.kill_child();
     }
 }
 
@@ -489,36 +569,6 @@ pub async fn lease_count(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
         .query_async(conn)
         .await
         .expect("ZCARD")
-}
-
-/// Runs one claimed job the way a runner will: routes it through the
-/// registry, runs the handler, and settles the job with the outcome.
-pub async fn run_one(
-    registry: &jobqueue::registry::Registry,
-    queue: &jobqueue::queue::Queue,
-    job: &jobqueue::queue::ClaimedJob,
-) -> jobqueue::queue::Ack {
-    let def = match registry.route(queue.name(), job.record()) {
-        Ok(def) => def,
-        Err(e) => {
-            return queue
-                .fail_permanently(job, &e.to_string())
-                .await
-                .expect("fail");
-        }
-    };
-    let ctx = jobqueue::JobContext::new(job.id())
-        .with_queue(queue.name())
-        .with_name(def.name())
-        .with_attempt(job.attempt(), def.max_attempts());
-    match def.run(job.payload_json().get(), ctx).await {
-        Ok(result) => queue.complete(job, &result).await.expect("complete"),
-        Err(e) if e.disposition() == jobqueue::outcome::Disposition::Permanent => queue
-            .fail_permanently(job, e.message())
-            .await
-            .expect("fail"),
-        Err(e) => queue.fail(job, e.message()).await.expect("fail"),
-    }
 }
 
 /// Runs `runner` in the background; returns its shutdown token and task.

@@ -43,16 +43,39 @@ fn spawn_worker(url: &str, concurrency: usize, env: &[(&str, &str)], stderr: Std
     command.spawn().expect("the worker binary runs")
 }
 
+/// Redis's clock, in ms: the clock leases are judged by.
+async fn redis_ms(c: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(c).await.unwrap();
+    s * 1000 + us / 1000
+}
+
+/// The runs the worker processes recorded so far, in the order they began:
+/// (pid, job id).
+fn recorded_runs(path: &std::path::Path) -> Vec<(u32, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let (pid, id) = line.split_once(' ').unwrap();
+            (pid.parse().unwrap(), id.to_owned())
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_sigkilled_workers_job_is_back_in_pending_within_its_lease_and_a_sweep() {
-    let (server, q, _c) = setup("proc", QueueOptions::new()).await;
+    // Long enough that a worker starved of CPU for a while still renews it
+    // in time: that the worker renews it is part of what is shown here.
+    const LEASE: Duration = Duration::from_secs(2);
+    let lease_ms = LEASE.as_millis() as u64;
+    let (server, q, mut c) = setup("proc", QueueOptions::new()).await;
     let mut child = worker(&server.url());
     let id = q
         .submit(
             NewJob::new(&json!("k"))
                 .unwrap()
                 .name("hang")
-                .options(EnqueueOptions::new().visibility(Duration::from_millis(500))),
+                .options(EnqueueOptions::new().visibility(LEASE)),
         )
         .await
         .unwrap();
@@ -63,35 +86,81 @@ async fn a_sigkilled_workers_job_is_back_in_pending_within_its_lease_and_a_sweep
         .await,
         "the worker claimed the job"
     );
-    // The worker renews the lease: the job stays claimed past its visibility.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let claim = q.get_job(&id).await.unwrap().unwrap();
+    let claimed_at = claim.timestamp_ms("claimed_at_ms").unwrap().unwrap();
+    let token = claim.field("claim_token").unwrap().to_owned();
+    // The worker renews the lease: the job stays claimed past its visibility
+    // (each renewal moves claimed_at_ms).
+    let renewed = eventually(Duration::from_secs(30), || async {
+        q.get_job(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .timestamp_ms("claimed_at_ms")
+            .unwrap()
+            .unwrap()
+            > claimed_at + lease_ms
+    })
+    .await;
+    assert!(renewed, "the worker kept renewing the lease");
     assert!(q.reclaim_stuck().await.unwrap().reclaimed.is_empty());
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let killed = Instant::now();
-    // A sweeper elsewhere (here: every 100 ms) takes the job back once the
-    // lease runs out.
-    let back = eventually(Duration::from_secs(10), || async {
-        let _ = q.reclaim_expired().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(90)).await;
-        q.get_job(&id).await.unwrap().unwrap().status() == Some(JobStatus::Pending)
-    })
-    .await;
-    assert!(back, "the job came back");
-    let waited = killed.elapsed();
+    let killed_at = redis_ms(&mut c).await;
+    let deadline = redis::cmd("ZSCORE")
+        .arg(q.keys().leases())
+        .arg(format!("{id}:{token}"))
+        .query_async::<Option<f64>>(&mut c)
+        .await
+        .unwrap()
+        .expect("the dead worker's lease") as u64;
     assert!(
-        waited < Duration::from_secs(3),
-        "back after {waited:?}, lease 500 ms + sweep 100 ms"
+        deadline <= killed_at + lease_ms,
+        "the lease outlives its worker by at most its visibility: ends {deadline}, killed {killed_at}"
     );
+    // A sweeper elsewhere (here: every 100 ms) takes the job back once the
+    // lease runs out: no sweep before that takes it, the first after does.
+    let sweeping = Instant::now();
+    loop {
+        let before = redis_ms(&mut c).await;
+        if q.reclaim_expired().await.unwrap().reclaimed == [id.clone()] {
+            break;
+        }
+        assert!(
+            before <= deadline,
+            "a sweep at {before} ms left the job, whose lease ran out at {deadline} ms"
+        );
+        assert!(
+            sweeping.elapsed() < Duration::from_secs(60),
+            "the job never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(90)).await;
+    }
     let record = q.get_job(&id).await.unwrap().unwrap();
+    assert_eq!(
+        record.status(),
+        Some(JobStatus::Pending),
+        "the job came back"
+    );
     assert_eq!(record.attempts().unwrap(), 1);
     assert!(record.field("reclaimed_at_ms").is_some());
+    let reclaimed_at = record.timestamp_ms("reclaimed_at_ms").unwrap().unwrap();
+    assert!(
+        reclaimed_at > deadline,
+        "taken back at {reclaimed_at}, before its lease ran out at {deadline}"
+    );
 }
 
 #[tokio::test]
 async fn sigterm_with_50_jobs_in_flight_finishes_or_hands_back_every_one() {
     let (server, q, _c) = setup("proc", QueueOptions::new()).await;
-    let mut child = worker_with(&server.url(), 50, &[]);
+    let record = server.dir().join("runs.log");
+    let record_path = record.to_str().unwrap().to_owned();
+    let mut child = worker_with(
+        &server.url(),
+        50,
+        &[("JOBQUEUE_TEST_RECORD", record_path.as_str())],
+    );
     let naps: Vec<NewJob> = (0..25)
         .map(|_| NewJob::new(&400_u64).unwrap().name("nap"))
         .collect();
@@ -106,9 +175,17 @@ async fn sigterm_with_50_jobs_in_flight_finishes_or_hands_back_every_one() {
     q.submit_many(naps).await.unwrap();
     q.submit_many(hangs).await.unwrap();
     assert!(stats_reach(&q, Duration::from_secs(10), |s| s.processing_depth == 50).await);
-    // Let the claimed jobs start: jobs claimed after the signal are handed
-    // straight back instead, which is right but not what this test shows.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Every handler has started: jobs claimed but not yet started when the
+    // signal comes are handed straight back instead, which is right but not
+    // what this test shows.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            recorded_runs(&record).len() == 50
+        })
+        .await,
+        "all 50 handlers started: {:?}",
+        recorded_runs(&record).len()
+    );
     assert!(
         Command::new("kill")
             .arg("-TERM")
@@ -193,10 +270,15 @@ async fn a_worker_started_before_redis_waits_with_backoff_then_works() {
 }
 
 /// Four workers run 20,000 jobs while a driver SIGKILLs a random one every
-/// 300 ms and starts a replacement. Every run is recorded outside the queue.
+/// 300 ms, or as soon as another 1,000 jobs completed since the last kill
+/// (so however fast the machine, the run sees at least 19 kills), and starts
+/// a replacement. Every run is recorded outside the queue as it begins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
     const JOBS: usize = 20_000;
+    // Not the point here, so long: a worker starved of CPU keeps its jobs,
+    // and only a kill can make a job run twice.
+    const LEASE: Duration = Duration::from_secs(2);
     let (server, q, _c) = setup("proc", QueueOptions::new().completed_history(100_000)).await;
     let record = server.dir().join("runs.log");
     let record_path = record.to_str().unwrap().to_owned();
@@ -205,11 +287,10 @@ async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
     for _ in 0..JOBS / 1000 {
         let batch: Vec<NewJob> = (0..1000)
             .map(|_| {
-                NewJob::new(&1_u64).unwrap().name("record").options(
-                    EnqueueOptions::new()
-                        .max_attempts(50)
-                        .visibility(Duration::from_millis(500)),
-                )
+                NewJob::new(&1_u64)
+                    .unwrap()
+                    .name("record")
+                    .options(EnqueueOptions::new().max_attempts(50).visibility(LEASE))
             })
             .collect();
         ids.extend(q.submit_many(batch).await.unwrap());
@@ -219,6 +300,7 @@ async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
         .collect();
     let mut killed = BTreeSet::new();
     let started = Instant::now();
+    let mut last_kill = (Instant::now(), 0_u64);
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     loop {
         let s = q.stats().await.unwrap();
@@ -229,7 +311,12 @@ async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
             started.elapsed() < Duration::from_secs(240),
             "chaos run did not finish: {s:?}"
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        if last_kill.0.elapsed() < Duration::from_millis(300)
+            && s.completed_total < last_kill.1 + 1000
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -237,6 +324,7 @@ async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
         killed.insert(workers[victim].id());
         workers[victim].kill().unwrap(); // SIGKILL
         workers[victim].wait().unwrap();
+        last_kill = (Instant::now(), s.completed_total);
         workers[victim] = worker_with(&server.url(), 20, &env);
     }
     for mut w in workers {
@@ -255,6 +343,11 @@ async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
         (JOBS as u64, 0, 0, 0, 0),
         "{s:?}"
     );
+    assert!(killed.len() >= 5, "only {} kills", killed.len());
+    assert!(
+        s.reclaimed_total > 0,
+        "no kill caught a job in flight: nothing was reclaimed"
+    );
     for chunk in ids.chunks(1000) {
         for (id, r) in chunk.iter().zip(q.get_jobs(chunk).await.unwrap()) {
             assert_eq!(
@@ -264,14 +357,18 @@ async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
             );
         }
     }
+    // Exactly once in Redis: the completed history (long enough for all)
+    // lists every enqueued job once, and nothing else.
+    let completed = q.list_completed(0..JOBS + 1).await.unwrap();
+    assert_eq!(completed.len(), JOBS, "completed history");
+    let enqueued: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(completed.iter().collect::<BTreeSet<_>>(), enqueued);
     let mut runs: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-    for line in std::fs::read_to_string(&record).unwrap().lines() {
-        let (pid, id) = line.split_once(' ').unwrap();
-        runs.entry(id.to_owned())
-            .or_default()
-            .push(pid.parse().unwrap());
+    for (pid, id) in recorded_runs(&record) {
+        runs.entry(id).or_default().push(pid);
     }
     assert_eq!(runs.len(), JOBS, "every job ran at least once");
+    assert_eq!(runs.keys().collect::<BTreeSet<_>>(), enqueued);
     let duplicates: Vec<(&String, &Vec<u32>)> =
         runs.iter().filter(|(_, pids)| pids.len() > 1).collect();
     for (id, pids) in &duplicates {
@@ -279,11 +376,23 @@ async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
             pids.iter().any(|p| killed.contains(p)),
             "job {id} ran twice, on {pids:?}, though none of those workers was killed"
         );
+        // A job runs again only because the worker of its earlier run died:
+        // every run but the last was on a killed worker.
+        let (_, earlier) = pids.split_last().unwrap();
+        assert!(
+            earlier.iter().all(|p| killed.contains(p)),
+            "job {id} ran on {pids:?}: an earlier run was on a worker never killed"
+        );
     }
+    assert!(
+        !duplicates.is_empty(),
+        "no kill landed while a handler ran: no job ran twice"
+    );
     println!(
-        "chaos: {} jobs, {} SIGKILLs, {} jobs ran more than once (all on killed workers), {:?}",
+        "chaos: {} jobs, {} SIGKILLs, {} reclaimed, {} jobs ran more than once (all after a kill), {:?}",
         JOBS,
         killed.len(),
+        s.reclaimed_total,
         duplicates.len(),
         started.elapsed()
     );

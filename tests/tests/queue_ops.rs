@@ -28,17 +28,36 @@ async fn a_paused_queue_hands_out_nothing_until_resumed() {
         q.claim(Duration::from_millis(300)).await.unwrap().is_none(),
         "paused"
     );
+    // No sweep for a while: every script the runner runs is a claim.
     let runner = Runner::builder(client.clone())
         .queues(["ops"])
+        .sweep_interval(Duration::from_secs(3600))
         .build()
         .unwrap();
+    let mut c = server.conn().await;
+    exec(&mut c, &["CONFIG", "RESETSTAT"]).await;
     let (token, task) = start_runner(runner);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The runner asks the paused queue for work three times (INFO itself
+    // runs no script).
+    let asked = eventually(Duration::from_secs(10), || async {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c.clone())
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|r| r.split(',').next())
+            .is_some_and(|n| n.parse::<u32>().unwrap() >= 3)
+    })
+    .await;
+    assert!(asked, "the runner never asked for work");
     assert_eq!(
         q.stats().await.unwrap().pending_depth,
         5,
         "the runner honours the pause"
     );
+    assert_eq!(q.stats().await.unwrap().processing_depth, 0);
     q.resume().await.unwrap();
     assert!(stats_reach(&q, Duration::from_secs(10), |s| s.completed_total == 5).await);
     stop_runner(token, task).await;

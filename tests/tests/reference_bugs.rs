@@ -203,6 +203,9 @@ async fn no_job_ends_both_in_pending_and_completed() {
         Ack::LeaseLost
     );
     assert_eq!(q.fail(&job, "x").await.unwrap(), Ack::LeaseLost);
+    assert_eq!(q.release(&job).await.unwrap(), Ack::LeaseLost);
+    // Not `extend`: extend.lua checks the token and status but not that the
+    // id is still in processing, so it renews this claim (reported, issue 13).
     assert_eq!(list(&mut c, "queue:jobs:pending").await, vec![id]);
     assert!(list(&mut c, "queue:jobs:completed").await.is_empty());
     assert!(list(&mut c, "queue:jobs:pending").await.len() == 1);
@@ -240,6 +243,9 @@ async fn every_settle_is_idempotent_and_fenced_by_the_token() {
         q.complete(&forged, &json!(1)).await.unwrap(),
         Ack::LeaseLost
     );
+    assert_eq!(q.fail(&forged, "x").await.unwrap(), Ack::LeaseLost);
+    assert_eq!(q.release(&forged).await.unwrap(), Ack::LeaseLost);
+    assert_eq!(q.extend(&forged).await.unwrap(), Ack::LeaseLost);
     assert_eq!(q.complete(&held, &json!(1)).await.unwrap(), Ack::Completed);
 }
 
@@ -316,16 +322,138 @@ fn monitor(
     (handle, ready_rx)
 }
 
+/// One line of MONITOR output: who ran the command (`lua` for a command a
+/// script ran, else the client's address) and its arguments, unescaped.
+fn monitor_line(line: &str) -> (String, Vec<String>) {
+    let open = line.find('[').expect(line);
+    let close = open + line[open..].find(']').expect(line);
+    let source = line[open + 1..close]
+        .split_once(' ')
+        .expect(line)
+        .1
+        .to_owned();
+    let mut args = Vec::new();
+    let mut chars = line[close + 1..].chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            continue;
+        }
+        let mut arg = Vec::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => match chars.next().expect(line) {
+                    'n' => arg.push(b'\n'),
+                    'r' => arg.push(b'\r'),
+                    't' => arg.push(b'\t'),
+                    'a' => arg.push(7),
+                    'b' => arg.push(8),
+                    'x' => {
+                        let hex: String = chars.by_ref().take(2).collect();
+                        arg.push(u8::from_str_radix(&hex, 16).expect(line));
+                    }
+                    other => arg.extend(other.to_string().bytes()),
+                },
+                other => arg.extend(other.to_string().bytes()),
+            }
+        }
+        args.push(String::from_utf8(arg).expect(line));
+    }
+    (source, args)
+}
+
+/// A command a client sent, and the commands Redis ran inside it: MONITOR
+/// shows a script call, then, marked `lua`, each command its script runs.
+#[derive(Debug)]
+struct Call {
+    command: Vec<String>,
+    inside: Vec<Vec<String>>,
+}
+
+impl Call {
+    fn name(&self) -> &str {
+        &self.command[0]
+    }
+
+    /// The commands run inside this call named `name`.
+    fn ran<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Vec<String>> + 'a {
+        self.inside
+            .iter()
+            .filter(move |c| c[0].eq_ignore_ascii_case(name))
+    }
+
+    /// Whether an HSET inside this call set `field` of `key` to `value`.
+    fn set(&self, key: &str, field: &str, value: &str) -> bool {
+        self.ran("HSET").any(|c| {
+            c[1] == key
+                && c[2..]
+                    .chunks(2)
+                    .any(|pair| pair[0] == field && pair.get(1).is_some_and(|v| v == value))
+        })
+    }
+}
+
+/// MONITOR lines grouped by the client command that issued them.
+fn calls(lines: &[String]) -> Vec<Call> {
+    let mut calls: Vec<Call> = Vec::new();
+    for line in lines {
+        let (source, args) = monitor_line(line);
+        if source == "lua" {
+            let call = calls.last_mut().expect("a script command before any call");
+            call.inside.push(args);
+        } else {
+            calls.push(Call {
+                command: args,
+                inside: Vec::new(),
+            });
+        }
+    }
+    calls
+}
+
+/// The MONITOR reading above: arguments unescaped, and commands grouped by
+/// the call that ran them, so an event published by a second script call is
+/// never counted as the first one's.
+#[test]
+fn monitor_lines_group_by_the_call_that_ran_them() {
+    let lines: Vec<String> = [
+        r#"1.1 [0 127.0.0.1:5000] "EVALSHA" "abc" "5" "queue:jobs:job:x""#,
+        r#"1.2 [0 lua] "TIME""#,
+        r#"1.3 [0 lua] "HSET" "queue:jobs:job:x" "status" "completed""#,
+        r#"1.4 [0 127.0.0.1:5000] "EVALSHA" "def" "0""#,
+        r#"1.5 [0 lua] "PUBLISH" "queue:jobs:events" "{\"id\":\"x\",\"status\":\"completed\"}""#,
+        r#"1.6 [0 127.0.0.1:5001] "PING""#,
+        r#"1.7 [0 127.0.0.1:5001] "SET" "k" "a\x00b\n""#,
+    ]
+    .map(String::from)
+    .to_vec();
+    let calls = calls(&lines);
+    assert_eq!(calls.len(), 4, "{calls:#?}");
+    assert_eq!(calls[0].name(), "EVALSHA");
+    assert!(calls[0].set("queue:jobs:job:x", "status", "completed"));
+    assert_eq!(
+        calls[0].ran("PUBLISH").count(),
+        0,
+        "published by the next call"
+    );
+    let event: serde_json::Value =
+        serde_json::from_str(&calls[1].ran("PUBLISH").next().unwrap()[2]).unwrap();
+    assert_eq!(event, json!({"id": "x", "status": "completed"}));
+    assert!(calls[2].inside.is_empty());
+    assert_eq!(calls[3].command, ["SET", "k", "a\u{0}b\n"]);
+}
+
 /// 8.5 and 8.9: the event is published, and the job written, inside the same
 /// script as the state change: MONITOR shows every PUBLISH, HSET and LPUSH
-/// coming from Lua, none from the client.
+/// coming from Lua, none from the client, and each PUBLISH inside the very
+/// script call whose writes make the change it announces.
 #[tokio::test]
 async fn events_and_writes_happen_inside_the_scripts() {
     let server = RedisServer::start();
     let q = queue(&server, "jobs", opts(5000).max_attempts(2)).await;
     let (handle, ready) = monitor(server.port());
     ready.recv().unwrap();
-    q.enqueue(&json!({})).await.unwrap();
+    let id = q.enqueue(&json!({})).await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     let _ = q.fail(&job, "x").await.unwrap();
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
@@ -347,6 +475,77 @@ async fn events_and_writes_happen_inside_the_scripts() {
     for line in &writes {
         assert!(line.contains("lua]"), "not from a script: {line}");
     }
+
+    let calls = calls(&lines);
+    let key = format!("queue:jobs:job:{id}");
+    let scripts: Vec<&Call> = calls.iter().filter(|c| !c.inside.is_empty()).collect();
+    for call in &scripts {
+        assert!(
+            ["EVALSHA", "EVAL"].contains(&call.name()),
+            "commands ran inside {:?}",
+            call.command
+        );
+    }
+    // The enqueue: the hash and the pending entry, in one call, announced
+    // by nobody.
+    let enqueue = scripts
+        .iter()
+        .find(|c| c.set(&key, "status", "pending") && c.ran("LPUSH").next().is_some())
+        .unwrap_or_else(|| panic!("no call wrote the job: {calls:#?}"));
+    assert!(
+        enqueue
+            .ran("LPUSH")
+            .any(|c| c[1] == "queue:jobs:pending" && c[2] == id),
+        "{enqueue:#?}"
+    );
+    assert_eq!(enqueue.ran("PUBLISH").count(), 0, "{enqueue:#?}");
+    // Each event comes from the call that made the change it names: out of
+    // processing (LREM) into the state it announces (HSET status), plus the
+    // completed history for a completion.
+    let mut announced = Vec::new();
+    for call in &scripts {
+        let published: Vec<&Vec<String>> = call.ran("PUBLISH").collect();
+        if published.is_empty() {
+            continue;
+        }
+        assert_eq!(published.len(), 1, "one event per call: {call:#?}");
+        assert_eq!(published[0][1], "queue:jobs:events");
+        let event: serde_json::Value = serde_json::from_str(&published[0][2]).unwrap();
+        assert_eq!(event["id"], id.as_str(), "{call:#?}");
+        let status = event["status"].as_str().unwrap().to_owned();
+        assert!(
+            call.ran("LREM")
+                .any(|c| c[1] == "queue:jobs:processing" && c[3] == id),
+            "{status} announced by a call that did not take the job out of processing: {call:#?}"
+        );
+        let new_status = match status.as_str() {
+            "retry" => "pending",
+            other => other,
+        };
+        assert!(
+            call.set(&key, "status", new_status),
+            "{status} announced by a call that did not set status {new_status}: {call:#?}"
+        );
+        if status == "completed" {
+            assert!(
+                call.ran("LPUSH")
+                    .any(|c| c[1] == "queue:jobs:completed" && c[2] == id),
+                "{call:#?}"
+            );
+        }
+        announced.push(status);
+    }
+    assert_eq!(announced, ["retry", "completed"]);
+    // Both claims took the job and stamped it in one call too.
+    let claims = scripts
+        .iter()
+        .filter(|c| {
+            c.ran("LMOVE")
+                .any(|m| m[1..3] == ["queue:jobs:pending", "queue:jobs:processing"])
+                && c.set(&key, "status", "processing")
+        })
+        .count();
+    assert_eq!(claims, 2, "{calls:#?}");
 }
 
 /// 8.6: counters live in Redis and are updated by the scripts, so two
@@ -579,7 +778,17 @@ async fn the_brpoplpush_fallback_claims_and_wakes_like_blmove() {
         let q = q.clone();
         async move { q.claim(Duration::from_secs(10)).await.unwrap() }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The claim is blocked in BRPOPLPUSH before the job arrives.
+    let blocked = eventually(Duration::from_secs(10), || async {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query_async(&mut c.clone())
+            .await
+            .unwrap();
+        info.lines().any(|l| l.trim() == "blocked_clients:1")
+    })
+    .await;
+    assert!(blocked, "the claim never blocked");
     let id = q.enqueue(&json!({"n": 2})).await.unwrap();
     let job = waiting.await.unwrap().expect("woken by the enqueue");
     assert_eq!(job.id(), id);
@@ -656,6 +865,11 @@ async fn an_expired_lease_of_an_ended_claim_leaves_the_new_holder_alone() {
     assert_eq!(hash(&mut c, &key).await["claim_token"], "feedfeedfeedfeed");
     assert_eq!(lease_count(&mut c).await, 0, "the stale lease is gone");
     assert_eq!(q.complete(&ours, &json!(1)).await.unwrap(), Ack::LeaseLost);
+    assert_eq!(q.fail(&ours, "x").await.unwrap(), Ack::LeaseLost);
+    assert_eq!(q.release(&ours).await.unwrap(), Ack::LeaseLost);
+    assert_eq!(q.extend(&ours).await.unwrap(), Ack::LeaseLost);
+    assert_eq!(hash(&mut c, &key).await["claim_token"], "feedfeedfeedfeed");
+    assert_eq!(lease_count(&mut c).await, 0, "no lease for the stale claim");
 }
 
 /// The sweep's walk covers the whole processing list in one pass, even when

@@ -70,7 +70,7 @@ async fn panics_once(key: String, ctx: JobContext) -> Result<String, String> {
 async fn overruns(key: String, ctx: JobContext) {
     record(&key);
     tokio::select! {
-        () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => record(&format!("{key}-slept")),
         () = ctx.cancelled() => record(&format!("{key}-cancelled")),
     }
 }
@@ -93,10 +93,34 @@ async fn always_fails(key: String) -> Result<(), String> {
     Err(format!("{key} failed"))
 }
 
-#[job(queue = "rt-time", visibility = "200ms")]
+/// The lease of `long_running`. It is what the test is about, yet a whole
+/// second: a test process starved of CPU for a third of it (a renewal tick)
+/// is common on a loaded machine, for all of it rare.
+const LONG_RUNNING_LEASE: Duration = Duration::from_secs(1);
+
+#[job(queue = "rt-time", visibility = "1s")]
 async fn long_running(key: String) {
     record(&key);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(LONG_RUNNING_LEASE * 10).await;
+}
+
+/// Its first run waits until the runner tells it to stop (here only a lost
+/// lease does), notes that it was told, and returns a result that must never
+/// be stored; later runs return the real one.
+#[job(
+    queue = "rt-lease",
+    visibility = "3s",
+    max_attempts = 3,
+    backoff = "none"
+)]
+async fn outlives_its_lease(key: String, ctx: JobContext) -> String {
+    record(&format!("{key}:attempt-{}", ctx.attempt()));
+    if ctx.attempt() == 1 {
+        ctx.cancelled().await;
+        record(&format!("{key}:cancelled"));
+        return "stale".into();
+    }
+    "fresh".into()
 }
 
 #[job(queue = "rt-time")]
@@ -236,6 +260,118 @@ async fn a_job_past_its_timeout_is_cancelled_and_fails(redis: TestRedis) {
     }
     stop_runner(token, task).await;
     assert_eq!(runs(&key).len(), 1);
+    // The handler itself was told: its `ctx.cancelled()` fired while it ran,
+    // before the failure was written, and it never slept its 30 s out.
+    assert_eq!(
+        runs(&format!("{key}-cancelled")).len(),
+        1,
+        "the handler's context was not cancelled while it ran"
+    );
+    assert!(runs(&format!("{key}-slept")).is_empty());
+}
+
+/// The runner loses a lease mid-run: the lease is taken away in Redis and a
+/// sweep takes the job back. The runner's next renewal is refused, so it
+/// cancels the run (the handler sees `ctx.cancelled()`), writes nothing for
+/// it, and the job runs again.
+async fn a_run_whose_lease_is_lost_is_cancelled_and_its_outcome_never_written(redis: TestRedis) {
+    let client = redis.client().await;
+    let key = unique_key("lost-lease");
+    let q = client.queue("rt-lease").unwrap();
+    let handle = client
+        .enqueue::<outlives_its_lease>(key.clone())
+        .await
+        .unwrap();
+    let id = handle.id().to_owned();
+    // One slot: the second run cannot start before the stale run has ended,
+    // whatever it wrote. Only this test sweeps.
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-lease"])
+        .concurrency(1)
+        .auto_sweep(false)
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            runs(&format!("{key}:attempt-1")).len() == 1
+        })
+        .await,
+        "the first run started"
+    );
+    // Once back in pending the job stays there, so the state the stale run
+    // leaves can be seen before the job runs again.
+    q.pause().await.unwrap();
+    let claim_token = handle
+        .record()
+        .await
+        .unwrap()
+        .unwrap()
+        .field("claim_token")
+        .unwrap()
+        .to_owned();
+    assert_eq!(claim_token.len(), 16);
+    let c = redis.conn().await;
+    // The lease runs out (its deadline moves to the past; XX: only while the
+    // claim holds one) and a sweep takes the job back. A renewal landing in
+    // between puts the deadline back; then both happen again.
+    let lease = format!("{id}:{claim_token}");
+    let swept = eventually(Duration::from_secs(10), || {
+        let (q, mut c, lease, id) = (&q, c.clone(), &lease, &id);
+        async move {
+            let _: i64 = redis::cmd("ZADD")
+                .arg(q.keys().leases())
+                .arg("XX")
+                .arg(0)
+                .arg(lease)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            q.reclaim_expired().await.unwrap().reclaimed == [id.clone()]
+        }
+    })
+    .await;
+    assert!(swept, "a sweep took the job back");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            runs(&format!("{key}:cancelled")).len() == 1
+        })
+        .await,
+        "the stale run's ctx.cancelled() never fired"
+    );
+    // The stale run returned "stale" and ended; none of it reached Redis.
+    let record = handle.record().await.unwrap().unwrap();
+    assert_eq!(
+        (
+            record.status(),
+            record.attempts().unwrap(),
+            record.field("result")
+        ),
+        (Some(JobStatus::Pending), 1, None)
+    );
+    assert_eq!(q.stats().await.unwrap().completed_total, 0);
+    q.resume().await.unwrap();
+    assert_eq!(handle.wait(Duration::from_secs(20)).await.unwrap(), "fresh");
+    stop_runner(token, task).await;
+    assert_eq!(runs(&format!("{key}:attempt-1")).len(), 1);
+    assert_eq!(runs(&format!("{key}:attempt-2")).len(), 1, "ran again");
+    let record = handle.record().await.unwrap().unwrap();
+    assert_eq!(
+        (record.status(), record.attempts().unwrap()),
+        (Some(JobStatus::Completed), 2)
+    );
+    assert_eq!(record.result::<String>().unwrap().as_deref(), Some("fresh"));
+    assert!(record.field("reclaimed_at_ms").is_some());
+    let s = q.stats().await.unwrap();
+    assert_eq!(
+        (
+            s.completed_total,
+            s.reclaimed_total,
+            s.failed_total,
+            s.retried_total
+        ),
+        (1, 1, 0, 0)
+    );
 }
 
 async fn handlers_choose_permanent_failure_or_a_retry_delay(redis: TestRedis) {
@@ -349,7 +485,7 @@ async fn a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once(re
         })
         .map(start_runner)
         .collect();
-    handle.wait(Duration::from_secs(20)).await.unwrap();
+    handle.wait(Duration::from_secs(60)).await.unwrap();
     for (token, task) in runners {
         stop_runner(token, task).await;
     }
@@ -495,11 +631,22 @@ async fn a_job_no_handler_can_run_fails_at_once_with_the_reason(redis: TestRedis
         .unwrap();
     let runner = Runner::builder(client)
         .queues(["rt-faults"])
+        .sweep_interval(Duration::from_millis(50))
         .build()
         .unwrap();
     let (token, task) = start_runner(runner);
     assert!(stats_reach(&q, Duration::from_secs(10), |s| s.failed_total >= 1).await);
+    // `bad` has a handler: it fails and is retried (its second attempt, after
+    // the 250 ms backoff), unlike the job nobody can run.
+    let retried = eventually(Duration::from_secs(10), || async {
+        q.get_job(&bad)
+            .await
+            .unwrap()
+            .is_some_and(|r| r.attempts().unwrap() >= 2)
+    })
+    .await;
     stop_runner(token, task).await;
+    assert!(retried, "{:?}", q.get_job(&bad).await.unwrap());
     let record = q.get_job("00000000000000aa").await.unwrap().unwrap();
     assert_eq!(
         (record.status(), record.attempts().unwrap()),
@@ -513,6 +660,8 @@ async fn a_job_no_handler_can_run_fails_at_once_with_the_reason(redis: TestRedis
     );
     // The payload of `bad` is a string, as always_fails expects: it is retried.
     assert!(q.get_job(&bad).await.unwrap().is_some());
+    let bad = q.get_job(&bad).await.unwrap().unwrap();
+    assert_eq!(bad.last_error(), Some("x failed"), "{bad:?}");
 }
 
 #[test]
@@ -539,6 +688,7 @@ fn build_validates_the_configuration() {
             [
                 "rt-basic",
                 "rt-faults",
+                "rt-lease",
                 "rt-limit",
                 "rt-many",
                 "rt-shutdown",
@@ -645,6 +795,7 @@ on_each_topology! {
     #[tokio::test] retries_wait_out_the_backoff_then_end_in_failed,
     #[tokio::test] a_delayed_job_never_starts_before_its_time,
     #[tokio::test] a_job_running_ten_times_its_visibility_keeps_its_lease_and_runs_once,
+    #[tokio::test] a_run_whose_lease_is_lost_is_cancelled_and_its_outcome_never_written,
     #[tokio::test] shutdown_hands_unfinished_jobs_back_without_charging_the_attempt,
     #[tokio::test] shutdown_lets_running_jobs_finish_within_the_timeout,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)] two_runners_on_10000_jobs_never_run_a_job_twice,

@@ -101,11 +101,9 @@ async fn rediss_urls_connect_over_tls_with_a_password() {
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Held until the server listens on it: no other test can take it meanwhile.
+    let tls_reservation = PortReservation::new();
+    let tls_port = tls_reservation.port();
     let server = RedisServer::builder()
         .args([
             "--requirepass",
@@ -126,8 +124,20 @@ async fn rediss_urls_connect_over_tls_with_a_password() {
             "no",
         ])
         .start_with_auth(PASSWORD);
-    let info = server.command_with_auth(PASSWORD, &["CONFIG", "GET", "tls-port"]);
-    assert!(!info.is_empty());
+    drop(tls_reservation);
+    let mut plain =
+        redis::Client::open(format!("redis://:{PASSWORD}@127.0.0.1:{}/", server.port()))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+    let tls_config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("tls-port")
+        .query_async(&mut plain)
+        .await
+        .unwrap();
+    assert_eq!(tls_config, ["tls-port".to_owned(), tls_port.to_string()]);
     // `#insecure`: the test's certificate is self-signed.
     round_trip(&format!(
         "rediss://:{PASSWORD}@127.0.0.1:{tls_port}/#insecure"

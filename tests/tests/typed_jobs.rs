@@ -1,20 +1,37 @@
 //! `#[job]` end to end: registration from a linked library crate, typed
 //! enqueue with every stored field, per-call options, handles that wait on
-//! events, and routing of jobs written by reference clients.
+//! events, and routing of jobs written by reference clients. Jobs run on a
+//! real `Runner`, as in production.
 
 use std::time::Duration;
 
 use jobqueue::client::EnqueueOptions;
 use jobqueue::definition::Job;
-use jobqueue::queue::{Ack, JobStatus, NewJob, QueueOptions};
+use jobqueue::queue::{JobStatus, NewJob, QueueOptions};
 use jobqueue::registry::Registry;
-use jobqueue::{Client, Error};
+use jobqueue::{Client, Error, Runner};
 use jobqueue_fixture_jobs::{Invoice, Resize, Resized, refund, resize_image, send_invoice};
 use jobqueue_tests::*;
 use serde_json::{Value, json};
 
 async fn client(server: &RedisServer) -> Client {
     Client::connect(&server.url()).await.unwrap()
+}
+
+/// A runner with every linked `#[job]`, serving `queues`; `sweep` false
+/// leaves retries waiting out their backoff in the scheduled set.
+fn run(
+    client: &Client,
+    queues: &[&str],
+    sweep: bool,
+) -> (jobqueue::CancellationToken, tokio::task::JoinHandle<()>) {
+    start_runner(
+        Runner::builder(client.clone())
+            .queues(queues.iter().copied())
+            .auto_sweep(sweep)
+            .build()
+            .unwrap(),
+    )
 }
 
 fn resize(width: u32) -> Resize {
@@ -122,28 +139,28 @@ async fn enqueue_many_sends_a_typed_batch_in_one_round_trip() {
 async fn wait_returns_the_typed_output_from_events_without_polling() {
     let server = RedisServer::start();
     let client = client(&server).await;
-    let registry = Registry::from_inventory().unwrap();
     let handle = client.enqueue::<resize_image>(resize(320)).await.unwrap();
     let mut c = server.conn().await;
     exec(&mut c, &["CONFIG", "RESETSTAT"]).await;
+    // The runner starts 300 ms into the wait.
     let worker = tokio::spawn({
-        let q = client.queue("images").unwrap();
+        let client = client.clone();
         async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let job = q.claim(Duration::from_secs(1)).await.unwrap().unwrap();
-            run_one(&registry, &q, &job).await
+            run(&client, &["images"], true)
         }
     });
     let out: Resized = handle.wait(Duration::from_secs(10)).await.unwrap();
     assert_eq!(out.url, "https://img.example/cat.png?w=320&attempt=1");
-    assert_eq!(worker.await.unwrap(), Ack::Completed);
-    // One read after subscribing, one after the completion event: 300 ms of
-    // waiting cost no polling.
+    let (token, task) = worker.await.unwrap();
+    // One read after subscribing, one after the completion event, and the
+    // one the claim script makes: 300 ms of waiting cost no polling.
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut c)
         .await
         .unwrap();
+    stop_runner(token, task).await;
     let hgetall = info
         .lines()
         .find_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
@@ -157,7 +174,6 @@ async fn wait_returns_the_typed_output_from_events_without_polling() {
 async fn wait_sees_a_job_that_finished_before_the_wait_began() {
     let server = RedisServer::start();
     let client = client(&server).await;
-    let registry = Registry::from_inventory().unwrap();
     let handle = client
         .enqueue::<send_invoice>(Invoice {
             kind: String::new(),
@@ -165,9 +181,13 @@ async fn wait_sees_a_job_that_finished_before_the_wait_began() {
         })
         .await
         .unwrap();
-    let q = client.queue("billing").unwrap();
-    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!(run_one(&registry, &q, &job).await, Ack::Completed);
+    let (token, task) = run(&client, &["billing"], true);
+    let finished = eventually(Duration::from_secs(10), || async {
+        handle.status().await.unwrap() == Some(JobStatus::Completed)
+    })
+    .await;
+    stop_runner(token, task).await;
+    assert!(finished, "{:?}", handle.record().await.unwrap());
     let out: String = handle.wait(Duration::from_secs(5)).await.unwrap();
     assert_eq!(out, "sent to bob");
 }
@@ -176,26 +196,27 @@ async fn wait_sees_a_job_that_finished_before_the_wait_began() {
 async fn wait_reports_a_failed_job_and_a_timeout() {
     let server = RedisServer::start();
     let client = client(&server).await;
-    let registry = Registry::from_inventory().unwrap();
     let handle = client
         .enqueue::<resize_image>(resize(20_000))
         .await
         .unwrap();
-    let q = client.queue("images").unwrap();
-    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!(
-        run_one(&registry, &q, &job).await,
-        Ack::Failed,
-        "a permanent error skips the retries"
-    );
-    match handle.wait(Duration::from_secs(5)).await {
+    let (token, task) = run(&client, &["images"], true);
+    match handle.wait(Duration::from_secs(10)).await {
         Err(Error::JobFailed { id, error }) => {
             assert_eq!(id, handle.id());
             assert_eq!(error, "width 20000 is too large");
         }
         other => panic!("expected JobFailed, got {other:?}"),
     }
+    stop_runner(token, task).await;
+    let record = handle.record().await.unwrap().unwrap();
+    assert_eq!(
+        (record.status(), record.attempts().unwrap()),
+        (Some(JobStatus::Failed), 1),
+        "a permanent error skips the retries"
+    );
 
+    // No runner now: the job stays pending.
     let pending = client.enqueue::<resize_image>(resize(1)).await.unwrap();
     match pending.wait(Duration::from_millis(300)).await {
         Err(Error::WaitTimeout { id, .. }) => assert_eq!(id, pending.id()),
@@ -212,7 +233,6 @@ async fn wait_reports_a_failed_job_and_a_timeout() {
 async fn a_retryable_error_goes_back_to_pending_with_its_message() {
     let server = RedisServer::start();
     let client = client(&server).await;
-    let registry = Registry::from_inventory().unwrap();
     let handle = client
         .enqueue::<send_invoice>(Invoice {
             kind: String::new(),
@@ -221,11 +241,37 @@ async fn a_retryable_error_goes_back_to_pending_with_its_message() {
         .await
         .unwrap();
     let q = client.queue("billing").unwrap();
-    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!(run_one(&registry, &q, &job).await, Ack::Retrying);
+    // No sweep: after the failure the job waits out its backoff, scheduled.
+    let (token, task) = run(&client, &["billing"], false);
+    let failed_once = eventually(Duration::from_secs(10), || async {
+        handle
+            .record()
+            .await
+            .unwrap()
+            .unwrap()
+            .last_error()
+            .is_some()
+    })
+    .await;
+    stop_runner(token, task).await;
+    assert!(failed_once, "{:?}", handle.record().await.unwrap());
+    let record = handle.record().await.unwrap().unwrap();
+    assert_eq!(
+        (record.status(), record.attempts().unwrap()),
+        (Some(JobStatus::Scheduled), 1)
+    );
+    assert_eq!(record.last_error(), Some("mail server unavailable"));
+    // Its backoff over, a sweep puts it back in pending, message kept.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            q.promote_due().await.unwrap() == 1
+        })
+        .await
+    );
     let record = handle.record().await.unwrap().unwrap();
     assert_eq!(record.status(), Some(JobStatus::Pending));
     assert_eq!(record.last_error(), Some("mail server unavailable"));
+    assert_eq!(q.list_pending(0..10).await.unwrap(), [handle.id()]);
 }
 
 /// Jobs from reference clients carry no `job` field: the payload's `kind`
@@ -234,7 +280,6 @@ async fn a_retryable_error_goes_back_to_pending_with_its_message() {
 async fn reference_jobs_are_routed_by_kind_or_by_the_queues_only_job() {
     let (server, _, mut c) = setup("jobs", QueueOptions::default()).await;
     let client = client(&server).await;
-    let registry = Registry::from_inventory().unwrap();
     let billing = client.queue("billing").unwrap();
     let images = client.queue("images").unwrap();
     reference_enqueue(
@@ -259,37 +304,48 @@ async fn reference_jobs_are_routed_by_kind_or_by_the_queues_only_job() {
     )
     .await;
 
-    let job = billing.claim(Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!(run_one(&registry, &billing, &job).await, Ack::Completed);
+    let (token, task) = run(&client, &["billing", "images"], true);
+    let billed = stats_reach(&billing, Duration::from_secs(10), |s| {
+        s.completed_total == 1 && s.failed_total == 1
+    })
+    .await;
+    let imaged = stats_reach(&images, Duration::from_secs(10), |s| s.completed_total == 1).await;
+    stop_runner(token, task).await;
+    assert!(billed && imaged);
+
     let done = billing.get_job("00000000000000b1").await.unwrap().unwrap();
+    assert_eq!(done.status(), Some(JobStatus::Completed));
     assert_eq!(
         done.result::<String>().unwrap().as_deref(),
         Some("refunded ann")
     );
 
-    let job = billing.claim(Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!(run_one(&registry, &billing, &job).await, Ack::Failed);
     let failed = billing.get_job("00000000000000b2").await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status(), failed.attempts().unwrap()),
+        (Some(JobStatus::Failed), 1)
+    );
     let reason = failed.last_error().unwrap();
     assert!(
         reason.contains("payload kind \"email\" names no job") && reason.contains("2 jobs"),
         "{reason}"
     );
 
-    let job = images.claim(Duration::ZERO).await.unwrap().unwrap();
-    assert_eq!(run_one(&registry, &images, &job).await, Ack::Completed);
     let done = images.get_job("00000000000000c1").await.unwrap().unwrap();
+    assert_eq!(done.status(), Some(JobStatus::Completed));
     assert_eq!(
         done.result::<Value>().unwrap(),
         Some(json!({"url": "u?w=8&attempt=1"}))
     );
 }
 
+/// A job no handler is registered for, and one whose payload does not
+/// decode as its handler's type, fail at once with the reason: no retry can
+/// help either, though `resize_image` allows four attempts.
 #[tokio::test]
 async fn unknown_names_and_undecodable_payloads_fail_with_the_reason() {
     let server = RedisServer::start();
     let client = client(&server).await;
-    let registry = Registry::from_inventory().unwrap();
     let q = client.queue("images").unwrap();
     let gone = q
         .submit(NewJob::new(&json!({})).unwrap().name("retired_job"))
@@ -303,9 +359,20 @@ async fn unknown_names_and_undecodable_payloads_fail_with_the_reason() {
         )
         .await
         .unwrap();
-    for _ in 0..2 {
-        let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
-        assert_eq!(run_one(&registry, &q, &job).await, Ack::Failed);
+    let (token, task) = run(&client, &["images"], true);
+    let failed = stats_reach(&q, Duration::from_secs(10), |s| {
+        s.failed_total == 2 && s.processing_depth == 0
+    })
+    .await;
+    stop_runner(token, task).await;
+    assert!(failed, "{:?}", q.stats().await.unwrap());
+    for id in [&gone, &bad] {
+        let record = q.get_job(id).await.unwrap().unwrap();
+        assert_eq!(
+            (record.status(), record.attempts().unwrap()),
+            (Some(JobStatus::Failed), 1),
+            "{id}"
+        );
     }
     let reason = q
         .get_job(&gone)
@@ -330,6 +397,11 @@ async fn unknown_names_and_undecodable_payloads_fail_with_the_reason() {
     assert!(
         reason.contains("payload does not decode as `jobqueue_fixture_jobs::Resize`"),
         "{reason}"
+    );
+    let s = q.stats().await.unwrap();
+    assert_eq!(
+        (s.completed_total, s.retried_total, s.pending_depth),
+        (0, 0, 0)
     );
     let _ = refund::NAME;
 }

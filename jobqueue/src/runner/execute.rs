@@ -1,11 +1,17 @@
 //! Running one job: route it, run its handler in a span, and write the
 //! outcome. A panic is caught and counts as a failure; a run past the job's
 //! timeout is cancelled and counts as a failure; a shutdown past its grace
-//! cancels the run and hands the job back without charging the attempt.
+//! cancels the run and hands the job back without charging the attempt; a
+//! run whose lease is lost is cancelled and writes nothing.
+//!
+//! Cancelling a run cancels its `JobContext` first and keeps polling the
+//! handler for up to `CANCEL_GRACE`, so a handler waiting on
+//! `ctx.cancelled()` sees it and can stop cleanly; only then is it dropped.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
@@ -19,6 +25,12 @@ use crate::context::JobContext;
 use crate::outcome::{Disposition, JobError};
 use crate::queue::{Ack, ClaimedJob};
 use crate::retry;
+
+/// How long a handler whose run was cancelled (timeout, shutdown, lost
+/// lease) gets to return after its context says stop, before it is dropped.
+/// A handler that watches its context returns at its next poll; one that
+/// ignores it keeps its slot this much longer than it would have.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
 /// How a run ended.
 enum Outcome {
@@ -86,27 +98,50 @@ async fn run(shared: &Shared, q: &QueueRt, job: &Arc<ClaimedJob>, interrupt: &Ca
     }
     tracing::debug!("job started");
     let handler = AssertUnwindSafe(def.run(job.payload_json().get(), ctx)).catch_unwind();
+    tokio::pin!(handler);
     let timeout = def.timeout();
-    let timed = async {
+    let time_up = async {
         match timeout {
-            Some(limit) => tokio::time::timeout(limit, handler).await.ok(),
-            None => Some(handler.await),
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
         }
     };
-    let outcome = tokio::select! {
-        ran = timed => match ran {
-            Some(Ok(Ok(result))) => Outcome::Completed(result),
-            Some(Ok(Err(error))) => Outcome::Failed(error),
-            Some(Err(panic)) => Outcome::Failed(JobError::retry(format!("the handler panicked: {}", panic_message(&*panic)))),
-            None => Outcome::Failed(JobError::retry(format!(
-                "timed out after {} ms", timeout.map_or(0, |t| t.as_millis())
-            ))),
-        },
-        () = interrupt.cancelled() => Outcome::Interrupted,
-        () = ticket.lost.cancelled() => Outcome::LeaseLost,
+    // Either the handler returned, or the run was stopped, for the reason
+    // that becomes its outcome.
+    let ran = tokio::select! {
+        ran = &mut handler => Ok(ran),
+        () = time_up => Err(Outcome::Failed(JobError::retry(format!(
+            "timed out after {} ms", timeout.map_or(0, |t| t.as_millis())
+        )))),
+        () = interrupt.cancelled() => Err(Outcome::Interrupted),
+        () = ticket.lost.cancelled() => Err(Outcome::LeaseLost),
     };
     // Whatever ended the run, the handler's context says stop.
     cancel.cancel();
+    let outcome = match ran {
+        Ok(Ok(Ok(result))) => Outcome::Completed(result),
+        Ok(Ok(Err(error))) => Outcome::Failed(error),
+        Ok(Err(panic)) => Outcome::Failed(JobError::retry(format!(
+            "the handler panicked: {}",
+            panic_message(&*panic)
+        ))),
+        Err(stopped) => {
+            // The handler is still running: it sees the cancellation only if
+            // it is polled again, so it gets a grace to return (what it
+            // returns is not used: the reason it was stopped is the outcome),
+            // and is dropped if it does not.
+            if tokio::time::timeout(CANCEL_GRACE, &mut handler)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    grace = ?CANCEL_GRACE,
+                    "the handler ignored its cancellation; dropped"
+                );
+            }
+            stopped
+        }
+    };
     ticket.settling.store(true, Ordering::SeqCst);
     write(q, job, &outcome, def.backoff(), interrupt).await;
     q.in_flight.remove(job);

@@ -269,6 +269,11 @@ impl Runner {
     /// attempt. Returns when every task has ended. Nothing else ends it:
     /// Redis outages are logged, backed off from and ridden out.
     ///
+    /// A run is cancelled (at shutdown, past its `timeout`, or when its lease
+    /// is lost) by cancelling its context first: `JobContext::cancelled`
+    /// fires inside the handler, which then has a second to return before it
+    /// is dropped. What it returns then is not used.
+    ///
     /// # Cancellation safety
     /// Cancel `shutdown` rather than dropping this future: dropping it stops
     /// claiming, renewing and sweeping at once and interrupts running jobs

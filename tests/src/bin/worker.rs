@@ -2,8 +2,9 @@
 //! `proc` until SIGTERM or SIGINT.
 //!
 //! Usage: `jobqueue-test-worker REDIS_URL [CONCURRENCY]`. With
-//! `JOBQUEUE_TEST_RECORD=FILE`, every run of the `record` job appends
-//! `PID ID` to FILE, outside the queue.
+//! `JOBQUEUE_TEST_RECORD=FILE`, every run of every job appends `PID ID` to
+//! FILE as it starts, outside the queue: the tests count runs, see which
+//! process ran what, and wait for handlers to be running.
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,36 +14,42 @@ use jobqueue::queue::QueueOptions;
 use jobqueue::{CancellationToken, Client, JobContext, Runner, job};
 
 /// Never finishes on its own: the process must die or shut down.
-#[job(queue = "proc", visibility = "500ms")]
-async fn hang(_key: String, ctx: JobContext) {
+#[job(queue = "proc", visibility = "2s")]
+async fn hang(_key: String, ctx: JobContext) -> Result<(), String> {
+    note_start(&ctx)?;
     ctx.cancelled().await;
+    Ok(())
 }
 
 /// Sleeps a little, then completes.
 #[job(queue = "proc")]
-async fn nap(millis: u64) {
+async fn nap(millis: u64, ctx: JobContext) -> Result<(), String> {
+    note_start(&ctx)?;
     tokio::time::sleep(Duration::from_millis(millis)).await;
+    Ok(())
 }
 
-/// Records its run in the file named by JOBQUEUE_TEST_RECORD, then completes.
-#[job(
-    queue = "proc",
-    visibility = "500ms",
-    max_attempts = 50,
-    backoff = "none"
-)]
+/// Records its run, then completes.
+#[job(queue = "proc", visibility = "2s", max_attempts = 50, backoff = "none")]
 async fn record(millis: u64, ctx: JobContext) -> Result<(), String> {
+    note_start(&ctx)?;
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    Ok(())
+}
+
+/// Appends `PID ID` to the file named by JOBQUEUE_TEST_RECORD, if set.
+fn note_start(ctx: &JobContext) -> Result<(), String> {
     if let Ok(path) = std::env::var("JOBQUEUE_TEST_RECORD") {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| e.to_string())?;
-        // One write of the whole line: a SIGKILL never leaves half of one.
+        // One write of the whole line: a SIGKILL never leaves half of one,
+        // and lines of runs in other processes never interleave with it.
         let line = format!("{} {}\n", std::process::id(), ctx.id());
         file.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
     }
-    tokio::time::sleep(Duration::from_millis(millis)).await;
     Ok(())
 }
 
