@@ -133,6 +133,7 @@ fn retry_sends_dead_letters_back() {
         id.as_str()
     );
     assert_eq!(json(&server.url(), &["stats"])["pending_depth"], 1);
+    assert_eq!(json(&server.url(), &["stats"])["revived_total"], 1);
     assert_eq!(
         json(&server.url(), &["retry", "--all-failed"])["retried"],
         Value::Array(vec![])

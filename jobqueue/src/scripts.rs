@@ -30,12 +30,13 @@ pub(crate) struct Scripts {
     pub(crate) promote: Script,
     pub(crate) retry: Script,
     pub(crate) delete: Script,
+    pub(crate) purge: Script,
     pub(crate) stats: Script,
     pub(crate) read: Script,
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 12] {
+    pub(crate) fn all(&self) -> [&Script; 13] {
         [
             &self.enqueue,
             &self.claim,
@@ -47,6 +48,7 @@ impl Scripts {
             &self.promote,
             &self.retry,
             &self.delete,
+            &self.purge,
             &self.stats,
             &self.read,
         ]
@@ -64,6 +66,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     promote: lua!("promote"),
     retry: lua!("retry"),
     delete: lua!("delete"),
+    purge: lua!("purge"),
     stats: lua!("stats"),
     read: lua!("read"),
 });
@@ -71,7 +74,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 #[cfg(test)]
 mod tests {
     /// Each operation's source, without the shared prelude.
-    const OPERATIONS: [(&str, &str); 12] = [
+    const OPERATIONS: [(&str, &str); 13] = [
         ("enqueue", include_str!("lua/enqueue.lua")),
         ("claim", include_str!("lua/claim.lua")),
         ("complete", include_str!("lua/complete.lua")),
@@ -82,6 +85,7 @@ mod tests {
         ("promote", include_str!("lua/promote.lua")),
         ("retry", include_str!("lua/retry.lua")),
         ("delete", include_str!("lua/delete.lua")),
+        ("purge", include_str!("lua/purge.lua")),
         ("stats", include_str!("lua/stats.lua")),
         ("read", include_str!("lua/read.lua")),
     ];

@@ -96,8 +96,13 @@ async fn dead_letters_can_be_retried_one_or_all() {
     assert_eq!(rest, want);
     let s = q.stats().await.unwrap();
     assert_eq!(
-        (s.failed_depth, s.pending_depth, s.retried_total),
-        (0, 3, 3)
+        (
+            s.failed_depth,
+            s.pending_depth,
+            s.retried_total,
+            s.revived_total
+        ),
+        (0, 3, 0, 3)
     );
     let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(job.attempt(), 1, "a fresh set of attempts");

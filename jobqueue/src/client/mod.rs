@@ -125,13 +125,29 @@ impl Client {
         Ok(handles.remove(0))
     }
 
-    /// Enqueues many jobs `T` in one round trip, in order (on a sharded
-    /// queue, one round trip per shard, sent at once).
+    /// Enqueues many jobs `T`, in order. The jobs are split by the shard
+    /// their ids pick (the queue alone when it is not sharded); each shard's
+    /// part is written as [`Queue::submit_many`] writes a batch, in script
+    /// calls of at most 200 jobs or 256 KiB, one after the other, so no call
+    /// holds Redis for more than a few ms however big the batch. The shards'
+    /// parts are sent at once.
+    ///
+    /// Every payload is serialized and checked before anything is sent: a
+    /// bad one refuses the whole batch with nothing written.
+    ///
+    /// # Atomicity and retries
+    /// Each script call (chunk) is atomic, the batch is not: after an error
+    /// or a dropped future, the chunks already written (of any shard) stay
+    /// enqueued, and sending the batch again with fresh ids enqueues those
+    /// twice. Give the jobs ids ([`EnqueueOptions::id`], through
+    /// [`enqueue_with`](Self::enqueue_with)) to make a resend skip them. A
+    /// chunk whose reply is lost (connection error, response timeout) is
+    /// sent again by the connection with the same ids and writes nothing
+    /// twice.
     ///
     /// # Cancellation safety
-    /// All of the batch or none of it. On a sharded queue that holds per
-    /// shard: after an error or a dropped future, some shards' parts may be
-    /// enqueued, and sending the batch again enqueues those twice.
+    /// Dropping the future leaves some chunks of each shard enqueued (none,
+    /// some or all), never half of one.
     pub async fn enqueue_many<T: Job>(
         &self,
         payloads: impl IntoIterator<Item = T::Payload>,
@@ -148,8 +164,8 @@ impl Client {
         Ok(JobHandle::new(self.queue_of(T::QUEUE, &id)?, id, false))
     }
 
-    /// Writes jobs `T`, each to the queue (or shard) its id picks, one
-    /// script call per queue, all at once; handles in input order.
+    /// Writes jobs `T`, each to the queue (or shard) its id picks, the
+    /// queues at once, each in bounded chunks; handles in input order.
     async fn submit<T: Job>(
         &self,
         payloads: Vec<T::Payload>,

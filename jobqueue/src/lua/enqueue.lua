@@ -2,48 +2,98 @@
 -- pending entry (or its scheduled entry, for a job due later), so neither can
 -- exist without the other (fixes reference bug 8.9, docs/reference-bugs.md#89-orphaned-entries-and-hashes).
 --
+-- Every job of the call is read and checked before the first write: a bad
+-- job anywhere in the call refuses the whole call with an error and writes
+-- nothing (Redis does not undo the writes of a script that fails half way).
+-- Callers keep each call small (Queue::submit_many sends at most 200 jobs or
+-- 256 KiB per call), so no call holds Redis for more than a few ms.
+--
 -- KEYS[1]   pending list
 -- KEYS[2]   stats hash
 -- KEYS[3]   scheduled sorted set (id -> due time, ms)
 -- KEYS[4..] one job hash per job, in the order of the jobs in ARGV
 -- ARGV[1..] per job: id, payload JSON, when ("" now, "+N" N ms from now,
---           "@N" at N ms since the epoch), number of extra fields E, then E
---           field/value pairs (job, max_attempts, visibility_ms)
+--           "@N" at N ms since the epoch; N is decimal digits, at most a
+--           year and a day ahead of the Redis clock), number of extra fields
+--           E, then E field/value pairs (job, max_attempts, visibility_ms)
 -- Returns:  the number of jobs written. A job whose hash already exists is
 --           left alone and not counted: ids are 64 random bits, so that only
 --           happens when a batch is retried after its reply was lost.
+--           An error reply, with nothing written, when a job's arguments are
+--           malformed (a when that is not a decimal time, or one that would
+--           overflow the integer milliseconds a job hash stores).
+
+-- How far ahead a job may be due: a year (the limit the Rust side checks)
+-- and a day of slack for a client clock ahead of the Redis clock.
+local MAX_AHEAD_MS = 366 * 24 * 3600 * 1000
 
 local clock = now_ms()
 local now = ms(clock)
-local ids = {}
-local written = 0
+
+local function refuse(job, why)
+  return redis.error_reply(string.format('ERR enqueue: job %d: %s; nothing written', job, why))
+end
+
+-- Pass 1: parse and check every job; no writes.
+local jobs = {}
 local a = 1
 for k = 4, #KEYS do
-  local key = KEYS[k]
-  local id, payload, when, extra = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local n = k - 3
+  local id, payload, when, extra = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  if extra == nil then
+    return refuse(n, 'missing arguments')
+  end
+  if not string.match(extra, '^%d+$') or #extra > 3 then
+    return refuse(n, 'the extra field count "' .. extra .. '" is not a small number')
+  end
+  extra = tonumber(extra)
+  if a + 3 + extra * 2 > #ARGV then
+    return refuse(n, 'missing extra fields')
+  end
   local due = 0
-  if string.sub(when, 1, 1) == '+' then
-    due = clock + tonumber(string.sub(when, 2))
-  elseif string.sub(when, 1, 1) == '@' then
-    due = tonumber(string.sub(when, 2))
+  if when ~= '' then
+    local sign, digits = string.sub(when, 1, 1), string.sub(when, 2)
+    -- Digits only, and few enough that Lua's double holds them exactly.
+    if (sign ~= '+' and sign ~= '@') or not string.match(digits, '^%d+$') or #digits > 15 then
+      return refuse(n, 'when "' .. when .. '" is not "", "+ms" or "@ms" with a decimal integer')
+    end
+    due = tonumber(digits)
+    if sign == '+' then
+      if due > MAX_AHEAD_MS then
+        return refuse(n, 'a delay of ' .. digits .. ' ms is more than a year')
+      end
+      due = clock + due
+    elseif due > clock + MAX_AHEAD_MS then
+      return refuse(n, 'due at ' .. digits .. ' ms, more than a year ahead')
+    end
   end
-  local fields = { 'id', id, 'payload', payload, 'status', 'pending', 'attempts', '0',
-    'enqueued_at_ms', now, 'claim_token', '' }
-  for e = 1, extra * 2 do
-    fields[#fields + 1] = ARGV[a + 3 + e]
-  end
+  jobs[n] = { key = KEYS[k], id = id, payload = payload, due = due, first = a + 4, extra = extra }
   a = a + 4 + extra * 2
-  if redis.call('EXISTS', key) == 0 then
+end
+if a ~= #ARGV + 1 then
+  return refuse(#jobs + 1, 'more arguments than jobs')
+end
+
+-- Pass 2: write.
+local ids = {}
+local written = 0
+for _, job in ipairs(jobs) do
+  if redis.call('EXISTS', job.key) == 0 then
     written = written + 1
-    if due > clock then
+    local fields = { 'id', job.id, 'payload', job.payload, 'status', 'pending', 'attempts', '0',
+      'enqueued_at_ms', now, 'claim_token', '' }
+    for e = job.first, job.first + job.extra * 2 - 1 do
+      fields[#fields + 1] = ARGV[e]
+    end
+    if job.due > clock then
       fields[6] = 'scheduled'
       fields[#fields + 1] = 'scheduled_for_ms'
-      fields[#fields + 1] = ms(due)
-      redis.call('HSET', key, unpack(fields))
-      redis.call('ZADD', KEYS[3], due, id)
+      fields[#fields + 1] = ms(job.due)
+      redis.call('HSET', job.key, unpack(fields))
+      redis.call('ZADD', KEYS[3], job.due, job.id)
     else
-      redis.call('HSET', key, unpack(fields))
-      ids[#ids + 1] = id
+      redis.call('HSET', job.key, unpack(fields))
+      ids[#ids + 1] = job.id
     end
   end
 end

@@ -26,33 +26,58 @@ impl Queue {
     }
 
     /// Sends one dead letter back to pending with a fresh set of attempts;
-    /// false when `id` is not a failed job.
+    /// false when `id` is not a failed job. Counted in
+    /// [`Stats::revived_total`](super::Stats::revived_total).
     ///
     /// # Cancellation safety
     /// Safe: retrying a job that is no longer failed does nothing.
     pub async fn retry_failed(&self, id: &str) -> Result<bool> {
-        let (retried, _) = self.retry_script(id).await?;
-        Ok(!retried.is_empty())
+        let (revived, _, _) = self.retry_script(id, 0).await?;
+        Ok(!revived.is_empty())
     }
 
-    /// Sends every dead letter back to pending, oldest first, in bounded
-    /// steps; returns their ids.
+    /// Sends the dead letters back to pending with a fresh set of attempts,
+    /// oldest first; returns their ids. Counted in
+    /// [`Stats::revived_total`](super::Stats::revived_total).
+    ///
+    /// Bounded twice: each script call takes at most 200 entries off the
+    /// dead letters (a few ms of Redis time), and the whole call takes at
+    /// most as many entries as were listed when it started. A revived job
+    /// that fails again while this runs is listed anew at the other end, so
+    /// it is not revived a second time, and the call ends even if every job
+    /// fails again at once. Entries whose job is no longer a dead letter (no
+    /// hash, revived or deleted meanwhile, listed twice) are dropped from the
+    /// list, not revived.
+    ///
+    /// Each step is atomic; the call is not. After an error, the steps before
+    /// it stay done, and calling again revives the rest. A step retried after
+    /// its reply was lost takes the next entries: the jobs the lost reply
+    /// named are revived but missing from the returned ids.
     ///
     /// # Cancellation safety
     /// Safe: a dropped call leaves the rest failed.
     pub async fn retry_all_failed(&self) -> Result<Vec<String>> {
         let mut all = Vec::new();
+        // Entries left to take, known from the first step's reply.
+        let mut left: Option<usize> = None;
         loop {
-            let (retried, more) = self.retry_script("").await?;
-            let progressed = !retried.is_empty();
-            all.extend(retried);
-            if more == 0 || !progressed {
+            let limit = left.map_or(SCRIPT_BATCH, |left| left.min(SCRIPT_BATCH));
+            if limit == 0 {
+                return Ok(all);
+            }
+            let (revived, taken, listed) = self.retry_script("", limit).await?;
+            all.extend(revived);
+            left = Some(left.unwrap_or(listed).saturating_sub(taken));
+            if taken == 0 {
                 return Ok(all);
             }
         }
     }
 
-    async fn retry_script(&self, id: &str) -> Result<(Vec<String>, u8)> {
+    /// Runs `retry.lua` for one id, or with `id` empty for at most `limit`
+    /// of the oldest entries: (revived ids, entries taken, entries listed
+    /// before).
+    async fn retry_script(&self, id: &str, limit: usize) -> Result<(Vec<String>, usize, usize)> {
         let mut invocation = SCRIPTS.retry.prepare_invoke();
         invocation
             .key(self.keys.failed())
@@ -60,7 +85,7 @@ impl Queue {
             .key(self.keys.stats())
             .arg(self.keys.job_prefix())
             .arg(id)
-            .arg(SCRIPT_BATCH);
+            .arg(limit);
         self.invoke(&invocation).await
     }
 
@@ -84,16 +109,52 @@ impl Queue {
         Ok(deleted == 1)
     }
 
-    /// Deletes every key of the queue: its lists, leases, schedule, counters
-    /// and job hashes. Returns how many keys were deleted. Not atomic: stop
-    /// workers first, or jobs written during the purge survive it.
+    /// Deletes every key of the queue: its lists, leases, schedule, counters,
+    /// pause flag, claim request keys and job hashes. Returns how many keys
+    /// were deleted.
+    ///
+    /// Not atomic, but safe beside writers. One script first deletes the
+    /// lists, sets, counters and pause flag at once and notes the Redis time
+    /// T (the cut); then a `SCAN` walks the queue's keys and deletes, in
+    /// script calls of at most 200 keys, every job hash enqueued at or before
+    /// T and every other key but those fixed ones. So a job enqueued while a
+    /// purge runs is deleted whole (enqueued before the cut) or survives
+    /// whole, hash and pending entry (after it), never half. A job running
+    /// when the purge starts loses its claim (settling it answers
+    /// [`Ack::LeaseLost`](super::Ack::LeaseLost)) and its hash goes. Claim
+    /// request keys written during the purge go too: a claim retried after
+    /// its reply was lost then takes other jobs, and the ones the first try
+    /// took come back when their leases run out.
+    ///
+    /// The cut compares `enqueued_at_ms`, which jobqueue writes from the
+    /// Redis clock. Reference clients write their own clock: for their jobs
+    /// written during a purge, a clock behind Redis's can delete the hash and
+    /// leave the entry (the next claim drops it with a warning), and a clock
+    /// ahead can keep a hash whose entry went. A Redis clock stepped back
+    /// does the same. A job re-enqueued with its own id
+    /// ([`EnqueueOptions::id`](super::EnqueueOptions::id)) during a purge
+    /// while its old hash still stands is skipped as a duplicate, and then
+    /// deleted with the old hash.
     ///
     /// # Cancellation safety
-    /// Safe to repeat: a dropped purge leaves part of the keys for the next.
+    /// Safe to repeat: a dropped purge leaves part of the job hashes, with no
+    /// list naming them, for the next purge.
     pub async fn purge(&self) -> Result<u64> {
-        // Deletes as it scans, and scans again until a pass finds nothing: a
-        // pass on a cluster node that lost its slot midway sees only part.
-        let mut deleted: u64 = 0;
+        let fixed = [
+            self.keys.pending(),
+            self.keys.processing(),
+            self.keys.completed(),
+            self.keys.failed(),
+            self.keys.leases(),
+            self.keys.scheduled(),
+            self.keys.stats(),
+            self.keys.paused(),
+        ];
+        let mut cut = SCRIPTS.purge.prepare_invoke();
+        cut.key(&fixed).arg("cut");
+        let (at, mut deleted): (i64, u64) = self.invoke(&cut).await?;
+        // Scans again until a pass deletes nothing: a pass on a cluster node
+        // that lost its slot midway sees only part of the keys.
         for _ in 0..5 {
             let mut pass: u64 = 0;
             let mut scan = self
@@ -101,8 +162,15 @@ impl Queue {
                 .keys(&self.keys.pattern(), Some(&self.keys.pending()), usize::MAX)
                 .await?;
             while let Some(keys) = scan.next_batch().await? {
-                if !keys.is_empty() {
-                    let n: u64 = self.conn.query(redis::cmd("UNLINK").arg(&keys)).await?;
+                for chunk in keys.chunks(SCRIPT_BATCH) {
+                    let mut sweep = SCRIPTS.purge.prepare_invoke();
+                    sweep
+                        .key(chunk)
+                        .arg("sweep")
+                        .arg(at)
+                        .arg(self.keys.job_prefix())
+                        .arg(&fixed);
+                    let n: u64 = self.invoke(&sweep).await?;
                     pass += n;
                 }
             }

@@ -45,8 +45,9 @@ impl Queue {
         Ok(self.claim_many(1, timeout).await?.pop())
     }
 
-    /// Claims up to `n` jobs in one round trip, waiting up to `timeout` for
-    /// the first to arrive. Returns an empty vector when the time ran out.
+    /// Claims up to `n` jobs in one round trip (at most 100: one claim script
+    /// call stays short), waiting up to `timeout` for the first to arrive.
+    /// Returns an empty vector when the time ran out.
     ///
     /// # Cancellation safety
     /// As [`claim`](Self::claim).
@@ -91,6 +92,7 @@ impl Queue {
     /// Claims up to `n` jobs without waiting; `paused` is true when the queue
     /// is paused (nothing was claimed).
     pub(crate) async fn claim_now(&self, n: usize) -> Result<(Vec<ClaimedJob>, bool)> {
+        let n = n.min(super::CLAIM_BATCH);
         let mode = self.pop_mode();
         // When only jobs that cannot run came out (now failed), pending may
         // hold good ones behind them: claim again at once.

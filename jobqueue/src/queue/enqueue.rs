@@ -1,5 +1,5 @@
 //! Enqueue: a batch of new jobs, each hash written together with its pending
-//! (or scheduled) entry by `enqueue.lua`.
+//! (or scheduled) entry by `enqueue.lua`, in bounded chunks.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -10,6 +10,28 @@ use crate::scripts::SCRIPTS;
 
 /// Longest job id accepted.
 const MAX_ID_LEN: usize = 256;
+
+/// Most jobs one enqueue script call writes. Measured with SLOWLOG on a
+/// two-core machine, a call costs about 5 µs of Redis time per job (up to
+/// 500 per call; past that the cost per job grows: 1,000 took 9 to 14 ms)
+/// plus 2 ns (quiet machine) to 8 ns (busy) per byte of arguments. 200
+/// small jobs take about 1 ms, so no call holds Redis (and every other
+/// client with it) for more than a few ms.
+pub(crate) const ENQUEUE_CHUNK_JOBS: usize = 200;
+
+/// Most bytes of arguments (ids, payloads, extra fields) one enqueue script
+/// call carries: 256 KiB is 0.5 to 2 ms of copying into Lua and into the
+/// hashes. A job larger than this (up to `max_payload_bytes`) goes alone.
+pub(crate) const ENQUEUE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// One job checked and ready for the script: its id, the extra fields it
+/// stores, and how many bytes of arguments it sends.
+struct Checked<'a> {
+    job: &'a NewJob,
+    id: String,
+    extra: Vec<(&'static str, String)>,
+    bytes: usize,
+}
 
 impl Queue {
     /// Enqueues one job with `payload` (any serializable value; the reference
@@ -23,10 +45,11 @@ impl Queue {
         Ok(ids.remove(0))
     }
 
-    /// Enqueues a batch of jobs in one round trip, in order; returns their ids.
+    /// Enqueues a batch of jobs, in order; returns their ids. Sent in
+    /// bounded script calls, as [`submit_many`](Self::submit_many) explains.
     ///
     /// # Cancellation safety
-    /// As [`enqueue`](Self::enqueue): all of the batch or none of it.
+    /// As [`submit_many`](Self::submit_many).
     pub async fn enqueue_many<P: Serialize>(&self, payloads: &[P]) -> Result<Vec<String>> {
         let jobs = payloads.iter().map(NewJob::new).collect::<Result<_>>()?;
         self.submit_many(jobs).await
@@ -41,49 +64,106 @@ impl Queue {
         Ok(ids.remove(0))
     }
 
-    /// Enqueues a batch of jobs with their names and options in one round
-    /// trip; returns their ids. A job whose id exists already is left as it
-    /// is (see [`EnqueueOptions::id`](super::EnqueueOptions::id)).
+    /// Enqueues a batch of jobs with their names and options; returns their
+    /// ids. A job whose id exists already is left as it is (see
+    /// [`EnqueueOptions::id`](super::EnqueueOptions::id)).
+    ///
+    /// Every job is checked (payload size and JSON, names, options) before
+    /// anything is sent: a bad job anywhere refuses the whole batch with
+    /// nothing written. The batch is then written in chunks of at most 200
+    /// jobs or 256 KiB, one script call each, one after the other and in
+    /// order, so that no call holds Redis for more than a few ms however big
+    /// the batch (one call of 100,000 jobs held it for over a second, and
+    /// every other client with it).
+    ///
+    /// # Atomicity and retries
+    /// Each chunk is atomic: each of its jobs is written whole (hash and
+    /// pending or scheduled entry) or not at all, and a chunk is written
+    /// entirely or not at all. The batch as a whole is not: runners may
+    /// start on the first chunks while later ones are being sent, and when
+    /// an error ends the call, the chunks before the failed one stay
+    /// enqueued (the error does not say how many). A chunk whose reply is
+    /// lost (a connection error, or no reply within the response timeout)
+    /// is sent again with the same ids, and the script skips the ids that
+    /// exist, so the retry writes each job once. To resend a whole batch
+    /// after an error without duplicating its first chunks, give the jobs
+    /// ids ([`EnqueueOptions::id`](super::EnqueueOptions::id)): the resent
+    /// jobs that were written are skipped.
     ///
     /// # Cancellation safety
-    /// As [`enqueue`](Self::enqueue): all of the batch or none of it.
+    /// Dropping the future leaves a prefix of the chunks enqueued (none,
+    /// some or all); never half of a chunk.
     pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<String>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
+        let checked = jobs
+            .iter()
+            .map(|job| self.check(job))
+            .collect::<Result<Vec<_>>>()?;
+        let mut start = 0;
+        while start < checked.len() {
+            let mut end = start + 1;
+            let mut bytes = checked[start].bytes;
+            while end < checked.len()
+                && end - start < ENQUEUE_CHUNK_JOBS
+                && bytes + checked[end].bytes <= ENQUEUE_CHUNK_BYTES
+            {
+                bytes += checked[end].bytes;
+                end += 1;
+            }
+            self.write_chunk(&checked[start..end]).await?;
+            start = end;
         }
+        Ok(checked.into_iter().map(|c| c.id).collect())
+    }
+
+    /// Checks one job and picks its id; writes nothing.
+    fn check<'a>(&self, job: &'a NewJob) -> Result<Checked<'a>> {
+        let size = job.payload.len();
+        if size > self.options.max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                size,
+                limit: self.options.max_payload_bytes,
+            });
+        }
+        serde_json::from_str::<&RawValue>(&job.payload)?;
+        let extra = job.extra_fields()?;
+        let id = match &job.options.id {
+            Some(id) => check_id(id)?.to_owned(),
+            None => crate::id::random_hex(),
+        };
+        let bytes = size
+            + 2 * id.len()
+            + extra
+                .iter()
+                .map(|(field, value)| field.len() + value.len())
+                .sum::<usize>();
+        Ok(Checked {
+            job,
+            id,
+            extra,
+            bytes,
+        })
+    }
+
+    /// Writes one chunk of checked jobs with one script call.
+    async fn write_chunk(&self, chunk: &[Checked<'_>]) -> Result<()> {
         let mut invocation = SCRIPTS.enqueue.prepare_invoke();
         invocation
             .key(self.keys.pending())
             .key(self.keys.stats())
             .key(self.keys.scheduled());
-        let mut ids = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            let size = job.payload.len();
-            if size > self.options.max_payload_bytes {
-                return Err(Error::PayloadTooLarge {
-                    size,
-                    limit: self.options.max_payload_bytes,
-                });
-            }
-            serde_json::from_str::<&RawValue>(&job.payload)?;
-            let extra = job.extra_fields()?;
-            let id = match &job.options.id {
-                Some(id) => check_id(id)?.to_owned(),
-                None => crate::id::random_hex(),
-            };
+        for c in chunk {
             invocation
-                .key(self.keys.job(&id))
-                .arg(&id)
-                .arg(&job.payload)
-                .arg(job.options.when)
-                .arg(extra.len());
-            for (field, value) in extra {
-                invocation.arg(field).arg(value);
+                .key(self.keys.job(&c.id))
+                .arg(&c.id)
+                .arg(&c.job.payload)
+                .arg(c.job.options.when)
+                .arg(c.extra.len());
+            for (field, value) in &c.extra {
+                invocation.arg(*field).arg(value);
             }
-            ids.push(id);
         }
         let _: usize = self.invoke(&invocation).await?;
-        Ok(ids)
+        Ok(())
     }
 }
 

@@ -161,3 +161,8 @@ impl Queue {
 /// How many expired leases, processing entries or dead letters one script
 /// handles: keeps each script short (a few ms) so Redis stays responsive.
 const SCRIPT_BATCH: usize = 200;
+
+/// Most jobs one claim script takes, whatever a caller asks for: a claim
+/// stamps, leases and reads back each job, and 5,000 in one call held Redis
+/// for over half a second. A caller wanting more claims again.
+pub(crate) const CLAIM_BATCH: usize = 100;

@@ -91,7 +91,9 @@ impl EnqueueOptions {
         self
     }
 
-    /// Holds the job back until `time` (this process's clock).
+    /// Holds the job back until `time` (this process's clock). A time more
+    /// than a year ahead is refused at enqueue, as a delay that long is; a
+    /// time in the past runs the job at once.
     pub fn at(mut self, time: SystemTime) -> Self {
         self.when = When::At(time);
         self
@@ -200,9 +202,26 @@ impl NewJob {
             super::options::check_ttl(ttl)?;
             fields.push(("completed_ttl_s", ttl.as_secs().to_string()));
         }
-        if let When::After(delay) = options.when {
-            jobqueue_rules::check_millis(delay)
-                .map_err(|reason| Error::invalid_option("delay", reason))?;
+        match options.when {
+            When::Now => {}
+            When::After(delay) => {
+                jobqueue_rules::check_millis(delay)
+                    .map_err(|reason| Error::invalid_option("delay", reason))?;
+            }
+            // The same limit as a delay, from this process's clock: a time
+            // far enough ahead would overflow the integer milliseconds the
+            // job hash stores (and the scheduled set's score would be
+            // meaningless). Past times run at once.
+            When::At(time) => {
+                if let Ok(ahead) = time.duration_since(SystemTime::now())
+                    && ahead > jobqueue_rules::MAX_DURATION
+                {
+                    return Err(Error::invalid_option(
+                        "at",
+                        format!("{time:?} is more than a year ahead"),
+                    ));
+                }
+            }
         }
         Ok(fields)
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use super::{JobRecord, JobStatus, Queue};
+use super::{JobRecord, JobStatus, Queue, SCRIPT_BATCH};
 use crate::error::{Error, Result};
 use crate::scripts::SCRIPTS;
 
@@ -23,8 +23,14 @@ pub struct Stats {
     pub failed_total: u64,
     /// Claims ever taken back by a sweep.
     pub reclaimed_total: u64,
-    /// Failures ever sent back for another attempt.
+    /// Failures ever sent back for another attempt (a failed attempt with
+    /// attempts left: `fail.lua`).
     pub retried_total: u64,
+    /// Dead letters ever sent back to pending by an operator
+    /// ([`Queue::retry_failed`], [`Queue::retry_all_failed`]). Counted apart
+    /// from `retried_total` so a mass revival does not read as a wave of
+    /// failures.
+    pub revived_total: u64,
     /// Jobs waiting.
     pub pending_depth: u64,
     /// Jobs claimed.
@@ -95,6 +101,7 @@ impl Queue {
             failed_total: total("failed_total")?,
             reclaimed_total: total("reclaimed_total")?,
             retried_total: total("retried_total")?,
+            revived_total: total("revived_total")?,
             pending_depth: pending,
             processing_depth: processing,
             completed_depth: completed,
@@ -113,26 +120,27 @@ impl Queue {
         Ok(self.get_jobs(&[id]).await?.pop().flatten())
     }
 
-    /// Many jobs' hashes in one round trip, in order; `None` for ids whose
-    /// hash does not exist (expired, purged, trimmed).
+    /// Many jobs' hashes, in order; `None` for ids whose hash does not exist
+    /// (expired, purged, trimmed). Read by one script call per 200 ids, so
+    /// a long list of ids never holds Redis for long; each call is a
+    /// snapshot of its ids, the whole list is not.
     ///
     /// # Cancellation safety
     /// Safe: read only.
     pub async fn get_jobs<S: AsRef<str>>(&self, ids: &[S]) -> Result<Vec<Option<JobRecord>>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut records = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(SCRIPT_BATCH) {
+            let mut invocation = SCRIPTS.read.prepare_invoke();
+            for id in chunk {
+                invocation.key(self.keys.job(id.as_ref()));
+            }
+            invocation.arg(0);
+            let hashes: Vec<BTreeMap<String, String>> = self.invoke(&invocation).await?;
+            records.extend(chunk.iter().zip(hashes).map(|(id, fields)| {
+                (!fields.is_empty()).then(|| JobRecord::new(id.as_ref(), fields))
+            }));
         }
-        let mut invocation = SCRIPTS.read.prepare_invoke();
-        for id in ids {
-            invocation.key(self.keys.job(id.as_ref()));
-        }
-        invocation.arg(0);
-        let hashes: Vec<BTreeMap<String, String>> = self.invoke(&invocation).await?;
-        Ok(ids
-            .iter()
-            .zip(hashes)
-            .map(|(id, fields)| (!fields.is_empty()).then(|| JobRecord::new(id.as_ref(), fields)))
-            .collect())
+        Ok(records)
     }
 
     /// Ids in `status`'s list, in that list's order (see the `list_*`
