@@ -327,7 +327,9 @@ async fn a_queue_whose_slot_moves_mid_run_follows_it() {
         .iter()
         .chain(&handles[usize::try_from(JOBS).unwrap()..][..40])
         .cloned()
-        .map(|h| tokio::spawn(async move { (h.id().to_owned(), h.wait(Duration::from_secs(120)).await) }))
+        .map(|h| {
+            tokio::spawn(async move { (h.id().to_owned(), h.wait(Duration::from_secs(120)).await) })
+        })
         .collect();
     let at_move = q.stats().await.unwrap();
     let redirects_before = redirects(&cluster);
@@ -409,7 +411,11 @@ async fn a_queue_whose_slot_moves_mid_run_follows_it() {
         .chain(q.list_failed(0..1_000).await.unwrap())
         .collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    for (n, (id, record)) in refs.iter().zip(q.get_jobs(&refs).await.unwrap()).enumerate() {
+    for (n, (id, record)) in refs
+        .iter()
+        .zip(q.get_jobs(&refs).await.unwrap())
+        .enumerate()
+    {
         let want = if dead_by_design(n as u64) {
             JobStatus::Failed
         } else {
@@ -418,11 +424,17 @@ async fn a_queue_whose_slot_moves_mid_run_follows_it() {
         match record {
             Some(record) => assert_eq!(record.status(), Some(want), "job {n} ({id})"),
             // Trimmed off its history: listed nowhere, its hash deleted.
-            None => assert!(!listed.contains(*id), "job {n} ({id}) is listed without a hash"),
+            None => assert!(
+                !listed.contains(*id),
+                "job {n} ({id}) is listed without a hash"
+            ),
         }
     }
     for id in &listed {
-        assert!(q.get_job(id).await.unwrap().is_some(), "{id} listed with its hash");
+        assert!(
+            q.get_job(id).await.unwrap().is_some(),
+            "{id} listed with its hash"
+        );
     }
 }
 
@@ -432,7 +444,10 @@ async fn a_queue_whose_slot_moves_mid_run_follows_it() {
 fn begin_move(cluster: &RedisCluster, key: &str, to: usize) -> (String, usize, usize) {
     let from = cluster.primary_for(key);
     let nodes = cluster.nodes();
-    let slot = nodes[from].cli(&["CLUSTER", "KEYSLOT", key]).trim().to_owned();
+    let slot = nodes[from]
+        .cli(&["CLUSTER", "KEYSLOT", key])
+        .trim()
+        .to_owned();
     let id_of = |i: usize| nodes[i].cli(&["CLUSTER", "MYID"]).trim().to_owned();
     let ok = |reply: String| assert_eq!(reply.trim(), "OK");
     ok(nodes[to].cli(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &id_of(from)]));
@@ -465,10 +480,14 @@ fn finish_move(cluster: &RedisCluster, moving: &(String, usize, usize)) {
         migrate(cluster, moving, &rest);
     }
     let (slot, _, to) = moving;
-    let to_id = cluster.nodes()[*to].cli(&["CLUSTER", "MYID"]).trim().to_owned();
+    let to_id = cluster.nodes()[*to]
+        .cli(&["CLUSTER", "MYID"])
+        .trim()
+        .to_owned();
     for node in cluster.nodes() {
         assert_eq!(
-            node.cli(&["CLUSTER", "SETSLOT", slot, "NODE", &to_id]).trim(),
+            node.cli(&["CLUSTER", "SETSLOT", slot, "NODE", &to_id])
+                .trim(),
             "OK"
         );
     }
@@ -539,13 +558,19 @@ async fn promote_meeting_a_job_hash_already_moved_leaves_the_job_scheduled() {
     let keys = q.keys().clone();
     let pending = every_key_in_use(&q).await;
     let due = q
-        .submit(NewJob::new(&json!("due")).unwrap().options(
-            EnqueueOptions::new().delay(Duration::from_secs(3600)),
-        ))
+        .submit(
+            NewJob::new(&json!("due"))
+                .unwrap()
+                .options(EnqueueOptions::new().delay(Duration::from_secs(3600))),
+        )
         .await
         .unwrap();
     exec(&mut c, &["ZADD", &keys.scheduled(), "XX", "0", &due]).await;
-    let moving = begin_move(&cluster, &keys.pending(), (cluster.primary_for(&keys.pending()) + 1) % 3);
+    let moving = begin_move(
+        &cluster,
+        &keys.pending(),
+        (cluster.primary_for(&keys.pending()) + 1) % 3,
+    );
     migrate(&cluster, &moving, &[keys.job(&due)]);
 
     let promoted = q.promote_due().await;
@@ -582,7 +607,11 @@ async fn the_sweep_meeting_a_job_hash_already_moved_keeps_the_lease() {
     q.enqueue(&json!("keeps pending")).await.unwrap();
     let lease = format!("{stuck}:{}", job.token());
     exec(&mut c, &["ZADD", &keys.leases(), "XX", "0", &lease]).await;
-    let moving = begin_move(&cluster, &keys.pending(), (cluster.primary_for(&keys.pending()) + 1) % 3);
+    let moving = begin_move(
+        &cluster,
+        &keys.pending(),
+        (cluster.primary_for(&keys.pending()) + 1) % 3,
+    );
     migrate(&cluster, &moving, &[keys.job(&stuck)]);
 
     let swept = q.reclaim_expired().await;
@@ -593,7 +622,10 @@ async fn the_sweep_meeting_a_job_hash_already_moved_keeps_the_lease() {
     assert!(swept.unwrap().reclaimed.is_empty());
 
     finish_move(&cluster, &moving);
-    assert_eq!(q.reclaim_expired().await.unwrap().reclaimed, vec![stuck.clone()]);
+    assert_eq!(
+        q.reclaim_expired().await.unwrap().reclaimed,
+        vec![stuck.clone()]
+    );
     assert_eq!(
         q.get_job(&stuck).await.unwrap().unwrap().status(),
         Some(JobStatus::Pending)
@@ -611,11 +643,19 @@ async fn settling_while_the_trimmed_job_hash_moved_is_whole() {
     let (cluster, q, mut c) = migrating_queue("moving_settle").await;
     let keys = q.keys().clone();
     let ids = q
-        .enqueue_many(&[json!("old done"), json!("old dead"), json!("done"), json!("dead")])
+        .enqueue_many(&[
+            json!("old done"),
+            json!("old dead"),
+            json!("done"),
+            json!("dead"),
+        ])
         .await
         .unwrap();
     let old_done = claim_of(&q, &ids[0]).await;
-    assert_eq!(q.complete(&old_done, &json!(0)).await.unwrap(), Ack::Completed);
+    assert_eq!(
+        q.complete(&old_done, &json!(0)).await.unwrap(),
+        Ack::Completed
+    );
     let old_dead = claim_of(&q, &ids[1]).await;
     assert_eq!(
         q.fail_permanently(&old_dead, "old").await.unwrap(),
@@ -623,14 +663,21 @@ async fn settling_while_the_trimmed_job_hash_moved_is_whole() {
     );
     let done = claim_of(&q, &ids[2]).await;
     let dead = claim_of(&q, &ids[3]).await;
-    // The scheduled set exists too (fail declares it): one job far ahead.
-    q.submit(NewJob::new(&json!("later")).unwrap().options(
-        EnqueueOptions::new().delay(Duration::from_secs(3600)),
-    ))
+    // Pending and the scheduled set exist too (fail declares them).
+    q.enqueue(&json!("waits")).await.unwrap();
+    q.submit(
+        NewJob::new(&json!("later"))
+            .unwrap()
+            .options(EnqueueOptions::new().delay(Duration::from_secs(3600))),
+    )
     .await
     .unwrap();
     let mut events = q.subscribe().await.unwrap();
-    let moving = begin_move(&cluster, &keys.pending(), (cluster.primary_for(&keys.pending()) + 1) % 3);
+    let moving = begin_move(
+        &cluster,
+        &keys.pending(),
+        (cluster.primary_for(&keys.pending()) + 1) % 3,
+    );
     migrate(&cluster, &moving, &[keys.job(&ids[0]), keys.job(&ids[1])]);
 
     // (Queue::stats is a script over keys that do not all exist, which a
@@ -705,13 +752,19 @@ async fn a_script_served_by_the_importing_node_leaves_hashes_not_yet_moved_alone
     let lease = format!("{stuck}:{}", job.token());
     exec(&mut c, &["ZADD", &keys.leases(), "XX", "0", &lease]).await;
     let due = q
-        .submit(NewJob::new(&json!("due")).unwrap().options(
-            EnqueueOptions::new().delay(Duration::from_secs(3600)),
-        ))
+        .submit(
+            NewJob::new(&json!("due"))
+                .unwrap()
+                .options(EnqueueOptions::new().delay(Duration::from_secs(3600))),
+        )
         .await
         .unwrap();
     exec(&mut c, &["ZADD", &keys.scheduled(), "XX", "0", &due]).await;
-    let moving = begin_move(&cluster, &keys.pending(), (cluster.primary_for(&keys.pending()) + 1) % 3);
+    let moving = begin_move(
+        &cluster,
+        &keys.pending(),
+        (cluster.primary_for(&keys.pending()) + 1) % 3,
+    );
     let behind = [keys.job(&stuck), keys.job(&due)];
     let ahead: Vec<String> = keys_left(&cluster, &moving)
         .into_iter()
@@ -735,7 +788,10 @@ async fn a_script_served_by_the_importing_node_leaves_hashes_not_yet_moved_alone
 
     finish_move(&cluster, &moving);
     assert_eq!(q.promote_due().await.unwrap(), 1);
-    assert_eq!(q.reclaim_expired().await.unwrap().reclaimed, vec![stuck.clone()]);
+    assert_eq!(
+        q.reclaim_expired().await.unwrap().reclaimed,
+        vec![stuck.clone()]
+    );
     for id in [&stuck, &due] {
         assert_eq!(
             q.get_job(id).await.unwrap().unwrap().status(),

@@ -55,17 +55,25 @@ async fn reference_job(c: &mut RawConn, q: &Queue, id: &str) {
 async fn a_claim_retried_after_a_pause_gets_back_what_its_first_run_took(redis: TestRedis) {
     let (_, q, _) = setup_on(&redis, "paused_retry", QueueOptions::default()).await;
     let last_chance = q
-        .submit(NewJob::new(&json!("last"))
-            .unwrap()
-            .options(EnqueueOptions::new().max_attempts(1)))
+        .submit(
+            NewJob::new(&json!("last"))
+                .unwrap()
+                .options(EnqueueOptions::new().max_attempts(1)),
+        )
         .await
         .unwrap();
     let other = q.enqueue(&json!("other")).await.unwrap();
     let tokens = vec!["bbbbbbbbbbbbbbb1".to_owned(), "bbbbbbbbbbbbbbb2".to_owned()];
-    let first = q.__claim_request("00000000000000a2", &tokens).await.unwrap();
+    let first = q
+        .__claim_request("00000000000000a2", &tokens)
+        .await
+        .unwrap();
     assert_eq!(first.len(), 2);
     q.pause().await.unwrap();
-    let again = q.__claim_request("00000000000000a2", &tokens).await.unwrap();
+    let again = q
+        .__claim_request("00000000000000a2", &tokens)
+        .await
+        .unwrap();
     assert_eq!(
         summary(&again),
         summary(&first),
@@ -74,7 +82,10 @@ async fn a_claim_retried_after_a_pause_gets_back_what_its_first_run_took(redis: 
     // A new request on the paused queue still gets nothing.
     assert!(q.claim(Duration::ZERO).await.unwrap().is_none());
     for job in &again {
-        assert_eq!(q.complete(job, &json!("ran")).await.unwrap(), Ack::Completed);
+        assert_eq!(
+            q.complete(job, &json!("ran")).await.unwrap(),
+            Ack::Completed
+        );
     }
     for id in [last_chance, other] {
         let record = q.get_job(&id).await.unwrap().unwrap();
@@ -94,15 +105,30 @@ async fn numbers_that_are_not_decimal_integers_fail_the_job_at_claim(redis: Test
     let cases: [(&str, &[&str], &str); 3] = [
         (
             "visibility_ms",
-            &["nan", "inf", "-inf", "0x10", "1e3", "5000.5", "-5000", " 5000", "50", ""],
+            &[
+                "nan", "inf", "-inf", "0x10", "1e3", "5000.5", "-5000", " 5000", "50", "",
+            ],
             "visibility_ms is",
         ),
         (
             "max_attempts",
-            &["nan", "inf", "0x10", "1e1", "2.5", "-3", "0", "99999999999999999999"],
+            &[
+                "nan",
+                "inf",
+                "0x10",
+                "1e1",
+                "2.5",
+                "-3",
+                "0",
+                "99999999999999999999",
+            ],
             "max_attempts is",
         ),
-        ("attempts", &["nan", "inf", "0x1", "1e0", "-1", "0.5"], "attempts is"),
+        (
+            "attempts",
+            &["nan", "inf", "0x1", "1e0", "-1", "0.5"],
+            "attempts is",
+        ),
     ];
     let mut bad = Vec::new();
     let mut good = Vec::new();
@@ -223,7 +249,10 @@ async fn a_sweep_takes_back_processing_entries_with_malformed_numbers(redis: Tes
     let failed = status("00000000000c0002").await;
     assert_eq!(failed.status(), Some(JobStatus::Failed));
     assert!(
-        failed.last_error().unwrap().contains("visibility_ms is \"nan\""),
+        failed
+            .last_error()
+            .unwrap()
+            .contains("visibility_ms is \"nan\""),
         "{:?}",
         failed.last_error()
     );
@@ -281,7 +310,10 @@ async fn keys_of_another_type_at_a_job_key_are_not_jobs(redis: TestRedis) {
     assert_eq!(q.complete(job, &json!(1)).await.unwrap(), Ack::LeaseLost);
     assert_eq!(q.fail(job, "x").await.unwrap(), Ack::LeaseLost);
     assert_eq!(q.release(job).await.unwrap(), Ack::LeaseLost);
-    assert_eq!(q.get_jobs(&[&good, string_id]).await.unwrap(), vec![None, None]);
+    assert_eq!(
+        q.get_jobs(&[&good, string_id]).await.unwrap(),
+        vec![None, None]
+    );
 
     // Sweep: the replaced job's processing entry and its (expired) lease are
     // dropped; a stale reference claim behind it is still taken back.
@@ -302,7 +334,12 @@ async fn keys_of_another_type_at_a_job_key_are_not_jobs(redis: TestRedis) {
     .await;
     exec(
         &mut c,
-        &["ZADD", &keys.leases(), "0", &format!("{good}:{}", job.token())],
+        &[
+            "ZADD",
+            &keys.leases(),
+            "0",
+            &format!("{good}:{}", job.token()),
+        ],
     )
     .await;
     let report = q.reclaim_stuck().await.unwrap();
@@ -318,12 +355,18 @@ async fn keys_of_another_type_at_a_job_key_are_not_jobs(redis: TestRedis) {
 
     // Promote: a due schedule whose key is a string goes; a due job moves.
     let later = q
-        .submit(NewJob::new(&json!("later"))
-            .unwrap()
-            .options(EnqueueOptions::new().delay(Duration::from_secs(3600))))
+        .submit(
+            NewJob::new(&json!("later"))
+                .unwrap()
+                .options(EnqueueOptions::new().delay(Duration::from_secs(3600))),
+        )
         .await
         .unwrap();
-    exec(&mut c, &["ZADD", &keys.scheduled(), "0", string_id, "1", &later]).await;
+    exec(
+        &mut c,
+        &["ZADD", &keys.scheduled(), "0", string_id, "1", &later],
+    )
+    .await;
     assert_eq!(q.promote_due().await.unwrap(), 1);
     assert!(zscore(&mut c, &keys.scheduled(), string_id).await.is_none());
 
@@ -340,7 +383,10 @@ async fn keys_of_another_type_at_a_job_key_are_not_jobs(redis: TestRedis) {
         Ack::Completed
     );
     assert_eq!(list(&mut c, &keys.completed()).await, vec![later.clone()]);
-    assert!(exists(&mut c, &keys.job(string_id)).await, "not ours to delete");
+    assert!(
+        exists(&mut c, &keys.job(string_id)).await,
+        "not ours to delete"
+    );
     assert_eq!(q.stats().await.unwrap().completed_total, 2);
 }
 
@@ -388,7 +434,10 @@ async fn a_repeated_settle_answers_duplicate_after_the_job_moved_on(redis: TestR
 
     // A token that never settled this job is still refused.
     let forged = ClaimedJob::from_claim(&third, "0123456789abcdef");
-    assert_eq!(q.complete(&forged, &json!(0)).await.unwrap(), Ack::LeaseLost);
+    assert_eq!(
+        q.complete(&forged, &json!(0)).await.unwrap(),
+        Ack::LeaseLost
+    );
     let s = q.stats().await.unwrap();
     assert_eq!((s.completed_total, s.retried_total), (3, 1));
 }
@@ -455,7 +504,10 @@ async fn completed_listings_whose_hash_is_gone_leave_the_history(redis: TestRedi
         .unwrap();
     for _ in 0..4 {
         let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
-        assert_eq!(q.complete(&job, &json!("ok")).await.unwrap(), Ack::Completed);
+        assert_eq!(
+            q.complete(&job, &json!("ok")).await.unwrap(),
+            Ack::Completed
+        );
     }
     // Two hashes go, as an expiring TTL would take them.
     exec(&mut c, &["DEL", &keys.job(&ids[0]), &keys.job(&ids[2])]).await;
@@ -498,9 +550,13 @@ async fn extend_refuses_a_claim_whose_lease_and_listing_are_gone(redis: TestRedi
         vec![Ack::Extended, Ack::LeaseLost]
     );
     assert!(
-        zscore(&mut c, &keys.leases(), &format!("{}:{}", lost.id(), lost.token()))
-            .await
-            .is_none(),
+        zscore(
+            &mut c,
+            &keys.leases(),
+            &format!("{}:{}", lost.id(), lost.token())
+        )
+        .await
+        .is_none(),
         "no lease made for a job nobody lists"
     );
 }

@@ -184,6 +184,7 @@ impl Queue {
             .key(self.keys.stats())
             .key(&request)
             .key(self.keys.paused())
+            .key(self.keys.settled())
             .key(&answered)
             .arg(self.keys.job_prefix())
             .arg(self.keys.events())
