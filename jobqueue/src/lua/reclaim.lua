@@ -1,4 +1,10 @@
--- reclaim.lua: one bounded step of the sweep. ARGV[1] names the step.
+-- reclaim.lua: one bounded step of the sweep, of one of two kinds.
+--
+-- ARGV[1]  the step: "leases" or "history", each described below with its
+--          KEYS, the rest of its ARGV and its reply
+-- ARGV[2]  job hash prefix (ids come from the processing list, the leases
+--          set, the histories and the settled set, so their hash keys are
+--          derived here: the documented exception)
 --
 -- "leases" returns stuck jobs.
 --
@@ -20,25 +26,22 @@
 -- In both steps the job hashes are read first; a job whose hash cannot be
 -- read here (a cluster slot migration) is left as it is, lease included.
 --
---   KEYS[1]  pending list
---   KEYS[2]  processing list
---   KEYS[3]  leases sorted set ("id:token" -> lease deadline, ms)
---   KEYS[4]  failed list
---   KEYS[5]  stats hash
---   KEYS[6]  settled sorted set (a job failed here is recorded as a dead letter)
---   ARGV[2]  job hash prefix (ids come from the processing list and the
---            leases set, so their hash keys are derived here: the
---            documented exception; the same in the "history" step)
---   ARGV[3]  events channel
---   ARGV[4]  default visibility ms
---   ARGV[5]  default max attempts
---   ARGV[6]  failed history cap
---   ARGV[7]  most expired leases to handle in this call
---   ARGV[8]  walk cursor: index into processing, from the head
---   ARGV[9]  walk length (0 skips step 2)
---   Returns: { next cursor (-1 when the walk reached the end), more expired
---            leases waiting (0 or 1), reclaimed ids, failed ids,
---            dropped: list of { id, reason } }
+-- KEYS[1]  pending list
+-- KEYS[2]  processing list
+-- KEYS[3]  leases sorted set ("id:token" -> lease deadline, ms)
+-- KEYS[4]  failed list
+-- KEYS[5]  stats hash
+-- KEYS[6]  settled sorted set (a job failed here is recorded as a dead letter)
+-- ARGV[3]  events channel
+-- ARGV[4]  default visibility ms
+-- ARGV[5]  default max attempts
+-- ARGV[6]  failed history cap
+-- ARGV[7]  most expired leases to handle in this call
+-- ARGV[8]  walk cursor: index into processing, from the head
+-- ARGV[9]  walk length (0 skips step 2)
+-- Returns: { next cursor (-1 when the walk reached the end), more expired
+--          leases waiting (0 or 1), reclaimed ids, failed ids,
+--          dropped: list of { id, reason } }
 --
 -- "history" keeps the histories consistent with the job hashes.
 --
@@ -60,18 +63,18 @@
 --
 -- Step 6 forgets ended claims kept past their time (see common.lua).
 --
---   KEYS[1]  completed list
---   KEYS[2]  failed list
---   KEYS[3]  settled sorted set
---   ARGV[3]  completed history cap
---   ARGV[4]  failed history cap
---   ARGV[5]  walk cursor: index into completed, from the head
---   ARGV[6]  walk length (0 skips step 3)
---   ARGV[7]  most dead-letter records to check (0 skips step 5)
---   ARGV[8]  most ended claims remembered
---   Returns: { next cursor (-1 when the walk reached the end), more dead
---            letters to check (0 or 1), ids taken off the completed history,
---            dead letters deleted because nothing listed them }
+-- KEYS[1]  completed list
+-- KEYS[2]  failed list
+-- KEYS[3]  settled sorted set
+-- ARGV[3]  completed history cap
+-- ARGV[4]  failed history cap
+-- ARGV[5]  walk cursor: index into completed, from the head
+-- ARGV[6]  walk length (0 skips step 3)
+-- ARGV[7]  most dead-letter records to check (0 skips step 5)
+-- ARGV[8]  most ended claims remembered
+-- Returns: { next cursor (-1 when the walk reached the end), more dead
+--          letters to check (0 or 1), ids taken off the completed history,
+--          dead letters deleted because nothing listed them }
 
 Q.prefix = ARGV[2]
 local now = now_ms()
