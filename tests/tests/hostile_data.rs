@@ -388,6 +388,24 @@ async fn keys_of_another_type_at_a_job_key_are_not_jobs(redis: TestRedis) {
         "not ours to delete"
     );
     assert_eq!(q.stats().await.unwrap().completed_total, 2);
+
+    // Enqueue: an id whose key holds a string cannot be a job, and the batch
+    // it is part of is refused before anything is written.
+    let refused = q
+        .submit_many(vec![
+            NewJob::new(&json!("first")).unwrap(),
+            NewJob::new(&json!("taken"))
+                .unwrap()
+                .options(EnqueueOptions::new().id(string_id)),
+        ])
+        .await;
+    assert!(
+        list(&mut c, &keys.pending()).await.is_empty(),
+        "nothing written ({refused:?})"
+    );
+    let err = refused.unwrap_err();
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    assert_eq!(q.stats().await.unwrap().enqueued_total, 2);
 }
 
 /// A settle repeated with the same token answers `Duplicate` however the
