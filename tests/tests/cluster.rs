@@ -371,9 +371,12 @@ async fn a_queue_whose_slot_moves_mid_run_follows_it() {
 
     let all = JOBS + LATER;
     let dead = (0..all).filter(|&n| dead_by_design(n)).count() as u64;
+    // A trim that met a hash not yet moved was left to a later settle or
+    // sweep: the histories are back at their caps once all is settled.
     let finished = stats_reach(&q, Duration::from_secs(90), |s| {
         s.completed_total + s.failed_total == all
             && s.pending_depth + s.processing_depth + s.scheduled_depth == 0
+            && (s.completed_depth, s.failed_depth) == (300, 20)
     })
     .await;
     let stats = q.stats().await.unwrap();
@@ -388,7 +391,6 @@ async fn a_queue_whose_slot_moves_mid_run_follows_it() {
         (all, all - dead, dead),
         "the counters add up: {stats:?}"
     );
-    assert_eq!((stats.completed_depth, stats.failed_depth), (300, 20));
 
     for waited in waiting {
         let (id, outcome) = waited.await.unwrap();
