@@ -93,6 +93,14 @@ impl Keys {
         self.key("scheduled")
     }
 
+    /// `queue:{name}:settled`: sorted set of claims that ended (`id:token`,
+    /// kept a while so a repeated settle answers "duplicate") and of the
+    /// queue's dead letters (`id:`, so the sweep finds one whose listing
+    /// another client trimmed off).
+    pub fn settled(&self) -> String {
+        self.key("settled")
+    }
+
     /// `queue:{name}:stats`: fleet-wide counters.
     pub fn stats(&self) -> String {
         self.key("stats")
@@ -159,6 +167,7 @@ mod tests {
         assert_eq!(keys.events(), "queue:jobs:events");
         assert_eq!(keys.stats(), "queue:jobs:stats");
         assert_eq!(keys.scheduled(), "queue:jobs:scheduled");
+        assert_eq!(keys.settled(), "queue:jobs:settled");
         assert_eq!(keys.job("9a4f"), "queue:jobs:job:9a4f");
         assert_eq!(keys.job_prefix(), "queue:jobs:job:");
     }

@@ -353,8 +353,9 @@ async fn after_100000_jobs_redis_memory_is_back_within_what_the_caps_allow() {
     );
 
     // What may remain: the completed history (50 hashes), the dead letters
-    // (5,000 hashes), their two lists, the stats hash, and claim request
-    // keys not yet cleaned up. Each is measured with MEMORY USAGE.
+    // (5,000 hashes), their two lists, the stats hash, the settled set
+    // (ended claims, capped, and the dead letters' records), and claim
+    // request keys not yet cleaned up. Each is measured with MEMORY USAGE.
     let reader = c.clone();
     let usage = |key: String| {
         let mut c = reader.clone();
@@ -378,7 +379,12 @@ async fn after_100000_jobs_redis_memory_is_back_within_what_the_caps_allow() {
     {
         allowed += usage(format!("queue:rel:job:{id}")).await;
     }
-    for key in ["queue:rel:completed", "queue:rel:failed", "queue:rel:stats"] {
+    for key in [
+        "queue:rel:completed",
+        "queue:rel:failed",
+        "queue:rel:stats",
+        "queue:rel:settled",
+    ] {
         allowed += usage(key.to_owned()).await;
     }
     let requests: Vec<String> = redis::cmd("KEYS")
@@ -392,7 +398,7 @@ async fn after_100000_jobs_redis_memory_is_back_within_what_the_caps_allow() {
     let keys: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
     assert_eq!(
         keys,
-        50 + 5_000 + 3 + requests.len() as u64,
+        50 + 5_000 + 4 + requests.len() as u64,
         "only the capped history and dead letters remain"
     );
     let grown = info_memory(&mut c).await - baseline;

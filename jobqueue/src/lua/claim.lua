@@ -3,6 +3,12 @@
 -- job without its claim time (fixes reference bug 8.2, docs/reference-bugs.md#82-claim-is-not-atomic). Jobs that cannot run
 -- are moved out of the way with a reason instead of being handed out.
 --
+-- Every job the call may take is read and judged before anything is
+-- written, so a bad job (numbers that are not decimal integers, a key that
+-- is not a hash) never stops a batch half way. A job whose hash cannot be
+-- read here (a cluster slot migration) ends the batch before it; it stays
+-- first in pending.
+--
 -- KEYS[1]  pending list
 -- KEYS[2]  processing list
 -- KEYS[3]  leases sorted set ("id:token" -> lease deadline, ms)
@@ -11,8 +17,9 @@
 -- KEYS[6]  this request's key: a repeat of the same request (a retry after
 --          its reply was lost) returns what the first one claimed instead of
 --          claiming more jobs that nobody would run
--- KEYS[7]  paused flag: while it exists, nothing is claimed
--- KEYS[8..] keys of earlier requests whose replies arrived: deleted here, so
+-- KEYS[7]  paused flag: while it exists, nothing new is claimed
+-- KEYS[8]  settled sorted set (a job failed here is recorded as a dead letter)
+-- KEYS[9..] keys of earlier requests whose replies arrived: deleted here, so
 --          request keys live only while a reply may still be lost
 -- ARGV[1]  job hash prefix (ids come from pending, so their hash keys are
 --          derived here: the documented exception)
@@ -32,123 +39,182 @@
 
 Q.prefix, Q.channel = ARGV[1], ARGV[2]
 Q.pending, Q.processing, Q.leases, Q.failed, Q.stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+Q.settled = KEYS[8]
 Q.failed_cap = tonumber(ARGV[5])
 local default_vis, default_max = ARGV[3], ARGV[4]
 local mode = ARGV[6]
-local now = now_ms()
-local claimed, rejected = {}, {}
 local request = KEYS[6]
+-- Most unusable entries one call moves out of the way, so the work per call
+-- stays bounded even when pending is full of them.
+local BUDGET = 100
 
--- The reply entry for a claim this request made.
+expect(Q.pending, 'list')
+expect(Q.processing, 'list')
+expect(Q.leases, 'zset')
+expect(Q.failed, 'list')
+expect(Q.stats, 'hash')
+expect(Q.settled, 'zset')
+expect(request, 'string')
+local now = now_ms()
+
+-- The first write of every path below: the request keys of earlier claims
+-- whose replies arrived.
+local function forget_answered()
+  for k = 9, #KEYS do
+    if KEYS[k] ~= request then
+      redis.call('DEL', KEYS[k])
+    end
+  end
+end
+
+-- The reply entry for a claim this request made (its hash is here: it was
+-- read before).
 local function entry(id, token, claimed_at, deadline)
   return { id, token, claimed_at, deadline, redis.call('HGETALL', Q.prefix .. id) }
 end
 
-for k = 8, #KEYS do
-  if KEYS[k] ~= request then
-    redis.call('DEL', KEYS[k])
+-- A repeat comes first, paused or not: the jobs the first run took are this
+-- request's, leased and charged an attempt; answering "paused" would leave
+-- them to run out their lease unrun.
+local previous = redis.call('GET', request)
+if previous then
+  local held = {}
+  for pair in string.gmatch(previous, '%S+') do
+    local id, token = string.match(pair, '^(.*):([^:]*)$')
+    if id then
+      local kind, f = read_job(Q.prefix .. id, 'claim_token', 'claimed_at_ms', 'status')
+      local deadline = redis.call('ZSCORE', Q.leases, lease(id, token))
+      if kind == 'hash' and f[1] == token and f[3] == 'processing' and deadline then
+        held[#held + 1] = { id, token, f[2], ms(tonumber(deadline)) }
+      end
+    end
   end
+  forget_answered()
+  local claimed = {}
+  for i, h in ipairs(held) do
+    claimed[i] = entry(h[1], h[2], h[3], h[4])
+  end
+  return { claimed, {} }
 end
 
 if mode ~= 'adopt' and redis.call('EXISTS', KEYS[7]) == 1 then
+  forget_answered()
   return 'paused'
 end
 
-local previous = redis.call('GET', request)
-if previous then
-  -- A repeat: hand back the claims the first run made that still hold.
-  for id, token in string.gmatch(previous, '([^,:]+):([^,]+)') do
-    local f = redis.call('HMGET', Q.prefix .. id, 'claim_token', 'claimed_at_ms', 'status')
-    local deadline = redis.call('ZSCORE', Q.leases, lease(id, token))
-    if f[1] == token and f[3] == 'processing' and deadline then
-      claimed[#claimed + 1] = entry(id, token, f[2], ms(tonumber(deadline)))
-    end
-  end
-  return { claimed, rejected }
-end
+-- Ids this call has decided to claim or fail, to catch an id listed twice.
+local decided = {}
 
-local function reject(id, outcome, reason)
-  rejected[#rejected + 1] = { id, outcome, reason }
-end
-
--- Stamps id, which sits at the head of processing. Returns true when claimed.
-local function take(id, token)
-  local key = Q.prefix .. id
-  local f = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'visibility_ms', 'claim_token', 'unstamped_seen')
-  -- A status proves the hash exists; only a hash without one needs asking.
-  if not f[1] and redis.call('EXISTS', key) == 0 then
-    redis.call('LREM', Q.processing, 1, id)
-    reject(id, 'dropped', 'no job hash for this id')
-    return false
+-- Judges id, about to leave pending (or adopted): returns what to do with
+-- it, or nil when its hash cannot be read here.
+local function judge(id)
+  local kind, f = read_job(Q.prefix .. id, 'status', 'attempts', 'max_attempts', 'visibility_ms',
+    'claim_token', 'unstamped_seen')
+  if kind == 'elsewhere' then
+    return nil
+  elseif kind ~= 'hash' then
+    return { action = 'dropped', reason = not_a_job(kind, f) }
+  elseif decided[id] then
+    return { action = 'dropped', reason = 'duplicate list entry: taken earlier in this call' }
   end
   local status = f[1]
   if status == 'completed' or status == 'failed' then
-    redis.call('LREM', Q.processing, 1, id)
-    reject(id, 'dropped', 'stale list entry: the job is already ' .. status)
-    return false
+    return { action = 'dropped', reason = 'stale list entry: the job is already ' .. status }
   end
   local holder = f[5]
   if status == 'processing' and holder and holder ~= '' and redis.call('ZSCORE', Q.leases, lease(id, holder)) then
     -- Listed twice and held by a live or expiring claim of ours: the sweep
     -- owns that claim, so this extra entry goes.
-    redis.call('LREM', Q.processing, 1, id)
-    reject(id, 'dropped', 'duplicate list entry: the job is held by another claim')
-    return false
+    return { action = 'dropped', reason = 'duplicate list entry: the job is held by another claim' }
   end
+  decided[id] = true
   local attempts, max, vis = job_numbers(f[2], f[3], f[4], default_max, default_vis)
   if attempts == nil then
-    redis.call('LREM', Q.processing, 1, id)
-    bury(id, max, now, '')
-    reject(id, 'failed', max)
-    return false
+    return { action = 'failed', reason = max }
   end
   if attempts >= max then
     -- Only a reclaim that does not count attempts (a reference sweeper) can
     -- put such a job back in pending: stop the poison loop here (reference bug 8.1, docs/reference-bugs.md#81-poison-jobs-loop-forever).
-    local reason = string.format('attempt %d of %d never finished; no attempts left', attempts, max)
-    redis.call('LREM', Q.processing, 1, id)
-    bury(id, reason, now, '')
-    reject(id, 'failed', reason)
-    return false
+    return {
+      action = 'failed',
+      reason = string.format('attempt %d of %d never finished; no attempts left', attempts, max),
+    }
   end
-  local deadline = now + vis
-  redis.call('HSET', key, 'status', 'processing', 'attempts', ms(attempts + 1),
-    'claimed_at_ms', ms(now), 'claim_token', token)
-  if f[6] then
-    redis.call('HDEL', key, 'unstamped_seen')
+  return { action = 'claim', attempts = attempts, vis = vis, marked = f[6] }
+end
+
+local claimed, rejected = {}, {}
+
+-- Carries out what judge decided, for id, already out of pending (and, for
+-- a claim, at the head of processing).
+local function apply(id, step, token)
+  if step.action == 'claim' then
+    local key = Q.prefix .. id
+    local deadline = now + step.vis
+    redis.call('HSET', key, 'status', 'processing', 'attempts', ms(step.attempts + 1),
+      'claimed_at_ms', ms(now), 'claim_token', token)
+    if step.marked then
+      redis.call('HDEL', key, 'unstamped_seen')
+    end
+    redis.call('ZADD', Q.leases, ms(deadline), lease(id, token))
+    claimed[#claimed + 1] = entry(id, token, ms(now), ms(deadline))
+  else
+    if step.action == 'failed' then
+      bury(id, step.reason, now, '')
+    end
+    rejected[#rejected + 1] = { id, step.action, step.reason }
   end
-  redis.call('ZADD', Q.leases, deadline, lease(id, token))
-  claimed[#claimed + 1] = entry(id, token, ms(now), ms(deadline))
-  return true
 end
 
 if mode == 'adopt' then
-  local id = ARGV[7]
+  local id, token = ARGV[7], ARGV[8]
+  local step = judge(id)
+  forget_answered()
   -- The id must still be where BRPOPLPUSH put it: a sweep may have moved it
-  -- back to pending in between, and then it is not ours to stamp.
-  if redis.call('LREM', Q.processing, 1, id) == 1 then
-    redis.call('LPUSH', Q.processing, id)
-    take(id, ARGV[8])
+  -- back to pending in between, and then it is not ours to stamp. An id
+  -- whose hash cannot be read here stays there unstamped, for the sweep.
+  if step and redis.call('LREM', Q.processing, 1, id) == 1 then
+    if step.action == 'claim' then
+      redis.call('LPUSH', Q.processing, id)
+    end
+    apply(id, step, token)
   end
 else
-  -- Bound the work per call even when pending is full of unusable entries.
-  local budget = 100
-  local t = 8
-  while t <= #ARGV and budget > 0 do
-    local id
-    if mode == 'rpoplpush' then
-      id = redis.call('RPOPLPUSH', Q.pending, Q.processing)
+  -- Read and judge first: the oldest ids, as many as the call may take.
+  local wanted = #ARGV - 7
+  local plan = {}
+  if wanted > 0 then
+    local window = redis.call('LRANGE', Q.pending, -(wanted + BUDGET), -1)
+    local t, budget = 8, BUDGET
+    for i = #window, 1, -1 do
+      if t > #ARGV or budget == 0 then
+        break
+      end
+      local step = judge(window[i])
+      if not step then
+        break
+      end
+      if step.action == 'claim' then
+        step.token = ARGV[t]
+        t = t + 1
+      else
+        budget = budget - 1
+      end
+      plan[#plan + 1] = { window[i], step }
+    end
+  end
+  -- Then write, in the order the ids leave pending.
+  forget_answered()
+  for _, p in ipairs(plan) do
+    local id, step = p[1], p[2]
+    if step.action ~= 'claim' then
+      redis.call('RPOP', Q.pending)
+    elseif mode == 'rpoplpush' then
+      redis.call('RPOPLPUSH', Q.pending, Q.processing)
     else
-      id = redis.call('LMOVE', Q.pending, Q.processing, 'RIGHT', 'LEFT')
+      redis.call('LMOVE', Q.pending, Q.processing, 'RIGHT', 'LEFT')
     end
-    if not id then
-      break
-    end
-    if take(id, ARGV[t]) then
-      t = t + 1
-    else
-      budget = budget - 1
-    end
+    apply(id, step, step.token)
   end
 end
 if #claimed > 0 then
@@ -156,6 +222,7 @@ if #claimed > 0 then
   for i, c in ipairs(claimed) do
     made[i] = lease(c[1], c[2])
   end
-  redis.call('SET', request, table.concat(made, ','), 'PX', 60000)
+  -- Ids cannot hold spaces (see enqueue.rs): a space separates the claims.
+  redis.call('SET', request, table.concat(made, ' '), 'PX', 60000)
 end
 return { claimed, rejected }

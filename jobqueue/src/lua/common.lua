@@ -7,13 +7,42 @@
 --
 -- Each operation fills the table Q with the names it has, before calling a
 -- helper that needs them: Q.prefix, Q.channel, Q.processing, Q.pending,
--- Q.failed, Q.leases, Q.stats, Q.failed_cap.
+-- Q.failed, Q.leases, Q.stats, Q.settled, Q.failed_cap.
+--
+-- The rule every script keeps: read and validate everything first, write
+-- last, and run nothing after the first write that can fail. Redis keeps
+-- the writes of a script that stops with an error, so an error after a
+-- write leaves a half-done change: a job out of one list and in no other, a
+-- new state without its counter or event. What could fail is read through
+-- helpers that report instead:
+--   * job hashes through `read_job`: a key of another type would answer
+--     WRONGTYPE, and while a cluster migrates the queue's slot a hash that
+--     has already moved answers "non local key" (and one that has not
+--     arrived yet reads as missing on the importing node);
+--   * queue keys from KEYS are checked by `expect` before the first write;
+--   * counters are added by `count`, which survives a counter that is not
+--     a number.
+-- A job whose hash cannot be read here ('elsewhere') is left as and where
+-- it is, for a later call once the migration is over.
 
-local Q = {}
+local Q = { pushed = {} }
 
 -- Redis before 5.0 refuses writes after TIME unless effects are replicated;
 -- from 7.0 this call is a no-op.
 redis.replicate_commands()
+
+-- Limits of the numbers a job hash may hold, the same as jobqueue-rules'
+-- (a unit test in protocol.rs checks they agree): counts fit a u32, a lease
+-- lasts MIN_VISIBILITY_MS to MAX_DURATION_MS, a TTL at most a year.
+local MAX_COUNT = 4294967295
+local MIN_VISIBILITY_MS = 100
+local MAX_DURATION_MS = 31536000000
+local MAX_TTL_S = 31536000
+-- Largest timestamp accepted (ms); 15 digits stay exact in a Lua number.
+local MAX_TIMESTAMP_MS = 999999999999999
+
+-- Most ids one call trims off a history list or checks in one sweep step.
+local STEP = 100
 
 -- One clock for every timestamp: the Redis server's (fixes reference bug 8.8, docs/reference-bugs.md#88-timestamps-come-from-client-clocks).
 local function now_ms()
@@ -33,48 +62,218 @@ local function publish(id, status)
     '{"id":' .. cjson.encode(id) .. ',"status":"' .. status .. '"}')
 end
 
--- Pushes id onto a history list and trims the list to cap entries. The hash
--- of every id trimmed off is deleted when it is still in that list's state,
--- so a dead letter's hash lives exactly as long as its listing (reference bug 8.14, docs/reference-bugs.md#814-history-outlives-job-hashes).
-local function push_history(list, id, cap, status)
-  local excess = redis.call('LPUSH', list, id) - cap
-  for _ = 1, excess do
-    local old = redis.call('RPOP', list)
-    local key = Q.prefix .. old
-    if redis.call('HGET', key, 'status') == status then
-      redis.call('DEL', key)
-    end
+-- The leases set's member for a claim: the id and the claim's token, so a
+-- lease names the claim it belongs to, not just the job. The settled set
+-- uses the same form.
+local function lease(id, token)
+  return id .. ':' .. token
+end
+
+-- A stored number: decimal digits only, at most 15 of them, within lo..hi.
+-- Lua's tonumber also takes "nan", "inf", "0x10", "1e3", " 5" and "-1",
+-- which would make every comparison with them false (a lease that never
+-- expires, a job requeued for ever). Returns the number, or nil.
+local function integer(s, lo, hi)
+  if type(s) ~= 'string' or #s == 0 or #s > 15 or not string.find(s, '^%d+$') then
+    return nil
   end
+  local n = tonumber(s)
+  if n < lo or n > hi then
+    return nil
+  end
+  return n
+end
+
+-- The reason a stored number was refused.
+local function malformed(field, value, lo, hi)
+  local why = 'not a number'
+  if type(value) == 'string' and string.find(value, '^%d+$') then
+    why = 'out of range (' .. ms(lo) .. ' to ' .. ms(hi) .. ')'
+  end
+  return 'invalid job hash: ' .. field .. ' is "' .. tostring(value) .. '", ' .. why
 end
 
 -- Reads attempts, max_attempts and visibility_ms from fields already fetched,
 -- falling back to the queue defaults for fields the reference never writes.
 -- Returns attempts, max, visibility, or nil and the reason they are unusable.
 local function job_numbers(attempts, max, vis, default_max, default_vis)
-  local a = tonumber(attempts or '0')
+  local a = integer(attempts or '0', 0, MAX_COUNT)
   if a == nil then
-    return nil, 'invalid job hash: attempts is "' .. tostring(attempts) .. '", not a number'
+    return nil, malformed('attempts', attempts, 0, MAX_COUNT)
   end
-  local m = tonumber(max or default_max)
+  local m = integer(max or default_max, 1, MAX_COUNT)
   if m == nil then
-    return nil, 'invalid job hash: max_attempts is "' .. tostring(max) .. '", not a number'
+    return nil, malformed('max_attempts', max, 1, MAX_COUNT)
   end
-  local v = tonumber(vis or default_vis)
+  local v = integer(vis or default_vis, MIN_VISIBILITY_MS, MAX_DURATION_MS)
   if v == nil then
-    return nil, 'invalid job hash: visibility_ms is "' .. tostring(vis) .. '", not a number'
+    return nil, malformed('visibility_ms', vis, MIN_VISIBILITY_MS, MAX_DURATION_MS)
   end
   return a, m, v
 end
 
--- The leases set's member for a claim: the id and the claim's token, so a
--- lease names the claim it belongs to, not just the job.
-local function lease(id, token)
-  return id .. ':' .. token
+-- Whether this node is importing the slot of key: a cluster migration of
+-- the queue's slot towards it is under way. A script served here meanwhile
+-- sees only the keys moved so far, so a job hash that reads as missing may
+-- still be on the node the slot comes from. Asked once per script, and only
+-- when a hash reads as missing.
+local importing_slot
+local function importing(key)
+  if importing_slot == nil then
+    importing_slot = false
+    local info = redis.call('INFO', 'cluster')
+    if string.find(info, 'cluster_enabled:1', 1, true) then
+      local mark = '[' .. redis.call('CLUSTER', 'KEYSLOT', key) .. '-<-'
+      for line in string.gmatch(redis.call('CLUSTER', 'NODES'), '[^\n]+') do
+        if string.find(line, 'myself', 1, true) and string.find(line, mark, 1, true) then
+          importing_slot = true
+        end
+      end
+    end
+  end
+  return importing_slot
 end
 
--- Moves a job to the dead letters with a reason. The caller has already
--- taken the id out of whatever list held it; token is the claim whose lease
--- goes with it ('' when there is none).
+-- Reads fields of the job hash at key, never failing. Returns
+--   'hash', values     the hash is here (a field it lacks reads as false);
+--   'none'             there is no such key;
+--   'wrongtype', type  the key holds another type: it cannot be a job;
+--   'elsewhere'        not readable here now: a slot migration moved it
+--                      away, or has not brought it yet.
+local function read_job(key, ...)
+  local t = redis.pcall('TYPE', key)
+  if t.err then
+    return 'elsewhere'
+  end
+  t = t.ok
+  if t == 'hash' then
+    if select('#', ...) == 0 then
+      return 'hash', {}
+    end
+    return 'hash', redis.call('HMGET', key, ...)
+  elseif t == 'none' then
+    if importing(key) then
+      return 'elsewhere'
+    end
+    return 'none'
+  end
+  return 'wrongtype', t
+end
+
+-- Why a key that is not a job hash was dropped.
+local function not_a_job(kind, t)
+  if kind == 'wrongtype' then
+    return 'the job key holds a ' .. t .. ', not a hash'
+  end
+  return 'no job hash for this id'
+end
+
+-- Stops the script before its first write when a key from KEYS holds
+-- another type than kind ('none' is fine: the write creates it): writing
+-- to it later would fail half way through.
+local function expect(key, kind)
+  local t = redis.call('TYPE', key).ok
+  if t ~= kind and t ~= 'none' then
+    error(redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. kind))
+  end
+end
+
+-- Adds n to a counter of the stats hash. HINCRBY fails on a field that
+-- holds anything but an integer (written by hand or another tool); such a
+-- counter starts again from n, with a warning in the Redis log, instead of
+-- failing the script after its state change.
+local function count(field, n)
+  local r = redis.pcall('HINCRBY', Q.stats, field, n)
+  if type(r) == 'table' and r.err then
+    redis.log(redis.LOG_WARNING, 'jobqueue: ' .. Q.stats .. ' ' .. field ..
+      ' was not an integer (' .. r.err .. '); it starts again from ' .. n)
+    redis.call('HSET', Q.stats, field, n)
+  end
+end
+
+-- The settled set (Q.settled) holds two kinds of member:
+--   'id:token', scored by a time (ms) until which it is kept: that claim
+--     ended (completed, failed, released), so a repeated settle with the
+--     token answers "duplicate" even once the hash is gone or a later claim
+--     settled the job again;
+--   'id:', scored by minus the time the job became a dead letter: the
+--     queue's dead letters, so the sweep can find one whose listing another
+--     client trimmed off `failed` (see reclaim.lua).
+
+-- Remembers that the claim of id with token ended, until the time given.
+local function remember(id, token, until_ms)
+  redis.call('ZADD', Q.settled, ms(until_ms), lease(id, token))
+end
+
+-- Forgets ended claims kept past their time, and the soonest to go when
+-- more than cap are kept: at most STEP of each per call.
+local function forget(now, cap)
+  local old = redis.call('ZRANGEBYSCORE', Q.settled, '(0', ms(now), 'LIMIT', 0, STEP)
+  if #old > 0 then
+    redis.call('ZREM', Q.settled, unpack(old))
+  end
+  local over = redis.call('ZCOUNT', Q.settled, '(0', '+inf') - cap
+  if over > 0 then
+    local soonest = redis.call('ZRANGEBYSCORE', Q.settled, '(0', '+inf', 'LIMIT', 0, math.min(over, STEP))
+    redis.call('ZREM', Q.settled, unpack(soonest))
+  end
+end
+
+-- True when id is still in list (LPOS, Redis 6.0.6; on an older Redis the
+-- answer is "maybe", which keeps what it guards).
+local function listed(list, id)
+  local at = redis.pcall('LPOS', list, id)
+  if type(at) == 'table' then
+    return true
+  end
+  return at ~= false
+end
+
+-- Trims list, a history of jobs in state status, to cap entries from its
+-- old end, at most STEP per call. The hash of an id trimmed off is deleted
+-- when it is still in that state (so a dead letter's hash lives exactly as
+-- long as its listing, reference bug 8.14, docs/reference-bugs.md#814-history-outlives-job-hashes),
+-- unless the id is still listed (this script listed it again). An id whose
+-- hash cannot be read here stops the trim: the list stays over its cap
+-- until a later call, never half-trimmed.
+local function trim_history(list, cap, status)
+  local len = redis.call('LLEN', list)
+  local trimmed = 0
+  while len > cap and trimmed < STEP do
+    local old = redis.call('LINDEX', list, -1)
+    local key = Q.prefix .. old
+    local kind, f = read_job(key, 'status')
+    if kind == 'elsewhere' then
+      break
+    end
+    redis.call('RPOP', list)
+    len = len - 1
+    trimmed = trimmed + 1
+    if kind == 'hash' and f[1] ~= status then
+      -- The job moved on (sent back for another try): only the entry goes.
+    elseif Q.pushed[old] and listed(list, old) then
+      -- Listed again by this script: its new listing keeps the hash.
+    else
+      if kind == 'hash' then
+        redis.call('DEL', key)
+      end
+      if status == 'failed' then
+        redis.call('ZREM', Q.settled, lease(old, ''))
+      end
+    end
+  end
+end
+
+-- Pushes id onto a history list and trims the list back to cap entries.
+local function push_history(list, id, cap, status)
+  Q.pushed[id] = true
+  redis.call('LPUSH', list, id)
+  trim_history(list, cap, status)
+end
+
+-- Moves a job to the dead letters with a reason. The caller has read the
+-- job's hash here and taken the id out of whatever list held it; token is
+-- the claim whose lease goes with it ('' when there is none).
 local function bury(id, reason, now, token)
   local key = Q.prefix .. id
   redis.call('HSET', key, 'status', 'failed', 'last_error', reason,
@@ -83,13 +282,15 @@ local function bury(id, reason, now, token)
   if token ~= '' then
     redis.call('ZREM', Q.leases, lease(id, token))
   end
+  redis.call('ZADD', Q.settled, ms(-now), lease(id, ''))
   push_history(Q.failed, id, Q.failed_cap, 'failed')
-  redis.call('HINCRBY', Q.stats, 'failed_total', 1)
+  count('failed_total', 1)
   publish(id, 'failed')
 end
 
 -- Puts a job whose claim ran out back in pending, or buries it when the claim
 -- that ran out was its last allowed attempt (fixes reference bug 8.1, docs/reference-bugs.md#81-poison-jobs-loop-forever).
+-- The caller has read the job's hash here and taken the id out of processing.
 local function requeue_or_bury(id, attempts, max, why, now, token)
   if attempts >= max then
     bury(id, string.format('%s on attempt %d of %d; no attempts left', why, attempts, max), now, token)
@@ -101,8 +302,7 @@ local function requeue_or_bury(id, attempts, max, why, now, token)
     redis.call('ZREM', Q.leases, lease(id, token))
   end
   redis.call('LPUSH', Q.pending, id)
-  redis.call('HINCRBY', Q.stats, 'reclaimed_total', 1)
+  count('reclaimed_total', 1)
   publish(id, 'reclaimed')
   return 'reclaimed'
 end
-

@@ -1,5 +1,7 @@
--- delete.lua: removes one job: its hash, every list entry, its schedule and
--- its lease. A worker still running it finds its claim gone (LeaseLost).
+-- delete.lua: removes one job: its hash, every list entry, its schedule,
+-- its lease and its dead-letter record. A worker still running it finds its
+-- claim gone (LeaseLost). A key of another type at the job's name is
+-- deleted too: the caller asked for that name to go.
 --
 -- KEYS[1]  job hash
 -- KEYS[2]  pending list
@@ -8,11 +10,22 @@
 -- KEYS[5]  failed list
 -- KEYS[6]  scheduled sorted set
 -- KEYS[7]  leases sorted set
+-- KEYS[8]  settled sorted set, optional: the job's dead-letter record goes
+--          with it (without it, the sweep's next full pass drops the record)
 -- ARGV[1]  job id
 -- Returns: 1 deleted, 0 no such job
 
 local id = ARGV[1]
-local token = redis.call('HGET', KEYS[1], 'claim_token')
+for k = 2, 5 do
+  expect(KEYS[k], 'list')
+end
+expect(KEYS[6], 'zset')
+expect(KEYS[7], 'zset')
+if KEYS[8] then
+  expect(KEYS[8], 'zset')
+end
+local kind, f = read_job(KEYS[1], 'claim_token')
+local token = kind == 'hash' and f[1] or nil
 local removed = redis.call('DEL', KEYS[1])
 for k = 2, 5 do
   removed = removed + redis.call('LREM', KEYS[k], 0, id)
@@ -20,6 +33,9 @@ end
 removed = removed + redis.call('ZREM', KEYS[6], id)
 if token and token ~= '' then
   redis.call('ZREM', KEYS[7], lease(id, token))
+end
+if KEYS[8] then
+  redis.call('ZREM', KEYS[8], lease(id, ''))
 end
 if removed > 0 then
   return 1

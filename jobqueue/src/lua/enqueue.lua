@@ -21,12 +21,17 @@
 --           happens when a batch is retried after its reply was lost.
 --           An error reply, with nothing written, when a job's arguments are
 --           malformed (a when that is not a decimal time, or one that would
---           overflow the integer milliseconds a job hash stores).
+--           overflow the integer milliseconds a job hash stores), or when a
+--           job's key holds another type than a hash.
 
 -- How far ahead a job may be due: a year (the limit the Rust side checks)
 -- and a day of slack for a client clock ahead of the Redis clock.
 local MAX_AHEAD_MS = 366 * 24 * 3600 * 1000
 
+Q.stats = KEYS[2]
+expect(KEYS[1], 'list')
+expect(Q.stats, 'hash')
+expect(KEYS[3], 'zset')
 local clock = now_ms()
 local now = ms(clock)
 
@@ -35,7 +40,7 @@ local function refuse(job, why)
 end
 
 -- Pass 1: parse and check every job; no writes.
-local jobs = {}
+local jobs, planned = {}, {}
 local a = 1
 for k = 4, #KEYS do
   local n = k - 3
@@ -67,7 +72,18 @@ for k = 4, #KEYS do
       return refuse(n, 'due at ' .. digits .. ' ms, more than a year ahead')
     end
   end
-  jobs[n] = { key = KEYS[k], id = id, payload = payload, due = due, first = a + 4, extra = extra }
+  local t = redis.call('TYPE', KEYS[k]).ok
+  if t ~= 'none' and t ~= 'hash' then
+    return refuse(n, 'WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. t .. ', not a job hash: the id ' .. id ..
+      ' cannot be used for a job')
+  end
+  -- A key that exists already (a batch retried after a lost reply, or a
+  -- caller-chosen id in use), or that an earlier job of this batch takes,
+  -- is left alone.
+  local fresh = t == 'none' and not planned[KEYS[k]]
+  planned[KEYS[k]] = true
+  jobs[n] = { key = KEYS[k], id = id, payload = payload, due = due, first = a + 4, extra = extra,
+    fresh = fresh }
   a = a + 4 + extra * 2
 end
 if a ~= #ARGV + 1 then
@@ -78,7 +94,7 @@ end
 local ids = {}
 local written = 0
 for _, job in ipairs(jobs) do
-  if redis.call('EXISTS', job.key) == 0 then
+  if job.fresh then
     written = written + 1
     local fields = { 'id', job.id, 'payload', job.payload, 'status', 'pending', 'attempts', '0',
       'enqueued_at_ms', now, 'claim_token', '' }
@@ -90,7 +106,7 @@ for _, job in ipairs(jobs) do
       fields[#fields + 1] = 'scheduled_for_ms'
       fields[#fields + 1] = ms(job.due)
       redis.call('HSET', job.key, unpack(fields))
-      redis.call('ZADD', KEYS[3], job.due, job.id)
+      redis.call('ZADD', KEYS[3], ms(job.due), job.id)
     else
       redis.call('HSET', job.key, unpack(fields))
       ids[#ids + 1] = job.id
@@ -102,6 +118,6 @@ for c = 1, #ids, 1000 do
   redis.call('LPUSH', KEYS[1], unpack(ids, c, math.min(c + 999, #ids)))
 end
 if written > 0 then
-  redis.call('HINCRBY', KEYS[2], 'enqueued_total', written)
+  count('enqueued_total', written)
 end
 return written

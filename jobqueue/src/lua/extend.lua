@@ -5,26 +5,47 @@
 -- default): a fleet shared with them should keep leases at 15 s or less,
 -- which a runner renews every third of a lease.
 --
+-- A claim holds its job while the token matches, the status is processing
+-- and the claim is listed in processing. The lease stands for the listing:
+-- a claim of ours has its lease in the leases set exactly while it is
+-- listed (claim adds both, every settle and the sweep take both away), so
+-- the check is one ZSCORE, not an O(N) search of the list. Only a claim
+-- made by another client (no lease of ours) is looked up in the list.
+--
 -- KEYS[1]   leases sorted set
--- KEYS[2..] one job hash per job, in the order of the pairs in ARGV
--- ARGV[1]   default visibility ms, for jobs without a visibility_ms field
+-- KEYS[2]   processing list
+-- KEYS[3..] one job hash per job, in the order of the pairs in ARGV
+-- ARGV[1]   default visibility ms, for jobs without a usable visibility_ms
 -- ARGV[2..] per job: id, claim token
 -- Returns:  per job, the new lease deadline in ms (a string), or 0 when the
---           token no longer holds the job
+--           claim no longer holds the job
 
+expect(KEYS[1], 'zset')
+expect(KEYS[2], 'list')
 local now = now_ms()
-local out = {}
-for k = 2, #KEYS do
+local out, renew = {}, {}
+for k = 3, #KEYS do
   local key = KEYS[k]
-  local id, token = ARGV[2 * k - 2], ARGV[2 * k - 1]
-  local f = redis.call('HMGET', key, 'status', 'claim_token', 'visibility_ms')
-  if token ~= '' and f[2] == token and f[1] == 'processing' then
-    local deadline = now + (tonumber(f[3] or ARGV[1]) or tonumber(ARGV[1]))
-    redis.call('ZADD', KEYS[1], deadline, lease(id, token))
-    redis.call('HSET', key, 'claimed_at_ms', ms(now))
-    out[#out + 1] = ms(deadline)
+  local id, token = ARGV[2 * k - 4], ARGV[2 * k - 3]
+  local kind, f = read_job(key, 'status', 'claim_token', 'visibility_ms')
+  local holds = kind == 'hash' and token ~= '' and f[2] == token and f[1] == 'processing'
+  if holds and not redis.call('ZSCORE', KEYS[1], lease(id, token)) then
+    -- No lease of ours: a claim made by another client, still listed?
+    -- (Before Redis 6.0.6 there is no LPOS: such a claim is taken as listed.)
+    local at = redis.pcall('LPOS', KEYS[2], id)
+    holds = type(at) == 'number' or type(at) == 'table'
+  end
+  if holds then
+    local vis = integer(f[3], MIN_VISIBILITY_MS, MAX_DURATION_MS) or tonumber(ARGV[1])
+    renew[#renew + 1] = { key, lease(id, token), now + vis }
+    out[#out + 1] = ms(now + vis)
   else
     out[#out + 1] = 0
   end
+end
+-- Every claim was judged; now the writes, none of which can fail.
+for _, r in ipairs(renew) do
+  redis.call('ZADD', KEYS[1], ms(r[3]), r[2])
+  redis.call('HSET', r[1], 'claimed_at_ms', ms(now))
 end
 return out

@@ -1,6 +1,11 @@
 -- promote.lua: moves scheduled jobs whose time has come (delayed jobs and
 -- retries waiting out their backoff) to pending, oldest due first.
 --
+-- Each due job's hash is read before anything is written. A job whose hash
+-- cannot be read here (a cluster slot migration) stays scheduled for a
+-- later call; an entry with no job behind it (settled, deleted, purged, or
+-- a key that is not a hash) leaves the scheduled set.
+--
 -- KEYS[1]  scheduled sorted set (id -> due time, ms)
 -- KEYS[2]  pending list
 -- ARGV[1]  job hash prefix (ids come from the scheduled set, so their hash
@@ -8,22 +13,31 @@
 -- ARGV[2]  most jobs to move in this call
 -- Returns: { number moved, more due jobs waiting (0 or 1) }
 
+expect(KEYS[1], 'zset')
+expect(KEYS[2], 'list')
 local now = now_ms()
 local limit = tonumber(ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms(now), 'LIMIT', 0, limit)
-local moved = 0
+local move, drop = {}, {}
 for _, id in ipairs(due) do
-  redis.call('ZREM', KEYS[1], id)
-  local key = ARGV[1] .. id
-  -- Only a job still waiting is moved: one settled or purged meanwhile is not.
-  if redis.call('HGET', key, 'status') == 'scheduled' then
-    redis.call('HSET', key, 'status', 'pending')
-    redis.call('LPUSH', KEYS[2], id)
-    moved = moved + 1
+  local kind, f = read_job(ARGV[1] .. id, 'status')
+  if kind == 'hash' and f[1] == 'scheduled' then
+    move[#move + 1] = id
+  elseif kind ~= 'elsewhere' then
+    -- Only a job still waiting is moved: one settled or purged meanwhile is not.
+    drop[#drop + 1] = id
   end
 end
+for _, id in ipairs(drop) do
+  redis.call('ZREM', KEYS[1], id)
+end
+for _, id in ipairs(move) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HSET', ARGV[1] .. id, 'status', 'pending')
+  redis.call('LPUSH', KEYS[2], id)
+end
 local more = 0
-if #due == limit then
+if #due == limit and #move + #drop > 0 then
   more = 1
 end
-return { moved, more }
+return { #move, more }

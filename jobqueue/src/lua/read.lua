@@ -1,6 +1,7 @@
 -- read.lua: reads many job hashes of one queue in one command, for the same
 -- reason stats.lua is a script: one command follows MOVED and ASK on a
--- cluster, where a pipeline of HGETALLs would not.
+-- cluster, where a pipeline of HGETALLs would not. A key holding another
+-- type than a hash is no job, and reads as one that does not exist.
 --
 -- KEYS[1]  first job hash (one KEYS entry per job)
 -- ARGV[1]  unused (every script takes at least one argument)
@@ -8,6 +9,10 @@
 
 local out = {}
 for i, key in ipairs(KEYS) do
-  out[i] = redis.call('HGETALL', key)
+  if redis.call('TYPE', key).ok == 'hash' then
+    out[i] = redis.call('HGETALL', key)
+  else
+    out[i] = {}
+  end
 end
 return out

@@ -32,10 +32,11 @@ impl Queue {
     /// Claims the next job, waiting up to `timeout` for one to arrive (zero:
     /// do not wait). Returns `None` when the time ran out.
     ///
-    /// Jobs that cannot run (no hash, a non-numeric field, a payload that is
-    /// not JSON, out of attempts) are never returned: they go to `failed` with
-    /// the reason, or are dropped when no job stands behind the id, and the
-    /// claim goes on to the next one.
+    /// Jobs that cannot run (no hash, a key of another type, a number that
+    /// is not decimal digits in range, a payload that is not JSON, out of
+    /// attempts) are never returned: they go to `failed` with the reason, or
+    /// are dropped when no job stands behind the id, and the claim goes on
+    /// to the next one.
     ///
     /// # Cancellation safety
     /// Not cancel-safe once a job has been taken: a dropped future may leave a
@@ -186,6 +187,7 @@ impl Queue {
             .key(self.keys.stats())
             .key(&request)
             .key(self.keys.paused())
+            .key(self.keys.settled())
             .key(&answered)
             .arg(self.keys.job_prefix())
             .arg(self.keys.events())

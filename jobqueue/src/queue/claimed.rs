@@ -160,6 +160,8 @@ mod properties {
             Just(String::new()),
             Just("{\"kind\":\"email\",\"n\":1}".to_owned()),
             Just("[1,2,3]".to_owned()),
+            Just("+5".to_owned()),
+            Just("nan".to_owned()),
             "\\PC{0,16}",
         ]
     }
@@ -186,7 +188,10 @@ mod properties {
         fn decoding_a_claimed_hash_fails_exactly_on_unusable_fields(fields in hash()) {
             let attempts_ok = match fields.get("attempts") {
                 None => true,
-                Some(v) => v.is_empty() || v.parse::<u32>().is_ok(),
+                Some(v) => {
+                    v.is_empty()
+                        || (v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<u32>().is_ok())
+                }
             };
             let payload_ok = fields
                 .get("payload")

@@ -48,6 +48,36 @@ impl ToRedisArgs for FailMode {
     }
 }
 
+/// Which step of the sweep `reclaim.lua` runs (`ARGV[1]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SweepStep {
+    /// Expired leases, and a window of the processing list.
+    Leases,
+    /// A window of the completed history, the histories' caps, dead letters
+    /// nothing lists any more, and ended claims kept past their time.
+    History,
+}
+
+impl ToRedisArgs for SweepStep {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        out.write_arg(match self {
+            Self::Leases => b"leases",
+            Self::History => b"history",
+        });
+    }
+}
+
+/// The "leases" step's reply: next cursor into processing (negative at the
+/// end), more expired leases waiting (0 or 1), the ids reclaimed and
+/// failed, and the entries dropped with the reason.
+pub(crate) type LeasesReply = (i64, u8, Vec<String>, Vec<String>, Vec<(String, String)>);
+
+/// The "history" step's reply: next cursor into completed (negative at the
+/// end), more dead letters to check (0 or 1), the ids taken off the
+/// completed history, and the dead letters deleted because nothing listed
+/// them.
+pub(crate) type HistoryReply = (i64, u8, Vec<String>, Vec<String>);
+
 /// Which settling script answered, to read its code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Settle {
@@ -258,6 +288,36 @@ mod tests {
                 .contains("not UTF-8")
         );
         assert_eq!(rejected[0].refusal, Refusal::Dropped);
+    }
+
+    /// The limits `common.lua` holds a job's numbers to are jobqueue-rules'
+    /// (the scripts cannot call Rust, so they keep a copy).
+    #[test]
+    fn the_scripts_limits_are_the_rules_limits() {
+        let common = include_str!("../lua/common.lua");
+        let constant = |name: &str| -> u64 {
+            common
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("local {name} = ")))
+                .unwrap_or_else(|| panic!("{name} in common.lua"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap();
+        assert_eq!(constant("MAX_COUNT"), u64::from(u32::MAX));
+        assert_eq!(
+            constant("MIN_VISIBILITY_MS"),
+            ms(jobqueue_rules::MIN_VISIBILITY)
+        );
+        assert_eq!(
+            constant("MAX_DURATION_MS"),
+            ms(jobqueue_rules::MAX_DURATION)
+        );
+        assert_eq!(
+            constant("MAX_TTL_S"),
+            jobqueue_rules::MAX_DURATION.as_secs()
+        );
     }
 
     #[test]

@@ -173,13 +173,16 @@ impl JobRecord {
         self.field("last_error").filter(|e| !e.is_empty())
     }
 
+    /// A numeric field: decimal digits only, as the scripts require (Rust's
+    /// own parser would also take a leading `+`).
     fn number(&self, name: &str) -> Result<Option<u64>> {
         match self.field(name) {
             None | Some("") => Ok(None),
-            Some(v) => v
+            Some(v) if v.bytes().all(|b| b.is_ascii_digit()) => v
                 .parse()
                 .map(Some)
-                .map_err(|_| self.malformed(format!("{name} is {v:?}, not a number"))),
+                .map_err(|_| self.malformed(format!("{name} is {v:?}, out of range"))),
+            Some(v) => Err(self.malformed(format!("{name} is {v:?}, not a number"))),
         }
     }
 

@@ -1,5 +1,9 @@
 //! Settle: complete, fail or release a claimed job, and renew the leases of
 //! running ones. Every call is fenced by the claim token and safe to repeat.
+//!
+//! Every settle records its claim in `queue:{name}:settled`, so a repeat of
+//! the call answers [`Ack::Duplicate`] even once the job's hash is gone
+//! (trimmed off its history) or a later claim settled the job again.
 
 use std::time::Duration;
 
@@ -11,7 +15,23 @@ use super::{Ack, ClaimedJob, Queue};
 use crate::error::Result;
 use crate::scripts::SCRIPTS;
 
+/// How long an ended claim is remembered at least: a repeat comes from a
+/// retry after a lost reply, seconds later; the queue's completed TTL when
+/// that is longer (a job's own when longer still).
+const SETTLED_MIN_KEEP: Duration = Duration::from_secs(300);
+
+/// Most ended claims remembered per queue, the oldest forgotten first: the
+/// bound on the settled set (dead letters' records come on top, as many as
+/// the failed history holds).
+pub(super) const SETTLED_CAP: usize = 10_000;
+
 impl Queue {
+    /// How long an ended claim is remembered, in ms.
+    fn settled_keep_ms(&self) -> u64 {
+        let keep = self.options.completed_ttl.max(SETTLED_MIN_KEEP);
+        u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)
+    }
+
     /// Completes a claimed job with `result` (stored as JSON).
     ///
     /// # Cancellation safety
@@ -30,13 +50,16 @@ impl Queue {
             .key(self.keys.completed())
             .key(self.keys.leases())
             .key(self.keys.stats())
+            .key(self.keys.settled())
             .arg(job.id())
             .arg(job.token())
             .arg(result)
             .arg(self.options.completed_ttl.as_secs())
             .arg(self.options.completed_history)
             .arg(self.keys.events())
-            .arg(self.keys.job_prefix());
+            .arg(self.keys.job_prefix())
+            .arg(self.settled_keep_ms())
+            .arg(SETTLED_CAP);
         let code: SettleCode = self.invoke(&invocation).await?;
         code.ack(Settle::Complete)
     }
@@ -92,6 +115,7 @@ impl Queue {
             .key(self.keys.leases())
             .key(self.keys.stats())
             .key(self.keys.scheduled())
+            .key(self.keys.settled())
             .arg(job.id())
             .arg(job.token())
             .arg(error)
@@ -100,7 +124,9 @@ impl Queue {
             .arg(self.options.failed_history)
             .arg(self.keys.events())
             .arg(self.keys.job_prefix())
-            .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+            .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+            .arg(self.settled_keep_ms())
+            .arg(SETTLED_CAP);
         let code: SettleCode = self.invoke(&invocation).await?;
         code.ack(Settle::Fail)
     }
@@ -117,14 +143,19 @@ impl Queue {
             .key(self.keys.processing())
             .key(self.keys.pending())
             .key(self.keys.leases())
+            .key(self.keys.settled())
             .arg(job.id())
             .arg(job.token())
-            .arg(self.keys.events());
+            .arg(self.keys.events())
+            .arg(self.settled_keep_ms())
+            .arg(SETTLED_CAP);
         let code: SettleCode = self.invoke(&invocation).await?;
         code.ack(Settle::Release)
     }
 
-    /// Renews the lease of a running job for another visibility timeout.
+    /// Renews the lease of a running job for another visibility timeout;
+    /// [`Ack::LeaseLost`] when the claim no longer holds the job (another
+    /// token, another status, or no longer listed in processing).
     ///
     /// # Cancellation safety
     /// Safe: renewing twice is harmless.
@@ -142,7 +173,10 @@ impl Queue {
             return Ok(Vec::new());
         }
         let mut invocation = SCRIPTS.extend.prepare_invoke();
-        invocation.key(self.keys.leases()).arg(self.visibility_ms());
+        invocation
+            .key(self.keys.leases())
+            .key(self.keys.processing())
+            .arg(self.visibility_ms());
         for job in jobs {
             invocation
                 .key(self.keys.job(job.id()))
