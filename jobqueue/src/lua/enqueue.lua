@@ -74,8 +74,8 @@ for k = 4, #KEYS do
   end
   local t = redis.call('TYPE', KEYS[k]).ok
   if t ~= 'none' and t ~= 'hash' then
-    return refuse(n, 'WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. t .. ', not a job hash: the id ' .. id ..
-      ' cannot be used for a job')
+    return refuse(n, 'WRONGTYPE the key of id ' .. id .. ' holds a ' .. t ..
+      ', not a job hash: the id cannot be used for a job')
   end
   -- A key that exists already (a batch retried after a lost reply, or a
   -- caller-chosen id in use), or that an earlier job of this batch takes,
