@@ -2359,6 +2359,13 @@ async fn run_case(
             Err(e) => Err(e),
         };
         if let Err(problem) = outcome {
+            if !world
+                .trace
+                .last()
+                .is_some_and(|line| line.starts_with(&format!("{step:>4}:")))
+            {
+                world.note(format!("{op:?}"));
+            }
             return Err(format!(
                 "step {step} broke an invariant:\n{problem}\n\nthe steps, as run ({opts:?}):\n{}",
                 world.trace.join("\n")
@@ -2380,6 +2387,59 @@ fn seed(config: &Config) -> u64 {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
             (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+        }
+    }
+}
+
+/// The first problem of a failure, with ids, labels and numbers blanked:
+/// what "the same invariant breaks" means while minimizing.
+fn kind_of(reason: &str) -> String {
+    let first = reason.lines().nth(1).unwrap_or_default();
+    let mut out = String::new();
+    let mut blank = false;
+    for word in first.split(|c: char| !c.is_alphanumeric() && c != '_') {
+        let id_like = word.starts_with(['j', 'p', 'r', 'c'])
+            && word.len() > 1
+            && word[1..].bytes().all(|b| b.is_ascii_digit());
+        if word.bytes().any(|b| b.is_ascii_digit()) || id_like {
+            blank = true;
+        } else if !word.is_empty() {
+            if blank {
+                out.push_str("# ");
+                blank = false;
+            }
+            out.push_str(word);
+            out.push(' ');
+        }
+    }
+    out
+}
+
+/// Deletes steps, in as many passes as it takes, while the same invariant
+/// still breaks; returns the shorter case and its failure.
+fn minimize(
+    run: impl Fn(&[Op]) -> Result<(), String>,
+    mut ops: Vec<Op>,
+    mut reason: String,
+) -> (Vec<Op>, String) {
+    let kind = kind_of(&reason);
+    loop {
+        let mut progressed = false;
+        let mut i = 0;
+        while i < ops.len() {
+            let mut fewer = ops.clone();
+            fewer.remove(i);
+            match run(&fewer) {
+                Err(again) if kind_of(&again) == kind => {
+                    ops = fewer;
+                    reason = again;
+                    progressed = true;
+                }
+                _ => i += 1,
+            }
+        }
+        if !progressed {
+            return (ops, reason);
         }
     }
 }
@@ -2424,9 +2484,15 @@ fn random_interleavings_keep_every_job_in_exactly_one_state() {
             started.elapsed(),
             TALLY.lock().unwrap()
         ),
-        Err(TestError::Fail(reason, (opts, ops))) => panic!(
-            "{reason}\n\nshrunk input: {opts:?}\n{ops:#?}\n\nreproduce with PROPTEST_RNG_SEED={seed}"
-        ),
+        Err(TestError::Fail(reason, (opts, ops))) => {
+            // proptest deletes steps in one pass; delete more while the same
+            // invariant still breaks.
+            let run = |ops: &[Op]| rt.block_on(run_case(&conn, raw.clone(), opts, ops));
+            let (ops, reason) = minimize(run, ops, reason.message().to_owned());
+            panic!(
+                "{reason}\n\nshrunk input: {opts:?}\n{ops:#?}\n\nreproduce with PROPTEST_RNG_SEED={seed}"
+            )
+        }
         Err(e) => panic!("{e} (PROPTEST_RNG_SEED={seed})"),
     }
 }
