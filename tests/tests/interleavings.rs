@@ -2356,7 +2356,12 @@ async fn run_case(
         world.m.step = step;
         let outcome = match world.apply(op).await {
             Ok(()) => world.check().await,
-            Err(e) => Err(e),
+            // What the failed call left behind, against the model's state
+            // before it (a script that fails should have written nothing).
+            Err(e) => Err(match world.check().await {
+                Ok(()) => format!("{e}\n(and it left Redis as it was)"),
+                Err(left) => format!("{e}\nand it left behind:\n{left}"),
+            }),
         };
         if let Err(problem) = outcome {
             if !world
