@@ -95,7 +95,7 @@ const ACKS_AFTER_TRIM_FIXED: bool = false;
 const NON_UTF8_READS_FIXED: bool = false;
 
 /// Cases per run unless `PROPTEST_CASES` says otherwise.
-const DEFAULT_CASES: u32 = 32;
+const DEFAULT_CASES: u32 = 64;
 /// Most operations in one case.
 const MAX_OPS: usize = 60;
 /// The queue's lease: long enough that it never runs out within a case.
@@ -135,11 +135,15 @@ const DROPPABLE_FIELDS: &[&str] = &[
     "enqueued_at_ms",
     "id",
     "claim_token",
+    "completed_ttl_s",
 ];
 /// Numbers for `attempts` and `max_attempts`.
 const COUNTS: &[&str] = &["0", "1", "2", "5", "7"];
 /// Numbers for `visibility_ms`: a short lease and a long one.
 const LEASES: &[&str] = &["100", "60000"];
+/// Numbers for `completed_ttl_s`, in seconds (0 keeps the hash until
+/// trimmed; above a year the queue's TTL applies).
+const TTLS: &[&str] = &["0", "60", "600", "31536001"];
 /// Words that are no number to Lua's `tonumber` either.
 const WORDS: &[&str] = &["abc", "", "many", "3 tries"];
 const NAN_AND_INF: &[&str] = &["nan", "NaN", "inf", "-inf", "infinity"];
@@ -190,6 +194,8 @@ struct Spec {
     /// An id from [`POOL_IDS`], else a random one.
     pool: Option<usize>,
     max_attempts: Option<u32>,
+    /// `EnqueueOptions::completed_ttl`, in seconds.
+    completed_ttl: Option<u64>,
     short_visibility: bool,
     delay: Delay,
     named: bool,
@@ -211,6 +217,16 @@ enum Settle {
     Release,
 }
 
+/// What happens between a claim request and its second send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Between {
+    Nothing,
+    /// The queue is paused.
+    Pause,
+    /// An operator deletes the first job the request took.
+    DeleteOne,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Garbage {
     Payload(&'static str),
@@ -219,6 +235,8 @@ enum Garbage {
     Number(&'static str, &'static str),
     DeleteHash,
     WrongType(&'static str),
+    /// `completed_ttl_s`, which complete.lua reads.
+    CompletedTtl(&'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -233,7 +251,7 @@ enum Op {
     /// One claim request sent twice with the same id and tokens.
     ClaimTwice {
         n: usize,
-        pause_between: bool,
+        between: Between,
     },
     Settle {
         pick: Pick,
@@ -248,7 +266,8 @@ enum Op {
     Promote,
     Pause,
     Resume,
-    Delete(Sel),
+    /// `delete_job`, sent twice when the flag is set.
+    Delete(Sel, bool),
     RetryFailed(Option<Sel>),
     Garbage {
         target: Sel,
@@ -269,6 +288,7 @@ fn spec() -> impl Strategy<Value = Spec> {
     (
         prop::option::weighted(0.3, 0..POOL_IDS.len()),
         prop::option::weighted(0.4, 1u32..=4),
+        prop::option::weighted(0.2, prop::sample::select(&[0u64, 60, 600][..])),
         prop::bool::weighted(0.3),
         prop_oneof![
             6 => Just(Delay::Now),
@@ -279,9 +299,10 @@ fn spec() -> impl Strategy<Value = Spec> {
         any::<bool>(),
     )
         .prop_map(
-            |(pool, max_attempts, short_visibility, delay, named)| Spec {
+            |(pool, max_attempts, completed_ttl, short_visibility, delay, named)| Spec {
                 pool,
                 max_attempts,
+                completed_ttl,
                 short_visibility,
                 delay,
                 named,
@@ -347,6 +368,12 @@ fn garbage() -> impl Strategy<Value = Garbage> {
                 .boxed(),
         ),
         (1, Just(Garbage::DeleteHash).boxed()),
+        (
+            1,
+            prop::sample::select(number_values(TTLS))
+                .prop_map(Garbage::CompletedTtl)
+                .boxed(),
+        ),
     ];
     if WRONG_TYPE_AT_JOB_KEY_FIXED {
         kinds.push((
@@ -369,9 +396,13 @@ fn op() -> impl Strategy<Value = Op> {
         10 => prop::collection::vec(spec(), 1..=3).prop_map(Op::Enqueue),
         1 => spec().prop_map(Op::EnqueueTwice),
         10 => (1usize..=3, prop::bool::weighted(0.2)).prop_map(|(n, wait)| Op::Claim { n, wait }),
-        2 => (1usize..=2, any::<bool>()).prop_map(|(n, pause)| Op::ClaimTwice {
+        2 => (1usize..=2, 0..3).prop_map(|(n, between)| Op::ClaimTwice {
             n,
-            pause_between: pause && CLAIM_REPLAY_AFTER_PAUSE_FIXED,
+            between: match between {
+                1 if CLAIM_REPLAY_AFTER_PAUSE_FIXED => Between::Pause,
+                2 => Between::DeleteOne,
+                _ => Between::Nothing,
+            },
         }),
         12 => (pick(), settle, prop::bool::weighted(0.3))
             .prop_map(|(pick, how, twice)| Op::Settle { pick, how, twice }),
@@ -381,7 +412,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Promote),
         1 => Just(Op::Pause),
         3 => Just(Op::Resume),
-        1 => sel().prop_map(Op::Delete),
+        1 => (sel(), prop::bool::weighted(0.3)).prop_map(|(sel, twice)| Op::Delete(sel, twice)),
         1 => prop::option::weighted(0.7, sel()).prop_map(Op::RetryFailed),
         4 => (sel(), garbage()).prop_map(|(target, what)| Op::Garbage { target, what }),
         1 => Just(Op::Read),
@@ -392,18 +423,27 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Clone, Copy)]
 struct CaseOptions {
     max_attempts: u32,
+    /// The queue's completed TTL in seconds (0: until trimmed).
+    completed_ttl: u64,
     completed_history: usize,
     failed_history: usize,
 }
 
 fn case_options() -> impl Strategy<Value = CaseOptions> {
-    (1u32..=3, 2usize..=6, 2usize..=6).prop_map(
-        |(max_attempts, completed_history, failed_history)| CaseOptions {
-            max_attempts,
-            completed_history,
-            failed_history,
-        },
+    (
+        1u32..=3,
+        prop::sample::select(&[0u64, 300][..]),
+        2usize..=6,
+        2usize..=6,
     )
+        .prop_map(
+            |(max_attempts, completed_ttl, completed_history, failed_history)| CaseOptions {
+                max_attempts,
+                completed_ttl,
+                completed_history,
+                failed_history,
+            },
+        )
 }
 
 /// How often each notable outcome happened in this run, printed at the end
@@ -497,6 +537,9 @@ struct Job {
     attempts: u64,
     max_field: Option<u64>,
     vis_ms: u64,
+    /// `completed_ttl_s`: absent, or the TTL it gives (`None`: not a
+    /// number, so the queue's applies).
+    ttl_field: Option<Option<u64>>,
     /// Numeric fields holding something that is not a number.
     bad_numbers: BTreeSet<&'static str>,
     bad_payload: bool,
@@ -518,6 +561,14 @@ struct Job {
 impl Job {
     fn short_lease(&self) -> bool {
         self.vis_ms < LONG_ENOUGH_MS
+    }
+
+    /// The TTL complete.lua gives the hash, in seconds (0: none).
+    fn completed_ttl(&self, queue_ttl: u64) -> u64 {
+        match self.ttl_field {
+            Some(Some(ttl)) if ttl <= 31_536_000 => ttl,
+            _ => queue_ttl,
+        }
     }
 }
 
@@ -902,7 +953,7 @@ impl World {
                 self.enqueue(std::slice::from_ref(spec), Some(id)).await
             }
             Op::Claim { n, wait } => self.claim(*n, *wait).await,
-            Op::ClaimTwice { n, pause_between } => self.claim_twice(*n, *pause_between).await,
+            Op::ClaimTwice { n, between } => self.claim_twice(*n, *between).await,
             Op::Settle { pick, how, twice } => self.settle(*pick, *how, *twice).await,
             Op::Extend(picks) => self.extend(picks).await,
             Op::Sweep {
@@ -910,23 +961,31 @@ impl World {
                 wait_for_expiry,
             } => self.sweep(*walk, *wait_for_expiry).await,
             Op::Promote => self.promote().await,
-            Op::Pause => {
-                self.note("pause".into());
-                self.q.pause().await.map_err(|e| format!("pause: {e}"))?;
-                self.m.paused = true;
-                Ok(())
-            }
+            Op::Pause => self.pause().await,
             Op::Resume => {
                 self.note("resume".into());
                 self.q.resume().await.map_err(|e| format!("resume: {e}"))?;
                 self.m.paused = false;
                 Ok(())
             }
-            Op::Delete(sel) => self.delete(*sel).await,
+            Op::Delete(sel, twice) => {
+                self.delete(*sel).await?;
+                if *twice {
+                    self.delete(*sel).await?;
+                }
+                Ok(())
+            }
             Op::RetryFailed(sel) => self.retry_failed(*sel).await,
             Op::Garbage { target, what } => self.garbage(*target, *what).await,
             Op::Read => self.read().await,
         }
+    }
+
+    async fn pause(&mut self) -> Step {
+        self.note("pause".into());
+        self.q.pause().await.map_err(|e| format!("pause: {e}"))?;
+        self.m.paused = true;
+        Ok(())
     }
 
     async fn enqueue(&mut self, specs: &[Spec], replayed_id: Option<String>) -> Step {
@@ -944,6 +1003,10 @@ impl World {
             if let Some(max) = spec.max_attempts {
                 options = options.max_attempts(max);
                 word.push_str(&format!(" max={max}"));
+            }
+            if let Some(ttl) = spec.completed_ttl {
+                options = options.completed_ttl(Duration::from_secs(ttl));
+                word.push_str(&format!(" ttl={ttl}s"));
             }
             if spec.short_visibility {
                 options = options.visibility(Duration::from_millis(SHORT_VISIBILITY_MS));
@@ -996,6 +1059,7 @@ impl World {
                     status_missing: false,
                     attempts: 0,
                     max_field: spec.max_attempts.map(u64::from),
+                    ttl_field: spec.completed_ttl.map(Some),
                     vis_ms: if spec.short_visibility {
                         SHORT_VISIBILITY_MS
                     } else {
@@ -1174,7 +1238,7 @@ impl World {
 
     /// A claim request sent twice with the same id and tokens, as a retry
     /// after a lost reply sends it; optionally with a pause in between.
-    async fn claim_twice(&mut self, n: usize, pause_between: bool) -> Step {
+    async fn claim_twice(&mut self, n: usize, between: Between) -> Step {
         let tokens: Vec<String> = (0..n).map(|_| self.fresh_token()).collect();
         let request = self.fresh_token();
         let first = self
@@ -1184,10 +1248,20 @@ impl World {
             .map_err(|e| format!("claim request: {e}"))?;
         let expected = self.one_claim_run(n);
         self.take_claims("claim request", &first, &expected, Some(&tokens))?;
-        if pause_between {
-            self.note("pause (the reply of the claim request is lost)".into());
-            self.q.pause().await.map_err(|e| format!("pause: {e}"))?;
-            self.m.paused = true;
+        self.note("(its reply is lost)".into());
+        let mut still: Vec<ClaimedJob> = first.clone();
+        match between {
+            Between::Nothing => {}
+            Between::Pause => self.pause().await?,
+            Between::DeleteOne => {
+                if let Some(job) = first.first() {
+                    let ids = self.ids_and_unknown();
+                    let at = ids.iter().position(|id| id == job.id()).expect("a seen id");
+                    self.delete(Sel(u16::try_from(at).expect("few ids")))
+                        .await?;
+                    still.remove(0);
+                }
+            }
         }
         let again = self
             .q
@@ -1209,13 +1283,12 @@ impl World {
         let again_ids = self.labels(&ids);
         self.note(format!("claim request sent again -> {again_ids}"));
         tally("claim request answered again");
-        if summary(&again) != summary(&first) {
-            let ids: Vec<String> = first.iter().map(|j| j.id().to_owned()).collect();
-            let first_ids = self.labels(&ids);
+        if summary(&again) != summary(&still) {
+            let ids: Vec<String> = still.iter().map(|j| j.id().to_owned()).collect();
+            let still_ids = self.labels(&ids);
             return Err(format!(
-                "the claim request sent again{} answered {again_ids} instead of the claims \
-                 its first run made, {first_ids}, which nobody will run",
-                if pause_between { " after a pause" } else { "" }
+                "the claim request sent again ({between:?} in between) answered {again_ids} \
+                 instead of the claims its first run made that still hold, {still_ids}"
             ));
         }
         Ok(())
@@ -1608,17 +1681,30 @@ impl World {
             .filter_map(|id| self.m.cur(id))
             .filter(|&l| {
                 let job = &self.m.lives[l];
+                // A claimed job's settles read its status, token and
+                // numbers; garbage goes only where they do not look, and into
+                // completed_ttl_s, which complete.lua reads and checks.
+                let unread_while_held = matches!(
+                    what,
+                    Garbage::Payload(_)
+                        | Garbage::PayloadNotUtf8
+                        | Garbage::CompletedTtl(_)
+                        | Garbage::DropField(
+                            "payload" | "enqueued_at_ms" | "id" | "completed_ttl_s"
+                        )
+                );
                 !job.explicit
                     && job.hash == Hash::Present
                     && match job.state {
                         State::Pending => true,
                         State::Scheduled => what != Garbage::DropField("status"),
+                        State::Processing => unread_while_held,
                         _ => false,
                     }
             })
             .collect();
         if candidates.is_empty() {
-            self.note(format!("garbage {what:?}: no waiting job"));
+            self.note(format!("garbage {what:?}: no job to write it into"));
             return Ok(());
         }
         let life = candidates[target.of(candidates.len())];
@@ -1651,6 +1737,15 @@ impl World {
             }
             Garbage::Number(field, value) => {
                 cmds.push(redis::cmd("HSET").arg(&key).arg(field).arg(value).clone());
+            }
+            Garbage::CompletedTtl(value) => {
+                cmds.push(
+                    redis::cmd("HSET")
+                        .arg(&key)
+                        .arg("completed_ttl_s")
+                        .arg(value)
+                        .clone(),
+                );
             }
             Garbage::DeleteHash => cmds.push(redis::cmd("DEL").arg(&key).clone()),
             Garbage::WrongType(kind) => {
@@ -1695,6 +1790,7 @@ impl World {
                 job.bad_numbers.remove("visibility_ms");
             }
             Garbage::DropField("claim_token") => job.no_claim_token = true,
+            Garbage::DropField("completed_ttl_s") => job.ttl_field = None,
             Garbage::DropField(_) => {}
             Garbage::Number(field, value) => match strict_number(value) {
                 None => {
@@ -1712,6 +1808,7 @@ impl World {
                     }
                 }
             },
+            Garbage::CompletedTtl(value) => job.ttl_field = Some(strict_number(value)),
             Garbage::DeleteHash => job.hash = Hash::Missing,
             Garbage::WrongType(kind) => job.hash = Hash::WrongType(kind),
         }
@@ -2005,6 +2102,7 @@ impl World {
         let ids: Vec<String> = ids.into_iter().collect();
         let mut types: HashMap<String, String> = HashMap::new();
         let mut hashes: HashMap<String, HashMap<String, String>> = HashMap::new();
+        let mut ttls: HashMap<String, i64> = HashMap::new();
         if !ids.is_empty() {
             let mut pipe = redis::pipe();
             for id in &ids {
@@ -2020,12 +2118,14 @@ impl World {
                 let mut pipe = redis::pipe();
                 for id in &hash_ids {
                     pipe.cmd("HGETALL").arg(keys.job(id));
+                    pipe.cmd("PTTL").arg(keys.job(id));
                 }
-                let found: Vec<HashMap<String, Vec<u8>>> = pipe
+                let found: Vec<(HashMap<String, Vec<u8>>, i64)> = pipe
                     .query_async(&mut self.raw)
                     .await
                     .map_err(|e| format!("HGETALL: {e}"))?;
-                for (id, fields) in hash_ids.into_iter().zip(found) {
+                for (id, (fields, ttl)) in hash_ids.into_iter().zip(found) {
+                    ttls.insert(id.clone(), ttl);
                     let fields = fields
                         .into_iter()
                         .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
@@ -2288,6 +2388,27 @@ impl World {
                             job.holder
                         ));
                     }
+                    let ttl = ttls.get(id).copied().unwrap_or(-2);
+                    let want_ttl = match job.state {
+                        State::Completed => job.completed_ttl(m.opts.completed_ttl),
+                        _ => 0,
+                    };
+                    let ttl_ok = if want_ttl == 0 {
+                        ttl == -1
+                    } else {
+                        ttl > 0 && ttl <= i64::try_from(want_ttl * 1000).unwrap_or(i64::MAX)
+                    };
+                    if !ttl_ok {
+                        problems.push(format!(
+                            "{label} ({:?}) expires in {ttl} ms; the model says {}",
+                            job.state,
+                            if want_ttl == 0 {
+                                "never".to_owned()
+                            } else {
+                                format!("within {want_ttl} s")
+                            }
+                        ));
+                    }
                     let settled = h.get("settled_token");
                     let settled_ok = match &job.settled {
                         Settled::Never => settled.is_none(),
@@ -2340,6 +2461,7 @@ async fn run_case(
     let options = QueueOptions::new()
         .visibility(LONG_VISIBILITY)
         .max_attempts(opts.max_attempts)
+        .completed_ttl(Duration::from_secs(opts.completed_ttl))
         .completed_history(opts.completed_history)
         .failed_history(opts.failed_history);
     let q = Queue::new_with(conn, &unique_key("ilv"), options).map_err(|e| e.to_string())?;
