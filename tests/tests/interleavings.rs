@@ -6,10 +6,12 @@
 //! permanent), release, extend, the two sweeps, promote, pause and resume,
 //! delete, retrying dead letters, reads, and calls sent twice as a retry after
 //! a lost reply would send them (a settle with the same `ClaimedJob`, a claim
-//! request with the same id and tokens, an enqueue of the same id). Garbage
-//! goes into the hashes of waiting jobs: payloads that are not JSON or not
-//! UTF-8, fields that are not numbers, missing fields, a deleted hash, and
-//! (behind a switch) a key of another type.
+//! request with the same id and tokens, an enqueue of the same id, a
+//! delete). Garbage goes into the hashes of waiting jobs: payloads that are
+//! not JSON or not UTF-8, fields that are not numbers, missing fields, a
+//! deleted hash, a bad `completed_ttl_s`, and (behind a switch) a key of
+//! another type; into claimed jobs only where their settles do not look
+//! (payload, `enqueued_at_ms`, `id`) and `completed_ttl_s`.
 //!
 //! The model ([`Model`]) knows every job's state, attempts, holder and
 //! settling token, the exact order of every list and the counters, and
@@ -17,14 +19,15 @@
 //! passes: short leases (100 ms) and short delays are waited out by polling
 //! the Redis clock until the state is reached, never by sleeping a guess; a
 //! sweep that is not waited for may take back any short lease that has run
-//! out, and must take back every one known to have run out.
+//! out, and must take back every one known to have run out. A completed
+//! job's TTL is made to run out with `PEXPIRE 1`, then waited for.
 //!
 //! After every operation [`World::check`] reads Redis directly (the lists,
 //! the leases and scheduled sets, every job key, the stats hash) and checks:
 //! every id is in at most one list and in the one its hash's status names;
 //! every dead letter and completed job is listed; tokens and leases agree;
-//! the lists, hashes and counters are exactly the model's; no key is left
-//! that the queue does not own. A job that completed is never handed out
+//! the lists, hashes, TTLs and counters are exactly the model's; no key is
+//! left that the queue does not own. A job that completed is never handed out
 //! again, and a job is only handed out again after its previous claim ended
 //! by a retry, a release or a lease loss ([`World::log_claim`]).
 //!
@@ -54,21 +57,29 @@ use proptest::test_runner::{
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
-/// `nan`, `NaN`, `inf`, `-inf`, `infinity` in `attempts`, `max_attempts` or
-/// `visibility_ms`: Lua's `tonumber` reads them as numbers, so claim.lua
-/// hands out a job with `max_attempts = nan` (it never runs out of attempts)
-/// and a `visibility_ms = nan` claim fails in `ZADD` after the job was
-/// already moved and stamped (issue 13 item 3).
+// The model's rule for the numeric fields (`attempts`, `max_attempts`,
+// `visibility_ms`, `completed_ttl_s`): a number is decimal digits only,
+// within `u32`; anything else is not a number, and a claim fails the job
+// with the reason (a bad `completed_ttl_s` falls back to the queue's TTL).
+// Lua's `tonumber` reads the values below as numbers (issue 13 item 3).
+
+/// `nan`, `NaN`, `inf`, `-inf`, `infinity`: claim.lua hands out a job whose
+/// `max_attempts` is one of them (nan: it never runs out of attempts) or
+/// whose `visibility_ms` is inf; `attempts = nan` is stamped as a garbage
+/// count before the Rust side refuses the job; `visibility_ms = nan` fails
+/// in `ZADD` after the job was moved and stamped, leaving it in processing
+/// without a lease, where no sweep takes it back.
 const NAN_AND_INF_NUMBERS_FIXED: bool = false;
 /// `0x10`, `1e3`, `0X1A`: Lua reads hex and exponents, the Rust side
-/// (`JobRecord`) does not; claim.lua runs such jobs (issue 13 item 3).
+/// (`JobRecord`) does not: `max_attempts = 1e3` gives 1000 attempts,
+/// `visibility_ms = 0x10` a 16 ms lease, `completed_ttl_s = 0x10` a 16 s TTL.
 const HEX_AND_EXPONENT_NUMBERS_FIXED: bool = false;
-/// `1.5`, ` 2`, `2 `, `+2`, `-1`: fractions, blanks and signs, read by Lua
-/// as numbers (issue 13 item 3). The model's rule: a number is decimal
-/// digits only.
+/// `1.5`, ` 2`, `2 `, `+2`, `-1`: fractions, blanks and signs; a job with
+/// such `attempts`, `max_attempts` or `visibility_ms` is handed out
+/// (`attempts = 1.5` becomes `2`), `completed_ttl_s = " 2"` gives 2 s.
 const FRACTIONS_BLANKS_AND_SIGNS_FIXED: bool = false;
 /// `4294967296`, `99999999999999999999`: beyond `u32`, which the Rust side
-/// refuses and Lua accepts (issue 13 item 3).
+/// refuses and Lua accepts in `max_attempts` and `visibility_ms`.
 const HUGE_NUMBERS_FIXED: bool = false;
 /// A string, list or set at a job's key: claim.lua moves the id to
 /// processing and then fails with WRONGTYPE, leaving it there for good, and
@@ -478,8 +489,8 @@ enum State {
     Scheduled,
     Completed,
     Failed,
-    /// In no list: its hash was deleted by garbage and a claim or promote
-    /// dropped the id, or the job was deleted.
+    /// In no list: trimmed off a history, deleted, or its hash was deleted
+    /// by garbage and a claim or promote dropped the id.
     Gone,
 }
 
@@ -2284,7 +2295,7 @@ impl World {
                 other => problems.push(format!("{label} has status {other:?}")),
             }
             let token = h.get("claim_token").map_or("", String::as_str);
-            if (status == Some("processing")) != !token.is_empty() {
+            if (status == Some("processing")) == token.is_empty() {
                 problems.push(format!(
                     "{label} has status {status:?} and claim_token {token:?}"
                 ));
