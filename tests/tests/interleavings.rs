@@ -877,10 +877,10 @@ impl Model {
 
 /// A number as the model reads one: decimal digits only, within `u32`.
 fn strict_number(value: &str) -> Option<u64> {
-    if value.is_empty() || value.len() > 9 || !value.bytes().all(|b| b.is_ascii_digit()) {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    value.parse().ok()
+    value.parse::<u32>().ok().map(u64::from)
 }
 
 fn millis(d: Duration) -> u64 {
