@@ -43,7 +43,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use jobqueue::client::EnqueueOptions;
 use jobqueue::connection::Connection;
@@ -2594,14 +2594,13 @@ async fn run_case(
 
 /// A seed for this run: `PROPTEST_RNG_SEED` when set, else a fresh one.
 fn seed(config: &Config) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
     match config.rng_seed {
         RngSeed::Fixed(seed) => seed,
-        RngSeed::Random => {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
-        }
+        // std's hasher keys are random per process.
+        RngSeed::Random => std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish(),
     }
 }
 
