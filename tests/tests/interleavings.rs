@@ -69,35 +69,35 @@ use serde_json::json;
 /// count before the Rust side refuses the job; `visibility_ms = nan` fails
 /// in `ZADD` after the job was moved and stamped, leaving it in processing
 /// without a lease, where no sweep takes it back.
-const NAN_AND_INF_NUMBERS_FIXED: bool = false;
+const NAN_AND_INF_NUMBERS_FIXED: bool = true;
 /// `0x10`, `1e3`, `0X1A`: Lua reads hex and exponents, the Rust side
 /// (`JobRecord`) does not: `max_attempts = 1e3` gives 1000 attempts,
 /// `visibility_ms = 0x10` a 16 ms lease, `completed_ttl_s = 0x10` a 16 s TTL.
-const HEX_AND_EXPONENT_NUMBERS_FIXED: bool = false;
+const HEX_AND_EXPONENT_NUMBERS_FIXED: bool = true;
 /// `1.5`, ` 2`, `2 `, `+2`, `-1`: fractions, blanks and signs; a job with
 /// such `attempts`, `max_attempts` or `visibility_ms` is handed out
 /// (`attempts = 1.5` becomes `2`), `completed_ttl_s = " 2"` gives 2 s.
-const FRACTIONS_BLANKS_AND_SIGNS_FIXED: bool = false;
+const FRACTIONS_BLANKS_AND_SIGNS_FIXED: bool = true;
 /// `4294967296`, `99999999999999999999`: beyond `u32`, which the Rust side
 /// refuses and Lua accepts in `max_attempts` and `visibility_ms`.
-const HUGE_NUMBERS_FIXED: bool = false;
+const HUGE_NUMBERS_FIXED: bool = true;
 /// A string, list or set at a job's key: claim.lua moves the id to
 /// processing and then fails with WRONGTYPE, leaving it there for good, and
 /// the sweep, delete, settles and reads fail on it (issue 13: wrong-type keys
 /// at a job's key). The model expects such an id to be dropped like an id
 /// without a hash, and settles, extends, delete and reads to treat it as no
 /// job.
-const WRONG_TYPE_AT_JOB_KEY_FIXED: bool = false;
+const WRONG_TYPE_AT_JOB_KEY_FIXED: bool = true;
 /// A claim request sent again after its reply was lost, with the queue
 /// paused in between, answers "paused" instead of the jobs its first run
 /// took, which stay leased to nobody (issue 13: a claim replayed after a
 /// pause).
-const CLAIM_REPLAY_AFTER_PAUSE_FIXED: bool = false;
+const CLAIM_REPLAY_AFTER_PAUSE_FIXED: bool = true;
 /// A settle sent again after its first send applied answers
 /// `Ack::Duplicate`; once the job's hash was trimmed off the history it
 /// answers `Ack::LeaseLost` (issue 13: acks after the history is trimmed).
 /// Off, either answer is accepted there.
-const ACKS_AFTER_TRIM_FIXED: bool = false;
+const ACKS_AFTER_TRIM_FIXED: bool = true;
 
 /// A payload that is not UTF-8 makes `get_jobs` fail for the whole batch
 /// ("Cannot convert from UTF-8"), though the claim path reads such a job and
@@ -576,6 +576,9 @@ struct Job {
     no_claim_token: bool,
     holder: Option<String>,
     settled: Settled,
+    /// Every token that ever settled this life: each answers `Duplicate` to
+    /// a repeat once `queue:{name}:settled` remembers ended claims.
+    settled_tokens: BTreeSet<String>,
     /// A short delay's due time, at most (Redis ms).
     due_by: Option<u64>,
     /// A short lease's deadline, at most (Redis ms).
@@ -611,6 +614,7 @@ struct Counters {
     failed: u64,
     reclaimed: u64,
     retried: u64,
+    revived: u64,
 }
 
 /// What one step of the claim script does with an id it takes.
@@ -853,6 +857,13 @@ impl Model {
             return (vec![Ack::Duplicate], None);
         }
         if settled_here && job.hash == Hash::Trimmed && is_current && ACKS_AFTER_TRIM_FIXED {
+            return (vec![Ack::Duplicate], None);
+        }
+        let settled_before = job.settled_tokens.contains(claim.job.token());
+        if ACKS_AFTER_TRIM_FIXED && settled_before && job.hash != Hash::Missing {
+            // The claim ended the job once; the job moved on since (another
+            // claim took it, or its hash was trimmed), and the record of the
+            // ended claim still answers the repeat.
             return (vec![Ack::Duplicate], None);
         }
         if settled_here && job.hash != Hash::Missing {
@@ -1098,6 +1109,7 @@ impl World {
                     no_claim_token: false,
                     holder: None,
                     settled: Settled::Never,
+                    settled_tokens: BTreeSet::new(),
                     due_by,
                     deadline_by: None,
                     log: Vec::new(),
@@ -1527,6 +1539,30 @@ impl World {
                 }
             }
         }
+        if walk {
+            // The full pass also takes completed listings whose hash expired
+            // off the history (issue 13: the history stays consistent).
+            let mut gone: Vec<String> = self
+                .m
+                .completed
+                .iter()
+                .filter(|id| {
+                    self.m
+                        .cur(id)
+                        .is_some_and(|l| self.m.lives[l].hash == Hash::Expired)
+                })
+                .cloned()
+                .collect();
+            self.m.completed.retain(|id| !gone.contains(id));
+            let mut expired = report.expired.clone();
+            expired.sort();
+            gone.sort();
+            if expired != gone {
+                return Err(format!(
+                    "{name} took {expired:?} off the completed history; the model expected {gone:?}"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1929,6 +1965,7 @@ impl World {
             ("completed_total", stats.completed_total, c.completed),
             ("reclaimed_total", stats.reclaimed_total, c.reclaimed),
             ("retried_total", stats.retried_total, c.retried),
+            ("revived_total", stats.revived_total, c.revived),
         ] {
             if got != want {
                 problems.push(format!("stats: {name} is {got}, the model says {want}"));
@@ -2058,7 +2095,7 @@ impl Model {
         job.holder = None;
         job.no_claim_token = false;
         self.pending.push_front(id.to_owned());
-        self.counters.retried += 1;
+        self.counters.revived += 1;
         self.log(life, Ev::Revived);
         tally("dead letter sent back");
     }
@@ -2074,6 +2111,7 @@ impl Model {
             job.holder = None;
             job.deadline_by = None;
             job.settled = Settled::Token(token.clone());
+            job.settled_tokens.insert(token.clone());
         }
         let end = match ack {
             Ack::Completed => {
@@ -2331,6 +2369,8 @@ impl World {
             keys.leases(),
             keys.stats(),
             keys.paused(),
+            // Ended claims, kept so a repeated settle answers Duplicate.
+            keys.settled(),
         ];
         let request_prefix = keys.request("");
         for key in &all_keys {
@@ -2397,6 +2437,7 @@ impl World {
             ("completed_total", c.completed),
             ("reclaimed_total", c.reclaimed),
             ("retried_total", c.retried),
+            ("revived_total", c.revived),
             ("failed_total", c.failed),
         ] {
             let got: u64 = match stats.get(name) {
