@@ -579,6 +579,138 @@ async fn extend_refuses_a_claim_whose_lease_and_listing_are_gone(redis: TestRedi
     );
 }
 
+/// The raw bytes of a list.
+async fn raw_list(c: &mut RawConn, key: &str) -> Vec<Vec<u8>> {
+    redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(c)
+        .await
+        .expect("LRANGE")
+}
+
+/// Ids, field names and values that are not UTF-8 (another client wrote
+/// them) fail their own job with a reason and never a whole reply: before,
+/// a claim failed such a job under a lossily decoded id that named no key,
+/// so it stayed in processing with a lease and an attempt charged; a sweep
+/// meeting one failed as a whole ("invalid utf-8"), and so did a read of a
+/// page of jobs holding one.
+async fn bytes_that_are_not_utf8_fail_their_own_job_only(redis: TestRedis) {
+    let (_, q, mut c) = setup_on(&redis, "utf8", QueueOptions::default()).await;
+    let keys = q.keys().clone();
+    let good = q.enqueue(&json!({"n": 1})).await.unwrap();
+    // A reference-style job whose id is not UTF-8, waiting behind it.
+    let bad_id: &[u8] = b"bad\xff\xfeid";
+    let bad_key = [keys.job_prefix().as_bytes(), bad_id].concat();
+    let _: () = redis::cmd("HSET")
+        .arg(&bad_key)
+        .arg("id")
+        .arg(bad_id)
+        .arg("payload")
+        .arg("{}")
+        .arg("status")
+        .arg("pending")
+        .arg("attempts")
+        .arg("0")
+        .arg("claim_token")
+        .arg("")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("LPUSH")
+        .arg(keys.pending())
+        .arg(bad_id)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // A job whose payload is not UTF-8.
+    let odd = q.enqueue(&json!({"n": 2})).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(keys.job(&odd))
+        .arg("payload")
+        .arg(b"\xff\xfe{}".as_slice())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let read = q.get_jobs(&[good.as_str(), odd.as_str()]).await.unwrap();
+    assert!(
+        read.iter().all(Option::is_some),
+        "a page with an odd payload reads whole"
+    );
+
+    let claimed = q.claim_many(10, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        summary(&claimed).len(),
+        1,
+        "only the good job is handed out"
+    );
+    assert_eq!(claimed[0].id(), good);
+    assert!(
+        raw_list(&mut c, &keys.processing()).await == vec![good.as_bytes().to_vec()],
+        "nothing else is left in processing"
+    );
+    let failed = raw_list(&mut c, &keys.failed()).await;
+    assert!(
+        failed.contains(&bad_id.to_vec()),
+        "the id is a dead letter: {failed:?}"
+    );
+    let reason: Option<String> = redis::cmd("HGET")
+        .arg(&bad_key)
+        .arg("last_error")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(reason.unwrap_or_default().contains("UTF-8"));
+    let odd_job = q.get_job(&odd).await.unwrap().unwrap();
+    assert_eq!(odd_job.status(), Some(JobStatus::Failed));
+    assert!(
+        odd_job.last_error().unwrap_or_default().contains("UTF-8"),
+        "{odd_job:?}"
+    );
+    assert_eq!(
+        q.list_failed(0..10).await.unwrap().len(),
+        2,
+        "the listing reads"
+    );
+
+    // A stale reference claim whose id is not UTF-8, in processing.
+    let stale: &[u8] = b"stale\xc0id";
+    let stale_key = [keys.job_prefix().as_bytes(), stale].concat();
+    let _: () = redis::cmd("HSET")
+        .arg(&stale_key)
+        .arg("id")
+        .arg(stale)
+        .arg("payload")
+        .arg("{}")
+        .arg("status")
+        .arg("processing")
+        .arg("attempts")
+        .arg("0")
+        .arg("claimed_at_ms")
+        .arg("1000000000000")
+        .arg("claim_token")
+        .arg("ref")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("LPUSH")
+        .arg(keys.processing())
+        .arg(stale)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let report = q.reclaim_stuck().await.unwrap();
+    assert_eq!(report.reclaimed.len(), 1, "{report:?}");
+    assert!(q.claim_many(10, Duration::ZERO).await.unwrap().is_empty());
+    assert!(
+        raw_list(&mut c, &keys.failed())
+            .await
+            .contains(&stale.to_vec())
+    );
+    let _ = c;
+}
+
 on_each_topology! {
     #[tokio::test] a_claim_retried_after_a_pause_gets_back_what_its_first_run_took,
     #[tokio::test] numbers_that_are_not_decimal_integers_fail_the_job_at_claim,
@@ -588,4 +720,5 @@ on_each_topology! {
     #[tokio::test] dead_letters_a_reference_client_trimmed_off_are_deleted_by_the_sweep,
     #[tokio::test] completed_listings_whose_hash_is_gone_leave_the_history,
     #[tokio::test] extend_refuses_a_claim_whose_lease_and_listing_are_gone,
+    #[tokio::test] bytes_that_are_not_utf8_fail_their_own_job_only,
 }

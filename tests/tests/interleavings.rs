@@ -103,7 +103,7 @@ const ACKS_AFTER_TRIM_FIXED: bool = true;
 /// ("Cannot convert from UTF-8"), though the claim path reads such a job and
 /// fails it with the reason. Off, reads leave such jobs out. Fixed, the
 /// model expects a record for the job (new in issue 13's property test).
-const NON_UTF8_READS_FIXED: bool = false;
+const NON_UTF8_READS_FIXED: bool = true;
 
 /// A completed job's hash that expired (its `completed_ttl`) leaves its id
 /// in the completed history; enqueueing the same id again then lists it in

@@ -121,6 +121,10 @@ local function judge(id)
   if status == 'completed' or status == 'failed' then
     return { action = 'dropped', reason = 'stale list entry: the job is already ' .. status }
   end
+  if not is_utf8(id) then
+    decided[id] = true
+    return { action = 'failed', reason = 'its id is not UTF-8, so no client can name it' }
+  end
   local holder = f[5]
   if status == 'processing' and holder and holder ~= '' and redis.call('ZSCORE', Q.leases, lease(id, holder)) then
     -- Listed twice and held by a live or expiring claim of ours: the sweep

@@ -161,6 +161,46 @@ local function read_job(key, ...)
 end
 
 -- Why a key that is not a job hash was dropped.
+-- True when s is valid UTF-8 (as Rust's str accepts it: no overlong forms,
+-- no surrogates, nothing past U+10FFFF). An id that is not cannot be named
+-- by a client that speaks UTF-8, so a claim fails it instead of handing it
+-- out.
+local function is_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local len, lo, hi = 1, 0x80, 0xBF
+    if c < 0x80 then
+      len = 1
+    elseif c >= 0xC2 and c <= 0xDF then
+      len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    else
+      return false
+    end
+    if i + len - 1 > n then
+      return false
+    end
+    for j = i + 1, i + len - 1 do
+      local b = string.byte(s, j)
+      if j == i + 1 then
+        if b < lo or b > hi then
+          return false
+        end
+      elseif b < 0x80 or b > 0xBF then
+        return false
+      end
+    end
+    i = i + len
+  end
+  return true
+end
+
 local function not_a_job(kind, t)
   if kind == 'wrongtype' then
     return 'the job key holds a ' .. t .. ', not a hash'

@@ -70,13 +70,36 @@ impl ToRedisArgs for SweepStep {
 /// The "leases" step's reply: next cursor into processing (negative at the
 /// end), more expired leases waiting (0 or 1), the ids reclaimed and
 /// failed, and the entries dropped with the reason.
-pub(crate) type LeasesReply = (i64, u8, Vec<String>, Vec<String>, Vec<(String, String)>);
+pub(crate) type LeasesReply = (i64, u8, Vec<Text>, Vec<Text>, Vec<(Text, Text)>);
 
 /// The "history" step's reply: next cursor into completed (negative at the
 /// end), more dead letters to check (0 or 1), the ids taken off the
 /// completed history, and the dead letters deleted because nothing listed
 /// them.
-pub(crate) type HistoryReply = (i64, u8, Vec<String>, Vec<String>);
+pub(crate) type HistoryReply = (i64, u8, Vec<Text>, Vec<Text>);
+
+/// Text read from Redis that another client may have written as any bytes
+/// (an id, a field, a reason): read as bytes and decoded lossily, so one
+/// entry that is not UTF-8 never makes a whole reply undecodable.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Text(pub(crate) String);
+
+impl FromRedisValue for Text {
+    fn from_redis_value(v: Value) -> std::result::Result<Self, ParsingError> {
+        Vec::<u8>::from_redis_value(v).map(|bytes| Self(lossy(bytes)))
+    }
+}
+
+impl From<Text> for String {
+    fn from(text: Text) -> Self {
+        text.0
+    }
+}
+
+/// Every [`Text`] of `texts` as a `String`.
+pub(crate) fn strings(texts: Vec<Text>) -> Vec<String> {
+    texts.into_iter().map(String::from).collect()
+}
 
 /// Which settling script answered, to read its code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

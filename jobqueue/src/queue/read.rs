@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+use super::protocol::{Text, strings};
 use super::{JobRecord, JobStatus, Queue, SCRIPT_BATCH};
 use crate::error::{Error, Result};
 use crate::scripts::SCRIPTS;
@@ -135,9 +136,15 @@ impl Queue {
                 invocation.key(self.keys.job(id.as_ref()));
             }
             invocation.arg(0);
-            let hashes: Vec<BTreeMap<String, String>> = self.invoke(&invocation).await?;
+            // Fields are read as bytes: a value another client wrote that is
+            // not UTF-8 shows lossily in its own record, never fails the read.
+            let hashes: Vec<Vec<(Text, Text)>> = self.invoke(&invocation).await?;
             records.extend(chunk.iter().zip(hashes).map(|(id, fields)| {
-                (!fields.is_empty()).then(|| JobRecord::new(id.as_ref(), fields))
+                (!fields.is_empty()).then(|| {
+                    let fields: BTreeMap<String, String> =
+                        fields.into_iter().map(|(k, v)| (k.0, v.0)).collect();
+                    JobRecord::new(id.as_ref(), fields)
+                })
             }));
         }
         Ok(records)
@@ -199,9 +206,11 @@ impl Queue {
         }
         let key = self.keys.scheduled();
         let (start, stop) = (range.start as isize, range.end as isize - 1);
-        self.conn
+        let ids: Vec<Text> = self
+            .conn
             .query(redis::cmd("ZRANGE").arg(key).arg(start).arg(stop))
-            .await
+            .await?;
+        Ok(strings(ids))
     }
 
     /// Ids in the dead letters, newest first.
@@ -220,9 +229,14 @@ impl Queue {
             .await
     }
 
+    /// Ids of a list, decoded lossily: an id another client wrote that is
+    /// not UTF-8 shows with replacement characters instead of failing the
+    /// page it is on.
     async fn lrange(&self, key: String, start: isize, stop: isize) -> Result<Vec<String>> {
-        self.conn
+        let ids: Vec<Text> = self
+            .conn
             .query(redis::cmd("LRANGE").arg(key).arg(start).arg(stop))
-            .await
+            .await?;
+        Ok(strings(ids))
     }
 }

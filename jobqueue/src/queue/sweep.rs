@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::protocol::{HistoryReply, LeasesReply, SweepStep};
+use super::protocol::{HistoryReply, LeasesReply, SweepStep, strings};
 use super::settle::SETTLED_CAP;
 use super::{Queue, SCRIPT_BATCH};
 use crate::error::Result;
@@ -85,9 +85,10 @@ impl Queue {
                 .arg(if walking { SCRIPT_BATCH } else { 0 });
             let (next, more, reclaimed, failed, dropped): LeasesReply =
                 self.invoke(&invocation).await?;
-            report.reclaimed.extend(reclaimed);
-            report.failed.extend(failed);
+            report.reclaimed.extend(strings(reclaimed));
+            report.failed.extend(strings(failed));
             for (id, reason) in dropped {
+                let (id, reason) = (id.0, reason.0);
                 tracing::warn!(
                     queue = self.name(),
                     job = id,
@@ -127,6 +128,7 @@ impl Queue {
                 .arg(SCRIPT_BATCH)
                 .arg(SETTLED_CAP);
             let (next, more, expired, unlisted): HistoryReply = self.invoke(&invocation).await?;
+            let (expired, unlisted) = (strings(expired), strings(unlisted));
             if !expired.is_empty() {
                 tracing::debug!(queue = self.name(), jobs = ?expired, "completed entries whose hash expired left the history");
             }
