@@ -53,6 +53,15 @@ impl RedisCluster {
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "1000",
+                        // A replica fails over however long ago it last heard
+                        // from its primary: the failover test pauses the
+                        // primary's writes (which stops its pings to the
+                        // replica) before it kills it, and on a loaded
+                        // machine that can outlast the default validity
+                        // window, after which the replica refuses to take
+                        // over and the slot stays down.
+                        "--cluster-replica-validity-factor",
+                        "0",
                         "--cluster-port",
                         &free_port().to_string(),
                     ])
