@@ -668,3 +668,38 @@ fn cpu_time_in(stat: &str) -> Duration {
         fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
     Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
 }
+
+/// A `Write` that keeps what tracing writes, for assertions on logs.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `body` on a fresh single-threaded runtime with a subscriber that
+/// keeps every log line; returns what `body` returned and the logs.
+pub fn with_captured_logs<T>(body: impl std::future::Future<Output = T>) -> (T, String) {
+    let captured = CapturedLogs::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let value = tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(body)
+    });
+    let logs =
+        String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("UTF-8 logs");
+    (value, logs)
+}

@@ -169,43 +169,15 @@ async fn a_repeated_claim_request_returns_the_same_jobs() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// Log output written to memory, to check what a connection warned about.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Connects to `server` with a subscriber capturing the logs; returns the
-/// policy the connection read and what it logged.
+/// Connects to `server` with the logs captured; returns the policy the
+/// connection read and what it logged.
 fn connect_and_capture(server: &RedisServer) -> (Option<String>, String) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let policy = tracing::subscriber::with_default(subscriber, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async {
-                let conn = jobqueue::connection::Connection::connect(server.url().as_str())
-                    .await
-                    .unwrap();
-                conn.maxmemory_policy().map(str::to_owned)
-            })
-    });
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    (policy, logs)
+    with_captured_logs(async {
+        let conn = jobqueue::connection::Connection::connect(server.url().as_str())
+            .await
+            .unwrap();
+        conn.maxmemory_policy().map(str::to_owned)
+    })
 }
 
 #[test]

@@ -1,8 +1,6 @@
 //! Redis with a password, and over TLS: both work, and the password never
 //! shows in an error, a `Debug` print or a log line.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jobqueue::connection::{Connection, ConnectionOptions};
@@ -46,46 +44,19 @@ async fn a_password_protected_redis_works_and_the_password_never_leaks() {
     );
 }
 
-/// A `Write` that keeps what tracing writes, for assertions.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn retry_logs_while_redis_is_down_name_the_address_not_the_password() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut server = RedisServer::start();
-            let port = server.port();
-            server.kill();
-            let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}/");
-            let options = ConnectionOptions::new().startup_wait(Duration::from_millis(700));
-            let err = Connection::connect_with(url.as_str(), options)
-                .await
-                .unwrap_err();
-            assert!(!err.to_string().contains(PASSWORD));
-        });
+    let ((), logs) = with_captured_logs(async {
+        let mut server = RedisServer::start();
+        let port = server.port();
+        server.kill();
+        let url = format!("redis://:{PASSWORD}@127.0.0.1:{port}/");
+        let options = ConnectionOptions::new().startup_wait(Duration::from_millis(700));
+        let err = Connection::connect_with(url.as_str(), options)
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains(PASSWORD));
     });
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("Redis is unreachable; retrying"), "{logs}");
     assert!(logs.contains("127.0.0.1"), "the address is named: {logs}");
     assert!(!logs.contains(PASSWORD), "{logs}");
