@@ -91,8 +91,9 @@ impl Client {
         }
     }
 
-    /// The physical queue of `name` that holds (or will hold) job `id`: the
-    /// one place that routes a job to its shard.
+    /// The physical queue of `name` that holds (or will hold) job `id`, by
+    /// the one routing rule, `shards::shard_of` (which `submit` applies to
+    /// the shard list it builds once per call).
     fn queue_of(&self, name: &str, id: &str) -> Result<Queue> {
         match self.shards.get(name) {
             Some(names) => self.queue(&names[crate::shards::shard_of(id, names.len())]),
@@ -175,23 +176,23 @@ impl Client {
             .max_attempts(T::MAX_ATTEMPTS)
             .visibility(T::VISIBILITY);
         let options = options.or(&defaults);
-        let mut batches: Vec<(Queue, Vec<NewJob>)> = Vec::new();
+        // The queues (shards) once per call, not one Queue per job.
+        let queues = self.shard_queues(T::QUEUE)?;
+        let mut batches: Vec<Vec<NewJob>> = vec![Vec::new(); queues.len()];
         let mut handles = Vec::with_capacity(payloads.len());
         for payload in &payloads {
             let mut options = options.clone();
             let id = options.id.get_or_insert_with(crate::id::random_hex).clone();
-            let queue = self.queue_of(T::QUEUE, &id)?;
-            let job = NewJob::new(payload)?.name(T::NAME).options(options);
-            handles.push(JobHandle::new(queue.clone(), id, true));
-            match batches.iter_mut().find(|(q, _)| q.name() == queue.name()) {
-                Some((_, jobs)) => jobs.push(job),
-                None => batches.push((queue, vec![job])),
-            }
+            let shard = crate::shards::shard_of(&id, queues.len());
+            handles.push(JobHandle::new(queues[shard].clone(), id, true));
+            batches[shard].push(NewJob::new(payload)?.name(T::NAME).options(options));
         }
         futures_util::future::try_join_all(
-            batches
-                .into_iter()
-                .map(|(queue, jobs)| async move { queue.submit_many(jobs).await }),
+            queues
+                .iter()
+                .zip(batches)
+                .filter(|(_, jobs)| !jobs.is_empty())
+                .map(|(queue, jobs)| queue.submit_many(jobs)),
         )
         .await?;
         Ok(handles)
