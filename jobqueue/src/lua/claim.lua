@@ -48,12 +48,7 @@ local request = KEYS[6]
 -- stays bounded even when pending is full of them.
 local BUDGET = 100
 
-expect(Q.pending, 'list')
-expect(Q.processing, 'list')
-expect(Q.leases, 'zset')
-expect(Q.failed, 'list')
-expect(Q.stats, 'hash')
-expect(Q.settled, 'zset')
+expect_queue_keys()
 expect(request, 'string')
 local now = now_ms()
 

@@ -218,6 +218,17 @@ local function expect(key, kind)
   end
 end
 
+-- Checks the queue keys a claim and a sweep step both write (set in Q
+-- first), before either writes anything.
+local function expect_queue_keys()
+  expect(Q.pending, 'list')
+  expect(Q.processing, 'list')
+  expect(Q.leases, 'zset')
+  expect(Q.failed, 'list')
+  expect(Q.stats, 'hash')
+  expect(Q.settled, 'zset')
+end
+
 -- Adds n to a counter of the stats hash. HINCRBY fails on a field that
 -- holds anything but an integer (written by hand or another tool); such a
 -- counter starts again from n, with a warning in the Redis log, instead of

@@ -86,12 +86,7 @@ local function leases()
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
   Q.failed_cap = tonumber(ARGV[6])
   local default_vis, default_max = ARGV[4], ARGV[5]
-  expect(Q.pending, 'list')
-  expect(Q.processing, 'list')
-  expect(Q.leases, 'zset')
-  expect(Q.failed, 'list')
-  expect(Q.stats, 'hash')
-  expect(Q.settled, 'zset')
+  expect_queue_keys()
   local out = { reclaimed = {}, failed = {}, dropped = {} }
 
   local function drop(id, reason)
