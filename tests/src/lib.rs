@@ -703,3 +703,12 @@ pub fn with_captured_logs<T>(body: impl std::future::Future<Output = T>) -> (T, 
         String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("UTF-8 logs");
     (value, logs)
 }
+
+/// Enqueues a job carrying `payload` that is due in an hour, so it waits in
+/// the scheduled set until a test makes it due (`ZADD … XX 0 id`); its id.
+pub async fn enqueue_due_in_an_hour(q: &jobqueue::queue::Queue, payload: &str) -> String {
+    let job = jobqueue::queue::NewJob::new(payload)
+        .expect("a JSON payload")
+        .options(jobqueue::client::EnqueueOptions::new().delay(Duration::from_secs(3600)));
+    q.submit(job).await.expect("enqueue a scheduled job")
+}

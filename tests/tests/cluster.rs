@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use jobqueue::client::{EnqueueOptions, JobHandle};
-use jobqueue::queue::{Ack, ClaimedJob, JobStatus, KeyLayout, NewJob, Queue, QueueOptions};
+use jobqueue::queue::{Ack, ClaimedJob, JobStatus, KeyLayout, Queue, QueueOptions};
 use jobqueue::{Client, Error, JobContext, JobError, Runner, job};
 use jobqueue_tests::*;
 use serde_json::json;
@@ -559,14 +559,7 @@ async fn promote_meeting_a_job_hash_already_moved_leaves_the_job_scheduled() {
     let (cluster, q, mut c) = migrating_queue("moving_promote").await;
     let keys = q.keys().clone();
     let pending = every_key_in_use(&q).await;
-    let due = q
-        .submit(
-            NewJob::new(&json!("due"))
-                .unwrap()
-                .options(EnqueueOptions::new().delay(Duration::from_secs(3600))),
-        )
-        .await
-        .unwrap();
+    let due = enqueue_due_in_an_hour(&q, "due").await;
     exec(&mut c, &["ZADD", &keys.scheduled(), "XX", "0", &due]).await;
     let moving = begin_move(
         &cluster,
@@ -667,13 +660,7 @@ async fn settling_while_the_trimmed_job_hash_moved_is_whole() {
     let dead = claim_of(&q, &ids[3]).await;
     // Pending and the scheduled set exist too (fail declares them).
     q.enqueue(&json!("waits")).await.unwrap();
-    q.submit(
-        NewJob::new(&json!("later"))
-            .unwrap()
-            .options(EnqueueOptions::new().delay(Duration::from_secs(3600))),
-    )
-    .await
-    .unwrap();
+    enqueue_due_in_an_hour(&q, "later").await;
     let mut events = q.subscribe().await.unwrap();
     let moving = begin_move(
         &cluster,
@@ -758,14 +745,7 @@ async fn a_script_served_by_the_importing_node_leaves_hashes_not_yet_moved_alone
     q.enqueue(&json!("keeps pending")).await.unwrap();
     let lease = format!("{stuck}:{}", job.token());
     exec(&mut c, &["ZADD", &keys.leases(), "XX", "0", &lease]).await;
-    let due = q
-        .submit(
-            NewJob::new(&json!("due"))
-                .unwrap()
-                .options(EnqueueOptions::new().delay(Duration::from_secs(3600))),
-        )
-        .await
-        .unwrap();
+    let due = enqueue_due_in_an_hour(&q, "due").await;
     exec(&mut c, &["ZADD", &keys.scheduled(), "XX", "0", &due]).await;
     let moving = begin_move(
         &cluster,

@@ -186,7 +186,7 @@ async fn numbers_that_are_not_decimal_integers_fail_the_job_at_claim(redis: Test
 }
 
 /// The sweep judges processing entries whose numbers are malformed instead
-/// of skipping them for ever: a stamp of `inf` counts as no stamp (taken
+/// of passing over them for ever: a stamp of `inf` counts as no stamp (taken
 /// back a visibility timeout after the sweep first sees it), an
 /// `unstamped_seen` mark of `nan` is made again, and a job whose own
 /// `visibility_ms` is `nan` is judged by the queue's and then failed with
@@ -354,14 +354,7 @@ async fn keys_of_another_type_at_a_job_key_are_not_jobs(redis: TestRedis) {
     assert_eq!(leases, 0);
 
     // Promote: a due schedule whose key is a string goes; a due job moves.
-    let later = q
-        .submit(
-            NewJob::new(&json!("later"))
-                .unwrap()
-                .options(EnqueueOptions::new().delay(Duration::from_secs(3600))),
-        )
-        .await
-        .unwrap();
+    let later = enqueue_due_in_an_hour(&q, "later").await;
     exec(
         &mut c,
         &["ZADD", &keys.scheduled(), "0", string_id, "1", &later],
@@ -590,6 +583,24 @@ async fn raw_list(c: &mut RawConn, key: &str) -> Vec<Vec<u8>> {
         .expect("LRANGE")
 }
 
+/// Writes a job whose id is raw bytes, as another client could: a hash at
+/// `key` with `id`, an empty JSON payload and `fields`, and `id` pushed on
+/// `list`.
+async fn raw_job(c: &mut RawConn, list: &str, key: &[u8], id: &[u8], fields: &[(&str, &[u8])]) {
+    let mut hset = redis::cmd("HSET");
+    hset.arg(key).arg("id").arg(id).arg("payload").arg("{}");
+    for (name, value) in fields {
+        hset.arg(*name).arg(*value);
+    }
+    let _: () = hset.query_async(c).await.unwrap();
+    let _: () = redis::cmd("LPUSH")
+        .arg(list)
+        .arg(id)
+        .query_async(c)
+        .await
+        .unwrap();
+}
+
 /// Ids, field names and values that are not UTF-8 (another client wrote
 /// them) fail their own job with a reason and never a whole reply: before,
 /// a claim failed such a job under a lossily decoded id that named no key,
@@ -603,27 +614,8 @@ async fn bytes_that_are_not_utf8_fail_their_own_job_only(redis: TestRedis) {
     // A reference-style job whose id is not UTF-8, waiting behind it.
     let bad_id: &[u8] = b"bad\xff\xfeid";
     let bad_key = [keys.job_prefix().as_bytes(), bad_id].concat();
-    let _: () = redis::cmd("HSET")
-        .arg(&bad_key)
-        .arg("id")
-        .arg(bad_id)
-        .arg("payload")
-        .arg("{}")
-        .arg("status")
-        .arg("pending")
-        .arg("attempts")
-        .arg("0")
-        .arg("claim_token")
-        .arg("")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("LPUSH")
-        .arg(keys.pending())
-        .arg(bad_id)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let pending = [("status", b"pending".as_slice()), ("attempts", b"0")];
+    raw_job(&mut c, &keys.pending(), &bad_key, bad_id, &pending).await;
     // A job whose payload is not UTF-8.
     let odd = q.enqueue(&json!({"n": 2})).await.unwrap();
     let _: () = redis::cmd("HSET")
@@ -677,29 +669,13 @@ async fn bytes_that_are_not_utf8_fail_their_own_job_only(redis: TestRedis) {
     // A stale reference claim whose id is not UTF-8, in processing.
     let stale: &[u8] = b"stale\xc0id";
     let stale_key = [keys.job_prefix().as_bytes(), stale].concat();
-    let _: () = redis::cmd("HSET")
-        .arg(&stale_key)
-        .arg("id")
-        .arg(stale)
-        .arg("payload")
-        .arg("{}")
-        .arg("status")
-        .arg("processing")
-        .arg("attempts")
-        .arg("0")
-        .arg("claimed_at_ms")
-        .arg("1000000000000")
-        .arg("claim_token")
-        .arg("ref")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("LPUSH")
-        .arg(keys.processing())
-        .arg(stale)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let claimed = [
+        ("status", b"processing".as_slice()),
+        ("attempts", b"0"),
+        ("claimed_at_ms", b"1000000000000"),
+        ("claim_token", b"ref"),
+    ];
+    raw_job(&mut c, &keys.processing(), &stale_key, stale, &claimed).await;
     let report = q.reclaim_stuck().await.unwrap();
     assert_eq!(report.reclaimed.len(), 1, "{report:?}");
     assert!(q.claim_many(10, Duration::ZERO).await.unwrap().is_empty());
