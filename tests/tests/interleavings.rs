@@ -79,7 +79,8 @@ const HEX_AND_EXPONENT_NUMBERS_FIXED: bool = true;
 /// (`attempts = 1.5` becomes `2`), `completed_ttl_s = " 2"` gives 2 s.
 const FRACTIONS_BLANKS_AND_SIGNS_FIXED: bool = true;
 /// `4294967296`, `99999999999999999999`: beyond `u32`, which the Rust side
-/// refuses and Lua accepts in `max_attempts` and `visibility_ms`.
+/// refuses and Lua accepted in `max_attempts`; in `visibility_ms` the first
+/// is a 50-day lease (valid: leases go up to a year), the second is not.
 const HUGE_NUMBERS_FIXED: bool = true;
 /// A string, list or set at a job's key: claim.lua moves the id to
 /// processing and then fails with WRONGTYPE, leaving it there for good, and
@@ -892,6 +893,21 @@ fn strict_number(value: &str) -> Option<u64> {
         return None;
     }
     value.parse::<u32>().ok().map(u64::from)
+}
+
+/// A stored number as the scripts read `field`: counts fit a `u32`, a lease
+/// lasts 100 ms to a year (so `4294967296` ms, some 50 days, is a lease).
+fn field_number(field: &str, value: &str) -> Option<u64> {
+    if field != "visibility_ms" {
+        return strict_number(value);
+    }
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| (100..=31_536_000_000).contains(ms))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -1914,7 +1930,7 @@ impl World {
             Garbage::DropField("claim_token") => job.no_claim_token = true,
             Garbage::DropField("completed_ttl_s") => job.ttl_field = None,
             Garbage::DropField(_) => {}
-            Garbage::Number(field, value) => match strict_number(value) {
+            Garbage::Number(field, value) => match field_number(field, value) {
                 None => {
                     job.bad_numbers.insert(field);
                 }
