@@ -861,10 +861,11 @@ impl Model {
             return (vec![Ack::Duplicate], None);
         }
         let settled_before = job.settled_tokens.contains(claim.job.token());
-        if ACKS_AFTER_TRIM_FIXED && settled_before && job.hash != Hash::Missing {
+        if ACKS_AFTER_TRIM_FIXED && settled_before {
             // The claim ended the job once; the job moved on since (another
-            // claim took it, or its hash was trimmed), and the record of the
-            // ended claim still answers the repeat.
+            // claim took it, its hash was trimmed, deleted or replaced by
+            // hand), and the record of the ended claim still answers the
+            // repeat.
             return (vec![Ack::Duplicate], None);
         }
         if settled_here && job.hash != Hash::Missing {
