@@ -22,8 +22,7 @@ macro_rules! lua {
 pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
     pub(crate) claim: Script,
-    pub(crate) complete: Script,
-    pub(crate) fail: Script,
+    pub(crate) settle: Script,
     pub(crate) release: Script,
     pub(crate) extend: Script,
     pub(crate) reclaim: Script,
@@ -36,12 +35,11 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 13] {
+    pub(crate) fn all(&self) -> [&Script; 12] {
         [
             &self.enqueue,
             &self.claim,
-            &self.complete,
-            &self.fail,
+            &self.settle,
             &self.release,
             &self.extend,
             &self.reclaim,
@@ -58,8 +56,7 @@ impl Scripts {
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: lua!("enqueue"),
     claim: lua!("claim"),
-    complete: lua!("complete"),
-    fail: lua!("fail"),
+    settle: lua!("settle"),
     release: lua!("release"),
     extend: lua!("extend"),
     reclaim: lua!("reclaim"),
@@ -74,11 +71,10 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 #[cfg(test)]
 mod tests {
     /// Each operation's source, without the shared prelude.
-    const OPERATIONS: [(&str, &str); 13] = [
+    const OPERATIONS: [(&str, &str); 12] = [
         ("enqueue", include_str!("lua/enqueue.lua")),
         ("claim", include_str!("lua/claim.lua")),
-        ("complete", include_str!("lua/complete.lua")),
-        ("fail", include_str!("lua/fail.lua")),
+        ("settle", include_str!("lua/settle.lua")),
         ("release", include_str!("lua/release.lua")),
         ("extend", include_str!("lua/extend.lua")),
         ("reclaim", include_str!("lua/reclaim.lua")),
@@ -144,7 +140,7 @@ mod tests {
         }
         // The operations that derive job keys, through their own code or a
         // helper, are exactly these.
-        for name in ["claim", "complete", "fail", "reclaim", "promote", "retry"] {
+        for name in ["claim", "settle", "reclaim", "promote", "retry"] {
             let src = OPERATIONS.iter().find(|(n, _)| *n == name).unwrap().1;
             assert!(header(src).contains("documented exception"), "{name}");
         }

@@ -256,7 +256,7 @@ enum Garbage {
     Number(&'static str, &'static str),
     DeleteHash,
     WrongType(&'static str),
-    /// `completed_ttl_s`, which complete.lua reads.
+    /// `completed_ttl_s`, which settle.lua reads.
     CompletedTtl(&'static str),
 }
 
@@ -592,7 +592,7 @@ impl Job {
         self.vis_ms < LONG_ENOUGH_MS
     }
 
-    /// The TTL complete.lua gives the hash, in seconds (0: none).
+    /// The TTL settle.lua gives the hash, in seconds (0: none).
     fn completed_ttl(&self, queue_ttl: u64) -> u64 {
         match self.ttl_field {
             Some(Some(ttl)) if ttl <= 31_536_000 => ttl,
@@ -1822,7 +1822,7 @@ impl World {
                 let job = &self.m.lives[l];
                 // A claimed job's settles read its status, token and
                 // numbers; garbage goes only where they do not look, and into
-                // completed_ttl_s, which complete.lua reads and checks.
+                // completed_ttl_s, which settle.lua reads and checks.
                 let unread_while_held = matches!(
                     what,
                     Garbage::Payload(_)

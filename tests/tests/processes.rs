@@ -397,3 +397,118 @@ async fn chaos_four_workers_under_repeated_sigkill_lose_no_job() {
         started.elapsed()
     );
 }
+
+/// Outcomes are written in batches, after the handlers return: a worker
+/// killed after some handlers returned but before their batch was written
+/// loses those outcomes, not the jobs. Those jobs, and only jobs whose
+/// outcome never reached Redis, run again; every job completes once.
+#[tokio::test]
+async fn a_worker_killed_with_a_batch_of_outcomes_unwritten_runs_those_jobs_again() {
+    const JOBS: usize = 60;
+    let (server, q, mut c) = setup("proc", QueueOptions::new().completed_history(100_000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    let ends = dir.path().join("ends");
+    let env = [
+        ("JOBQUEUE_TEST_RECORD", starts.to_str().unwrap()),
+        ("JOBQUEUE_TEST_ENDS", ends.to_str().unwrap()),
+    ];
+    let jobs = (0..JOBS)
+        .map(|_| NewJob::new(&300u64).unwrap().name("finish_line"))
+        .collect();
+    let ids: BTreeSet<String> = q.submit_many(jobs).await.unwrap().into_iter().collect();
+    let mut first = worker_with(&server.url(), 20, &env);
+    let first_pid = first.id();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            recorded_runs(&starts).len() >= 20
+        })
+        .await,
+        "the first worker started 20 jobs"
+    );
+    // From here Redis runs no script: the handlers now running return, and
+    // their outcomes wait in the worker, unwritten.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("WRITE")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let running: BTreeSet<String> = recorded_runs(&starts)
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let all_ended = eventually(Duration::from_secs(10), || async {
+        recorded_runs(&ends).len() >= running.len()
+    })
+    .await;
+    assert!(all_ended, "the handlers of the running jobs returned");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.kill().unwrap(); // SIGKILL, with a batch of outcomes unwritten
+    first.wait().unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let ended_unwritten: BTreeSet<String> = recorded_runs(&ends)
+        .into_iter()
+        .filter(|(pid, _)| *pid == first_pid)
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(
+        ended_unwritten, running,
+        "every running job's handler returned"
+    );
+    for id in &ended_unwritten {
+        let job = q.get_job(id).await.unwrap().unwrap();
+        assert_eq!(
+            job.status(),
+            Some(JobStatus::Processing),
+            "job {id} ended in the killed worker, and its outcome never reached Redis"
+        );
+    }
+    let stats = q.stats().await.unwrap();
+    assert_eq!(
+        stats.completed_total, 0,
+        "no outcome of the killed worker was written"
+    );
+
+    let mut second = worker_with(&server.url(), 20, &env);
+    let second_pid = second.id();
+    let done = stats_reach(&q, Duration::from_secs(60), |s| {
+        s.completed_total == JOBS as u64 && s.processing_depth == 0
+    })
+    .await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert!(done, "every job completed: {:?}", q.stats().await.unwrap());
+    let runs = recorded_runs(&starts);
+    for id in &ended_unwritten {
+        assert!(
+            runs.iter()
+                .any(|(pid, run)| *pid == second_pid && run == id),
+            "job {id}, whose outcome was lost with the killed worker, ran again"
+        );
+    }
+    // Only those ran twice; every job ran and completed exactly once more.
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, id) in &runs {
+        *count.entry(id.as_str()).or_default() += 1;
+    }
+    for id in &ids {
+        let expected = if ended_unwritten.contains(id) { 2 } else { 1 };
+        assert_eq!(count.get(id.as_str()), Some(&expected), "runs of job {id}");
+        let job = q.get_job(id).await.unwrap().unwrap();
+        assert_eq!(job.status(), Some(JobStatus::Completed), "job {id}");
+    }
+    let history: BTreeSet<String> = list(&mut c, &q.keys().completed())
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(history, ids, "the completed history lists every job once");
+    let stats = q.stats().await.unwrap();
+    assert_eq!(stats.completed_total, JOBS as u64);
+    assert_eq!(stats.pending_depth + stats.processing_depth, 0);
+}

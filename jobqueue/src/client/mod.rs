@@ -2,8 +2,8 @@
 
 mod handle;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 pub use crate::queue::{EnqueueOptions, When};
 pub use handle::JobHandle;
@@ -32,6 +32,10 @@ pub struct Client {
     queue_options: QueueOptions,
     /// The shard names of the queues split with [`ClientBuilder::shards`].
     shards: Arc<BTreeMap<String, Vec<String>>>,
+    /// The queues opened so far, kept so that enqueues of one queue from
+    /// many tasks share its combined enqueue calls (and its name is checked
+    /// once).
+    queues: Arc<Mutex<HashMap<String, Queue>>>,
 }
 
 impl Client {
@@ -60,6 +64,7 @@ impl Client {
             conn: conn.clone(),
             queue_options: QueueOptions::default(),
             shards: Arc::default(),
+            queues: Arc::default(),
         }
     }
 
@@ -80,7 +85,13 @@ impl Client {
     /// The low-level [`Queue`] named `name`, with this client's queue
     /// options.
     pub fn queue(&self, name: &str) -> Result<Queue> {
-        Queue::new_with(&self.conn, name, self.queue_options.clone())
+        let mut queues = self.queues.lock().expect("queues lock");
+        if let Some(queue) = queues.get(name) {
+            return Ok(queue.clone());
+        }
+        let queue = Queue::new_with(&self.conn, name, self.queue_options.clone())?;
+        queues.insert(name.to_owned(), queue.clone());
+        Ok(queue)
     }
 
     /// The physical queues behind `name`: its shards, or the queue alone.
@@ -187,6 +198,16 @@ impl Client {
             handles.push(JobHandle::new(queues[shard].clone(), id, true));
             batches[shard].push(NewJob::new(payload)?.name(T::NAME).options(options));
         }
+        if payloads.len() == 1 {
+            // One job: combined with the single enqueues of other tasks.
+            let (queue, job) = queues
+                .iter()
+                .zip(batches)
+                .find_map(|(queue, mut jobs)| jobs.pop().map(|job| (queue, job)))
+                .expect("one job in one batch");
+            queue.submit(job).await?;
+            return Ok(handles);
+        }
         futures_util::future::try_join_all(
             queues
                 .iter()
@@ -253,6 +274,7 @@ impl ClientBuilder {
             conn: self.conn,
             queue_options: self.queue_options,
             shards: Arc::new(shards),
+            queues: Arc::default(),
         })
     }
 }

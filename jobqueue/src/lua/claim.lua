@@ -102,9 +102,15 @@ local decided = {}
 
 -- Judges id, about to leave pending (or adopted): returns what to do with
 -- it, or nil when its hash cannot be read here.
+local JUDGED = { 'status', 'attempts', 'max_attempts', 'visibility_ms', 'claim_token', 'unstamped_seen' }
 local function judge(id)
-  local kind, f = read_job(Q.prefix .. id, 'status', 'attempts', 'max_attempts', 'visibility_ms',
-    'claim_token', 'unstamped_seen')
+  -- The whole hash in one read: the fields judged here, and the reply.
+  local kind, named, all = read_job_all(Q.prefix .. id, JUDGED)
+  local f = named
+  if kind == 'hash' then
+    f = { named.status, named.attempts, named.max_attempts, named.visibility_ms, named.claim_token,
+      named.unstamped_seen }
+  end
   if kind == 'elsewhere' then
     return nil
   elseif kind ~= 'hash' then
@@ -139,10 +145,37 @@ local function judge(id)
       reason = string.format('attempt %d of %d never finished; no attempts left', attempts, max),
     }
   end
-  return { action = 'claim', attempts = attempts, vis = vis, marked = f[6] }
+  return { action = 'claim', attempts = attempts, vis = vis, marked = f[6], fields = all }
+end
+
+-- The hash of a job claimed now as HGETALL would read it after the stamp:
+-- the fields read before, with the ones the stamp wrote replaced.
+local function stamped(fields, stamp)
+  local out, seen = {}, {}
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    if name ~= 'unstamped_seen' then
+      out[#out + 1] = name
+      if stamp[name] then
+        out[#out + 1] = stamp[name]
+        seen[name] = true
+      else
+        out[#out + 1] = fields[i + 1]
+      end
+    end
+  end
+  for name, value in pairs(stamp) do
+    if not seen[name] then
+      out[#out + 1] = name
+      out[#out + 1] = value
+    end
+  end
+  return out
 end
 
 local claimed, rejected = {}, {}
+-- The leases of the jobs claimed, added in one ZADD at the end.
+local leases = {}
 
 -- Carries out what judge decided, for id, already out of pending (and, for
 -- a claim, at the head of processing).
@@ -150,13 +183,16 @@ local function apply(id, step, token)
   if step.action == 'claim' then
     local key = Q.prefix .. id
     local deadline = now + step.vis
-    redis.call('HSET', key, 'status', 'processing', 'attempts', ms(step.attempts + 1),
-      'claimed_at_ms', ms(now), 'claim_token', token)
+    local stamp = { status = 'processing', attempts = ms(step.attempts + 1), claimed_at_ms = ms(now),
+      claim_token = token }
+    redis.call('HSET', key, 'status', stamp.status, 'attempts', stamp.attempts,
+      'claimed_at_ms', stamp.claimed_at_ms, 'claim_token', token)
     if step.marked then
       redis.call('HDEL', key, 'unstamped_seen')
     end
-    redis.call('ZADD', Q.leases, ms(deadline), lease(id, token))
-    claimed[#claimed + 1] = entry(id, token, ms(now), ms(deadline))
+    leases[#leases + 1] = ms(deadline)
+    leases[#leases + 1] = lease(id, token)
+    claimed[#claimed + 1] = { id, token, ms(now), ms(deadline), stamped(step.fields, stamp) }
   else
     if step.action == 'failed' then
       bury(id, step.reason, now, '')
@@ -215,6 +251,9 @@ else
     end
     apply(id, step, step.token)
   end
+end
+if #leases > 0 then
+  redis.call('ZADD', Q.leases, unpack(leases))
 end
 if #claimed > 0 then
   local made = {}

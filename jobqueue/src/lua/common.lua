@@ -141,13 +141,32 @@ end
 --   'elsewhere'        not readable here now: a slot migration moved it
 --                      away, or has not brought it yet.
 local function read_job(key, ...)
+  local n = select('#', ...)
+  -- One command on the common path: the fields of a job hash that is here
+  -- (a real job always has the first field asked for, its status or token).
+  -- Only an error or an all-empty answer needs TYPE to say what the key is.
+  if n > 0 then
+    local got = redis.pcall('HMGET', key, ...)
+    if got.err then
+      if string.sub(got.err, 1, 9) ~= 'WRONGTYPE' then
+        return 'elsewhere'
+      end
+      -- Another type: TYPE below names it.
+    else
+      for i = 1, n do
+        if got[i] then
+          return 'hash', got
+        end
+      end
+    end
+  end
   local t = redis.pcall('TYPE', key)
   if t.err then
     return 'elsewhere'
   end
   t = t.ok
   if t == 'hash' then
-    if select('#', ...) == 0 then
+    if n == 0 then
       return 'hash', {}
     end
     return 'hash', redis.call('HMGET', key, ...)
@@ -158,6 +177,39 @@ local function read_job(key, ...)
     return 'none'
   end
   return 'wrongtype', t
+end
+
+-- Reads the whole job hash at key in one HGETALL, never failing. Returns
+-- what read_job does, with the fields as a flat { field, value, ... } list
+-- and a table of the fields named in want (field -> value, or false).
+local function read_job_all(key, want)
+  local got = redis.pcall('HGETALL', key)
+  if got.err then
+    if string.sub(got.err, 1, 9) ~= 'WRONGTYPE' then
+      return 'elsewhere'
+    end
+    local t = redis.pcall('TYPE', key)
+    if t.err then
+      return 'elsewhere'
+    end
+    return 'wrongtype', t.ok
+  end
+  if #got == 0 then
+    if importing(key) then
+      return 'elsewhere'
+    end
+    return 'none'
+  end
+  local f = {}
+  for _, name in ipairs(want) do
+    f[name] = false
+  end
+  for i = 1, #got, 2 do
+    if f[got[i]] == false then
+      f[got[i]] = got[i + 1]
+    end
+  end
+  return 'hash', f, got
 end
 
 -- Why a key that is not a job hash was dropped.
@@ -281,45 +333,67 @@ local function listed(list, id)
 end
 
 -- Trims list, a history of jobs in state status, to cap entries from its
--- old end, at most STEP per call. The hash of an id trimmed off is deleted
--- when it is still in that state (so a dead letter's hash lives exactly as
--- long as its listing, reference bug 8.14, docs/reference-bugs.md#814-history-outlives-job-hashes),
+-- old end, at most budget (default STEP) per call. The hash of an id
+-- trimmed off is deleted when it is still in that state (so a dead letter's
+-- hash lives exactly as long as its listing, reference bug 8.14, docs/reference-bugs.md#814-history-outlives-job-hashes),
 -- unless the id is still listed (this script listed it again). An id whose
 -- hash cannot be read here stops the trim: the list stays over its cap
 -- until a later call, never half-trimmed.
-local function trim_history(list, cap, status)
-  local len = redis.call('LLEN', list)
-  local trimmed = 0
-  while len > cap and trimmed < STEP do
-    local old = redis.call('LINDEX', list, -1)
-    local key = Q.prefix .. old
-    local kind, f = read_job(key, 'status')
+--
+-- The ids to go are read in one LRANGE and judged first; then one LTRIM
+-- and one DEL do the writes, so a trim costs about one command per id.
+local function trim_history(list, cap, status, budget)
+  local over = math.min(redis.call('LLEN', list) - cap, budget or STEP)
+  if over <= 0 then
+    return
+  end
+  local tail = redis.call('LRANGE', list, -over, -1)
+  local gone, judged = {}, 0
+  for i = #tail, 1, -1 do
+    local old = tail[i]
+    local kind, f = read_job(Q.prefix .. old, 'status')
     if kind == 'elsewhere' then
       break
     end
-    redis.call('RPOP', list)
-    len = len - 1
-    trimmed = trimmed + 1
-    if kind == 'hash' and f[1] ~= status then
-      -- The job moved on (sent back for another try): only the entry goes.
-    elseif Q.pushed[old] and listed(list, old) then
-      -- Listed again by this script: its new listing keeps the hash.
-    else
-      if kind == 'hash' then
-        redis.call('DEL', key)
+    judged = judged + 1
+    -- A job that moved on (sent back for another try) loses only its entry.
+    if not (kind == 'hash' and f[1] ~= status) then
+      gone[#gone + 1] = { old, kind == 'hash' }
+    end
+  end
+  if judged == 0 then
+    return
+  end
+  redis.call('LTRIM', list, 0, -(judged + 1))
+  local keys, members = {}, {}
+  for _, g in ipairs(gone) do
+    local old, has_hash = g[1], g[2]
+    -- Listed again by this script: its new listing keeps the hash.
+    if not (Q.pushed[old] and listed(list, old)) then
+      if has_hash then
+        keys[#keys + 1] = Q.prefix .. old
       end
       if status == 'failed' then
-        redis.call('ZREM', Q.settled, lease(old, ''))
+        members[#members + 1] = lease(old, '')
       end
     end
   end
+  if #keys > 0 then
+    redis.call('DEL', unpack(keys))
+  end
+  if #members > 0 then
+    redis.call('ZREM', Q.settled, unpack(members))
+  end
 end
 
--- Pushes id onto a history list and trims the list back to cap entries.
-local function push_history(list, id, cap, status)
-  Q.pushed[id] = true
-  redis.call('LPUSH', list, id)
-  trim_history(list, cap, status)
+-- Pushes ids (a list, oldest first) onto a history list in one LPUSH and
+-- trims the list back to cap entries.
+local function push_history(list, ids, cap, status)
+  for _, id in ipairs(ids) do
+    Q.pushed[id] = true
+  end
+  redis.call('LPUSH', list, unpack(ids))
+  trim_history(list, cap, status, math.max(STEP, #ids))
 end
 
 -- Moves a job to the dead letters with a reason. The caller has read the
@@ -334,7 +408,7 @@ local function bury(id, reason, now, token)
     redis.call('ZREM', Q.leases, lease(id, token))
   end
   redis.call('ZADD', Q.settled, ms(-now), lease(id, ''))
-  push_history(Q.failed, id, Q.failed_cap, 'failed')
+  push_history(Q.failed, { id }, Q.failed_cap, 'failed')
   count('failed_total', 1)
   publish(id, 'failed')
 end

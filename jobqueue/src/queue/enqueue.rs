@@ -26,11 +26,11 @@ pub(crate) const ENQUEUE_CHUNK_BYTES: usize = 256 * 1024;
 
 /// One job checked and ready for the script: its id, the extra fields it
 /// stores, and how many bytes of arguments it sends.
-struct Checked<'a> {
-    job: &'a NewJob,
-    id: String,
+pub(super) struct Checked {
+    job: NewJob,
+    pub(super) id: String,
     extra: Vec<(&'static str, String)>,
-    bytes: usize,
+    pub(super) bytes: usize,
 }
 
 impl Queue {
@@ -41,8 +41,7 @@ impl Queue {
     /// Dropping the future may or may not have enqueued the job; never half
     /// of it (the hash and the pending entry are written by one script).
     pub async fn enqueue<P: Serialize + ?Sized>(&self, payload: &P) -> Result<String> {
-        let mut ids = self.submit_many(vec![NewJob::new(payload)?]).await?;
-        Ok(ids.remove(0))
+        self.submit(NewJob::new(payload)?).await
     }
 
     /// Enqueues a batch of jobs, in order; returns their ids. Sent in
@@ -59,9 +58,15 @@ impl Queue {
     ///
     /// # Cancellation safety
     /// As [`enqueue`](Self::enqueue).
+    ///
+    /// Jobs submitted one at a time by many tasks at once are combined:
+    /// while one enqueue call of this queue (and its clones) is in flight,
+    /// the jobs submitted meanwhile wait and go together in the next call,
+    /// so fifty callers cost Redis a few script calls instead of fifty. A
+    /// lone caller's job goes at once, alone.
     pub async fn submit(&self, job: NewJob) -> Result<String> {
-        let mut ids = self.submit_many(vec![job]).await?;
-        Ok(ids.remove(0))
+        let checked = self.check(job)?;
+        self.submit_combined(checked).await
     }
 
     /// Enqueues a batch of jobs with their names and options; returns their
@@ -95,7 +100,7 @@ impl Queue {
     /// some or all); never half of a chunk.
     pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<String>> {
         let checked = jobs
-            .iter()
+            .into_iter()
             .map(|job| self.check(job))
             .collect::<Result<Vec<_>>>()?;
         let mut start = 0;
@@ -116,7 +121,7 @@ impl Queue {
     }
 
     /// Checks one job and picks its id; writes nothing.
-    fn check<'a>(&self, job: &'a NewJob) -> Result<Checked<'a>> {
+    pub(super) fn check(&self, job: NewJob) -> Result<Checked> {
         let size = job.payload.len();
         if size > self.options.max_payload_bytes {
             return Err(Error::PayloadTooLarge {
@@ -145,7 +150,7 @@ impl Queue {
     }
 
     /// Writes one chunk of checked jobs with one script call.
-    async fn write_chunk(&self, chunk: &[Checked<'_>]) -> Result<()> {
+    pub(super) async fn write_chunk(&self, chunk: &[Checked]) -> Result<()> {
         let mut invocation = SCRIPTS.enqueue.prepare_invoke();
         invocation
             .key(self.keys.pending())

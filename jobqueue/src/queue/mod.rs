@@ -35,6 +35,7 @@
 mod admin;
 mod claim;
 mod claimed;
+mod combine;
 mod enqueue;
 mod events;
 mod new_job;
@@ -55,6 +56,7 @@ pub use new_job::{EnqueueOptions, NewJob, When};
 pub use options::QueueOptions;
 pub use read::Stats;
 pub use record::{JobRecord, JobStatus};
+pub use settle::{SETTLE_BATCH, Settlement};
 pub use sweep::SweepReport;
 
 pub(crate) use claim::PAUSED_POLL;
@@ -75,6 +77,8 @@ pub struct Queue {
     /// Keys of claim requests whose replies arrived, for the next claim to
     /// delete.
     answered: Arc<Mutex<Vec<String>>>,
+    /// Single-job enqueues of this queue and its clones, combined.
+    combiner: Arc<combine::Combiner>,
 }
 
 impl Queue {
@@ -114,6 +118,7 @@ impl Queue {
             keys: Arc::new(keys),
             options: Arc::new(options),
             answered: Arc::new(Mutex::new(Vec::new())),
+            combiner: Arc::default(),
         })
     }
 

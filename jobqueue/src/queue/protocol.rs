@@ -30,18 +30,22 @@ impl ToRedisArgs for ClaimMode {
     }
 }
 
-/// What the fail script does with the job (`fail.lua`, `ARGV[4]`).
+/// What the settle script does with one job (`settle.lua`, third value of
+/// each settlement).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FailMode {
+pub(crate) enum SettleAction {
+    /// Completed, with a result.
+    Complete,
     /// Back to pending (or scheduled) while attempts remain, else buried.
     Retry,
     /// Buried in the dead letters whatever attempts remain.
     Permanent,
 }
 
-impl ToRedisArgs for FailMode {
+impl ToRedisArgs for SettleAction {
     fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
         out.write_arg(match self {
+            Self::Complete => b"complete",
             Self::Retry => b"retry",
             Self::Permanent => b"permanent",
         });

@@ -25,7 +25,7 @@ pub struct Stats {
     /// Claims ever taken back by a sweep.
     pub reclaimed_total: u64,
     /// Failures ever sent back for another attempt (a failed attempt with
-    /// attempts left: `fail.lua`).
+    /// attempts left: `settle.lua`).
     pub retried_total: u64,
     /// Dead letters ever sent back to pending by an operator
     /// ([`Queue::retry_failed`], [`Queue::retry_all_failed`]). Counted apart

@@ -1,19 +1,47 @@
-//! The claim loop of one queue: claims jobs only when slots are free to run
-//! them, as many per round trip as there are free slots, and blocks on a
-//! connection of its own while the queue is idle, holding no slot.
+//! The claim loop of one queue: writes the outcomes of finished jobs and
+//! claims jobs for the slots that are free, both in one round trip (the
+//! settle call and the claim are sent together), as many per call as have
+//! gathered. While the queue is idle it blocks on a connection of its own,
+//! holding no slot, and still writes outcomes as jobs finish.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::acks::Finished;
 use super::slot::{Slot, slot, try_slot};
 use super::{QueueRt, Shared, execute};
-use crate::queue::ClaimedJob;
+use crate::error::Result;
+use crate::queue::{Ack, ClaimedJob, SETTLE_BATCH, Settlement};
 use crate::retry::Backoff;
 
 /// Most jobs one claim round trip asks for.
 const MAX_BATCH: usize = 100;
+
+/// How many times the claim loop tries to write an outcome before giving
+/// it up to the sweep.
+const MAX_WRITE_TRIES: u32 = 20;
+
+/// The idle wait in flight: kept across turns of the loop, so writing
+/// outcomes meanwhile does not drop its blocking connection.
+type Wait = Pin<Box<dyn Future<Output = Result<Option<Vec<ClaimedJob>>>> + Send>>;
+
+/// What woke the claim loop.
+enum Wake {
+    /// A slot is free.
+    Slot(Slot),
+    /// An outcome waits to be written.
+    Outcome,
+    /// A back-off ended.
+    Timer,
+    /// The idle wait ended (with Redis < 6.2, with the jobs it took).
+    Waited(Result<Option<Vec<ClaimedJob>>>),
+    Stop,
+}
 
 pub(super) async fn claim_loop(
     shared: Arc<Shared>,
@@ -23,91 +51,253 @@ pub(super) async fn claim_loop(
     interrupt: CancellationToken,
 ) {
     let name = q.queue.name().to_owned();
-    let mut failures: u32 = 0;
+    let legacy = q.queue.connection().legacy_claim();
+    let mut claim_failures: u32 = 0;
+    let mut settle_failures: u32 = 0;
+    // Back-offs are deadlines, not sleeps: while claiming waits (paused
+    // queue, Redis errors) outcomes are still written, and the other way
+    // round.
+    let mut claim_after: Option<Instant> = None;
+    let mut settle_after: Option<Instant> = None;
+    let mut waiting: Option<Wait> = None;
+    // Under load slots free one at a time; letting the tasks that are
+    // finishing run first turns many one-job calls into a few batches.
+    let target = (shared.concurrency / 2).clamp(1, 64);
     loop {
-        let Some(first) = slot(&shared, &q, &shutdown).await else {
-            break;
-        };
-        let mut slots = vec![first];
-        // Under load slots free one at a time; letting the tasks that are
-        // finishing run first turns many one-job claims into a few batches.
-        let target = (shared.concurrency / 4).clamp(1, 16);
-        for _ in 0..4 {
-            while slots.len() < MAX_BATCH {
-                match try_slot(&shared, &q) {
-                    Some(slot) => slots.push(slot),
-                    None => break,
+        let now = Instant::now();
+        let can_claim = claim_after.is_none_or(|t| now >= t) && waiting.is_none();
+        let can_settle = settle_after.is_none_or(|t| now >= t);
+        let mut slots: Vec<Slot> = Vec::new();
+        if !(can_settle && q.acks.len() > 0) {
+            let timer = [claim_after, settle_after]
+                .into_iter()
+                .flatten()
+                .filter(|t| *t > now)
+                .min();
+            let wake = tokio::select! {
+                got = slot(&shared, &q, &shutdown), if can_claim => match got {
+                    Some(got) => Wake::Slot(got),
+                    None => Wake::Stop,
+                },
+                () = q.acks.ready(), if can_settle => Wake::Outcome,
+                () = sleep_until(timer) => Wake::Timer,
+                waited = idle(&mut waiting) => Wake::Waited(waited),
+                // BRPOPLPUSH moves the job itself: it is not abandoned.
+                () = shutdown.cancelled(), if !(legacy && waiting.is_some()) => Wake::Stop,
+            };
+            match wake {
+                Wake::Slot(got) => slots.push(got),
+                Wake::Outcome => {}
+                Wake::Timer => continue,
+                Wake::Stop => break,
+                Wake::Waited(waited) => {
+                    waiting = None;
+                    match waited {
+                        Ok(Some(adopted)) => {
+                            // Redis < 6.2: the wait itself took the job. It
+                            // runs only if a slot is free now: waiting for
+                            // one would let its unrenewed lease run out.
+                            for job in adopted {
+                                match try_slot(&shared, &q) {
+                                    Some(slot) if !shutdown.is_cancelled() => {
+                                        spawn(&shared, &q, &jobs, &interrupt, job, slot);
+                                    }
+                                    _ => hand_back(&q, &job).await,
+                                }
+                            }
+                        }
+                        Ok(None) => claim_failures = 0,
+                        Err(e) => {
+                            claim_failures += 1;
+                            claim_after = Some(back_off(&name, &e, claim_failures));
+                        }
+                    }
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    // A job may have arrived: claim.
+                    continue;
                 }
             }
-            if slots.len() >= target {
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        // Gather what else is ready: free slots (when claiming) and outcomes.
+        for _ in 0..4 {
+            if can_claim {
+                while slots.len() < MAX_BATCH {
+                    match try_slot(&shared, &q) {
+                        Some(slot) => slots.push(slot),
+                        None => break,
+                    }
+                }
+            }
+            if slots.len() + q.acks.len() >= target {
                 break;
             }
             tokio::task::yield_now().await;
         }
-        match q.queue.claim_now(slots.len()).await {
-            Ok((_, true)) => {
+        let finished = if can_settle {
+            q.acks.take(SETTLE_BATCH)
+        } else {
+            Vec::new()
+        };
+        // The slots of the finished jobs go to the jobs claimed with them.
+        let want = if can_claim {
+            (slots.len() + finished.len()).min(MAX_BATCH)
+        } else {
+            0
+        };
+        let (settled, claimed) = tokio::join!(settle(&q, &finished), async {
+            if want == 0 {
+                None
+            } else {
+                Some(q.queue.claim_now(want).await)
+            }
+        });
+        let mut pool = slots;
+        match settled {
+            Ok(acks) => {
+                settle_failures = 0;
+                settle_after = None;
+                for (done, ack) in finished.into_iter().zip(acks) {
+                    done.span
+                        .in_scope(|| execute::log_settled(&done.settlement, ack));
+                    q.in_flight.remove(&done.job);
+                    pool.push(done.slot);
+                }
+            }
+            Err(e) => {
+                // The outcomes wait for a later call; their jobs keep their
+                // slots and their leases meanwhile. One that failed to be
+                // written too often is given up: its lease runs out and the
+                // job runs again (at least once).
+                settle_failures += 1;
+                settle_after = Some(back_off(&name, &e, settle_failures));
+                let mut retry = Vec::with_capacity(finished.len());
+                for mut done in finished {
+                    done.tries += 1;
+                    if done.tries < MAX_WRITE_TRIES {
+                        retry.push(done);
+                    } else {
+                        done.span.in_scope(|| tracing::error!("gave up recording the outcome; the lease will expire and the job run again"));
+                        q.in_flight.remove(&done.job);
+                    }
+                }
+                q.acks.put_back(retry);
+            }
+        }
+        match claimed {
+            None => {}
+            Some(Ok((_, true))) => {
                 // Paused: look again shortly, holding no slot.
-                drop(slots);
-                tokio::select! {
-                    () = tokio::time::sleep(crate::queue::PAUSED_POLL * 2) => {}
-                    () = shutdown.cancelled() => break,
-                }
+                claim_after = Some(Instant::now() + crate::queue::PAUSED_POLL * 2);
             }
-            Ok((claimed, false)) if claimed.is_empty() => {
-                failures = 0;
-                drop(slots);
+            Some(Ok((jobs_claimed, false))) if jobs_claimed.is_empty() => {
+                claim_failures = 0;
+                claim_after = None;
                 // Idle: wait for work without holding a slot.
-                let adopted = if q.queue.connection().legacy_claim() {
-                    // Redis < 6.2: the wait itself moves a job, so it is never
-                    // abandoned half way; it ends within claim_block anyway.
-                    q.queue.wait_for_job(shared.claim_block).await
-                } else {
-                    tokio::select! {
-                        waited = q.queue.wait_for_job(shared.claim_block) => waited,
-                        () = shutdown.cancelled() => break,
-                    }
-                };
-                match adopted {
-                    Ok(Some(adopted)) => {
-                        // Redis < 6.2: the wait itself took the job. It runs
-                        // only if a slot is free now: waiting for one would
-                        // let its unrenewed lease run out.
-                        for job in adopted {
-                            match try_slot(&shared, &q) {
-                                Some(slot) if !shutdown.is_cancelled() => {
-                                    spawn(&shared, &q, &jobs, &interrupt, job, slot);
-                                }
-                                _ => hand_back(&q, &job).await,
-                            }
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        failures += 1;
-                        pause_after_error(&name, &e, failures, &shutdown).await;
-                    }
-                }
+                let queue = q.queue.clone();
+                let block = shared.claim_block;
+                waiting = Some(Box::pin(async move { queue.wait_for_job(block).await }));
             }
-            Ok((claimed, false)) => {
-                failures = 0;
+            Some(Ok((jobs_claimed, false))) => {
+                claim_failures = 0;
+                claim_after = None;
                 if shutdown.is_cancelled() {
-                    for job in &claimed {
+                    for job in &jobs_claimed {
                         hand_back(&q, job).await;
                     }
                     break;
                 }
-                for (job, slot) in claimed.into_iter().zip(slots) {
-                    spawn(&shared, &q, &jobs, &interrupt, job, slot);
+                for job in jobs_claimed {
+                    match pool.pop() {
+                        Some(slot) => spawn(&shared, &q, &jobs, &interrupt, job, slot),
+                        None => hand_back(&q, &job).await,
+                    }
                 }
             }
-            Err(e) => {
-                drop(slots);
-                failures += 1;
-                pause_after_error(&name, &e, failures, &shutdown).await;
+            Some(Err(e)) => {
+                claim_failures += 1;
+                claim_after = Some(back_off(&name, &e, claim_failures));
             }
         }
     }
+    // Stopped claiming: an idle wait in flight is dropped (with BRPOPLPUSH it
+    // runs to its end first), and the outcomes waiting are written now; jobs
+    // that finish from here on write their own.
+    if let Some(wait) = waiting.take()
+        && legacy
+        && let Ok(Some(adopted)) = wait.await
+    {
+        for job in &adopted {
+            hand_back(&q, job).await;
+        }
+    }
+    flush_at_exit(&q).await;
     tracing::debug!(queue = name, "claim loop stopped");
+}
+
+/// Sleeps until `at`; never, without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The idle wait in flight, if any (never ends without one).
+async fn idle(waiting: &mut Option<Wait>) -> Result<Option<Vec<ClaimedJob>>> {
+    match waiting.as_mut() {
+        Some(wait) => wait.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the outcomes of `finished` in one settle call (none: no call).
+async fn settle(q: &QueueRt, finished: &[Finished]) -> Result<Vec<Ack>> {
+    if finished.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batch: Vec<(&ClaimedJob, &Settlement)> =
+        finished.iter().map(|f| (&*f.job, &f.settlement)).collect();
+    q.queue.settle_many(&batch).await
+}
+
+/// Writes the outcomes still waiting when the loop stops, retrying a few
+/// times; an outcome that cannot be written is given up (its lease runs out
+/// and the job runs again).
+async fn flush_at_exit(q: &QueueRt) {
+    let rest = q.acks.close();
+    if rest.is_empty() {
+        return;
+    }
+    let mut failures = 0;
+    loop {
+        match settle(q, &rest).await {
+            Ok(acks) => {
+                for (done, ack) in rest.iter().zip(acks) {
+                    done.span
+                        .in_scope(|| execute::log_settled(&done.settlement, ack));
+                    q.in_flight.remove(&done.job);
+                }
+                return;
+            }
+            Err(e) if failures < 3 => {
+                failures += 1;
+                tracing::warn!(queue = q.queue.name(), error = %e, "could not record outcomes at shutdown; retrying");
+                tokio::time::sleep(Backoff::COMMAND.delay(failures + 2)).await;
+            }
+            Err(e) => {
+                tracing::error!(queue = q.queue.name(), error = %e, jobs = rest.len(), "gave up recording outcomes at shutdown; their leases will expire and the jobs run again");
+                for done in &rest {
+                    q.in_flight.remove(&done.job);
+                }
+                return;
+            }
+        }
+    }
 }
 
 fn spawn(
@@ -134,18 +324,10 @@ async fn hand_back(q: &QueueRt, job: &ClaimedJob) {
     }
 }
 
-/// Logs a Redis error and backs off (up to a few seconds), so a runner never
-/// spins while Redis is down.
-async fn pause_after_error(
-    queue: &str,
-    error: &crate::error::Error,
-    failures: u32,
-    shutdown: &CancellationToken,
-) {
+/// Logs a Redis error and says when to try again (up to a few seconds
+/// away), so a runner never spins while Redis is down.
+fn back_off(queue: &str, error: &crate::error::Error, failures: u32) -> Instant {
     let pause = Backoff::LOOP.delay(failures.saturating_sub(1));
-    tracing::warn!(queue, error = %error, retry_in = ?pause, "claiming failed; Redis unreachable?");
-    tokio::select! {
-        () = tokio::time::sleep(pause) => {}
-        () = shutdown.cancelled() => {}
-    }
+    tracing::warn!(queue, error = %error, retry_in = ?pause, "claiming or recording outcomes failed; Redis unreachable?");
+    Instant::now() + pause
 }

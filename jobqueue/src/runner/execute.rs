@@ -18,12 +18,13 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::acks::Finished;
 use super::slot::Slot;
 use super::{QueueRt, Shared};
 use crate::backoff::Backoff;
 use crate::context::JobContext;
 use crate::outcome::{Disposition, JobError};
-use crate::queue::{Ack, ClaimedJob};
+use crate::queue::{Ack, ClaimedJob, Settlement};
 use crate::retry;
 
 /// How long a handler whose run was cancelled (timeout, shutdown, lost
@@ -55,31 +56,30 @@ pub(super) async fn execute(
         attempt = job.attempt(),
         name = tracing::field::Empty,
     );
-    run(&shared, &q, &Arc::new(job), &interrupt)
+    run(&shared, &q, Arc::new(job), slot, &interrupt)
         .instrument(span)
         .await;
-    drop(slot);
 }
 
-async fn run(shared: &Shared, q: &QueueRt, job: &Arc<ClaimedJob>, interrupt: &CancellationToken) {
+async fn run(
+    shared: &Shared,
+    q: &QueueRt,
+    job: Arc<ClaimedJob>,
+    slot: Slot,
+    interrupt: &CancellationToken,
+) {
     let def = match shared.registry.route(&q.logical, job.record()) {
         Ok(def) => *def,
         Err(e) => {
             tracing::error!(error = %e, "no handler for the job; failing it");
-            write(
-                q,
-                job,
-                &Outcome::Failed(JobError::permanent(e)),
-                Backoff::None,
-                interrupt,
-            )
-            .await;
+            let outcome = Outcome::Failed(JobError::permanent(e));
+            finish(q, job, outcome, Backoff::None, slot, interrupt).await;
             return;
         }
     };
     tracing::Span::current().record("name", def.name());
-    let ticket = q.in_flight.insert(job);
-    shared.job_started.notify_one();
+    let ticket = q.in_flight.insert(&job);
+    shared.started(&job);
     let cancel = CancellationToken::new();
     let max_attempts = job
         .record()
@@ -143,8 +143,82 @@ async fn run(shared: &Shared, q: &QueueRt, job: &Arc<ClaimedJob>, interrupt: &Ca
         }
     };
     ticket.settling.store(true, Ordering::SeqCst);
-    write(q, job, &outcome, def.backoff(), interrupt).await;
-    q.in_flight.remove(job);
+    finish(q, job, outcome, def.backoff(), slot, interrupt).await;
+}
+
+/// Hands a completed or failed job's outcome to the claim loop, which writes
+/// it in its next settle call; the job stays among the running ones (its
+/// lease renewed) until then. Other outcomes, and every outcome once the
+/// claim loop has stopped, are written here.
+async fn finish(
+    q: &QueueRt,
+    job: Arc<ClaimedJob>,
+    outcome: Outcome,
+    policy: Backoff,
+    slot: Slot,
+    interrupt: &CancellationToken,
+) {
+    if let Some(settlement) = settlement(&job, &outcome, policy) {
+        let finished = Finished {
+            job,
+            settlement,
+            slot,
+            span: tracing::Span::current(),
+            tries: 0,
+        };
+        let Some(finished) = q.acks.push(finished) else {
+            return;
+        };
+        let Finished { job, slot, .. } = finished;
+        write(q, &job, &outcome, policy, interrupt).await;
+        q.in_flight.remove(&job);
+        drop(slot);
+        return;
+    }
+    write(q, &job, &outcome, policy, interrupt).await;
+    q.in_flight.remove(&job);
+    drop(slot);
+}
+
+/// The settle call that records `outcome`, when one does (not for a job
+/// handed back at shutdown, or one whose lease was lost).
+fn settlement(job: &ClaimedJob, outcome: &Outcome, policy: Backoff) -> Option<Settlement> {
+    Some(match outcome {
+        Outcome::Completed(result) => Settlement::Complete(result.clone()),
+        Outcome::Failed(error) => match error.disposition() {
+            #[cfg(feature = "test-hooks")]
+            Disposition::Abandon => return None,
+            Disposition::Permanent => Settlement::Fail {
+                error: error.message().to_owned(),
+            },
+            Disposition::RetryAfter(delay) => Settlement::Retry {
+                error: error.message().to_owned(),
+                delay,
+            },
+            Disposition::Retry => Settlement::Retry {
+                error: error.message().to_owned(),
+                delay: policy.delay(job.attempt()),
+            },
+        },
+        Outcome::Interrupted | Outcome::LeaseLost => return None,
+    })
+}
+
+/// Logs what the write of a settlement did, in the job's span.
+pub(super) fn log_settled(settlement: &Settlement, ack: Ack) {
+    match (settlement, ack) {
+        (_, Ack::LeaseLost) => tracing::warn!(
+            "the lease was lost before the outcome was recorded; the job will run again"
+        ),
+        (_, Ack::Duplicate) => tracing::debug!("outcome already recorded"),
+        (Settlement::Complete(_), _) => tracing::debug!("job completed"),
+        (Settlement::Retry { error, .. }, Ack::Retrying) => {
+            tracing::warn!(error = %error, "job failed; will retry")
+        }
+        (Settlement::Retry { error, .. } | Settlement::Fail { error }, _) => {
+            tracing::error!(error = %error, "job failed for good")
+        }
+    }
 }
 
 /// Writes the outcome, retrying while Redis is unreachable: the lease keeps

@@ -108,11 +108,17 @@ impl InFlight {
 /// a newly started job wakes it to shorten the wait if its lease is shorter.
 pub(super) async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
     let tick = |shared: &Shared| {
-        shared
+        let shortest = shared
             .queues
             .iter()
             .filter_map(|q| q.in_flight.shortest_lease())
-            .min()
+            .min();
+        // Jobs starting with a lease at least this long need no earlier tick.
+        let basis = shortest.map_or(u64::MAX, |l| {
+            u64::try_from(l.as_millis()).unwrap_or(u64::MAX)
+        });
+        shared.renew_basis.store(basis, Ordering::Relaxed);
+        shortest
             .map_or(Duration::from_secs(10), |lease| lease / 3)
             .clamp(Duration::from_millis(30), Duration::from_secs(10))
     };

@@ -9,6 +9,7 @@
 //! `shutdown_timeout` to finish, then cancels them and hands their jobs back
 //! to pending without charging the attempt.
 
+mod acks;
 mod claim;
 mod execute;
 mod leases;
@@ -17,6 +18,7 @@ mod sweeper;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -152,6 +154,7 @@ impl RunnerBuilder {
                     logical: name.clone(),
                     slots: Arc::clone(&slots),
                     in_flight: InFlight::default(),
+                    acks: acks::Acks::default(),
                 }));
             }
         }
@@ -166,6 +169,7 @@ impl RunnerBuilder {
                 claim_block: self.claim_block,
                 auto_sweep: self.auto_sweep,
                 job_started: tokio::sync::Notify::new(),
+                renew_basis: AtomicU64::new(u64::MAX),
             }),
         })
     }
@@ -209,8 +213,25 @@ struct Shared {
     sweep_interval: Duration,
     claim_block: Duration,
     auto_sweep: bool,
-    /// Wakes the lease renewer when a job starts.
+    /// Wakes the lease renewer when a job starts with a lease shorter than
+    /// `renew_basis`.
     job_started: tokio::sync::Notify,
+    /// The shortest lease (ms) the renewer's tick is based on; `u64::MAX`
+    /// when no job runs.
+    renew_basis: AtomicU64,
+}
+
+impl Shared {
+    /// Called when `job` starts: wakes the lease renewer only when the job's
+    /// lease is shorter than the one its tick is based on (most jobs share
+    /// their queue's lease, so most starts wake nothing).
+    fn started(&self, job: &crate::queue::ClaimedJob) {
+        let lease = job.lease_deadline_ms().saturating_sub(job.claimed_at_ms());
+        if lease < self.renew_basis.load(Ordering::Relaxed) {
+            self.renew_basis.store(lease, Ordering::Relaxed);
+            self.job_started.notify_one();
+        }
+    }
 }
 
 /// Cancels its tokens when dropped.
@@ -234,6 +255,8 @@ struct QueueRt {
     logical: String,
     slots: Arc<Semaphore>,
     in_flight: InFlight,
+    /// Outcomes of finished jobs, waiting for the claim loop to write them.
+    acks: acks::Acks,
 }
 
 impl Runner {

@@ -4,7 +4,9 @@
 //! Usage: `jobqueue-test-worker REDIS_URL [CONCURRENCY]`. With
 //! `JOBQUEUE_TEST_RECORD=FILE`, every run of every job appends `PID ID` to
 //! FILE as it starts, outside the queue: the tests count runs, see which
-//! process ran what, and wait for handlers to be running.
+//! process ran what, and wait for handlers to be running. With
+//! `JOBQUEUE_TEST_ENDS=FILE`, `finish_line` jobs append `PID ID` there as
+//! their handler returns.
 
 use std::io::Write;
 use std::time::Duration;
@@ -37,9 +39,26 @@ async fn record(millis: u64, ctx: JobContext) -> Result<(), String> {
     Ok(())
 }
 
+/// Records its start, sleeps, then records its end (with
+/// `JOBQUEUE_TEST_ENDS=FILE`) as the last thing before it returns: a job
+/// whose end is recorded ran to completion, whether or not its outcome then
+/// reached Redis.
+#[job(queue = "proc", visibility = "2s", max_attempts = 50, backoff = "none")]
+async fn finish_line(millis: u64, ctx: JobContext) -> Result<(), String> {
+    note_start(&ctx)?;
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    note("JOBQUEUE_TEST_ENDS", &ctx)
+}
+
 /// Appends `PID ID` to the file named by JOBQUEUE_TEST_RECORD, if set.
 fn note_start(ctx: &JobContext) -> Result<(), String> {
-    if let Ok(path) = std::env::var("JOBQUEUE_TEST_RECORD") {
+    note("JOBQUEUE_TEST_RECORD", ctx)
+}
+
+/// Appends `PID ID` to the file named by the environment variable `var`, if
+/// set.
+fn note(var: &str, ctx: &JobContext) -> Result<(), String> {
+    if let Ok(path) = std::env::var(var) {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -1,0 +1,175 @@
+-- settle.lua: settles a batch of claimed jobs of one queue in one call,
+-- each completed, failed for another attempt (back to pending, or scheduled
+-- after a delay), or failed for good. Fenced by each claim's token and safe
+-- to repeat (fixes reference bug 8.3, docs/reference-bugs.md#83-complete-is-not-idempotent;
+-- reference bug 8.4, docs/reference-bugs.md#84-empty-tokens-match-unclaimed-jobs).
+-- Whether a failed job is retried is decided here from its stored attempts
+-- and max_attempts (fixes reference bug 8.13, docs/reference-bugs.md#813-retry-policy-is-decided-by-the-client).
+--
+-- One call for many jobs is the point: the fixed price of a script call,
+-- TIME, the key checks, the counters, the settled-set upkeep and the
+-- history trim are paid once per batch, not once per job. Each job still
+-- gets its own hash write and its own event, in the reference shape.
+--
+-- Every job is read and judged before the first write.
+--
+-- KEYS[1]  processing list
+-- KEYS[2]  pending list
+-- KEYS[3]  completed list
+-- KEYS[4]  failed list
+-- KEYS[5]  leases sorted set ("id:token" -> deadline)
+-- KEYS[6]  stats hash
+-- KEYS[7]  scheduled sorted set (id -> due time, ms)
+-- KEYS[8]  settled sorted set (each claim settled here is recorded as ended)
+-- KEYS[9..] the job hash of each settlement, in order
+-- ARGV[1]  job hash prefix (to delete the hashes of ids trimmed off a
+--          history: the documented exception)
+-- ARGV[2]  events channel
+-- ARGV[3]  the queue's completed TTL in seconds (0 = keep until trimmed off
+--          the history), for jobs without their own completed_ttl_s field
+-- ARGV[4]  completed history cap
+-- ARGV[5]  failed history cap
+-- ARGV[6]  default max attempts, for jobs without a max_attempts field
+-- ARGV[7]  how long an ended claim is remembered, in ms, at least (a
+--          completed job's own TTL when longer)
+-- ARGV[8]  most ended claims remembered
+-- ARGV[9..] five per settlement, in the order of KEYS[9..]:
+--          job id; claim token; "complete", "retry" (retry while attempts
+--          remain) or "permanent" (fail now); the result JSON (complete) or
+--          the error text (stored as last_error); the retry delay in ms
+--          (0: back to pending now, else scheduled)
+-- Returns: one code per settlement: 1 completed (complete) or retrying
+--          (retry); 2 failed for good; 0 the token does not hold the job
+--          (empty, stale, or the job is not in processing); -1 already
+--          settled with this token
+
+Q.prefix, Q.channel = ARGV[1], ARGV[2]
+Q.processing, Q.pending, Q.failed, Q.leases, Q.stats = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6]
+Q.settled = KEYS[8]
+Q.failed_cap = tonumber(ARGV[5])
+local completed, scheduled = KEYS[3], KEYS[7]
+local queue_ttl = math.min(tonumber(ARGV[3]), MAX_TTL_S)
+local completed_cap, default_max = tonumber(ARGV[4]), ARGV[6]
+local keep, settled_cap = tonumber(ARGV[7]), tonumber(ARGV[8])
+local n = #KEYS - 8
+
+expect(Q.processing, 'list')
+expect(Q.pending, 'list')
+expect(completed, 'list')
+expect(Q.failed, 'list')
+expect(Q.leases, 'zset')
+expect(Q.stats, 'hash')
+expect(scheduled, 'zset')
+expect(Q.settled, 'zset')
+
+-- Read and judge every settlement.
+local codes, plan = {}, {}
+-- The token of each job this call will settle: a second entry for the same
+-- job is a repeat (same token) or a stale claim (another token).
+local taken = {}
+for i = 1, n do
+  local at = 8 + (i - 1) * 5
+  local s = {
+    i = i, key = KEYS[8 + i], id = ARGV[at + 1], token = ARGV[at + 2],
+    action = ARGV[at + 3], data = ARGV[at + 4], delay = ARGV[at + 5],
+  }
+  codes[i] = 0
+  if s.token == '' then
+    -- An empty token holds nothing (reference bug 8.4).
+  elseif taken[s.id] then
+    if taken[s.id] == s.token then
+      codes[i] = -1
+    end
+  else
+    local kind, f = read_job(s.key, 'status', 'claim_token', 'settled_token', 'completed_ttl_s',
+      'attempts', 'max_attempts')
+    if kind ~= 'hash' or f[2] ~= s.token then
+      if (kind == 'hash' and f[3] == s.token) or redis.call('ZSCORE', Q.settled, lease(s.id, s.token)) then
+        codes[i] = -1
+      end
+    elseif f[1] == 'processing' then
+      taken[s.id] = s.token
+      if s.action == 'complete' then
+        -- The job's own TTL when it is a whole number of seconds, else the queue's.
+        s.ttl = integer(f[4], 0, MAX_TTL_S) or queue_ttl
+      else
+        -- Numbers that are not decimal integers cannot decide a retry: the
+        -- job is failed for good, with both reasons.
+        s.retry = false
+        if s.action == 'retry' then
+          local attempts, max = job_numbers(f[5], f[6], nil, default_max, ms(MIN_VISIBILITY_MS))
+          if attempts == nil then
+            s.data = s.data .. '; not retried: ' .. max
+          else
+            s.retry = attempts < max
+          end
+        end
+        s.delay = math.min(integer(s.delay, 0, MAX_DURATION_MS) or 0, MAX_DURATION_MS)
+      end
+      plan[#plan + 1] = s
+    end
+  end
+end
+if #plan == 0 then
+  return codes
+end
+
+-- Then the writes, none of which can fail.
+local now = now_ms()
+local done, leases, ended = {}, {}, {}
+local retried = 0
+for _, s in ipairs(plan) do
+  -- Claims are pushed at the head of processing and mostly settle oldest
+  -- first: looking from the tail finds them sooner.
+  if redis.call('LREM', Q.processing, -1, s.id) == 1 then
+    local until_ms = now + keep
+    if s.action == 'complete' then
+      redis.call('HSET', s.key, 'status', 'completed', 'completed_at_ms', ms(now), 'result', s.data,
+        'claim_token', '', 'settled_token', s.token)
+      if s.ttl > 0 then
+        redis.call('EXPIRE', s.key, s.ttl)
+      end
+      until_ms = now + math.max(keep, s.ttl * 1000)
+      leases[#leases + 1] = lease(s.id, s.token)
+      done[#done + 1] = s.id
+      codes[s.i] = 1
+    elseif s.retry then
+      redis.call('HSET', s.key, 'status', 'pending', 'last_error', s.data, 'last_error_at_ms', ms(now),
+        'claim_token', '', 'claimed_at_ms', '0', 'settled_token', s.token)
+      leases[#leases + 1] = lease(s.id, s.token)
+      if s.delay > 0 then
+        redis.call('HSET', s.key, 'status', 'scheduled', 'scheduled_for_ms', ms(now + s.delay))
+        redis.call('ZADD', scheduled, ms(now + s.delay), s.id)
+      else
+        redis.call('LPUSH', Q.pending, s.id)
+      end
+      retried = retried + 1
+      publish(s.id, 'retry')
+      codes[s.i] = 1
+    else
+      redis.call('HSET', s.key, 'settled_token', s.token)
+      bury(s.id, s.data, now, s.token)
+      codes[s.i] = 2
+    end
+    ended[#ended + 1] = ms(until_ms)
+    ended[#ended + 1] = lease(s.id, s.token)
+  end
+end
+if #leases > 0 then
+  redis.call('ZREM', Q.leases, unpack(leases))
+end
+if #ended > 0 then
+  redis.call('ZADD', Q.settled, unpack(ended))
+  forget(now, settled_cap)
+end
+if retried > 0 then
+  count('retried_total', retried)
+end
+if #done > 0 then
+  push_history(completed, done, completed_cap, 'completed')
+  count('completed_total', #done)
+  for _, id in ipairs(done) do
+    publish(id, 'completed')
+  end
+end
+return codes
