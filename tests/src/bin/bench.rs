@@ -7,6 +7,14 @@
 //! job in Redis commands, Redis CPU and memory (W5), and one hot queue on a
 //! private three-primary cluster in 1, 3 and 6 shards (W6). Prints a table
 //! and writes `target/bench.json`.
+//!
+//! With `--peers PATH` (`scripts/bench --peers`) it instead runs jobqueue side
+//! by side with bullmq-official, whose harness (`bench/peers`, built apart
+//! from this workspace) is at PATH: both speak the same subprocess protocol
+//! (the subcommands below), are driven the same way on one private Redis,
+//! interleaved over three rounds, and the medians, their ratios and the
+//! issue's targets are printed and written under `peers` in
+//! `target/bench.json`.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -39,6 +47,89 @@ struct Args {
     /// Internal: run as a worker process against this Redis URL.
     #[arg(long, hide = true)]
     worker: Option<String>,
+    /// Runs jobqueue side by side with bullmq-official instead of the
+    /// W1..W6 suite; the value is the path of the built `bullmq-peer`.
+    #[arg(long, value_name = "BULLMQ_PEER")]
+    peers: Option<std::path::PathBuf>,
+    /// Rounds of the side-by-side run (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// A single step of the side-by-side protocol, run as its own process.
+    #[command(subcommand)]
+    mode: Option<Mode>,
+}
+
+/// The side-by-side protocol: the orchestrator (`--peers`) starts each step
+/// as a process of this binary or of `bullmq-peer`, which has the same
+/// modes with the same meaning, so both systems pay the same process,
+/// connection and runtime costs and are measured by the same code. Each
+/// prints one JSON line on stdout when done; the worker modes print
+/// `{"ready":true,...}` first.
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// Enqueues `jobs` no-op jobs, `batch` per call (`Client::enqueue_many`).
+    EnqueueBulk {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        /// Payload size in bytes (about).
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
+    /// Enqueues `jobs` no-op jobs one call at a time (`Client::enqueue`),
+    /// spread over `callers` concurrent tasks.
+    EnqueueSingle {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 50)]
+        callers: usize,
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
+    /// Builds a runner, prints ready, runs it from a line on stdin until
+    /// stdin closes or SIGTERM; the parent counts the completions.
+    Worker {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+    },
+    /// A running runner that records, for each of `jobs` jobs, how long
+    /// after its enqueue began the handler started; prints p50 and p99.
+    Latency {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 2_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+    },
+    /// Enqueues one job per ms, one call at a time, each carrying the time
+    /// its enqueue began.
+    LatencyEnqueue {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 2_000)]
+        jobs: usize,
+    },
+}
+
+/// Where a protocol step's jobs go.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// Redis URL (the orchestrator's private server).
+    #[arg(long)]
+    url: String,
+    /// Queue name: a `#[job]` names its queue at compile time, so this must
+    /// be the queue of the step's job (`bench`, or `bench-latency` for the
+    /// latency steps); it is checked, not routed.
+    #[arg(long)]
+    queue: String,
 }
 
 static DONE: AtomicU64 = AtomicU64::new(0);
@@ -60,6 +151,22 @@ async fn stamp(n: usize) {
     }
 }
 
+/// The latency probe of the side-by-side run: records how long after its
+/// enqueue began (`sent_ns`, wall clock, set by another process) it started.
+#[job(queue = "bench-latency")]
+async fn peer_stamp(probe: Value) {
+    // The clock is read first thing: what is measured is the time until the
+    // handler starts, not what the handler does.
+    let started = protocol::now_ns();
+    if let Some(sent) = probe["sent_ns"].as_u64() {
+        let mut delays = protocol::DELAYS.lock().expect("lock");
+        delays.push(started.saturating_sub(sent));
+        if delays.len() == protocol::DELAYS_WANTED.load(Ordering::Relaxed) {
+            protocol::ALL_IN.notify_one();
+        }
+    }
+}
+
 /// Holds its slot for a while, to measure runner memory per running job.
 #[job(queue = "bench-rss", visibility = "30s")]
 async fn hold(millis: u64, ctx: JobContext) {
@@ -71,9 +178,19 @@ async fn hold(millis: u64, ctx: JobContext) {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(mode) = args.mode.take() {
+        if let Err(e) = protocol::run(mode).await {
+            eprintln!("jobqueue-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(url) = &args.worker {
         return worker(url, args.concurrency).await;
+    }
+    if let Some(bullmq) = args.peers.clone() {
+        return peers::run(&args, &bullmq).await;
     }
     let server = RedisServer::start();
     let url = server.url();
@@ -463,6 +580,15 @@ async fn main() {
         println!("{name:width$}  {value:40}  {ratio}");
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench.json");
+    // The side-by-side figures (`--peers`) are a separate run with its own
+    // date and commit: keep them rather than drop them with the old suite's.
+    if let Some(peers) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|mut old| old.get_mut("peers").map(Value::take))
+    {
+        report.insert("peers".into(), peers);
+    }
     let _ = std::fs::create_dir_all(path.parent().expect("dir"));
     std::fs::write(
         &path,
@@ -661,4 +787,1089 @@ fn rss_kib() -> u64 {
             })
         })
         .unwrap_or(0)
+}
+
+/// jobqueue's side of the side-by-side protocol (see [`Mode`]); bullmq's
+/// side is `bench/peers`. Only the public API: `Client` enqueues, `Runner`
+/// runs, with its defaults apart from the queues and the concurrency.
+mod protocol {
+    use std::io::Write;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use jobqueue::definition::Job;
+    use jobqueue::{CancellationToken, Client, Runner};
+    use serde_json::{Value, json};
+    use tokio::sync::Notify;
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    use super::{Mode, Target, noop, peer_stamp};
+
+    type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+    /// Each latency probe's delay in ns, in the latency worker process.
+    pub(crate) static DELAYS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    /// How many probes the latency worker waits for.
+    pub(crate) static DELAYS_WANTED: AtomicUsize = AtomicUsize::new(usize::MAX);
+    /// Signalled by the probe that brings [`DELAYS`] to [`DELAYS_WANTED`].
+    pub(crate) static ALL_IN: Notify = Notify::const_new();
+
+    pub(crate) async fn run(mode: Mode) -> Result<(), Failure> {
+        match mode {
+            Mode::EnqueueBulk {
+                target,
+                jobs,
+                batch,
+                payload,
+            } => enqueue_bulk(&target, jobs, batch.max(1), payload).await,
+            Mode::EnqueueSingle {
+                target,
+                jobs,
+                callers,
+                payload,
+            } => enqueue_single(&target, jobs, callers.max(1), payload).await,
+            Mode::Worker {
+                target,
+                concurrency,
+            } => worker(&target, concurrency).await,
+            Mode::Latency {
+                target,
+                jobs,
+                concurrency,
+            } => latency(&target, jobs, concurrency).await,
+            Mode::LatencyEnqueue { target, jobs } => latency_enqueue(&target, jobs).await,
+        }
+    }
+
+    /// The wall clock in ns since the epoch: the latency probes cross
+    /// processes, so a monotonic `Instant` cannot be carried.
+    pub(crate) fn now_ns() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// The payload of the no-op jobs: the same formula on both sides.
+    fn payload_of(size: usize) -> String {
+        "x".repeat(size.saturating_sub(10))
+    }
+
+    /// Connects, after checking that `queue` is where job `T` goes.
+    async fn client_for<T: Job>(target: &Target) -> Result<Client, Failure> {
+        if target.queue != T::QUEUE {
+            return Err(format!(
+                "job {} goes to queue {:?}, not {:?}: the queue of a #[job] is fixed at compile time",
+                T::NAME,
+                T::QUEUE,
+                target.queue
+            )
+            .into());
+        }
+        Ok(Client::connect(&target.url).await?)
+    }
+
+    /// Prints the one result line and makes sure it leaves the process.
+    fn emit(line: Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    async fn enqueue_bulk(
+        target: &Target,
+        jobs: usize,
+        batch: usize,
+        size: usize,
+    ) -> Result<(), Failure> {
+        let client = client_for::<noop>(target).await?;
+        let payload = payload_of(size);
+        let started = Instant::now();
+        let mut left = jobs;
+        while left > 0 {
+            let n = left.min(batch);
+            client
+                .enqueue_many::<noop>((0..n).map(|_| payload.clone()))
+                .await?;
+            left -= n;
+        }
+        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
+        Ok(())
+    }
+
+    async fn enqueue_single(
+        target: &Target,
+        jobs: usize,
+        callers: usize,
+        size: usize,
+    ) -> Result<(), Failure> {
+        let client = client_for::<noop>(target).await?;
+        let payload = payload_of(size);
+        let each = jobs / callers;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let client = client.clone();
+                let payload = payload.clone();
+                tokio::spawn(async move {
+                    for _ in 0..each {
+                        client.enqueue::<noop>(payload.clone()).await?;
+                    }
+                    Ok::<(), jobqueue::Error>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
+        Ok(())
+    }
+
+    /// A runner on `queue` with its defaults but the concurrency, and what
+    /// it was built with, for bench.json.
+    fn runner(client: Client, queue: &str, concurrency: usize) -> Result<(Runner, Value), Failure> {
+        let builder = Runner::builder(client)
+            .queues([queue])
+            .concurrency(concurrency);
+        let settings = json!({
+            "library": "jobqueue (this workspace)",
+            "concurrency": concurrency,
+            "runner_builder": format!("{builder:?}"),
+        });
+        Ok((builder.build()?, settings))
+    }
+
+    /// The processing worker: ready, then "go" on stdin, then runs until the
+    /// parent closes stdin, sends SIGTERM or kills it.
+    async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
+        let client = client_for::<noop>(target).await?;
+        let (runner, settings) = runner(client, &target.queue, concurrency)?;
+        emit(json!({ "ready": true, "settings": settings }));
+        let mut stdin = stdin_lines();
+        if stdin.recv().await.is_none() {
+            return Ok(());
+        }
+        tokio::spawn(runner.run(CancellationToken::new()));
+        until_told_to_stop(stdin).await;
+        // Exit at once rather than shut the runner down: the parent has read
+        // its figures and waits for nothing this process would still write.
+        std::process::exit(0);
+    }
+
+    /// The lines the parent writes on stdin, read by a plain thread (the
+    /// parent writes one line, "go", then only closes the pipe, so a thread
+    /// costs nothing while measuring); `None` once stdin ends.
+    fn stdin_lines() -> UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Returns when stdin reaches its end (the parent closed it or died) or
+    /// SIGTERM arrives.
+    async fn until_told_to_stop(mut stdin: UnboundedReceiver<String>) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let sigterm = async {
+            match term.as_mut() {
+                Some(term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let eof = async { while stdin.recv().await.is_some() {} };
+        tokio::select! {
+            () = sigterm => {}
+            () = eof => {}
+        }
+    }
+
+    async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
+        let client = client_for::<peer_stamp>(target).await?;
+        DELAYS_WANTED.store(jobs, Ordering::Relaxed);
+        let (runner, settings) = runner(client, &target.queue, concurrency)?;
+        tokio::spawn(runner.run(CancellationToken::new()));
+        emit(json!({ "ready": true, "settings": settings }));
+        let stdin = stdin_lines();
+        tokio::select! {
+            () = ALL_IN.notified() => {}
+            () = until_told_to_stop(stdin) => std::process::exit(1),
+        }
+        let mut delays = DELAYS.lock().expect("lock").clone();
+        delays.sort_unstable();
+        let pct = |p: f64| {
+            let i = ((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1));
+            delays.get(i).copied().unwrap_or(0) as f64 / 1e6
+        };
+        emit(json!({ "p50_ms": pct(0.50), "p99_ms": pct(0.99), "n": delays.len() }));
+        std::process::exit(0);
+    }
+
+    async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
+        let client = client_for::<peer_stamp>(target).await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let started = Instant::now();
+        for _ in 0..jobs {
+            tick.tick().await;
+            client
+                .enqueue::<peer_stamp>(json!({ "sent_ns": now_ns() }))
+                .await?;
+        }
+        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
+        Ok(())
+    }
+}
+
+/// The side-by-side run (`--peers`): jobqueue and bullmq-official on one
+/// private Redis, interleaved (j,b / b,j / j,b) so drift in the machine
+/// (thermal, other load) falls on both, each step a fresh process of the
+/// same protocol ([`Mode`]) started the same way, the server flushed before
+/// every step so neither inherits the other's keys (or its own leftovers).
+mod peers {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    use jobqueue::connection::Connection;
+    use jobqueue::queue::{Queue, QueueOptions};
+    use jobqueue_tests::RedisServer;
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+    use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+    use super::{Args, ceiling, info_field, progress, redis_cpu, used_memory};
+
+    /// The queue of the enqueue and processing steps (jobqueue's `noop`).
+    const QUEUE: &str = "bench";
+    /// The queue of the latency step (jobqueue's `peer_stamp`).
+    const LATENCY_QUEUE: &str = "bench-latency";
+    /// How often completion is polled while workers run.
+    const POLL: Duration = Duration::from_millis(5);
+    /// Jobs per `enqueue-bulk` call and callers of `enqueue-single`.
+    const BATCH: usize = 1_000;
+    const CALLERS: usize = 50;
+    /// Idle time before the latency enqueuer starts, so both workers are
+    /// parked in their blocking wait, the state latency is about.
+    const LATENCY_IDLE: Duration = Duration::from_millis(300);
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum System {
+        Jobqueue,
+        Bullmq,
+    }
+
+    impl System {
+        fn name(self) -> &'static str {
+            match self {
+                System::Jobqueue => "jobqueue",
+                System::Bullmq => "bullmq",
+            }
+        }
+    }
+
+    /// One round's figures of one system, by key.
+    type Figures = BTreeMap<String, f64>;
+
+    /// What the issue asks of jobqueue / bullmq for a figure.
+    #[derive(Clone, Copy, Debug)]
+    enum Goal {
+        /// No target: shown for context.
+        None,
+        /// The ratio is at least this.
+        AtLeast(f64),
+        /// The ratio is at most this.
+        AtMost(f64),
+        /// The ratio is at most the first, and jobqueue's own figure at
+        /// most the second.
+        AtMostAndBelow(f64, f64),
+    }
+
+    impl Goal {
+        fn text(self, unit: &str) -> String {
+            match self {
+                Goal::None => String::new(),
+                Goal::AtLeast(r) => format!(">= {r}x"),
+                Goal::AtMost(r) => format!("<= {r}x"),
+                Goal::AtMostAndBelow(r, v) => format!("<= {r}x and <= {v} {unit}"),
+            }
+        }
+
+        fn met(self, jobqueue: f64, ratio: f64) -> Option<bool> {
+            match self {
+                Goal::None => None,
+                Goal::AtLeast(r) => Some(ratio >= r),
+                Goal::AtMost(r) => Some(ratio <= r),
+                Goal::AtMostAndBelow(r, v) => Some(ratio <= r && jobqueue <= v),
+            }
+        }
+    }
+
+    /// A row of the comparison.
+    #[derive(Debug)]
+    struct Figure {
+        key: String,
+        label: String,
+        unit: &'static str,
+        goal: Goal,
+    }
+
+    impl Figure {
+        fn new(
+            key: impl Into<String>,
+            label: impl Into<String>,
+            unit: &'static str,
+            goal: Goal,
+        ) -> Self {
+            Self {
+                key: key.into(),
+                label: label.into(),
+                unit,
+                goal,
+            }
+        }
+    }
+
+    fn format_value(value: f64, unit: &str) -> String {
+        match unit {
+            "µs/job" => format!("{value:.1} {unit}"),
+            "ms" => format!("{value:.2} {unit}"),
+            _ => format!("{value:.0} {unit}"),
+        }
+    }
+
+    /// The processing runs: worker processes x concurrency each.
+    fn processing_runs(concurrency: usize) -> [(usize, usize); 3] {
+        [(1, concurrency), (2, concurrency), (1, 500)]
+    }
+
+    fn processing_key(processes: usize, concurrency: usize, what: &str) -> String {
+        format!("processing_{processes}x{concurrency}_{what}")
+    }
+
+    /// Every figure, in table order, with the issue's targets.
+    fn figures(concurrency: usize) -> Vec<Figure> {
+        let mut rows = vec![
+            Figure::new(
+                "bulk_jobs_per_s",
+                format!("bulk enqueue ({BATCH} per call)"),
+                "jobs/s",
+                Goal::AtLeast(4.0),
+            ),
+            Figure::new(
+                "bulk_redis_cpu_us_per_job",
+                "  Redis CPU",
+                "µs/job",
+                Goal::None,
+            ),
+            Figure::new(
+                "redis_bytes_per_pending_job",
+                "  Redis memory per pending job",
+                "bytes",
+                Goal::None,
+            ),
+        ];
+        for (processes, c) in processing_runs(concurrency) {
+            let workers = if processes == 1 { "worker" } else { "workers" };
+            rows.push(Figure::new(
+                processing_key(processes, c, "jobs_per_s"),
+                format!("processing, {processes} {workers} x concurrency {c}"),
+                "jobs/s",
+                Goal::AtLeast(2.0),
+            ));
+            rows.push(Figure::new(
+                processing_key(processes, c, "redis_cpu_us_per_job"),
+                "  Redis CPU",
+                "µs/job",
+                Goal::AtMostAndBelow(0.33, 25.0),
+            ));
+            rows.push(Figure::new(
+                processing_key(processes, c, "client_cpu_us_per_job"),
+                format!("  worker process CPU ({processes} {workers})"),
+                "µs/job",
+                Goal::AtMost(0.5),
+            ));
+        }
+        rows.extend([
+            Figure::new(
+                "single_jobs_per_s",
+                format!("enqueue one at a time, {CALLERS} callers"),
+                "jobs/s",
+                Goal::None,
+            ),
+            Figure::new(
+                "single_redis_cpu_us_per_job",
+                "  Redis CPU",
+                "µs/job",
+                Goal::None,
+            ),
+            Figure::new(
+                "latency_p50_ms",
+                "enqueue-to-start latency p50, 1 job/ms",
+                "ms",
+                Goal::AtMost(1.0),
+            ),
+            Figure::new(
+                "latency_p99_ms",
+                "enqueue-to-start latency p99, 1 job/ms",
+                "ms",
+                Goal::AtMost(1.0),
+            ),
+        ]);
+        rows
+    }
+
+    /// A worker-mode child: ready line read, then told to go, then killed.
+    struct Worker {
+        child: Child,
+        stdin: Option<ChildStdin>,
+        stdout: Lines<BufReader<ChildStdout>>,
+        pid: u32,
+    }
+
+    impl Worker {
+        /// Starts `exe args…` and waits for its ready line; returns it too.
+        async fn start(exe: &Path, args: &[String]) -> (Self, Value) {
+            let mut child = Command::new(exe)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
+            let pid = child.id().expect("a running child has a pid");
+            let stdin = child.stdin.take();
+            let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+            let mut worker = Self {
+                child,
+                stdin,
+                stdout,
+                pid,
+            };
+            let ready = worker.line(Duration::from_secs(60)).await;
+            assert_eq!(
+                ready["ready"],
+                json!(true),
+                "{} {args:?} said {ready} instead of ready",
+                exe.display()
+            );
+            (worker, ready)
+        }
+
+        /// The next line of stdout, as JSON.
+        async fn line(&mut self, within: Duration) -> Value {
+            let line = tokio::time::timeout(within, self.stdout.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("worker {} said nothing for {within:?}", self.pid))
+                .expect("read the worker's stdout")
+                .unwrap_or_else(|| panic!("worker {} ended without a line", self.pid));
+            serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("worker {} printed {line:?}, not JSON: {e}", self.pid))
+        }
+
+        async fn go(&mut self) {
+            let stdin = self.stdin.as_mut().expect("stdin kept until the end");
+            stdin
+                .write_all(b"go\n")
+                .await
+                .expect("tell the worker to go");
+            stdin.flush().await.expect("tell the worker to go");
+        }
+
+        async fn stop(mut self) {
+            drop(self.stdin.take());
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+
+    /// Everything the steps share.
+    struct Bench<'a> {
+        server: &'a RedisServer,
+        url: String,
+        jobqueue_exe: std::path::PathBuf,
+        bullmq_exe: std::path::PathBuf,
+        jobs: usize,
+        payload: usize,
+        concurrency: usize,
+        latency_jobs: usize,
+        clk_tck: f64,
+        /// jobqueue's completed count comes from its public `stats`.
+        queue: Queue,
+        /// bullmq's from `ZCARD bull:bench:completed` (it keeps completed
+        /// jobs by default).
+        raw: redis::aio::MultiplexedConnection,
+        /// The settings each system's workers reported, by system and step.
+        settings: BTreeMap<&'static str, BTreeMap<String, Value>>,
+    }
+
+    impl Bench<'_> {
+        fn exe(&self, system: System) -> &Path {
+            match system {
+                System::Jobqueue => &self.jobqueue_exe,
+                System::Bullmq => &self.bullmq_exe,
+            }
+        }
+
+        fn args(&self, mode: &str, queue: &str, rest: &[(&str, usize)]) -> Vec<String> {
+            let mut args = vec![
+                mode.to_owned(),
+                "--url".into(),
+                self.url.clone(),
+                "--queue".into(),
+                queue.into(),
+            ];
+            for (flag, value) in rest {
+                args.push(format!("--{flag}"));
+                args.push(value.to_string());
+            }
+            args
+        }
+
+        fn flush(&self) {
+            let reply = self.server.cli(&["FLUSHALL"]);
+            assert!(reply.trim() == "OK", "FLUSHALL said {reply:?}");
+        }
+
+        /// Runs a one-shot mode to its end; its result line.
+        async fn once(&self, system: System, args: &[String]) -> Value {
+            let exe = self.exe(system);
+            let out = Command::new(exe)
+                .args(args)
+                .stdin(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .unwrap_or_else(|e| panic!("run {}: {e}", exe.display()));
+            assert!(
+                out.status.success(),
+                "{} {args:?} failed: {}",
+                exe.display(),
+                out.status
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default();
+            serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("{} {args:?} printed {line:?}, not JSON: {e}", exe.display())
+            })
+        }
+
+        /// CPU seconds (user + system, all threads) process `pid` has used.
+        fn process_cpu(&self, pid: u32) -> f64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the command name, which may hold spaces: utime
+            // and stime are the 12th and 13th.
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect();
+            let ticks = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            (ticks(11) + ticks(12)) / self.clk_tck
+        }
+
+        async fn completed(&mut self, system: System) -> u64 {
+            match system {
+                System::Jobqueue => self.queue.stats().await.expect("stats").completed_total,
+                System::Bullmq => redis::cmd("ZCARD")
+                    .arg(format!("bull:{QUEUE}:completed"))
+                    .query_async(&mut self.raw)
+                    .await
+                    .expect("ZCARD"),
+            }
+        }
+
+        fn note_settings(&mut self, system: System, step: String, ready: &Value) {
+            self.settings
+                .entry(system.name())
+                .or_default()
+                .entry(step)
+                .or_insert_with(|| ready["settings"].clone());
+        }
+
+        /// Enqueues the jobs of a processing run, untimed.
+        async fn fill(&self, system: System) {
+            let args = self.args(
+                "enqueue-bulk",
+                QUEUE,
+                &[
+                    ("jobs", self.jobs),
+                    ("batch", BATCH),
+                    ("payload", self.payload),
+                ],
+            );
+            self.once(system, &args).await;
+        }
+
+        /// a. Bulk enqueue: rate, Redis CPU and memory per pending job.
+        async fn bulk(&self, system: System, figures: &mut Figures) {
+            self.flush();
+            let (memory0, cpu0) = (used_memory(self.server), redis_cpu(self.server));
+            let args = self.args(
+                "enqueue-bulk",
+                QUEUE,
+                &[
+                    ("jobs", self.jobs),
+                    ("batch", BATCH),
+                    ("payload", self.payload),
+                ],
+            );
+            let out = self.once(system, &args).await;
+            let (cpu1, memory1) = (redis_cpu(self.server), used_memory(self.server));
+            let jobs = out["jobs"].as_f64().expect("jobs");
+            figures.insert(
+                "bulk_jobs_per_s".into(),
+                jobs / out["elapsed_s"].as_f64().expect("elapsed_s"),
+            );
+            figures.insert(
+                "bulk_redis_cpu_us_per_job".into(),
+                (cpu1 - cpu0) * 1e6 / jobs,
+            );
+            figures.insert(
+                "redis_bytes_per_pending_job".into(),
+                (memory1 as f64 - memory0 as f64) / jobs,
+            );
+        }
+
+        /// b, c. Processing the pending jobs with `processes` worker
+        /// processes of `concurrency` each: started and ready first, so
+        /// the clock and the CPU counters cover processing only.
+        async fn process(
+            &mut self,
+            system: System,
+            processes: usize,
+            concurrency: usize,
+            figures: &mut Figures,
+        ) {
+            assert_eq!(
+                self.completed(system).await,
+                0,
+                "a processing run starts with nothing completed"
+            );
+            let args = self.args("worker", QUEUE, &[("concurrency", concurrency)]);
+            let mut workers = Vec::new();
+            for _ in 0..processes {
+                let (worker, ready) = Worker::start(self.exe(system), &args).await;
+                self.note_settings(system, format!("worker, concurrency {concurrency}"), &ready);
+                workers.push(worker);
+            }
+            let client0: f64 = workers.iter().map(|w| self.process_cpu(w.pid)).sum();
+            let redis0 = redis_cpu(self.server);
+            for worker in &mut workers {
+                worker.go().await;
+            }
+            let started = Instant::now();
+            while (self.completed(system).await as usize) < self.jobs {
+                assert!(
+                    started.elapsed() < Duration::from_secs(300),
+                    "{}: {} of {} completed after 5 minutes",
+                    system.name(),
+                    self.completed(system).await,
+                    self.jobs
+                );
+                tokio::time::sleep(POLL).await;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let client1: f64 = workers.iter().map(|w| self.process_cpu(w.pid)).sum();
+            let redis1 = redis_cpu(self.server);
+            for worker in workers {
+                worker.stop().await;
+            }
+            let jobs = self.jobs as f64;
+            figures.insert(
+                processing_key(processes, concurrency, "jobs_per_s"),
+                jobs / secs,
+            );
+            figures.insert(
+                processing_key(processes, concurrency, "redis_cpu_us_per_job"),
+                (redis1 - redis0) * 1e6 / jobs,
+            );
+            figures.insert(
+                processing_key(processes, concurrency, "client_cpu_us_per_job"),
+                (client1 - client0) * 1e6 / jobs,
+            );
+        }
+
+        /// d. Enqueue one at a time by concurrent callers.
+        async fn single(&self, system: System, figures: &mut Figures) {
+            self.flush();
+            let cpu0 = redis_cpu(self.server);
+            let args = self.args(
+                "enqueue-single",
+                QUEUE,
+                &[
+                    ("jobs", self.jobs),
+                    ("callers", CALLERS),
+                    ("payload", self.payload),
+                ],
+            );
+            let out = self.once(system, &args).await;
+            let cpu1 = redis_cpu(self.server);
+            let jobs = out["jobs"].as_f64().expect("jobs");
+            figures.insert(
+                "single_jobs_per_s".into(),
+                jobs / out["elapsed_s"].as_f64().expect("elapsed_s"),
+            );
+            figures.insert(
+                "single_redis_cpu_us_per_job".into(),
+                (cpu1 - cpu0) * 1e6 / jobs,
+            );
+        }
+
+        /// e. Enqueue-to-start latency with an idle worker, one job per ms.
+        async fn latency(&mut self, system: System, figures: &mut Figures) {
+            self.flush();
+            let args = self.args(
+                "latency",
+                LATENCY_QUEUE,
+                &[("jobs", self.latency_jobs), ("concurrency", 50)],
+            );
+            let (mut worker, ready) = Worker::start(self.exe(system), &args).await;
+            self.note_settings(system, "latency worker, concurrency 50".into(), &ready);
+            tokio::time::sleep(LATENCY_IDLE).await;
+            let args = self.args(
+                "latency-enqueue",
+                LATENCY_QUEUE,
+                &[("jobs", self.latency_jobs)],
+            );
+            self.once(system, &args).await;
+            let result = worker.line(Duration::from_secs(60)).await;
+            worker.stop().await;
+            assert_eq!(
+                result["n"].as_u64(),
+                Some(self.latency_jobs as u64),
+                "{}: latency worker said {result}",
+                system.name()
+            );
+            figures.insert(
+                "latency_p50_ms".into(),
+                result["p50_ms"].as_f64().expect("p50_ms"),
+            );
+            figures.insert(
+                "latency_p99_ms".into(),
+                result["p99_ms"].as_f64().expect("p99_ms"),
+            );
+        }
+
+        /// One round of every step for one system.
+        async fn round(&mut self, system: System) -> Figures {
+            let mut figures = Figures::new();
+            let who = system.name();
+            progress(&format!("{who}: bulk enqueue {} jobs", self.jobs));
+            self.bulk(system, &mut figures).await;
+            for (n, (processes, concurrency)) in
+                processing_runs(self.concurrency).into_iter().enumerate()
+            {
+                if n > 0 {
+                    self.flush();
+                    self.fill(system).await;
+                }
+                progress(&format!(
+                    "{who}: processing, {processes} process(es) x concurrency {concurrency}"
+                ));
+                self.process(system, processes, concurrency, &mut figures)
+                    .await;
+            }
+            progress(&format!("{who}: enqueue one at a time, {CALLERS} callers"));
+            self.single(system, &mut figures).await;
+            progress(&format!(
+                "{who}: latency, {} jobs at one per ms",
+                self.latency_jobs
+            ));
+            self.latency(system, &mut figures).await;
+            self.flush();
+            figures
+        }
+    }
+
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        match values.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => values[n / 2],
+            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        }
+    }
+
+    /// Output of `program args…`, trimmed; "unknown" if it cannot run.
+    fn output_of(program: &str, args: &[&str]) -> String {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    /// The machine, for bench.json: figures only compare on one machine.
+    fn machine(clk_tck: f64, clk_tck_source: &str) -> Value {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|l| {
+                    l.strip_prefix("model name")
+                        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+                })
+            })
+            .unwrap_or_else(|| "unknown".into());
+        json!({
+            "uname": output_of("uname", &["-a"]),
+            "nproc": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "cpu_model": cpu_model,
+            "clk_tck": clk_tck,
+            "clk_tck_source": clk_tck_source,
+        })
+    }
+
+    /// The jobqueue commit measured, "+dirty" if the tree has changes.
+    fn jobqueue_commit() -> String {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let head = output_of("git", &["-C", root, "rev-parse", "HEAD"]);
+        let dirty = output_of(
+            "git",
+            &["-C", root, "status", "--porcelain", "--untracked-files=no"],
+        );
+        if dirty.is_empty() || dirty == "unknown" {
+            head
+        } else {
+            format!("{head}+dirty")
+        }
+    }
+
+    pub(crate) async fn run(args: &Args, bullmq: &Path) {
+        assert!(
+            bullmq.is_file(),
+            "{} is not a file: build it with `cargo build --release --manifest-path bench/peers/Cargo.toml --target-dir target/peers` (scripts/bench --peers does)",
+            bullmq.display()
+        );
+        let (clk_tck, clk_tck_source) = match output_of("getconf", &["CLK_TCK"]).parse::<f64>() {
+            Ok(t) if t > 0.0 => (t, "getconf CLK_TCK"),
+            _ => (100.0, "assumed (getconf CLK_TCK failed)"),
+        };
+        let server = RedisServer::start();
+        let url = server.url();
+        progress("ceiling: redis-benchmark");
+        let ceiling = ceiling(server.port());
+        let lpush = ceiling
+            .iter()
+            .find(|(n, _)| n == "LPUSH")
+            .map_or(f64::NAN, |(_, r)| *r);
+        let conn = Connection::connect(url.as_str()).await.expect("connect");
+        let raw = redis::Client::open(url.as_str())
+            .expect("redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let mut bench = Bench {
+            server: &server,
+            url: url.clone(),
+            jobqueue_exe: std::env::current_exe().expect("own path"),
+            bullmq_exe: bullmq.to_path_buf(),
+            jobs: args.jobs,
+            payload: args.payload,
+            concurrency: args.concurrency,
+            latency_jobs: args.latency_jobs,
+            clk_tck,
+            queue: Queue::new_with(&conn, QUEUE, QueueOptions::new()).expect("queue"),
+            raw,
+            settings: BTreeMap::new(),
+        };
+        bench.flush();
+
+        let mut rounds = Vec::new();
+        let mut samples: BTreeMap<&str, Vec<Figures>> = BTreeMap::new();
+        for round in 1..=args.rounds.max(1) {
+            let order = if round % 2 == 1 {
+                [System::Jobqueue, System::Bullmq]
+            } else {
+                [System::Bullmq, System::Jobqueue]
+            };
+            let mut this = serde_json::Map::new();
+            this.insert("round".into(), json!(round));
+            this.insert("order".into(), json!(order.map(System::name)));
+            for system in order {
+                progress(&format!(
+                    "round {round}/{}: {}",
+                    args.rounds.max(1),
+                    system.name()
+                ));
+                let figures = bench.round(system).await;
+                this.insert(system.name().into(), json!(figures));
+                samples.entry(system.name()).or_default().push(figures);
+            }
+            rounds.push(Value::Object(this));
+        }
+        let medians: BTreeMap<&str, Figures> = samples
+            .iter()
+            .map(|(system, runs)| {
+                let keys = runs
+                    .iter()
+                    .flat_map(|f| f.keys().cloned())
+                    .collect::<std::collections::BTreeSet<_>>();
+                let m = keys
+                    .into_iter()
+                    .map(|k| {
+                        let values = runs.iter().filter_map(|f| f.get(&k).copied()).collect();
+                        (k, median(values))
+                    })
+                    .collect();
+                (*system, m)
+            })
+            .collect();
+
+        // The table and its JSON twin.
+        let get = |system: System, key: &str| {
+            medians
+                .get(system.name())
+                .and_then(|m| m.get(key))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        let mut rows: Vec<[String; 5]> = vec![[
+            "figure (median of rounds)".into(),
+            "jobqueue".into(),
+            "bullmq".into(),
+            "jobqueue/bullmq".into(),
+            "target".into(),
+        ]];
+        let mut comparison = Vec::new();
+        for figure in figures(args.concurrency) {
+            let (j, b) = (
+                get(System::Jobqueue, &figure.key),
+                get(System::Bullmq, &figure.key),
+            );
+            let ratio = j / b;
+            let met = figure.goal.met(j, ratio);
+            let verdict = match met {
+                Some(true) => "PASS",
+                Some(false) => "MISS",
+                None => "",
+            };
+            rows.push([
+                figure.label.clone(),
+                format_value(j, figure.unit),
+                format_value(b, figure.unit),
+                format!("{ratio:.2}x"),
+                format!("{} {verdict}", figure.goal.text(figure.unit))
+                    .trim()
+                    .to_owned(),
+            ]);
+            comparison.push(json!({
+                "key": figure.key, "figure": figure.label.trim(), "unit": figure.unit,
+                "jobqueue": j, "bullmq": b, "ratio": ratio,
+                "target": figure.goal.text(figure.unit), "pass": met,
+            }));
+        }
+        let (j, b) = (
+            get(System::Jobqueue, "single_jobs_per_s"),
+            get(System::Bullmq, "single_jobs_per_s"),
+        );
+        let met = j / lpush >= 0.8;
+        rows.push([
+            format!("  vs redis-benchmark LPUSH -c 50 ({lpush:.0}/s)"),
+            format!("{:.2}x LPUSH", j / lpush),
+            format!("{:.2}x LPUSH", b / lpush),
+            String::new(),
+            format!(
+                "jobqueue >= 0.8x LPUSH {}",
+                if met { "PASS" } else { "MISS" }
+            ),
+        ]);
+        comparison.push(json!({
+            "key": "single_vs_lpush", "figure": "enqueue one at a time vs redis-benchmark LPUSH -c 50",
+            "unit": "x LPUSH", "jobqueue": j / lpush, "bullmq": b / lpush, "lpush_ops_per_s": lpush,
+            "target": "jobqueue >= 0.8x LPUSH", "pass": met,
+        }));
+
+        println!();
+        let widths: Vec<usize> = (0..5)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(c, (cell, w))| {
+                    if c == 0 || c == 4 {
+                        format!("{cell:<w$}")
+                    } else {
+                        format!("{cell:>w$}")
+                    }
+                })
+                .collect();
+            println!("{}", cells.join("  ").trim_end());
+        }
+
+        let report = json!({
+            "date": output_of("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+            "machine": machine(clk_tck, clk_tck_source),
+            "redis_version": info_field(&server, "server", "redis_version"),
+            "jobqueue_commit": jobqueue_commit(),
+            "bullmq": "bullmq-official 1.4.4 (bench/peers, its Cargo.lock)",
+            "settings": {
+                "jobs": args.jobs,
+                "payload_bytes": args.payload,
+                "bulk_batch": BATCH,
+                "single_callers": CALLERS,
+                "processing_runs": processing_runs(args.concurrency).map(|(p, c)| json!({ "processes": p, "concurrency": c })),
+                "latency_jobs": args.latency_jobs,
+                "latency_rate": "one job per ms, one enqueue call at a time (tokio interval, MissedTickBehavior::Burst)",
+                "latency_idle_ms": LATENCY_IDLE.as_millis() as u64,
+                "completion_poll_ms": POLL.as_millis() as u64,
+                "completion_count": {
+                    "jobqueue": "Queue::stats().completed_total (one script call per poll)",
+                    "bullmq": format!("ZCARD bull:{QUEUE}:completed (removeOnComplete left at its default, false)"),
+                },
+                "rounds": args.rounds.max(1),
+                "redis": "one private redis-server, persistence off, FLUSHALL before every step",
+                "workers": bench.settings,
+            },
+            "ceiling_ops_per_s": ceiling.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "rounds": rounds,
+            "median": medians,
+            "comparison": comparison,
+        });
+        // Other keys (the W1..W6 suite's) are kept: the two runs are separate.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench.json");
+        let mut whole = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|v| match v {
+                Value::Object(map) => Some(map),
+                _ => None,
+            })
+            .unwrap_or_default();
+        whole.insert("peers".into(), report);
+        let _ = std::fs::create_dir_all(path.parent().expect("dir"));
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&Value::Object(whole)).expect("json"),
+        )
+        .expect("write bench.json");
+        println!("\nwrote {} (key \"peers\")", path.display());
+    }
 }
