@@ -536,12 +536,14 @@ async fn events_and_writes_happen_inside_the_scripts() {
         announced.push(status);
     }
     assert_eq!(announced, ["retry", "completed"]);
-    // Both claims took the job and stamped it in one call too.
+    // Both claims took the job and stamped it in one call too: off the end
+    // of pending (one LTRIM for the batch), onto processing, stamped.
     let claims = scripts
         .iter()
         .filter(|c| {
-            c.ran("LMOVE")
-                .any(|m| m[1..3] == ["queue:jobs:pending", "queue:jobs:processing"])
+            c.ran("LTRIM").any(|m| m[1] == "queue:jobs:pending")
+                && c.ran("LPUSH")
+                    .any(|m| m[1] == "queue:jobs:processing" && m[2..].contains(&id))
                 && c.set(&key, "status", "processing")
         })
         .count();

@@ -28,12 +28,17 @@
 -- ARGV[4]  default max attempts, for jobs without a max_attempts field
 -- ARGV[5]  failed history cap
 -- ARGV[6]  mode: "lmove" or "rpoplpush" (Redis < 6.2) to take ids from
---          pending; "adopt" when ARGV[7] was already moved to processing by
---          a blocking BRPOPLPUSH and only needs its stamp
+--          pending (both take a batch with one LTRIM and one LPUSH, which
+--          every version has); "adopt" when ARGV[7] was already moved to
+--          processing by a blocking BRPOPLPUSH and only needs its stamp
 -- ARGV[7]  the id to adopt ("adopt" mode), else ignored
 -- ARGV[8..] one fresh claim token per job wanted
 -- Returns: { claimed, rejected }
---          claimed:  list of { id, token, claimed_at_ms, lease_deadline_ms, {HGETALL} }
+--          claimed:  list of { id, token, claimed_at_ms, lease_deadline_ms, fields },
+--                    fields a flat { name, value, ... } list: payload, job,
+--                    enqueued_at_ms, max_attempts, visibility_ms (those the
+--                    hash has) and the stamp (status, attempts, claimed_at_ms,
+--                    claim_token); a replayed request answers the whole hash
 --          rejected: list of { id, outcome ("failed" | "dropped"), reason }
 --          or the string "paused" while the queue is paused
 
@@ -102,15 +107,10 @@ local decided = {}
 
 -- Judges id, about to leave pending (or adopted): returns what to do with
 -- it, or nil when its hash cannot be read here.
-local JUDGED = { 'status', 'attempts', 'max_attempts', 'visibility_ms', 'claim_token', 'unstamped_seen' }
 local function judge(id)
-  -- The whole hash in one read: the fields judged here, and the reply.
-  local kind, named, all = read_job_all(Q.prefix .. id, JUDGED)
-  local f = named
-  if kind == 'hash' then
-    f = { named.status, named.attempts, named.max_attempts, named.visibility_ms, named.claim_token,
-      named.unstamped_seen }
-  end
+  -- One read: the fields judged here, and those the reply carries (f[7..9]).
+  local kind, f = read_job(Q.prefix .. id, 'status', 'attempts', 'max_attempts', 'visibility_ms',
+    'claim_token', 'unstamped_seen', 'payload', 'job', 'enqueued_at_ms')
   if kind == 'elsewhere' then
     return nil
   elseif kind ~= 'hash' then
@@ -145,30 +145,36 @@ local function judge(id)
       reason = string.format('attempt %d of %d never finished; no attempts left', attempts, max),
     }
   end
-  return { action = 'claim', attempts = attempts, vis = vis, marked = f[6], fields = all }
+  return { action = 'claim', attempts = attempts, vis = vis, marked = f[6], fields = f }
 end
 
--- The hash of a job claimed now as HGETALL would read it after the stamp:
--- the fields read before, with the ones the stamp wrote replaced.
-local function stamped(fields, stamp)
-  local out, seen = {}, {}
-  for i = 1, #fields, 2 do
-    local name = fields[i]
-    if name ~= 'unstamped_seen' then
-      out[#out + 1] = name
-      if stamp[name] then
-        out[#out + 1] = stamp[name]
-        seen[name] = true
-      else
-        out[#out + 1] = fields[i + 1]
-      end
-    end
+-- The fields a claimed job's reply carries, as name/value pairs: those the
+-- runner reads (payload, handler name, enqueue time, limits) and the stamp
+-- this claim wrote. Not the whole hash: converting every field into Lua and
+-- back cost more than the rest of the claim.
+local now_s = ms(now)
+local function reply_fields(f, attempts, token)
+  local out = { 'status', 'processing', 'attempts', attempts, 'claimed_at_ms', now_s,
+    'claim_token', token }
+  if f[3] then
+    out[#out + 1] = 'max_attempts'
+    out[#out + 1] = f[3]
   end
-  for name, value in pairs(stamp) do
-    if not seen[name] then
-      out[#out + 1] = name
-      out[#out + 1] = value
-    end
+  if f[4] then
+    out[#out + 1] = 'visibility_ms'
+    out[#out + 1] = f[4]
+  end
+  if f[7] then
+    out[#out + 1] = 'payload'
+    out[#out + 1] = f[7]
+  end
+  if f[8] then
+    out[#out + 1] = 'job'
+    out[#out + 1] = f[8]
+  end
+  if f[9] then
+    out[#out + 1] = 'enqueued_at_ms'
+    out[#out + 1] = f[9]
   end
   return out
 end
@@ -176,6 +182,7 @@ end
 local claimed, rejected = {}, {}
 -- The leases of the jobs claimed, added in one ZADD at the end.
 local leases = {}
+local deadlines = {}
 
 -- Carries out what judge decided, for id, already out of pending (and, for
 -- a claim, at the head of processing).
@@ -183,16 +190,21 @@ local function apply(id, step, token)
   if step.action == 'claim' then
     local key = Q.prefix .. id
     local deadline = now + step.vis
-    local stamp = { status = 'processing', attempts = ms(step.attempts + 1), claimed_at_ms = ms(now),
-      claim_token = token }
-    redis.call('HSET', key, 'status', stamp.status, 'attempts', stamp.attempts,
-      'claimed_at_ms', stamp.claimed_at_ms, 'claim_token', token)
+    local attempts = ms(step.attempts + 1)
+    redis.call('HSET', key, 'status', 'processing', 'attempts', attempts, 'claimed_at_ms', now_s,
+      'claim_token', token)
     if step.marked then
       redis.call('HDEL', key, 'unstamped_seen')
     end
-    leases[#leases + 1] = ms(deadline)
+    -- Most jobs of a queue share its lease: one number formatted per call.
+    local deadline_s = deadlines[step.vis]
+    if not deadline_s then
+      deadline_s = ms(deadline)
+      deadlines[step.vis] = deadline_s
+    end
+    leases[#leases + 1] = deadline_s
     leases[#leases + 1] = lease(id, token)
-    claimed[#claimed + 1] = { id, token, ms(now), ms(deadline), stamped(step.fields, stamp) }
+    claimed[#claimed + 1] = { id, token, now_s, deadline_s, reply_fields(step.fields, attempts, token) }
   else
     if step.action == 'failed' then
       bury(id, step.reason, now, '')
@@ -238,18 +250,24 @@ else
       plan[#plan + 1] = { window[i], step }
     end
   end
-  -- Then write, in the order the ids leave pending.
+  -- Then write. The plan is the oldest end of pending, in order: one LTRIM
+  -- takes it off, one LPUSH lists the claimed ids in processing in the order
+  -- one move per id would (on every Redis version).
   forget_answered()
-  for _, p in ipairs(plan) do
-    local id, step = p[1], p[2]
-    if step.action ~= 'claim' then
-      redis.call('RPOP', Q.pending)
-    elseif mode == 'rpoplpush' then
-      redis.call('RPOPLPUSH', Q.pending, Q.processing)
-    else
-      redis.call('LMOVE', Q.pending, Q.processing, 'RIGHT', 'LEFT')
+  if #plan > 0 then
+    redis.call('LTRIM', Q.pending, 0, -(#plan + 1))
+    local moved = {}
+    for _, p in ipairs(plan) do
+      if p[2].action == 'claim' then
+        moved[#moved + 1] = p[1]
+      end
     end
-    apply(id, step, step.token)
+    if #moved > 0 then
+      redis.call('LPUSH', Q.processing, unpack(moved))
+    end
+  end
+  for _, p in ipairs(plan) do
+    apply(p[1], p[2], p[2].token)
   end
 end
 if #leases > 0 then

@@ -116,7 +116,10 @@ end
 
 -- Then the writes, none of which can fail.
 local now = now_ms()
+local now_s = ms(now)
 local done, leases, ended = {}, {}, {}
+-- Until when each ended claim is kept, formatted once per distinct time.
+local keep_s = {}
 local retried = 0
 for _, s in ipairs(plan) do
   -- Claims are pushed at the head of processing and mostly settle oldest
@@ -124,7 +127,7 @@ for _, s in ipairs(plan) do
   if redis.call('LREM', Q.processing, -1, s.id) == 1 then
     local until_ms = now + keep
     if s.action == 'complete' then
-      redis.call('HSET', s.key, 'status', 'completed', 'completed_at_ms', ms(now), 'result', s.data,
+      redis.call('HSET', s.key, 'status', 'completed', 'completed_at_ms', now_s, 'result', s.data,
         'claim_token', '', 'settled_token', s.token)
       if s.ttl > 0 then
         redis.call('EXPIRE', s.key, s.ttl)
@@ -134,7 +137,7 @@ for _, s in ipairs(plan) do
       done[#done + 1] = s.id
       codes[s.i] = 1
     elseif s.retry then
-      redis.call('HSET', s.key, 'status', 'pending', 'last_error', s.data, 'last_error_at_ms', ms(now),
+      redis.call('HSET', s.key, 'status', 'pending', 'last_error', s.data, 'last_error_at_ms', now_s,
         'claim_token', '', 'claimed_at_ms', '0', 'settled_token', s.token)
       leases[#leases + 1] = lease(s.id, s.token)
       if s.delay > 0 then
@@ -151,7 +154,10 @@ for _, s in ipairs(plan) do
       bury(s.id, s.data, now, s.token)
       codes[s.i] = 2
     end
-    ended[#ended + 1] = ms(until_ms)
+    if not keep_s[until_ms] then
+      keep_s[until_ms] = ms(until_ms)
+    end
+    ended[#ended + 1] = keep_s[until_ms]
     ended[#ended + 1] = lease(s.id, s.token)
   end
 end

@@ -107,7 +107,12 @@ impl ClaimedJob {
         Ok(serde_json::from_str(self.payload.get())?)
     }
 
-    /// The whole hash as it was right after the claim.
+    /// The fields of the job's hash the claim read, as it left them:
+    /// `payload`, `job`, `enqueued_at_ms`, `max_attempts`, `visibility_ms`
+    /// (those present), and the stamp `status`, `attempts`, `claimed_at_ms`
+    /// and `claim_token`. Not the whole hash: reading every field into the
+    /// claim script and back cost more than the rest of the claim. Read the
+    /// whole hash with [`Queue::get_job`](super::Queue::get_job).
     pub fn record(&self) -> &JobRecord {
         &self.record
     }

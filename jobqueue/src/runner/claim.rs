@@ -1,14 +1,17 @@
 //! The claim loop of one queue: writes the outcomes of finished jobs and
 //! claims jobs for the slots that are free, both in one round trip (the
 //! settle call and the claim are sent together), as many per call as have
-//! gathered. While the queue is idle it blocks on a connection of its own,
-//! holding no slot, and still writes outcomes as jobs finish.
+//! gathered, with up to two such calls in flight. While the queue is idle it
+//! blocks on a connection of its own, holding no slot, and still writes
+//! outcomes as jobs finish.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,6 +33,23 @@ const MAX_WRITE_TRIES: u32 = 20;
 /// outcomes meanwhile does not drop its blocking connection.
 type Wait = Pin<Box<dyn Future<Output = Result<Option<Vec<ClaimedJob>>>> + Send>>;
 
+/// Most settle-and-claim calls of one queue in flight at once: with two, the
+/// runner works on the jobs of one batch while Redis runs the next call, so
+/// neither waits for the other.
+const MAX_ROUNDS: usize = 2;
+
+/// What one settle-and-claim call gave back: the outcomes it carried and
+/// their acks, the slots it was sent with, and the claim's answer (none when
+/// it claimed nothing).
+struct Round {
+    finished: Vec<Finished>,
+    slots: Vec<Slot>,
+    settled: Result<Vec<Ack>>,
+    claimed: Option<Result<(Vec<ClaimedJob>, bool)>>,
+}
+
+type RoundFuture = Pin<Box<dyn Future<Output = Round> + Send>>;
+
 /// What woke the claim loop.
 enum Wake {
     /// A slot is free.
@@ -40,6 +60,8 @@ enum Wake {
     Timer,
     /// The idle wait ended (with Redis < 6.2, with the jobs it took).
     Waited(Result<Option<Vec<ClaimedJob>>>),
+    /// A call in flight answered.
+    Answered(Round),
     Stop,
 }
 
@@ -50,117 +72,182 @@ pub(super) async fn claim_loop(
     shutdown: CancellationToken,
     interrupt: CancellationToken,
 ) {
-    let name = q.queue.name().to_owned();
     let legacy = q.queue.connection().legacy_claim();
-    let mut claim_failures: u32 = 0;
-    let mut settle_failures: u32 = 0;
+    let name = q.queue.name().to_owned();
+    ClaimLoop {
+        shared,
+        q,
+        jobs,
+        shutdown,
+        interrupt,
+        name,
+        legacy,
+        claim_failures: 0,
+        settle_failures: 0,
+        claim_after: None,
+        settle_after: None,
+        waiting: None,
+    }
+    .run()
+    .await;
+}
+
+/// The state of one queue's claim loop.
+struct ClaimLoop {
+    shared: Arc<Shared>,
+    q: Arc<QueueRt>,
+    jobs: TaskTracker,
+    shutdown: CancellationToken,
+    interrupt: CancellationToken,
+    name: String,
+    legacy: bool,
+    claim_failures: u32,
+    settle_failures: u32,
     // Back-offs are deadlines, not sleeps: while claiming waits (paused
     // queue, Redis errors) outcomes are still written, and the other way
     // round.
-    let mut claim_after: Option<Instant> = None;
-    let mut settle_after: Option<Instant> = None;
-    let mut waiting: Option<Wait> = None;
-    // Under load slots free one at a time; letting the tasks that are
-    // finishing run first turns many one-job calls into a few batches.
-    let target = (shared.concurrency / 2).clamp(1, 64);
-    loop {
-        let now = Instant::now();
-        let can_claim = claim_after.is_none_or(|t| now >= t) && waiting.is_none();
-        let can_settle = settle_after.is_none_or(|t| now >= t);
-        let mut slots: Vec<Slot> = Vec::new();
-        if !(can_settle && q.acks.len() > 0) {
-            let timer = [claim_after, settle_after]
-                .into_iter()
-                .flatten()
-                .filter(|t| *t > now)
-                .min();
-            let wake = tokio::select! {
-                got = slot(&shared, &q, &shutdown), if can_claim => match got {
-                    Some(got) => Wake::Slot(got),
-                    None => Wake::Stop,
-                },
-                () = q.acks.ready(), if can_settle => Wake::Outcome,
-                () = sleep_until(timer) => Wake::Timer,
-                waited = idle(&mut waiting) => Wake::Waited(waited),
-                // BRPOPLPUSH moves the job itself: it is not abandoned.
-                () = shutdown.cancelled(), if !(legacy && waiting.is_some()) => Wake::Stop,
-            };
-            match wake {
-                Wake::Slot(got) => slots.push(got),
-                Wake::Outcome => {}
-                Wake::Timer => continue,
-                Wake::Stop => break,
-                Wake::Waited(waited) => {
-                    waiting = None;
-                    match waited {
-                        Ok(Some(adopted)) => {
-                            // Redis < 6.2: the wait itself took the job. It
-                            // runs only if a slot is free now: waiting for
-                            // one would let its unrenewed lease run out.
-                            for job in adopted {
-                                match try_slot(&shared, &q) {
-                                    Some(slot) if !shutdown.is_cancelled() => {
-                                        spawn(&shared, &q, &jobs, &interrupt, job, slot);
-                                    }
-                                    _ => hand_back(&q, &job).await,
-                                }
-                            }
-                        }
-                        Ok(None) => claim_failures = 0,
-                        Err(e) => {
-                            claim_failures += 1;
-                            claim_after = Some(back_off(&name, &e, claim_failures));
-                        }
+    claim_after: Option<Instant>,
+    settle_after: Option<Instant>,
+    waiting: Option<Wait>,
+}
+
+impl ClaimLoop {
+    async fn run(mut self) {
+        let (shared, q) = (Arc::clone(&self.shared), Arc::clone(&self.q));
+        let mut rounds: FuturesUnordered<RoundFuture> = FuturesUnordered::new();
+        // Under load slots free one at a time; letting the tasks that are
+        // finishing run first turns many one-job calls into a few batches.
+        let target = (shared.concurrency / 2).clamp(1, 64);
+        loop {
+            let now = Instant::now();
+            let can_start = rounds.len() < MAX_ROUNDS;
+            let can_claim =
+                can_start && self.claim_after.is_none_or(|t| now >= t) && self.waiting.is_none();
+            let can_settle = can_start && self.settle_after.is_none_or(|t| now >= t);
+            let mut slots: Vec<Slot> = Vec::new();
+            if !(can_settle && q.acks.len() > 0) {
+                let timer = [self.claim_after, self.settle_after]
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| *t > now)
+                    .min();
+                let legacy_wait = self.legacy && self.waiting.is_some();
+                let wake = tokio::select! {
+                    got = slot(&shared, &q, &self.shutdown), if can_claim => match got {
+                        Some(got) => Wake::Slot(got),
+                        None => Wake::Stop,
+                    },
+                    () = q.acks.ready(), if can_settle => Wake::Outcome,
+                    () = sleep_until(timer) => Wake::Timer,
+                    waited = idle(&mut self.waiting) => Wake::Waited(waited),
+                    Some(round) = rounds.next(), if !rounds.is_empty() => Wake::Answered(round),
+                    // BRPOPLPUSH moves the job itself: it is not abandoned.
+                    () = self.shutdown.cancelled(), if !legacy_wait => Wake::Stop,
+                };
+                match wake {
+                    Wake::Slot(got) => slots.push(got),
+                    Wake::Outcome => {}
+                    Wake::Timer => continue,
+                    Wake::Stop => break,
+                    Wake::Answered(round) => {
+                        self.answered(round).await;
+                        continue;
                     }
-                    if shutdown.is_cancelled() {
-                        break;
-                    }
-                    // A job may have arrived: claim.
-                    continue;
-                }
-            }
-        }
-        if shutdown.is_cancelled() {
-            break;
-        }
-        // Gather what else is ready: free slots (when claiming) and outcomes.
-        for _ in 0..4 {
-            if can_claim {
-                while slots.len() < MAX_BATCH {
-                    match try_slot(&shared, &q) {
-                        Some(slot) => slots.push(slot),
-                        None => break,
+                    Wake::Waited(waited) => {
+                        self.waiting = None;
+                        self.waited(waited).await;
+                        if self.shutdown.is_cancelled() {
+                            break;
+                        }
+                        // A job may have arrived: claim.
+                        continue;
                     }
                 }
             }
-            if slots.len() + q.acks.len() >= target {
+            if self.shutdown.is_cancelled() {
                 break;
             }
-            tokio::task::yield_now().await;
-        }
-        let finished = if can_settle {
-            q.acks.take(SETTLE_BATCH)
-        } else {
-            Vec::new()
-        };
-        // The slots of the finished jobs go to the jobs claimed with them.
-        let want = if can_claim {
-            (slots.len() + finished.len()).min(MAX_BATCH)
-        } else {
-            0
-        };
-        let (settled, claimed) = tokio::join!(settle(&q, &finished), async {
-            if want == 0 {
-                None
-            } else {
-                Some(q.queue.claim_now(want).await)
+            // Gather what else is ready: free slots (when claiming) and
+            // outcomes.
+            for _ in 0..4 {
+                if can_claim {
+                    while slots.len() < MAX_BATCH {
+                        match try_slot(&shared, &q) {
+                            Some(slot) => slots.push(slot),
+                            None => break,
+                        }
+                    }
+                }
+                if slots.len() + q.acks.len() >= target {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
-        });
-        let mut pool = slots;
+            let finished = if can_settle {
+                q.acks.take(SETTLE_BATCH)
+            } else {
+                Vec::new()
+            };
+            // The slots of the finished jobs go to the jobs claimed with them.
+            let want = if can_claim {
+                (slots.len() + finished.len()).min(MAX_BATCH)
+            } else {
+                0
+            };
+            if finished.is_empty() && want == 0 {
+                continue;
+            }
+            let q = Arc::clone(&q);
+            rounds.push(Box::pin(async move {
+                let (settled, claimed) = tokio::join!(settle(&q, &finished), async {
+                    if want == 0 {
+                        None
+                    } else {
+                        Some(q.queue.claim_now(want).await)
+                    }
+                });
+                Round {
+                    finished,
+                    slots,
+                    settled,
+                    claimed,
+                }
+            }));
+        }
+        // Stopped claiming: the calls in flight are answered (jobs they
+        // claimed are handed back), an idle wait is dropped (with
+        // BRPOPLPUSH it runs to its end first), and the outcomes waiting are
+        // written now; jobs that finish from here on write their own.
+        while let Some(round) = rounds.next().await {
+            self.answered(round).await;
+        }
+        if let Some(wait) = self.waiting.take()
+            && self.legacy
+            && let Ok(Some(adopted)) = wait.await
+        {
+            for job in &adopted {
+                hand_back(&q, job).await;
+            }
+        }
+        flush_at_exit(&q).await;
+        tracing::debug!(queue = self.name, "claim loop stopped");
+    }
+
+    /// Takes in what a settle-and-claim call answered: logs the outcomes
+    /// written and frees their jobs, starts the jobs claimed (in the slots
+    /// it was sent with), and sets the back-offs.
+    async fn answered(&mut self, round: Round) {
+        let Round {
+            finished,
+            slots: mut pool,
+            settled,
+            claimed,
+        } = round;
+        let q = Arc::clone(&self.q);
         match settled {
             Ok(acks) => {
-                settle_failures = 0;
-                settle_after = None;
+                self.settle_failures = 0;
+                self.settle_after = None;
                 for (done, ack) in finished.into_iter().zip(acks) {
                     done.span
                         .in_scope(|| execute::log_settled(&done.settlement, ack));
@@ -173,8 +260,8 @@ pub(super) async fn claim_loop(
                 // slots and their leases meanwhile. One that failed to be
                 // written too often is given up: its lease runs out and the
                 // job runs again (at least once).
-                settle_failures += 1;
-                settle_after = Some(back_off(&name, &e, settle_failures));
+                self.settle_failures += 1;
+                self.settle_after = Some(back_off(&self.name, &e, self.settle_failures));
                 let mut retry = Vec::with_capacity(finished.len());
                 for mut done in finished {
                     done.tries += 1;
@@ -192,51 +279,66 @@ pub(super) async fn claim_loop(
             None => {}
             Some(Ok((_, true))) => {
                 // Paused: look again shortly, holding no slot.
-                claim_after = Some(Instant::now() + crate::queue::PAUSED_POLL * 2);
+                self.claim_after = Some(Instant::now() + crate::queue::PAUSED_POLL * 2);
             }
             Some(Ok((jobs_claimed, false))) if jobs_claimed.is_empty() => {
-                claim_failures = 0;
-                claim_after = None;
+                self.claim_failures = 0;
+                self.claim_after = None;
                 // Idle: wait for work without holding a slot.
-                let queue = q.queue.clone();
-                let block = shared.claim_block;
-                waiting = Some(Box::pin(async move { queue.wait_for_job(block).await }));
+                if self.waiting.is_none() && !self.shutdown.is_cancelled() {
+                    let queue = q.queue.clone();
+                    let block = self.shared.claim_block;
+                    self.waiting = Some(Box::pin(async move { queue.wait_for_job(block).await }));
+                }
             }
             Some(Ok((jobs_claimed, false))) => {
-                claim_failures = 0;
-                claim_after = None;
-                if shutdown.is_cancelled() {
-                    for job in &jobs_claimed {
-                        hand_back(&q, job).await;
-                    }
-                    break;
-                }
+                self.claim_failures = 0;
+                self.claim_after = None;
                 for job in jobs_claimed {
                     match pool.pop() {
-                        Some(slot) => spawn(&shared, &q, &jobs, &interrupt, job, slot),
-                        None => hand_back(&q, &job).await,
+                        Some(slot) if !self.shutdown.is_cancelled() => self.spawn(job, slot),
+                        _ => hand_back(&q, &job).await,
                     }
                 }
             }
             Some(Err(e)) => {
-                claim_failures += 1;
-                claim_after = Some(back_off(&name, &e, claim_failures));
+                self.claim_failures += 1;
+                self.claim_after = Some(back_off(&self.name, &e, self.claim_failures));
             }
         }
     }
-    // Stopped claiming: an idle wait in flight is dropped (with BRPOPLPUSH it
-    // runs to its end first), and the outcomes waiting are written now; jobs
-    // that finish from here on write their own.
-    if let Some(wait) = waiting.take()
-        && legacy
-        && let Ok(Some(adopted)) = wait.await
-    {
-        for job in &adopted {
-            hand_back(&q, job).await;
+
+    /// Takes in the end of the idle wait.
+    async fn waited(&mut self, waited: Result<Option<Vec<ClaimedJob>>>) {
+        match waited {
+            Ok(Some(adopted)) => {
+                // Redis < 6.2: the wait itself took the job. It runs only if
+                // a slot is free now: waiting for one would let its
+                // unrenewed lease run out.
+                for job in adopted {
+                    match try_slot(&self.shared, &self.q) {
+                        Some(slot) if !self.shutdown.is_cancelled() => self.spawn(job, slot),
+                        _ => hand_back(&self.q, &job).await,
+                    }
+                }
+            }
+            Ok(None) => self.claim_failures = 0,
+            Err(e) => {
+                self.claim_failures += 1;
+                self.claim_after = Some(back_off(&self.name, &e, self.claim_failures));
+            }
         }
     }
-    flush_at_exit(&q).await;
-    tracing::debug!(queue = name, "claim loop stopped");
+
+    fn spawn(&self, job: ClaimedJob, slot: Slot) {
+        self.jobs.spawn(execute::execute(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.q),
+            job,
+            slot,
+            self.interrupt.clone(),
+        ));
+    }
 }
 
 /// Sleeps until `at`; never, without one.
@@ -298,23 +400,6 @@ async fn flush_at_exit(q: &QueueRt) {
             }
         }
     }
-}
-
-fn spawn(
-    shared: &Arc<Shared>,
-    q: &Arc<QueueRt>,
-    jobs: &TaskTracker,
-    interrupt: &CancellationToken,
-    job: ClaimedJob,
-    slot: Slot,
-) {
-    jobs.spawn(execute::execute(
-        Arc::clone(shared),
-        Arc::clone(q),
-        job,
-        slot,
-        interrupt.clone(),
-    ));
 }
 
 /// Gives a job claimed during shutdown straight back.
