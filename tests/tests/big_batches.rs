@@ -43,6 +43,13 @@ fn server_with_slowlog() -> RedisServer {
         .start()
 }
 
+/// Held by each test here that loads the machine or asserts a SLOWLOG bound.
+/// Under nextest each test is its own process and this changes nothing;
+/// under plain `cargo test` the tests of this file share one process and
+/// would otherwise run at once on a two-core machine, each server's scripts
+/// waiting for the CPU while the others' run (SLOWLOG measures wall time).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Every SLOWLOG entry as "duration µs: command and its first arguments".
 async fn slow_commands(conn: &mut impl redis::aio::ConnectionLike) -> Vec<String> {
     let entries: Vec<Value> = redis::cmd("SLOWLOG")
@@ -94,6 +101,7 @@ async fn big_tick(n: u32) {
 /// ms, no lease runs out (nothing is reclaimed), and every job runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_thousand_jobs_in_one_call_never_hold_redis_and_lose_no_lease() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = server_with_slowlog();
     let conn = jobqueue::connection::Connection::connect(server.url().as_str())
         .await
@@ -166,6 +174,7 @@ async fn two_hundred_thousand_jobs_in_one_call_never_hold_redis_and_lose_no_leas
 /// part, in a call that stays short; claiming on takes every job once.
 #[tokio::test]
 async fn a_claim_for_a_million_jobs_takes_a_bounded_part() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = server_with_slowlog();
     let q = queue(&server, "big-claim", QueueOptions::new()).await;
     let payloads: Vec<u32> = (0..5_000).collect();
@@ -218,6 +227,7 @@ async fn bury_directly(conn: &mut impl redis::aio::ConnectionLike, keys: &Keys, 
 /// steps; each is under 10 ms.
 #[tokio::test]
 async fn retry_all_failed_on_ten_thousand_dead_letters_stays_in_short_steps() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = server_with_slowlog();
     let q = queue(&server, "big-retry", QueueOptions::new()).await;
     let mut raw = server.conn().await;
@@ -400,6 +410,7 @@ async fn the_enqueue_script_refuses_malformed_times_before_writing_anything() {
 }
 
 async fn jobs_written_during_a_purge_survive_whole_or_go_whole(redis: TestRedis) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let name = "purged";
     let q = redis.queue(name, QueueOptions::new()).await;
     let mut raw = redis.conn().await;
