@@ -322,13 +322,25 @@ local function trim_history(list, cap, status, budget)
   local gone, judged = {}, 0
   for i = #tail, 1, -1 do
     local old = tail[i]
-    local kind, f = read_job(Q.prefix .. old, 'status')
-    if kind == 'elsewhere' then
-      break
+    local got = redis.pcall('HGET', Q.prefix .. old, 'status')
+    local kind, st
+    if type(got) == 'table' and got.err then
+      if string.sub(got.err, 1, 9) ~= 'WRONGTYPE' then
+        break
+      end
+      kind = 'wrongtype'
+    elseif got then
+      kind, st = 'hash', got
+    else
+      local k, f = read_job(Q.prefix .. old, 'status')
+      if k == 'elsewhere' then
+        break
+      end
+      kind, st = k, f and f[1]
     end
     judged = judged + 1
     -- A job that moved on (sent back for another try) loses only its entry.
-    if not (kind == 'hash' and f[1] ~= status) then
+    if not (kind == 'hash' and st ~= status) then
       gone[#gone + 1] = { old, kind == 'hash' }
     end
   end
