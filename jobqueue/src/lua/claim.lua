@@ -148,33 +148,23 @@ local function judge(id)
   return { action = 'claim', attempts = attempts, vis = vis, marked = f[6], fields = f }
 end
 
+local now_s = ms(now)
+
 -- The fields a claimed job's reply carries, as name/value pairs: those the
 -- runner reads (payload, handler name, enqueue time, limits) and the stamp
 -- this claim wrote. Not the whole hash: converting every field into Lua and
--- back cost more than the rest of the claim.
-local now_s = ms(now)
+-- back cost more than the rest of the claim. CARRIED names the fields judge
+-- read that go back: { index in f, name }.
+local CARRIED = { { 3, 'max_attempts' }, { 4, 'visibility_ms' }, { 7, 'payload' }, { 8, 'job' },
+  { 9, 'enqueued_at_ms' } }
 local function reply_fields(f, attempts, token)
   local out = { 'status', 'processing', 'attempts', attempts, 'claimed_at_ms', now_s,
     'claim_token', token }
-  if f[3] then
-    out[#out + 1] = 'max_attempts'
-    out[#out + 1] = f[3]
-  end
-  if f[4] then
-    out[#out + 1] = 'visibility_ms'
-    out[#out + 1] = f[4]
-  end
-  if f[7] then
-    out[#out + 1] = 'payload'
-    out[#out + 1] = f[7]
-  end
-  if f[8] then
-    out[#out + 1] = 'job'
-    out[#out + 1] = f[8]
-  end
-  if f[9] then
-    out[#out + 1] = 'enqueued_at_ms'
-    out[#out + 1] = f[9]
+  for _, c in ipairs(CARRIED) do
+    if f[c[1]] then
+      out[#out + 1] = c[2]
+      out[#out + 1] = f[c[1]]
+    end
   end
   return out
 end
