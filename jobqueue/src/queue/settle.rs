@@ -70,7 +70,7 @@ impl Queue {
         result: &R,
     ) -> Result<Ack> {
         let result = serde_json::value::to_raw_value(result)?;
-        self.settle_one(job, Settlement::Complete(result)).await
+        self.settle(job, &Settlement::Complete(result)).await
     }
 
     /// Records a failure of a claimed job: it goes back to pending while it
@@ -99,7 +99,7 @@ impl Queue {
             error: error.to_owned(),
             delay,
         };
-        self.settle_one(job, settlement).await
+        self.settle(job, &settlement).await
     }
 
     /// Fails a claimed job for good, whatever attempts it has left.
@@ -110,11 +110,12 @@ impl Queue {
         let settlement = Settlement::Fail {
             error: error.to_owned(),
         };
-        self.settle_one(job, settlement).await
+        self.settle(job, &settlement).await
     }
 
-    async fn settle_one(&self, job: &ClaimedJob, settlement: Settlement) -> Result<Ack> {
-        let mut acks = self.settle_many(&[(job, &settlement)]).await?;
+    /// Settles one job, as [`settle_many`](Self::settle_many) would.
+    pub(crate) async fn settle(&self, job: &ClaimedJob, settlement: &Settlement) -> Result<Ack> {
+        let mut acks = self.settle_many(&[(job, settlement)]).await?;
         acks.pop()
             .ok_or_else(|| Error::malformed("settle script reply", "no code"))
     }

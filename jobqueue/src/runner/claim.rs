@@ -82,10 +82,8 @@ pub(super) async fn claim_loop(
         interrupt,
         name,
         legacy,
-        claim_failures: 0,
-        settle_failures: 0,
-        claim_after: None,
-        settle_after: None,
+        claiming: Retry::default(),
+        settling: Retry::default(),
         waiting: None,
     }
     .run()
@@ -101,13 +99,8 @@ struct ClaimLoop {
     interrupt: CancellationToken,
     name: String,
     legacy: bool,
-    claim_failures: u32,
-    settle_failures: u32,
-    // Back-offs are deadlines, not sleeps: while claiming waits (paused
-    // queue, Redis errors) outcomes are still written, and the other way
-    // round.
-    claim_after: Option<Instant>,
-    settle_after: Option<Instant>,
+    claiming: Retry,
+    settling: Retry,
     waiting: Option<Wait>,
 }
 
@@ -121,12 +114,11 @@ impl ClaimLoop {
         loop {
             let now = Instant::now();
             let can_start = rounds.len() < MAX_ROUNDS;
-            let can_claim =
-                can_start && self.claim_after.is_none_or(|t| now >= t) && self.waiting.is_none();
-            let can_settle = can_start && self.settle_after.is_none_or(|t| now >= t);
+            let can_claim = can_start && self.claiming.ready(now) && self.waiting.is_none();
+            let can_settle = can_start && self.settling.ready(now);
             let mut slots: Vec<Slot> = Vec::new();
             if !(can_settle && q.acks.len() > 0) {
-                let timer = [self.claim_after, self.settle_after]
+                let timer = [self.claiming.after, self.settling.after]
                     .into_iter()
                     .flatten()
                     .filter(|t| *t > now)
@@ -246,11 +238,10 @@ impl ClaimLoop {
         let q = Arc::clone(&self.q);
         match settled {
             Ok(acks) => {
-                self.settle_failures = 0;
-                self.settle_after = None;
+                self.settling.succeeded();
                 for (done, ack) in finished.into_iter().zip(acks) {
                     done.span
-                        .in_scope(|| execute::log_settled(&done.settlement, ack));
+                        .in_scope(|| execute::log_written(Some(&done.settlement), ack));
                     q.in_flight.remove(&done.job);
                     pool.push(done.slot);
                 }
@@ -260,8 +251,7 @@ impl ClaimLoop {
                 // slots and their leases meanwhile. One that failed to be
                 // written too often is given up: its lease runs out and the
                 // job runs again (at least once).
-                self.settle_failures += 1;
-                self.settle_after = Some(back_off(&self.name, &e, self.settle_failures));
+                self.settling.failed(&self.name, &e);
                 let mut retry = Vec::with_capacity(finished.len());
                 for mut done in finished {
                     done.tries += 1;
@@ -279,11 +269,10 @@ impl ClaimLoop {
             None => {}
             Some(Ok((_, true))) => {
                 // Paused: look again shortly, holding no slot.
-                self.claim_after = Some(Instant::now() + crate::queue::PAUSED_POLL * 2);
+                self.claiming.after = Some(Instant::now() + crate::queue::PAUSED_POLL * 2);
             }
             Some(Ok((jobs_claimed, false))) if jobs_claimed.is_empty() => {
-                self.claim_failures = 0;
-                self.claim_after = None;
+                self.claiming.succeeded();
                 // Idle: wait for work without holding a slot.
                 if self.waiting.is_none() && !self.shutdown.is_cancelled() {
                     let queue = q.queue.clone();
@@ -292,8 +281,7 @@ impl ClaimLoop {
                 }
             }
             Some(Ok((jobs_claimed, false))) => {
-                self.claim_failures = 0;
-                self.claim_after = None;
+                self.claiming.succeeded();
                 for job in jobs_claimed {
                     match pool.pop() {
                         Some(slot) if !self.shutdown.is_cancelled() => self.spawn(job, slot),
@@ -302,8 +290,7 @@ impl ClaimLoop {
                 }
             }
             Some(Err(e)) => {
-                self.claim_failures += 1;
-                self.claim_after = Some(back_off(&self.name, &e, self.claim_failures));
+                self.claiming.failed(&self.name, &e);
             }
         }
     }
@@ -322,10 +309,9 @@ impl ClaimLoop {
                     }
                 }
             }
-            Ok(None) => self.claim_failures = 0,
+            Ok(None) => self.claiming.succeeded(),
             Err(e) => {
-                self.claim_failures += 1;
-                self.claim_after = Some(back_off(&self.name, &e, self.claim_failures));
+                self.claiming.failed(&self.name, &e);
             }
         }
     }
@@ -381,7 +367,7 @@ async fn flush_at_exit(q: &QueueRt) {
             Ok(acks) => {
                 for (done, ack) in rest.iter().zip(acks) {
                     done.span
-                        .in_scope(|| execute::log_settled(&done.settlement, ack));
+                        .in_scope(|| execute::log_written(Some(&done.settlement), ack));
                     q.in_flight.remove(&done.job);
                 }
                 return;
@@ -409,10 +395,31 @@ async fn hand_back(q: &QueueRt, job: &ClaimedJob) {
     }
 }
 
-/// Logs a Redis error and says when to try again (up to a few seconds
-/// away), so a runner never spins while Redis is down.
-fn back_off(queue: &str, error: &crate::error::Error, failures: u32) -> Instant {
-    let pause = Backoff::LOOP.delay(failures.saturating_sub(1));
-    tracing::warn!(queue, error = %error, retry_in = ?pause, "claiming or recording outcomes failed; Redis unreachable?");
-    Instant::now() + pause
+/// Consecutive failures of one kind of call (claims, or outcome writes),
+/// and when to try it again. Back-offs are deadlines, not sleeps: while
+/// claiming waits (a paused queue, Redis errors) outcomes are still written,
+/// and the other way round.
+#[derive(Debug, Default)]
+struct Retry {
+    failures: u32,
+    after: Option<Instant>,
+}
+
+impl Retry {
+    fn ready(&self, now: Instant) -> bool {
+        self.after.is_none_or(|t| now >= t)
+    }
+
+    fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Logs the error and backs off, longer after each failure in a row (up
+    /// to a few seconds), so a runner never spins while Redis is down.
+    fn failed(&mut self, queue: &str, error: &crate::error::Error) {
+        self.failures += 1;
+        let pause = Backoff::LOOP.delay(self.failures - 1);
+        tracing::warn!(queue, error = %error, retry_in = ?pause, "claiming or recording outcomes failed; Redis unreachable?");
+        self.after = Some(Instant::now() + pause);
+    }
 }

@@ -148,8 +148,8 @@ async fn run(
 
 /// Hands a completed or failed job's outcome to the claim loop, which writes
 /// it in its next settle call; the job stays among the running ones (its
-/// lease renewed) until then. Other outcomes, and every outcome once the
-/// claim loop has stopped, are written here.
+/// lease renewed) until then. A job handed back at shutdown is released
+/// here, and so is every outcome once the claim loop has stopped.
 async fn finish(
     q: &QueueRt,
     job: Arc<ClaimedJob>,
@@ -158,105 +158,97 @@ async fn finish(
     slot: Slot,
     interrupt: &CancellationToken,
 ) {
-    if let Some(settlement) = settlement(&job, &outcome, policy) {
-        let finished = Finished {
-            job,
-            settlement,
-            slot,
-            span: tracing::Span::current(),
-            tries: 0,
-        };
-        let Some(finished) = q.acks.push(finished) else {
+    let settlement = match outcome {
+        Outcome::Completed(result) => Settlement::Complete(result),
+        Outcome::Failed(error) => match failure(&job, &error, policy) {
+            Some(settlement) => settlement,
+            None => {
+                tracing::warn!(reason = error.message(), "job abandoned: left to the sweep");
+                q.in_flight.remove(&job);
+                return;
+            }
+        },
+        Outcome::Interrupted => {
+            write(q, &job, None, interrupt).await;
+            q.in_flight.remove(&job);
             return;
-        };
-        let Finished { job, slot, .. } = finished;
-        write(q, &job, &outcome, policy, interrupt).await;
-        q.in_flight.remove(&job);
-        drop(slot);
-        return;
+        }
+        Outcome::LeaseLost => {
+            q.in_flight.remove(&job);
+            return;
+        }
+    };
+    let finished = Finished {
+        job,
+        settlement,
+        slot,
+        span: tracing::Span::current(),
+        tries: 0,
+    };
+    if let Some(finished) = q.acks.push(finished) {
+        // The claim loop has stopped (shutdown): written here.
+        write(q, &finished.job, Some(&finished.settlement), interrupt).await;
+        q.in_flight.remove(&finished.job);
     }
-    write(q, &job, &outcome, policy, interrupt).await;
-    q.in_flight.remove(&job);
-    drop(slot);
 }
 
-/// The settle call that records `outcome`, when one does (not for a job
-/// handed back at shutdown, or one whose lease was lost).
-fn settlement(job: &ClaimedJob, outcome: &Outcome, policy: Backoff) -> Option<Settlement> {
-    Some(match outcome {
-        Outcome::Completed(result) => Settlement::Complete(result.clone()),
-        Outcome::Failed(error) => match error.disposition() {
-            #[cfg(feature = "test-hooks")]
-            Disposition::Abandon => return None,
-            Disposition::Permanent => Settlement::Fail {
-                error: error.message().to_owned(),
-            },
-            Disposition::RetryAfter(delay) => Settlement::Retry {
-                error: error.message().to_owned(),
-                delay,
-            },
-            Disposition::Retry => Settlement::Retry {
-                error: error.message().to_owned(),
-                delay: policy.delay(job.attempt()),
-            },
+/// The settle call that records a failure, by its disposition (none for a
+/// run abandoned to the sweep, a test hook).
+fn failure(job: &ClaimedJob, error: &JobError, policy: Backoff) -> Option<Settlement> {
+    let message = error.message().to_owned();
+    Some(match error.disposition() {
+        #[cfg(feature = "test-hooks")]
+        Disposition::Abandon => return None,
+        Disposition::Permanent => Settlement::Fail { error: message },
+        Disposition::RetryAfter(delay) => Settlement::Retry {
+            error: message,
+            delay,
         },
-        Outcome::Interrupted | Outcome::LeaseLost => return None,
+        Disposition::Retry => Settlement::Retry {
+            error: message,
+            delay: policy.delay(job.attempt()),
+        },
     })
 }
 
-/// Logs what the write of a settlement did, in the job's span.
-pub(super) fn log_settled(settlement: &Settlement, ack: Ack) {
+/// Logs what writing an outcome did, in the job's span: a settlement, or
+/// (`None`) the hand-back of a job interrupted by shutdown.
+pub(super) fn log_written(settlement: Option<&Settlement>, ack: Ack) {
     match (settlement, ack) {
         (_, Ack::LeaseLost) => tracing::warn!(
             "the lease was lost before the outcome was recorded; the job will run again"
         ),
         (_, Ack::Duplicate) => tracing::debug!("outcome already recorded"),
-        (Settlement::Complete(_), _) => tracing::debug!("job completed"),
-        (Settlement::Retry { error, .. }, Ack::Retrying) => {
+        (None, _) => tracing::info!("job interrupted by shutdown; handed back to pending"),
+        (Some(Settlement::Complete(_)), _) => tracing::debug!("job completed"),
+        (Some(Settlement::Retry { error, .. }), Ack::Retrying) => {
             tracing::warn!(error = %error, "job failed; will retry")
         }
-        (Settlement::Retry { error, .. } | Settlement::Fail { error }, _) => {
+        (Some(Settlement::Retry { error, .. } | Settlement::Fail { error }), _) => {
             tracing::error!(error = %error, "job failed for good")
         }
     }
 }
 
-/// Writes the outcome, retrying while Redis is unreachable: the lease keeps
-/// being renewed meanwhile, and if it runs out first the sweep takes the job
-/// back and this write is refused (the job runs again: at least once).
+/// Writes one outcome (a settlement, or `None`: hand the job back), retrying
+/// while Redis is unreachable: the lease keeps being renewed meanwhile, and
+/// if it runs out first the sweep takes the job back and this write is
+/// refused (the job runs again: at least once).
 async fn write(
     q: &QueueRt,
     job: &ClaimedJob,
-    outcome: &Outcome,
-    policy: Backoff,
+    settlement: Option<&Settlement>,
     interrupt: &CancellationToken,
 ) {
     let mut failures = 0;
     loop {
-        let written = match outcome {
-            Outcome::Completed(result) => q.queue.complete(job, result).await,
-            Outcome::Failed(error) => match error.disposition() {
-                #[cfg(feature = "test-hooks")]
-                Disposition::Abandon => {
-                    tracing::warn!(reason = error.message(), "job abandoned: left to the sweep");
-                    return;
-                }
-                Disposition::Permanent => q.queue.fail_permanently(job, error.message()).await,
-                Disposition::RetryAfter(delay) => {
-                    q.queue.fail_with_delay(job, error.message(), delay).await
-                }
-                Disposition::Retry => {
-                    q.queue
-                        .fail_with_delay(job, error.message(), policy.delay(job.attempt()))
-                        .await
-                }
-            },
-            Outcome::Interrupted => q.queue.release(job).await,
-            Outcome::LeaseLost => return,
+        let written = match settlement {
+            Some(settlement) => q.queue.settle(job, settlement).await,
+            None => q.queue.release(job).await,
         };
         match written {
             Ok(ack) => {
-                log(outcome, ack);
+                log_written(settlement, ack);
                 return;
             }
             Err(e) if failures < 20 && !(interrupt.is_cancelled() && failures > 2) => {
@@ -269,22 +261,6 @@ async fn write(
                 return;
             }
         }
-    }
-}
-
-fn log(outcome: &Outcome, ack: Ack) {
-    match (outcome, ack) {
-        (_, Ack::LeaseLost) => tracing::warn!(
-            "the lease was lost before the outcome was recorded; the job will run again"
-        ),
-        (_, Ack::Duplicate) => tracing::debug!("outcome already recorded"),
-        (Outcome::Completed(_), _) => tracing::debug!("job completed"),
-        (Outcome::Failed(e), Ack::Retrying) => tracing::warn!(error = %e, "job failed; will retry"),
-        (Outcome::Failed(e), _) => tracing::error!(error = %e, "job failed for good"),
-        (Outcome::Interrupted, _) => {
-            tracing::info!("job interrupted by shutdown; handed back to pending")
-        }
-        (Outcome::LeaseLost, _) => {}
     }
 }
 
