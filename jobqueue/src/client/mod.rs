@@ -198,16 +198,6 @@ impl Client {
             handles.push(JobHandle::new(queues[shard].clone(), id, true));
             batches[shard].push(NewJob::new(payload)?.name(T::NAME).options(options));
         }
-        if payloads.len() == 1 {
-            // One job: combined with the single enqueues of other tasks.
-            let (queue, job) = queues
-                .iter()
-                .zip(batches)
-                .find_map(|(queue, mut jobs)| jobs.pop().map(|job| (queue, job)))
-                .expect("one job in one batch");
-            queue.submit(job).await?;
-            return Ok(handles);
-        }
         futures_util::future::try_join_all(
             queues
                 .iter()

@@ -59,19 +59,22 @@ impl Queue {
     /// # Cancellation safety
     /// As [`enqueue`](Self::enqueue).
     ///
-    /// Jobs submitted one at a time by many tasks at once are combined:
-    /// while one enqueue call of this queue (and its clones) is in flight,
-    /// the jobs submitted meanwhile wait and go together in the next call,
-    /// so fifty callers cost Redis a few script calls instead of fifty. A
-    /// lone caller's job goes at once, alone.
+    /// Jobs submitted one at a time by many tasks at once are combined (see
+    /// [`submit_many`](Self::submit_many)).
     pub async fn submit(&self, job: NewJob) -> Result<String> {
-        let checked = self.check(job)?;
-        self.submit_combined(checked).await
+        let mut ids = self.submit_many(vec![job]).await?;
+        Ok(ids.remove(0))
     }
 
     /// Enqueues a batch of jobs with their names and options; returns their
     /// ids. A job whose id exists already is left as it is (see
     /// [`EnqueueOptions::id`](super::EnqueueOptions::id)).
+    ///
+    /// A batch of one job is combined with the single jobs other tasks
+    /// submit to this queue (and its clones) meanwhile: while one enqueue
+    /// call is in flight, they wait and go together in the next call, so
+    /// fifty callers enqueueing one job each cost Redis a few script calls
+    /// instead of fifty. A lone caller's job goes at once, alone.
     ///
     /// Every job is checked (payload size and JSON, names, options) before
     /// anything is sent: a bad job anywhere refuses the whole batch with
@@ -99,10 +102,15 @@ impl Queue {
     /// Dropping the future leaves a prefix of the chunks enqueued (none,
     /// some or all); never half of a chunk.
     pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<String>> {
-        let checked = jobs
+        let mut checked = jobs
             .into_iter()
             .map(|job| self.check(job))
             .collect::<Result<Vec<_>>>()?;
+        if checked.len() == 1
+            && let Some(job) = checked.pop()
+        {
+            return Ok(vec![self.submit_combined(job).await?]);
+        }
         let mut start = 0;
         while start < checked.len() {
             let mut end = start + 1;
