@@ -506,6 +506,20 @@ pub async fn hash(
         .expect("HGETALL")
 }
 
+/// `ZSCORE key member`: the member's score, if it is in the sorted set.
+pub async fn zscore(
+    conn: &mut impl redis::aio::ConnectionLike,
+    key: &str,
+    member: &str,
+) -> Option<f64> {
+    redis::cmd("ZSCORE")
+        .arg(key)
+        .arg(member)
+        .query_async(conn)
+        .await
+        .expect("ZSCORE")
+}
+
 /// A whole list, head first.
 pub async fn list(conn: &mut impl redis::aio::ConnectionLike, key: &str) -> Vec<String> {
     redis::cmd("LRANGE")
@@ -658,15 +672,27 @@ impl CpuOfThreads {
 
 /// The user + system CPU time in the text of a /proc `stat` file.
 fn cpu_time_in(stat: &str) -> Duration {
+    Duration::from_millis(cpu_ticks_in(stat) * 10) // USER_HZ is 100 on Linux
+}
+
+/// The user + system CPU time, in clock ticks, in the text of a /proc
+/// `stat` file (of a process or a thread).
+pub fn cpu_ticks_in(stat: &str) -> u64 {
+    // The fields after the command name, which may hold spaces: utime and
+    // stime are the 12th and 13th.
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
         .unwrap_or_default()
         .split_whitespace()
         .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    ticks(11) + ticks(12)
 }
 
 /// A `Write` that keeps what tracing writes, for assertions on logs.

@@ -440,11 +440,13 @@ async fn a_queue_whose_slot_moves_mid_run_follows_it() {
     }
 }
 
-/// Starts moving the slot of `key` to node `to` the way `redis-cli
+/// Starts moving the slot of `key` to the next primary the way `redis-cli
 /// --cluster reshard` does, and stops before any key moves; returns the
 /// slot and the node indexes it moves from and to.
-fn begin_move(cluster: &RedisCluster, key: &str, to: usize) -> (String, usize, usize) {
+fn begin_move(cluster: &RedisCluster, key: &str) -> (String, usize, usize) {
     let from = cluster.primary_for(key);
+    // The next of the three primaries.
+    let to = (from + 1) % 3;
     let nodes = cluster.nodes();
     let slot = nodes[from]
         .cli(&["CLUSTER", "KEYSLOT", key])
@@ -521,16 +523,6 @@ async fn claim_of(q: &Queue, id: &str) -> ClaimedJob {
     job
 }
 
-/// `ZSCORE key member` through the cluster.
-async fn zscore(c: &mut RawConn, key: &str, member: &str) -> Option<f64> {
-    redis::cmd("ZSCORE")
-        .arg(key)
-        .arg(member)
-        .query_async(c)
-        .await
-        .unwrap()
-}
-
 /// One job settled of each kind, so that every list and set of the queue
 /// exists (a script whose keys are all on the node it runs on is served
 /// there, so these scripts run on the node the slot moves from). Returns a
@@ -561,11 +553,7 @@ async fn promote_meeting_a_job_hash_already_moved_leaves_the_job_scheduled() {
     let pending = every_key_in_use(&q).await;
     let due = enqueue_due_in_an_hour(&q, "due").await;
     exec(&mut c, &["ZADD", &keys.scheduled(), "XX", "0", &due]).await;
-    let moving = begin_move(
-        &cluster,
-        &keys.pending(),
-        (cluster.primary_for(&keys.pending()) + 1) % 3,
-    );
+    let moving = begin_move(&cluster, &keys.pending());
     migrate(&cluster, &moving, &[keys.job(&due)]);
 
     let promoted = q.promote_due().await;
@@ -602,11 +590,7 @@ async fn the_sweep_meeting_a_job_hash_already_moved_keeps_the_lease() {
     q.enqueue(&json!("keeps pending")).await.unwrap();
     let lease = format!("{stuck}:{}", job.token());
     exec(&mut c, &["ZADD", &keys.leases(), "XX", "0", &lease]).await;
-    let moving = begin_move(
-        &cluster,
-        &keys.pending(),
-        (cluster.primary_for(&keys.pending()) + 1) % 3,
-    );
+    let moving = begin_move(&cluster, &keys.pending());
     migrate(&cluster, &moving, &[keys.job(&stuck)]);
 
     let swept = q.reclaim_expired().await;
@@ -662,11 +646,7 @@ async fn settling_while_the_trimmed_job_hash_moved_is_whole() {
     q.enqueue(&json!("waits")).await.unwrap();
     enqueue_due_in_an_hour(&q, "later").await;
     let mut events = q.subscribe().await.unwrap();
-    let moving = begin_move(
-        &cluster,
-        &keys.pending(),
-        (cluster.primary_for(&keys.pending()) + 1) % 3,
-    );
+    let moving = begin_move(&cluster, &keys.pending());
     migrate(&cluster, &moving, &[keys.job(&ids[0]), keys.job(&ids[1])]);
 
     // (Queue::stats is a script over keys that do not all exist, which a
@@ -747,11 +727,7 @@ async fn a_script_served_by_the_importing_node_leaves_hashes_not_yet_moved_alone
     exec(&mut c, &["ZADD", &keys.leases(), "XX", "0", &lease]).await;
     let due = enqueue_due_in_an_hour(&q, "due").await;
     exec(&mut c, &["ZADD", &keys.scheduled(), "XX", "0", &due]).await;
-    let moving = begin_move(
-        &cluster,
-        &keys.pending(),
-        (cluster.primary_for(&keys.pending()) + 1) % 3,
-    );
+    let moving = begin_move(&cluster, &keys.pending());
     let behind = [keys.job(&stuck), keys.job(&due)];
     let ahead: Vec<String> = keys_left(&cluster, &moving)
         .into_iter()

@@ -32,16 +32,6 @@ async fn exists(c: &mut RawConn, key: &str) -> bool {
         == 1
 }
 
-/// `ZSCORE key member`.
-async fn zscore(c: &mut RawConn, key: &str, member: &str) -> Option<f64> {
-    redis::cmd("ZSCORE")
-        .arg(key)
-        .arg(member)
-        .query_async(c)
-        .await
-        .expect("ZSCORE")
-}
-
 /// A job written as a reference client writes it, in `q`'s layout.
 async fn reference_job(c: &mut RawConn, q: &Queue, id: &str) {
     reference_enqueue_at(c, q.keys(), id, "{}").await;

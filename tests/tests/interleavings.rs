@@ -890,25 +890,25 @@ impl Model {
 
 /// A number as the model reads one: decimal digits only, within `u32`.
 fn strict_number(value: &str) -> Option<u64> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    value.parse::<u32>().ok().map(u64::from)
+    decimal(value).filter(|&n| n <= u64::from(u32::MAX))
 }
 
 /// A stored number as the scripts read `field`: counts fit a `u32`, a lease
 /// lasts 100 ms to a year (so `4294967296` ms, some 50 days, is a lease).
 fn field_number(field: &str, value: &str) -> Option<u64> {
-    if field != "visibility_ms" {
-        return strict_number(value);
+    if field == "visibility_ms" {
+        decimal(value).filter(|ms| (100..=31_536_000_000).contains(ms))
+    } else {
+        strict_number(value)
     }
+}
+
+/// Decimal digits only, as a number (none when it overflows a `u64`).
+fn decimal(value: &str) -> Option<u64> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    value
-        .parse::<u64>()
-        .ok()
-        .filter(|ms| (100..=31_536_000_000).contains(ms))
+    value.parse().ok()
 }
 
 fn millis(d: Duration) -> u64 {

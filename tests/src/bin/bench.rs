@@ -1305,10 +1305,11 @@ mod peers {
         concurrency: usize,
         latency_jobs: usize,
         clk_tck: f64,
-        /// jobqueue's completed count comes from its public `stats`.
+        /// The queue whose stats hash counts jobqueue's completions.
         queue: Queue,
-        /// bullmq's from `ZCARD bull:bench:completed` (it keeps completed
-        /// jobs by default).
+        /// Reads each system's completed count with one command per poll:
+        /// jobqueue's `completed_total`, bullmq's `ZCARD bull:bench:completed`
+        /// (it keeps completed jobs by default).
         raw: redis::aio::MultiplexedConnection,
         /// The settings each system's workers reported, by system and step.
         settings: BTreeMap<&'static str, BTreeMap<String, Value>>,
@@ -1373,26 +1374,20 @@ mod peers {
         /// CPU seconds (user + system, all threads) process `pid` has used.
         fn process_cpu(&self, pid: u32) -> f64 {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Fields after the command name, which may hold spaces: utime
-            // and stime are the 12th and 13th.
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or_default()
-                .split_whitespace()
-                .collect();
-            let ticks = |i: usize| {
-                fields
-                    .get(i)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
-            (ticks(11) + ticks(12)) / self.clk_tck
+            jobqueue_tests::cpu_ticks_in(&stat) as f64 / self.clk_tck
         }
 
         async fn completed(&mut self, system: System) -> u64 {
             match system {
-                System::Jobqueue => self.queue.stats().await.expect("stats").completed_total,
+                // One command per poll for each system, so polling costs
+                // both the same: the counter, not a stats script call.
+                System::Jobqueue => redis::cmd("HGET")
+                    .arg(self.queue.keys().stats())
+                    .arg("completed_total")
+                    .query_async::<Option<u64>>(&mut self.raw)
+                    .await
+                    .expect("HGET")
+                    .unwrap_or(0),
                 System::Bullmq => redis::cmd("ZCARD")
                     .arg(format!("bull:{QUEUE}:completed"))
                     .query_async(&mut self.raw)
@@ -1841,7 +1836,7 @@ mod peers {
                 "latency_idle_ms": LATENCY_IDLE.as_millis() as u64,
                 "completion_poll_ms": POLL.as_millis() as u64,
                 "completion_count": {
-                    "jobqueue": "Queue::stats().completed_total (one script call per poll)",
+                    "jobqueue": format!("HGET queue:{QUEUE}:stats completed_total"),
                     "bullmq": format!("ZCARD bull:{QUEUE}:completed (removeOnComplete left at its default, false)"),
                 },
                 "rounds": args.rounds.max(1),
