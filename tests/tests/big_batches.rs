@@ -43,11 +43,12 @@ fn server_with_slowlog() -> RedisServer {
         .start()
 }
 
-/// Held by each test here that loads the machine or asserts a SLOWLOG bound.
-/// Under nextest each test is its own process and this changes nothing;
+/// Held by each test here that loads the machine or asserts a SLOWLOG bound:
 /// under plain `cargo test` the tests of this file share one process and
 /// would otherwise run at once on a two-core machine, each server's scripts
 /// waiting for the CPU while the others' run (SLOWLOG measures wall time).
+/// Under nextest each test is its own process; the `one-at-a-time` test
+/// group in `.config/nextest.toml` does the same there.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Every SLOWLOG entry as "duration µs: command and its first arguments".
