@@ -27,8 +27,9 @@ const SETTLED_MIN_KEEP: Duration = Duration::from_secs(300);
 /// the failed history holds).
 pub(super) const SETTLED_CAP: usize = 10_000;
 
-/// Most jobs one settle script call settles: a batch of a hundred costs
-/// Redis well under a millisecond.
+/// Most jobs one settle script call settles: called directly with 45 jobs a
+/// call, the script cost 15 to 20 us of Redis time per job on a two-core
+/// machine, so a full batch holds Redis for about 2 ms.
 pub const SETTLE_BATCH: usize = 100;
 
 /// How a claimed job ends, for [`Queue::settle_many`].
