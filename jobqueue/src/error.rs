@@ -172,6 +172,11 @@ impl Error {
 /// that mean "not now": no node serves the slot yet, the node was just
 /// demoted, a multi-key command met a migrating slot. All pass once the
 /// cluster settles, so they are retried like a dropped connection.
+///
+/// `MOVED` and `ASK` are among them: the cluster client follows each at
+/// once, but the last step of a slot move reaches its two nodes one after
+/// the other, and meanwhile each sends clients to the other. Its immediate
+/// retries run out within that moment; ours wait with back-off.
 fn is_cluster_transient(e: &redis::RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     matches!(
@@ -179,6 +184,8 @@ fn is_cluster_transient(e: &redis::RedisError) -> bool {
         ErrorKind::ClusterConnectionNotFound
             | ErrorKind::Server(
                 ServerErrorKind::TryAgain
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
                     | ServerErrorKind::ClusterDown
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::ReadOnly

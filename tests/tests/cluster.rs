@@ -763,3 +763,46 @@ async fn a_script_served_by_the_importing_node_leaves_hashes_not_yet_moved_alone
         );
     }
 }
+
+/// The last step of a slot move is not atomic across nodes: `SETSLOT NODE`
+/// reaches the node the slot leaves before the node it goes to, and for that
+/// moment each sends clients to the other. redis-rs follows those redirects
+/// at once, so a few milliseconds of disagreement used up its retries and
+/// the redirect reached the caller (`Err(Redis(Ask ...))` from
+/// `JobHandle::wait` in a resharding run). A redirect is now retried with
+/// the connection's back-off, like the cluster's other "not now" answers.
+#[tokio::test]
+async fn reads_and_writes_outlast_nodes_that_disagree_on_a_moving_slot() {
+    let (cluster, q, _raw) = migrating_queue("disagree").await;
+    let id = every_key_in_use(&q).await;
+    let keys = q.keys().clone();
+    let moving = begin_move(&cluster, &keys.pending());
+    let rest = keys_left(&cluster, &moving);
+    migrate(&cluster, &moving, &rest);
+    let (slot, from, to) = &moving;
+    let to_id = cluster.nodes()[*to]
+        .cli(&["CLUSTER", "MYID"])
+        .trim()
+        .to_owned();
+    // The node the slot leaves gives it away; the node it goes to is still
+    // only importing it and sends clients back.
+    assert_eq!(
+        cluster.nodes()[*from]
+            .cli(&["CLUSTER", "SETSLOT", slot, "NODE", &to_id])
+            .trim(),
+        "OK"
+    );
+    let (reader, writer) = (q.clone(), q.clone());
+    let read = tokio::spawn(async move { reader.get_job(&id).await });
+    let write = tokio::spawn(async move { writer.enqueue(&json!("during")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    finish_move(&cluster, &moving);
+    let read = read.await.unwrap();
+    assert!(
+        matches!(&read, Ok(Some(r)) if r.status() == Some(JobStatus::Pending)),
+        "read across the move: {read:?}"
+    );
+    let written = write.await.unwrap();
+    assert!(written.is_ok(), "enqueue across the move: {written:?}");
+    assert_eq!(q.stats().await.unwrap().pending_depth, 2);
+}
