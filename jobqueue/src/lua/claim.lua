@@ -37,8 +37,9 @@
 --          claimed:  list of { id, token, claimed_at_ms, lease_deadline_ms, fields },
 --                    fields a flat { name, value, ... } list: payload, job,
 --                    enqueued_at_ms, max_attempts, visibility_ms (those the
---                    hash has) and the stamp (status, attempts, claimed_at_ms,
---                    claim_token); a replayed request answers the whole hash
+--                    hash has) and the new attempts count (the rest of the
+--                    stamp, status, claim_token and claimed_at_ms, is the
+--                    entry's); a replayed request answers the whole hash
 --          rejected: list of { id, outcome ("failed" | "dropped"), reason }
 --          or the string "paused" while the queue is paused
 
@@ -105,11 +106,40 @@ end
 -- Ids this call has decided to claim or fail, to catch an id listed twice.
 local decided = {}
 
+-- job_numbers for each distinct (attempts, max_attempts, visibility_ms) of
+-- this call: the jobs of a queue mostly share them, so most jobs cost three
+-- table lookups instead of three pattern checks.
+local known_numbers = {}
+local function numbers(a, m, v)
+  a, m, v = a or false, m or false, v or false
+  local by_m = known_numbers[a]
+  if not by_m then
+    by_m = {}
+    known_numbers[a] = by_m
+  end
+  local by_v = by_m[m]
+  if not by_v then
+    by_v = {}
+    by_m[m] = by_v
+  end
+  local got = by_v[v]
+  if not got then
+    got = { job_numbers(a or nil, m or nil, v or nil, default_max, default_vis) }
+    by_v[v] = got
+  end
+  return got[1], got[2], got[3]
+end
+
+-- True while the ids being judged are known to be plain ASCII (checked once
+-- for a whole window of ids), so is_utf8 need not look at each.
+local ascii_ids = false
+
 -- Judges id, about to leave pending (or adopted): returns what to do with
 -- it, or nil when its hash cannot be read here.
 local function judge(id)
   -- One read: the fields judged here, and those the reply carries (f[7..9]).
-  local kind, f = read_job(Q.prefix .. id, 'status', 'attempts', 'max_attempts', 'visibility_ms',
+  local key = Q.prefix .. id
+  local kind, f = read_job(key, 'status', 'attempts', 'max_attempts', 'visibility_ms',
     'claim_token', 'unstamped_seen', 'payload', 'job', 'enqueued_at_ms')
   if kind == 'elsewhere' then
     return nil
@@ -122,7 +152,7 @@ local function judge(id)
   if status == 'completed' or status == 'failed' then
     return { action = 'dropped', reason = 'stale list entry: the job is already ' .. status }
   end
-  if not is_utf8(id) then
+  if not ascii_ids and not is_utf8(id) then
     decided[id] = true
     return { action = 'failed', reason = 'its id is not UTF-8, so no client can name it' }
   end
@@ -133,7 +163,7 @@ local function judge(id)
     return { action = 'dropped', reason = 'duplicate list entry: the job is held by another claim' }
   end
   decided[id] = true
-  local attempts, max, vis = job_numbers(f[2], f[3], f[4], default_max, default_vis)
+  local attempts, max, vis = numbers(f[2], f[3], f[4])
   if attempts == nil then
     return { action = 'failed', reason = max }
   end
@@ -145,42 +175,52 @@ local function judge(id)
       reason = string.format('attempt %d of %d never finished; no attempts left', attempts, max),
     }
   end
-  return { action = 'claim', attempts = attempts, vis = vis, marked = f[6], fields = f }
+  return { action = 'claim', key = key, attempts = attempts, vis = vis, marked = f[6], fields = f }
 end
 
 local now_s = ms(now)
 
 -- The fields a claimed job's reply carries, as name/value pairs: those the
--- runner reads (payload, handler name, enqueue time, limits) and the stamp
--- this claim wrote. Not the whole hash: converting every field into Lua and
--- back cost more than the rest of the claim. CARRIED names the fields judge
--- read that go back: { index in f, name }.
+-- runner reads (payload, handler name, enqueue time, limits) and the new
+-- attempt count. Not the whole hash: converting every field into Lua and
+-- back cost more than the rest of the claim. The rest of the stamp (status,
+-- claim_token, claimed_at_ms) is in the entry itself; the client fills it
+-- in. CARRIED names the fields judge read that go back: { index in f, name }.
 local CARRIED = { { 3, 'max_attempts' }, { 4, 'visibility_ms' }, { 7, 'payload' }, { 8, 'job' },
   { 9, 'enqueued_at_ms' } }
-local function reply_fields(f, attempts, token)
-  local out = { 'status', 'processing', 'attempts', attempts, 'claimed_at_ms', now_s,
-    'claim_token', token }
-  for _, c in ipairs(CARRIED) do
-    if f[c[1]] then
-      out[#out + 1] = c[2]
-      out[#out + 1] = f[c[1]]
+local function reply_fields(f, attempts)
+  local out, n = { 'attempts', attempts }, 2
+  for c = 1, #CARRIED do
+    local value = f[CARRIED[c][1]]
+    if value then
+      out[n + 1] = CARRIED[c][2]
+      out[n + 2] = value
+      n = n + 2
     end
   end
   return out
 end
 
+-- Each attempt count as the decimal string stored, formatted once per call.
+local attempt_texts = {}
+
 local claimed, rejected = {}, {}
 -- The leases of the jobs claimed, added in one ZADD at the end.
 local leases = {}
 local deadlines = {}
+-- The claims made, as 'id:token', recorded under the request key.
+local made = {}
 
 -- Carries out what judge decided, for id, already out of pending (and, for
 -- a claim, at the head of processing).
 local function apply(id, step, token)
   if step.action == 'claim' then
-    local key = Q.prefix .. id
-    local deadline = now + step.vis
-    local attempts = ms(step.attempts + 1)
+    local key = step.key
+    local attempts = attempt_texts[step.attempts]
+    if not attempts then
+      attempts = ms(step.attempts + 1)
+      attempt_texts[step.attempts] = attempts
+    end
     redis.call('HSET', key, 'status', 'processing', 'attempts', attempts, 'claimed_at_ms', now_s,
       'claim_token', token)
     if step.marked then
@@ -189,12 +229,14 @@ local function apply(id, step, token)
     -- Most jobs of a queue share its lease: one number formatted per call.
     local deadline_s = deadlines[step.vis]
     if not deadline_s then
-      deadline_s = ms(deadline)
+      deadline_s = ms(now + step.vis)
       deadlines[step.vis] = deadline_s
     end
+    local member = lease(id, token)
     leases[#leases + 1] = deadline_s
-    leases[#leases + 1] = lease(id, token)
-    claimed[#claimed + 1] = { id, token, now_s, deadline_s, reply_fields(step.fields, attempts, token) }
+    leases[#leases + 1] = member
+    made[#made + 1] = member
+    claimed[#claimed + 1] = { id, token, now_s, deadline_s, reply_fields(step.fields, attempts) }
   else
     if step.action == 'failed' then
       bury(id, step.reason, now, '')
@@ -217,18 +259,24 @@ if mode == 'adopt' then
     apply(id, step, token)
   end
 else
-  -- Read and judge first: the oldest ids, as many as the call may take.
-  local wanted = #ARGV - 7
+  -- Read and judge first: the oldest ids, as many as the call may take
+  -- (more only when some of them cannot be claimed).
   local plan = {}
-  if wanted > 0 then
-    local window = redis.call('LRANGE', Q.pending, -(wanted + BUDGET), -1)
-    local t, budget = 8, BUDGET
+  local t, budget, seen = 8, BUDGET, 0
+  local more = true
+  while more and t <= #ARGV and budget > 0 do
+    local need = #ARGV - t + 1
+    local window = redis.call('LRANGE', Q.pending, -(seen + need), -(seen + 1))
+    ascii_ids = not string.find(table.concat(window), '[\128-\255]')
+    more = #window == need
     for i = #window, 1, -1 do
       if t > #ARGV or budget == 0 then
+        more = false
         break
       end
       local step = judge(window[i])
       if not step then
+        more = false
         break
       end
       if step.action == 'claim' then
@@ -239,6 +287,7 @@ else
       end
       plan[#plan + 1] = { window[i], step }
     end
+    seen = seen + #window
   end
   -- Then write. The plan is the oldest end of pending, in order: one LTRIM
   -- takes it off, one LPUSH lists the claimed ids in processing in the order
@@ -263,11 +312,7 @@ end
 if #leases > 0 then
   redis.call('ZADD', Q.leases, unpack(leases))
 end
-if #claimed > 0 then
-  local made = {}
-  for i, c in ipairs(claimed) do
-    made[i] = lease(c[1], c[2])
-  end
+if #made > 0 then
   -- Ids cannot hold spaces (see enqueue.rs): a space separates the claims.
   redis.call('SET', request, table.concat(made, ' '), 'PX', 60000)
 end

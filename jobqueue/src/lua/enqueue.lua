@@ -41,6 +41,9 @@ end
 
 -- Pass 1: parse and check every job; no writes.
 local jobs, planned = {}, {}
+-- New ids almost never have a key yet: one EXISTS for the whole batch says
+-- so, and then no key needs its own TYPE.
+local none_exist = #KEYS < 4 or redis.call('EXISTS', unpack(KEYS, 4)) == 0
 local a = 1
 for k = 4, #KEYS do
   local n = k - 3
@@ -72,7 +75,7 @@ for k = 4, #KEYS do
       return refuse(n, 'due at ' .. digits .. ' ms, more than a year ahead')
     end
   end
-  local t = redis.call('TYPE', KEYS[k]).ok
+  local t = none_exist and 'none' or redis.call('TYPE', KEYS[k]).ok
   if t ~= 'none' and t ~= 'hash' then
     return refuse(n, 'WRONGTYPE the key of id ' .. id .. ' holds a ' .. t ..
       ', not a job hash: the id cannot be used for a job')

@@ -250,7 +250,24 @@ fn decode_entry(
         let value = text(value, &format!("field {name} is not UTF-8"));
         fields.insert(name, value);
     }
-    let number = |b: &[u8]| std::str::from_utf8(b).ok().and_then(|s| s.parse().ok());
+    let number = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    // The stamp the claim wrote is in the entry, not repeated among the
+    // fields (a replayed request's whole hash has it already).
+    fields
+        .entry("status".to_owned())
+        .or_insert_with(|| "processing".to_owned());
+    fields
+        .entry("claim_token".to_owned())
+        .or_insert_with(|| token.clone());
+    if let Some(at) = number(claimed_at) {
+        fields
+            .entry("claimed_at_ms".to_owned())
+            .or_insert_with(|| at.to_string());
+    }
     let (job, decode_problem) = ClaimedJob::decode(
         id,
         token,
