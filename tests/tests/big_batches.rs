@@ -441,6 +441,7 @@ async fn the_enqueue_script_refuses_malformed_times_before_writing_anything() {
             .arg(keys.scheduled())
             .arg(keys.job("fine"))
             .arg(keys.job("hostile"))
+            .arg(0)
             .arg(&["fine", "{}", "", "0"])
             .arg(&["hostile", "{}", when, "0"])
             .query_async(&mut raw)

@@ -34,12 +34,11 @@
 -- ARGV[7]  the id to adopt ("adopt" mode), else ignored
 -- ARGV[8..] one fresh claim token per job wanted
 -- Returns: { claimed, rejected }
---          claimed:  list of { id, token, claimed_at_ms, lease_deadline_ms, fields },
---                    fields a flat { name, value, ... } list: payload, job,
---                    enqueued_at_ms, max_attempts, visibility_ms (those the
---                    hash has) and the new attempts count (the rest of the
---                    stamp, status, claim_token and claimed_at_ms, is the
---                    entry's); a replayed request answers the whole hash
+--          claimed:  list of { id, token, claimed_at_ms, lease_deadline_ms,
+--                    then REPLY_FIELDS: attempts (the new count),
+--                    max_attempts, visibility_ms, payload, job,
+--                    enqueued_at_ms }, false (nil) for a field the hash
+--                    lacks
 --          rejected: list of { id, outcome ("failed" | "dropped"), reason }
 --          or the string "paused" while the queue is paused
 
@@ -68,10 +67,19 @@ local function forget_answered()
   end
 end
 
+-- The fields each reply entry carries after its id, token, claim time and
+-- lease deadline, in this order (a field the hash lacks is false, a nil
+-- bulk reply): those the runner reads. Not the whole hash: converting every
+-- field into Lua and back cost more than the rest of the claim. The rest of
+-- the stamp (status, claim_token, claimed_at_ms) is the entry's own; the
+-- client fills it in. protocol.rs reads the same order.
+local REPLY_FIELDS = { 'attempts', 'max_attempts', 'visibility_ms', 'payload', 'job', 'enqueued_at_ms' }
+
 -- The reply entry for a claim this request made (its hash is here: it was
 -- read before).
 local function entry(id, token, claimed_at, deadline)
-  return { id, token, claimed_at, deadline, redis.call('HGETALL', Q.prefix .. id) }
+  local v = redis.call('HMGET', Q.prefix .. id, unpack(REPLY_FIELDS))
+  return { id, token, claimed_at, deadline, v[1], v[2], v[3], v[4], v[5], v[6] }
 end
 
 -- A repeat comes first, paused or not: the jobs the first run took are this
@@ -137,7 +145,8 @@ local ascii_ids = false
 -- Judges id, about to leave pending (or adopted): returns what to do with
 -- it, or nil when its hash cannot be read here.
 local function judge(id)
-  -- One read: the fields judged here, and those the reply carries (f[7..9]).
+  -- One read: the fields judged here, and those the reply carries (f[3],
+  -- f[4], f[7..9]).
   local key = Q.prefix .. id
   local kind, f = read_job(key, 'status', 'attempts', 'max_attempts', 'visibility_ms',
     'claim_token', 'unstamped_seen', 'payload', 'job', 'enqueued_at_ms')
@@ -180,27 +189,6 @@ end
 
 local now_s = ms(now)
 
--- The fields a claimed job's reply carries, as name/value pairs: those the
--- runner reads (payload, handler name, enqueue time, limits) and the new
--- attempt count. Not the whole hash: converting every field into Lua and
--- back cost more than the rest of the claim. The rest of the stamp (status,
--- claim_token, claimed_at_ms) is in the entry itself; the client fills it
--- in. CARRIED names the fields judge read that go back: { index in f, name }.
-local CARRIED = { { 3, 'max_attempts' }, { 4, 'visibility_ms' }, { 7, 'payload' }, { 8, 'job' },
-  { 9, 'enqueued_at_ms' } }
-local function reply_fields(f, attempts)
-  local out, n = { 'attempts', attempts }, 2
-  for c = 1, #CARRIED do
-    local value = f[CARRIED[c][1]]
-    if value then
-      out[n + 1] = CARRIED[c][2]
-      out[n + 2] = value
-      n = n + 2
-    end
-  end
-  return out
-end
-
 -- Each attempt count as the decimal string stored, formatted once per call.
 local attempt_texts = {}
 
@@ -236,7 +224,9 @@ local function apply(id, step, token)
     leases[#leases + 1] = deadline_s
     leases[#leases + 1] = member
     made[#made + 1] = member
-    claimed[#claimed + 1] = { id, token, now_s, deadline_s, reply_fields(step.fields, attempts) }
+    -- REPLY_FIELDS, from what judge read.
+    local f = step.fields
+    claimed[#claimed + 1] = { id, token, now_s, deadline_s, attempts, f[3], f[4], f[7], f[8], f[9] }
   else
     if step.action == 'failed' then
       bury(id, step.reason, now, '')

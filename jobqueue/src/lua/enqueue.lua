@@ -12,10 +12,13 @@
 -- KEYS[2]   stats hash
 -- KEYS[3]   scheduled sorted set (id -> due time, ms)
 -- KEYS[4..] one job hash per job, in the order of the jobs in ARGV
--- ARGV[1..] per job: id, payload JSON, when ("" now, "+N" N ms from now,
---           "@N" at N ms since the epoch; N is decimal digits, at most a
---           year and a day ahead of the Redis clock), number of extra fields
---           E, then E field/value pairs (job, max_attempts, visibility_ms)
+-- ARGV[1]   number of shared extra fields S, then S field/value pairs that
+--           every job of the call gets (job, max_attempts, visibility_ms,
+--           completed_ttl_s: a batch of one kind of job sends them once)
+-- ARGV[...] then per job: id, payload JSON, when ("" now, "+N" N ms from
+--           now, "@N" at N ms since the epoch; N is decimal digits, at most
+--           a year and a day ahead of the Redis clock), number of extra
+--           fields E, then E field/value pairs of this job's own
 -- Returns:  the number of jobs written. A job whose hash already exists is
 --           left alone and not counted: ids are 64 random bits, so that only
 --           happens when a batch is retried after its reply was lost.
@@ -41,10 +44,16 @@ end
 
 -- Pass 1: parse and check every job; no writes.
 local jobs, planned = {}, {}
+local shared = ARGV[1]
+if shared == nil or not string.match(shared, '^%d+$') or #shared > 3 or 1 + tonumber(shared) * 2 > #ARGV then
+  return redis.error_reply('ERR enqueue: the shared field count "' .. tostring(shared) ..
+    '" is not a small number of pairs; nothing written')
+end
+shared = tonumber(shared)
 -- New ids almost never have a key yet: one EXISTS for the whole batch says
 -- so, and then no key needs its own TYPE.
 local none_exist = #KEYS < 4 or redis.call('EXISTS', unpack(KEYS, 4)) == 0
-local a = 1
+local a = 2 + shared * 2
 for k = 4, #KEYS do
   local n = k - 3
   local id, payload, when, extra = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -101,6 +110,9 @@ for _, job in ipairs(jobs) do
     written = written + 1
     local fields = { 'id', job.id, 'payload', job.payload, 'status', 'pending', 'attempts', '0',
       'enqueued_at_ms', now, 'claim_token', '' }
+    for e = 2, 1 + shared * 2 do
+      fields[#fields + 1] = ARGV[e]
+    end
     for e = job.first, job.first + job.extra * 2 - 1 do
       fields[#fields + 1] = ARGV[e]
     end

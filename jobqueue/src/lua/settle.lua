@@ -126,6 +126,7 @@ for _, s in ipairs(plan) do
   -- first: looking from the tail finds them sooner.
   if redis.call('LREM', Q.processing, -1, s.id) == 1 then
     local until_ms = now + keep
+    local member = lease(s.id, s.token)
     if s.action == 'complete' then
       redis.call('HSET', s.key, 'status', 'completed', 'completed_at_ms', now_s, 'result', s.data,
         'claim_token', '', 'settled_token', s.token)
@@ -133,13 +134,13 @@ for _, s in ipairs(plan) do
         redis.call('EXPIRE', s.key, s.ttl)
       end
       until_ms = now + math.max(keep, s.ttl * 1000)
-      leases[#leases + 1] = lease(s.id, s.token)
+      leases[#leases + 1] = member
       done[#done + 1] = s.id
       codes[s.i] = 1
     elseif s.retry then
       redis.call('HSET', s.key, 'status', 'pending', 'last_error', s.data, 'last_error_at_ms', now_s,
         'claim_token', '', 'claimed_at_ms', '0', 'settled_token', s.token)
-      leases[#leases + 1] = lease(s.id, s.token)
+      leases[#leases + 1] = member
       if s.delay > 0 then
         redis.call('HSET', s.key, 'status', 'scheduled', 'scheduled_for_ms', ms(now + s.delay))
         redis.call('ZADD', scheduled, ms(now + s.delay), s.id)
@@ -158,7 +159,7 @@ for _, s in ipairs(plan) do
       keep_s[until_ms] = ms(until_ms)
     end
     ended[#ended + 1] = keep_s[until_ms]
-    ended[#ended + 1] = lease(s.id, s.token)
+    ended[#ended + 1] = member
   end
 end
 if #leases > 0 then

@@ -164,14 +164,25 @@ impl Queue {
             .key(self.keys.pending())
             .key(self.keys.stats())
             .key(self.keys.scheduled());
+        // A batch of one kind of job has the same extra fields in every job:
+        // they are sent once for the call.
+        let shared: &[(&str, String)] = match chunk.split_first() {
+            Some((first, rest)) if rest.iter().all(|c| c.extra == first.extra) => &first.extra,
+            _ => &[],
+        };
+        invocation.arg(shared.len());
+        for (field, value) in shared {
+            invocation.arg(*field).arg(value);
+        }
         for c in chunk {
+            let own: &[(&str, String)] = if shared.is_empty() { &c.extra } else { &[] };
             invocation
                 .key(self.keys.job(&c.id))
                 .arg(&c.id)
                 .arg(&c.job.payload)
                 .arg(c.job.options.when)
-                .arg(c.extra.len());
-            for (field, value) in &c.extra {
+                .arg(own.len());
+            for (field, value) in own {
                 invocation.arg(*field).arg(value);
             }
         }

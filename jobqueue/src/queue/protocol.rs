@@ -195,9 +195,12 @@ impl ClaimReply {
         };
         let mut claimed = Vec::with_capacity(entries.len());
         for entry in entries {
-            let (id, token, claimed_at, deadline, raw): RawEntry =
+            let raw: RawEntry =
                 FromRedisValue::from_redis_value(entry).map_err(|e| bad(e.to_string()))?;
-            claimed.push(decode_entry(id, token, &claimed_at, &deadline, raw));
+            if raw.len() != 4 + REPLY_FIELDS.len() {
+                return Err(bad(format!("a claimed entry of {} values", raw.len())));
+            }
+            claimed.push(decode_entry(raw));
         }
         let mut rejected = Vec::with_capacity(refused.len());
         for entry in refused {
@@ -223,18 +226,27 @@ impl ClaimReply {
     }
 }
 
-/// One claimed entry as bytes: id, token, claimed at, lease deadline, and
-/// the hash's field/value pairs.
-type RawEntry = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+/// One claimed entry as bytes: id, token, claimed at, lease deadline, then
+/// the values of [`REPLY_FIELDS`] (none for a field the hash lacks).
+type RawEntry = Vec<Option<Vec<u8>>>;
+
+/// The job fields a claimed entry carries after its first four values, in
+/// the order claim.lua's `REPLY_FIELDS` sends them.
+const REPLY_FIELDS: [&str; 6] = [
+    "attempts",
+    "max_attempts",
+    "visibility_ms",
+    "payload",
+    "job",
+    "enqueued_at_ms",
+];
 
 /// One claimed entry; any part that is not UTF-8 becomes the job's problem.
-fn decode_entry(
-    id: Vec<u8>,
-    token: Vec<u8>,
-    claimed_at: &[u8],
-    deadline: &[u8],
-    raw: Vec<(Vec<u8>, Vec<u8>)>,
-) -> (ClaimedJob, Option<Error>) {
+fn decode_entry(raw: RawEntry) -> (ClaimedJob, Option<Error>) {
+    let mut raw = raw.into_iter();
+    let mut next = || raw.next().flatten().unwrap_or_default();
+    let (id, token, claimed_at, deadline) = (next(), next(), next(), next());
+    let values: Vec<Option<Vec<u8>>> = raw.collect();
     let mut problem = None;
     let mut text = |bytes: Vec<u8>, what: &str| {
         String::from_utf8(bytes).unwrap_or_else(|e| {
@@ -245,10 +257,11 @@ fn decode_entry(
     let id = text(id, "its id is not UTF-8");
     let token = text(token, "its claim token is not UTF-8");
     let mut fields = BTreeMap::new();
-    for (name, value) in raw {
-        let name = text(name, "a field name is not UTF-8");
-        let value = text(value, &format!("field {name} is not UTF-8"));
-        fields.insert(name, value);
+    for (name, value) in REPLY_FIELDS.iter().zip(values) {
+        if let Some(value) = value {
+            let value = text(value, &format!("field {name} is not UTF-8"));
+            fields.insert((*name).to_owned(), value);
+        }
     }
     let number = |b: &[u8]| {
         std::str::from_utf8(b)
@@ -263,7 +276,7 @@ fn decode_entry(
     fields
         .entry("claim_token".to_owned())
         .or_insert_with(|| token.clone());
-    if let Some(at) = number(claimed_at) {
+    if let Some(at) = number(&claimed_at) {
         fields
             .entry("claimed_at_ms".to_owned())
             .or_insert_with(|| at.to_string());
@@ -271,8 +284,8 @@ fn decode_entry(
     let (job, decode_problem) = ClaimedJob::decode(
         id,
         token,
-        number(claimed_at).unwrap_or(0),
-        number(deadline).unwrap_or(0),
+        number(&claimed_at).unwrap_or(0),
+        number(&deadline).unwrap_or(0),
         fields,
     );
     let problem = problem.map(|p| Error::malformed(format!("job {}", job.id()), p));
@@ -307,7 +320,12 @@ mod tests {
                 bulk(b"tok"),
                 bulk(b"10"),
                 bulk(b"20"),
-                Value::Array(vec![bulk(b"payload"), bulk(b"{}")]),
+                bulk(b"1"),
+                Value::Nil,
+                Value::Nil,
+                bulk(b"{}"),
+                Value::Nil,
+                Value::Nil,
             ])
         };
         let reply = Value::Array(vec![
@@ -332,6 +350,23 @@ mod tests {
                 .contains("not UTF-8")
         );
         assert_eq!(rejected[0].refusal, Refusal::Dropped);
+    }
+
+    /// claim.lua sends a claimed entry's fields in the order decode_entry
+    /// names them.
+    #[test]
+    fn the_claim_reply_fields_are_named_in_the_scripts_order() {
+        let claim = include_str!("../lua/claim.lua");
+        let line = claim
+            .lines()
+            .find_map(|l| l.strip_prefix("local REPLY_FIELDS = "))
+            .expect("REPLY_FIELDS in claim.lua");
+        let names: Vec<&str> = line
+            .trim_matches(|c| c == '{' || c == '}' || c == ' ')
+            .split(", ")
+            .map(|n| n.trim_matches('\''))
+            .collect();
+        assert_eq!(names, REPLY_FIELDS);
     }
 
     /// The limits `common.lua` holds a job's numbers to are jobqueue-rules'
