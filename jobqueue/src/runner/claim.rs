@@ -1,7 +1,7 @@
 //! The claim loop of one queue: writes the outcomes of finished jobs and
 //! claims jobs for the slots that are free, both in one round trip (the
 //! settle call and the claim are sent together), as many per call as have
-//! gathered, with up to two such calls in flight. While the queue is idle it
+//! gathered, with a few such calls in flight. While the queue is idle it
 //! blocks on a connection of its own, holding no slot, and still writes
 //! outcomes as jobs finish.
 
@@ -33,10 +33,16 @@ const MAX_WRITE_TRIES: u32 = 20;
 /// outcomes meanwhile does not drop its blocking connection.
 type Wait = Pin<Box<dyn Future<Output = Result<Option<Vec<ClaimedJob>>>> + Send>>;
 
-/// Most settle-and-claim calls of one queue in flight at once: with two, the
-/// runner works on the jobs of one batch while Redis runs the next call, so
-/// neither waits for the other.
-const MAX_ROUNDS: usize = 2;
+/// How many settle-and-claim calls of one queue may be in flight at once:
+/// with two, the runner works on the jobs of one batch while Redis runs the
+/// next call, so neither waits for the other. A call carries at most
+/// [`MAX_BATCH`] jobs, so a runner with more slots than two calls carry keeps
+/// one more call in flight per batch of slots, up to four (at concurrency
+/// 500, three or four in flight processed 20-30% more no-op jobs per second
+/// than two; at 50, three were no faster).
+fn max_rounds(concurrency: usize) -> usize {
+    (concurrency / MAX_BATCH + 1).clamp(2, 4)
+}
 
 /// What one settle-and-claim call gave back: the outcomes it carried and
 /// their acks, the slots it was sent with, and the claim's answer (none when
@@ -111,9 +117,10 @@ impl ClaimLoop {
         // Under load slots free one at a time; letting the tasks that are
         // finishing run first turns many one-job calls into a few batches.
         let target = (shared.concurrency / 2).clamp(1, 64);
+        let max_rounds = max_rounds(shared.concurrency);
         loop {
             let now = Instant::now();
-            let can_start = rounds.len() < MAX_ROUNDS;
+            let can_start = rounds.len() < max_rounds;
             let can_claim = can_start && self.claiming.ready(now) && self.waiting.is_none();
             let can_settle = can_start && self.settling.ready(now);
             let mut slots: Vec<Slot> = Vec::new();
@@ -421,5 +428,20 @@ impl Retry {
         let pause = Backoff::LOOP.delay(self.failures - 1);
         tracing::warn!(queue, error = %error, retry_in = ?pause, "claiming or recording outcomes failed; Redis unreachable?");
         self.after = Some(Instant::now() + pause);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runners_with_more_slots_keep_more_calls_in_flight_two_to_four() {
+        assert_eq!(max_rounds(1), 2);
+        assert_eq!(max_rounds(50), 2);
+        assert_eq!(max_rounds(MAX_BATCH), 2);
+        assert_eq!(max_rounds(2 * MAX_BATCH), 3);
+        assert_eq!(max_rounds(500), 4);
+        assert_eq!(max_rounds(100_000), 4);
     }
 }
