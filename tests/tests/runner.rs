@@ -692,7 +692,8 @@ fn build_validates_the_configuration() {
                 "rt-limit",
                 "rt-many",
                 "rt-shutdown",
-                "rt-time"
+                "rt-time",
+                "rt-trickle"
             ]
         );
         assert!(Registry::from_inventory().unwrap().get("double").is_some());
@@ -783,6 +784,56 @@ async fn a_job_scheduled_at_a_time_waits_for_it(redis: TestRedis) {
     handle.wait(Duration::from_secs(10)).await.unwrap();
     stop_runner(token, task).await;
     assert!(runs(&key)[0] - enqueued >= Duration::from_millis(590));
+}
+
+#[job(queue = "rt-trickle")]
+async fn trickle(n: u64) -> u64 {
+    n
+}
+
+/// A runner whose queue is empty between jobs asks Redis for work once per
+/// job: the blocking wait wakes it, one claim takes the job, and it waits
+/// again. Before, a claim that got less than it asked for was followed by
+/// another that found nothing, every time: two claim calls per job at low
+/// rates. Counted by the claim script's one LRANGE of pending per call (the
+/// sweep, which also reads lists, does not run here).
+#[tokio::test]
+async fn an_idle_runner_asks_redis_for_work_once_per_job_that_arrives() {
+    const JOBS: u64 = 20;
+    let server = RedisServer::start();
+    let client = client(&server).await;
+    let runner = Runner::builder(client.clone())
+        .queues(["rt-trickle"])
+        .concurrency(10)
+        .sweep_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    let mut raw = server.conn().await;
+    // The runner is up and idle: the first job runs.
+    let first = client.enqueue::<trickle>(JOBS).await.unwrap();
+    assert_eq!(first.wait(Duration::from_secs(10)).await.unwrap(), JOBS);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    exec(&mut raw, &["CONFIG", "RESETSTAT"]).await;
+    for n in 0..JOBS {
+        let handle = client.enqueue::<trickle>(n).await.unwrap();
+        assert_eq!(handle.wait(Duration::from_secs(10)).await.unwrap(), n);
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    stop_runner(token, task).await;
+    let claims: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_lrange:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap());
+    assert!(
+        (JOBS..=JOBS + 2).contains(&claims),
+        "{claims} claim calls for {JOBS} jobs arriving one at a time"
+    );
 }
 
 on_each_topology! {

@@ -50,6 +50,8 @@ fn max_rounds(concurrency: usize) -> usize {
 struct Round {
     finished: Vec<Finished>,
     slots: Vec<Slot>,
+    /// How many jobs the claim asked for.
+    asked: usize,
     settled: Result<Vec<Ack>>,
     claimed: Option<Result<(Vec<ClaimedJob>, bool)>>,
 }
@@ -208,6 +210,7 @@ impl ClaimLoop {
                 Round {
                     finished,
                     slots,
+                    asked: want,
                     settled,
                     claimed,
                 }
@@ -239,6 +242,7 @@ impl ClaimLoop {
         let Round {
             finished,
             slots: mut pool,
+            asked,
             settled,
             claimed,
         } = round;
@@ -278,17 +282,22 @@ impl ClaimLoop {
                 // Paused: look again shortly, holding no slot.
                 self.claiming.after = Some(Instant::now() + crate::queue::PAUSED_POLL * 2);
             }
-            Some(Ok((jobs_claimed, false))) if jobs_claimed.is_empty() => {
+            Some(Ok((jobs_claimed, false))) => {
                 self.claiming.succeeded();
-                // Idle: wait for work without holding a slot.
-                if self.waiting.is_none() && !self.shutdown.is_cancelled() {
+                // Pending ran out before the claim had all it asked for
+                // (nothing at all: the queue is idle). Wait for the next job
+                // without holding a slot, instead of asking again at once:
+                // at low rates that second claim found nothing nearly every
+                // time and cost Redis a script call per job. The wait
+                // answers at once when a job came meanwhile.
+                if jobs_claimed.len() < asked
+                    && self.waiting.is_none()
+                    && !self.shutdown.is_cancelled()
+                {
                     let queue = q.queue.clone();
                     let block = self.shared.claim_block;
                     self.waiting = Some(Box::pin(async move { queue.wait_for_job(block).await }));
                 }
-            }
-            Some(Ok((jobs_claimed, false))) => {
-                self.claiming.succeeded();
                 for job in jobs_claimed {
                     match pool.pop() {
                         Some(slot) if !self.shutdown.is_cancelled() => self.spawn(job, slot),
