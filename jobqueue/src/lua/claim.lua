@@ -114,37 +114,23 @@ end
 -- Ids this call has decided to claim or fail, to catch an id listed twice.
 local decided = {}
 
--- job_numbers for each distinct (attempts, max_attempts, visibility_ms) of
--- this call: the jobs of a queue mostly share them, so most jobs cost three
--- table lookups instead of three pattern checks.
-local known_numbers = {}
+-- job_numbers of the job judged last, reused while the next job's stored
+-- fields are the same strings: the jobs of a queue mostly share them, so
+-- most jobs cost three comparisons instead of three pattern checks.
+local last_fields, last_numbers = {}, {}
 local function numbers(a, m, v)
-  a, m, v = a or false, m or false, v or false
-  local by_m = known_numbers[a]
-  if not by_m then
-    by_m = {}
-    known_numbers[a] = by_m
+  if a ~= last_fields[1] or m ~= last_fields[2] or v ~= last_fields[3] then
+    last_fields = { a, m, v }
+    last_numbers = { job_numbers(a, m, v, default_max, default_vis) }
   end
-  local by_v = by_m[m]
-  if not by_v then
-    by_v = {}
-    by_m[m] = by_v
-  end
-  local got = by_v[v]
-  if not got then
-    got = { job_numbers(a or nil, m or nil, v or nil, default_max, default_vis) }
-    by_v[v] = got
-  end
-  return got[1], got[2], got[3]
+  return last_numbers[1], last_numbers[2], last_numbers[3]
 end
 
--- True while the ids being judged are known to be plain ASCII (checked once
--- for a whole window of ids), so is_utf8 need not look at each.
-local ascii_ids = false
-
 -- Judges id, about to leave pending (or adopted): returns what to do with
--- it, or nil when its hash cannot be read here.
-local function judge(id)
+-- it, or nil when its hash cannot be read here. ascii: id is known to be
+-- plain ASCII (a whole window of ids is checked at once), so is_utf8 need
+-- not look at it.
+local function judge(id, ascii)
   -- One read: the fields judged here, and those the reply carries (f[3],
   -- f[4], f[7..9]).
   local key = Q.prefix .. id
@@ -161,7 +147,7 @@ local function judge(id)
   if status == 'completed' or status == 'failed' then
     return { action = 'dropped', reason = 'stale list entry: the job is already ' .. status }
   end
-  if not ascii_ids and not is_utf8(id) then
+  if not ascii and not is_utf8(id) then
     decided[id] = true
     return { action = 'failed', reason = 'its id is not UTF-8, so no client can name it' }
   end
@@ -189,13 +175,9 @@ end
 
 local now_s = ms(now)
 
--- Each attempt count as the decimal string stored, formatted once per call.
-local attempt_texts = {}
-
 local claimed, rejected = {}, {}
 -- The leases of the jobs claimed, added in one ZADD at the end.
 local leases = {}
-local deadlines = {}
 -- The claims made, as 'id:token', recorded under the request key.
 local made = {}
 
@@ -204,22 +186,13 @@ local made = {}
 local function apply(id, step, token)
   if step.action == 'claim' then
     local key = step.key
-    local attempts = attempt_texts[step.attempts]
-    if not attempts then
-      attempts = ms(step.attempts + 1)
-      attempt_texts[step.attempts] = attempts
-    end
+    local attempts = ms_once(step.attempts + 1)
     redis.call('HSET', key, 'status', 'processing', 'attempts', attempts, 'claimed_at_ms', now_s,
       'claim_token', token)
     if step.marked then
       redis.call('HDEL', key, 'unstamped_seen')
     end
-    -- Most jobs of a queue share its lease: one number formatted per call.
-    local deadline_s = deadlines[step.vis]
-    if not deadline_s then
-      deadline_s = ms(now + step.vis)
-      deadlines[step.vis] = deadline_s
-    end
+    local deadline_s = ms_once(now + step.vis)
     local member = lease(id, token)
     leases[#leases + 1] = deadline_s
     leases[#leases + 1] = member
@@ -237,7 +210,7 @@ end
 
 if mode == 'adopt' then
   local id, token = ARGV[7], ARGV[8]
-  local step = judge(id)
+  local step = judge(id, false)
   forget_answered()
   -- The id must still be where BRPOPLPUSH put it: a sweep may have moved it
   -- back to pending in between, and then it is not ours to stamp. An id
@@ -257,14 +230,14 @@ else
   while more and t <= #ARGV and budget > 0 do
     local need = #ARGV - t + 1
     local window = redis.call('LRANGE', Q.pending, -(seen + need), -(seen + 1))
-    ascii_ids = not string.find(table.concat(window), '[\128-\255]')
+    local ascii = not string.find(table.concat(window), '[\128-\255]')
     more = #window == need
     for i = #window, 1, -1 do
       if t > #ARGV or budget == 0 then
         more = false
         break
       end
-      local step = judge(window[i])
+      local step = judge(window[i], ascii)
       if not step then
         more = false
         break

@@ -55,6 +55,18 @@ local function ms(n)
   return string.format('%d', n)
 end
 
+-- ms(n), formatted once per script call for each n: the jobs of a batch
+-- mostly share their deadlines, attempt counts and keep-until times.
+local ms_texts = {}
+local function ms_once(n)
+  local s = ms_texts[n]
+  if not s then
+    s = ms(n)
+    ms_texts[n] = s
+  end
+  return s
+end
+
 -- Publishes the reference event shape, inside the script that changed the
 -- state (fixes reference bug 8.5, docs/reference-bugs.md#85-events-are-published-outside-the-script).
 local function publish(id, status)

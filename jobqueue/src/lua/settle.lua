@@ -118,8 +118,6 @@ end
 local now = now_ms()
 local now_s = ms(now)
 local done, leases, ended = {}, {}, {}
--- Until when each ended claim is kept, formatted once per distinct time.
-local keep_s = {}
 local retried = 0
 for _, s in ipairs(plan) do
   -- Claims are pushed at the head of processing and mostly settle oldest
@@ -155,10 +153,7 @@ for _, s in ipairs(plan) do
       bury(s.id, s.data, now, s.token)
       codes[s.i] = 2
     end
-    if not keep_s[until_ms] then
-      keep_s[until_ms] = ms(until_ms)
-    end
-    ended[#ended + 1] = keep_s[until_ms]
+    ended[#ended + 1] = ms_once(until_ms)
     ended[#ended + 1] = member
   end
 end
