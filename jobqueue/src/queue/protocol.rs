@@ -268,15 +268,16 @@ fn decode_entry(raw: RawEntry) -> (ClaimedJob, Option<Error>) {
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
     };
+    let claimed_at_ms = number(&claimed_at);
     // The stamp the claim wrote is in the entry, not repeated among the
-    // fields (a replayed request's whole hash has it already).
+    // fields.
     fields
         .entry("status".to_owned())
         .or_insert_with(|| "processing".to_owned());
     fields
         .entry("claim_token".to_owned())
         .or_insert_with(|| token.clone());
-    if let Some(at) = number(&claimed_at) {
+    if let Some(at) = claimed_at_ms {
         fields
             .entry("claimed_at_ms".to_owned())
             .or_insert_with(|| at.to_string());
@@ -284,7 +285,7 @@ fn decode_entry(raw: RawEntry) -> (ClaimedJob, Option<Error>) {
     let (job, decode_problem) = ClaimedJob::decode(
         id,
         token,
-        number(&claimed_at).unwrap_or(0),
+        claimed_at_ms.unwrap_or(0),
         number(&deadline).unwrap_or(0),
         fields,
     );

@@ -16,18 +16,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::acks::Finished;
+use super::execute::{self, MAX_WRITE_TRIES};
 use super::slot::{Slot, slot, try_slot};
-use super::{QueueRt, Shared, execute};
+use super::{QueueRt, Shared};
 use crate::error::Result;
 use crate::queue::{Ack, ClaimedJob, SETTLE_BATCH, Settlement};
 use crate::retry::Backoff;
 
 /// Most jobs one claim round trip asks for.
 const MAX_BATCH: usize = 100;
-
-/// How many times the claim loop tries to write an outcome before giving
-/// it up to the sweep.
-const MAX_WRITE_TRIES: u32 = 20;
 
 /// The idle wait in flight: kept across turns of the loop, so writing
 /// outcomes meanwhile does not drop its blocking connection.

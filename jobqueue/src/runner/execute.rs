@@ -230,6 +230,11 @@ pub(super) fn log_written(settlement: Option<&Settlement>, ack: Ack) {
     }
 }
 
+/// How many times an outcome write is tried before the job is left to the
+/// sweep (its lease runs out and it runs again), here and in the claim
+/// loop's batched writes alike.
+pub(super) const MAX_WRITE_TRIES: u32 = 20;
+
 /// Writes one outcome (a settlement, or `None`: hand the job back), retrying
 /// while Redis is unreachable: the lease keeps being renewed meanwhile, and
 /// if it runs out first the sweep takes the job back and this write is
@@ -251,7 +256,7 @@ async fn write(
                 log_written(settlement, ack);
                 return;
             }
-            Err(e) if failures < 20 && !(interrupt.is_cancelled() && failures > 2) => {
+            Err(e) if failures < MAX_WRITE_TRIES && !(interrupt.is_cancelled() && failures > 2) => {
                 failures += 1;
                 tracing::warn!(error = %e, "could not record the outcome; retrying");
                 tokio::time::sleep(retry::Backoff::COMMAND.delay(failures + 2)).await;
