@@ -520,6 +520,26 @@ pub async fn zscore(
         .expect("ZSCORE")
 }
 
+/// `INFO commandstats` of the server behind `conn`: a line per command run
+/// since the server started or since `CONFIG RESETSTAT`.
+pub async fn commandstats(conn: &mut impl redis::aio::ConnectionLike) -> String {
+    redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats")
+}
+
+/// How many times `command` (lowercase, as `INFO commandstats` names it)
+/// ran, read from the text of [`commandstats`]; 0 when it never ran.
+pub fn command_calls(commandstats: &str, command: &str) -> u64 {
+    commandstats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a call count"))
+}
+
 /// A whole list, head first.
 pub async fn list(conn: &mut impl redis::aio::ConnectionLike, key: &str) -> Vec<String> {
     redis::cmd("LRANGE")

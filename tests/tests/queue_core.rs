@@ -45,20 +45,9 @@ async fn enqueue_many_writes_the_batch_in_one_round_trip_in_order() {
     exec(&mut c, &["CONFIG", "RESETSTAT"]).await;
     let payloads: Vec<Value> = (0..200).map(|n| json!({"n": n})).collect();
     let ids = q.enqueue_many(&payloads).await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let calls = |cmd: &str| {
-        info.lines()
-            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
-            .and_then(|l| l.split("calls=").nth(1))
-            .and_then(|r| r.split(',').next())
-            .map_or(0, |n| n.parse::<u64>().unwrap())
-    };
-    assert_eq!(calls("evalsha"), 1, "{info}");
-    assert_eq!(calls("hset"), 200);
+    let info = commandstats(&mut c).await;
+    assert_eq!(command_calls(&info, "evalsha"), 1, "{info}");
+    assert_eq!(command_calls(&info, "hset"), 200);
     assert_eq!(ids.len(), 200);
     assert_eq!(
         q.list_pending(0..200).await.unwrap(),

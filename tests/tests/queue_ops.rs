@@ -40,15 +40,7 @@ async fn a_paused_queue_hands_out_nothing_until_resumed() {
     // The runner asks the paused queue for work three times (INFO itself
     // runs no script).
     let asked = eventually(Duration::from_secs(10), || async {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(&mut c.clone())
-            .await
-            .unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-            .and_then(|r| r.split(',').next())
-            .is_some_and(|n| n.parse::<u32>().unwrap() >= 3)
+        command_calls(&commandstats(&mut c.clone()).await, "evalsha") >= 3
     })
     .await;
     assert!(asked, "the runner never asked for work");

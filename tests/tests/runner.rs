@@ -819,17 +819,9 @@ async fn an_idle_runner_asks_redis_for_work_once_per_job_that_arrives() {
         let handle = client.enqueue::<trickle>(n).await.unwrap();
         assert_eq!(handle.wait(Duration::from_secs(10)).await.unwrap(), n);
     }
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let stats = commandstats(&mut raw).await;
     stop_runner(token, task).await;
-    let claims: u64 = stats
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_lrange:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap());
+    let claims = command_calls(&stats, "lrange");
     assert!(
         (JOBS..=JOBS + 2).contains(&claims),
         "{claims} claim calls for {JOBS} jobs arriving one at a time"

@@ -124,12 +124,8 @@ async fn enqueue_many_sends_a_typed_batch_in_one_round_trip() {
         .enqueue_many::<resize_image>((1..=50).map(resize))
         .await
         .unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert!(info.contains("cmdstat_evalsha:calls=1,"), "{info}");
+    let info = commandstats(&mut c).await;
+    assert_eq!(command_calls(&info, "evalsha"), 1, "{info}");
     let ids: Vec<String> = handles.iter().map(|h| h.id().to_owned()).collect();
     let q = client.queue("images").unwrap();
     assert_eq!(q.list_pending(0..50).await.unwrap(), ids);
@@ -155,17 +151,9 @@ async fn wait_returns_the_typed_output_from_events_without_polling() {
     let (token, task) = worker.await.unwrap();
     // One read after subscribing, one after the completion event, and the
     // one the claim script makes: 300 ms of waiting cost no polling.
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let info = commandstats(&mut c).await;
     stop_runner(token, task).await;
-    let hgetall = info
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
-        .and_then(|r| r.split(',').next())
-        .map_or(0, |n| n.parse::<u32>().unwrap());
+    let hgetall = command_calls(&info, "hgetall");
     assert!(hgetall <= 3, "wait polled: {hgetall} HGETALLs\n{info}");
     assert_eq!(handle.status().await.unwrap(), Some(JobStatus::Completed));
 }
