@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod cluster;
+pub mod floor;
 pub use cluster::{RawConn, RedisCluster, TestRedis, Topology};
 
 /// How to start a server: extra `redis-server` arguments and an optional

@@ -1062,6 +1062,8 @@ mod peers {
     /// Idle time before the latency enqueuer starts, so both workers are
     /// parked in their blocking wait, the state latency is about.
     const LATENCY_IDLE: Duration = Duration::from_millis(300);
+    /// The name of the reference layout's floor among the medians.
+    const FLOOR: &str = "reference_floor";
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     enum System {
@@ -1568,6 +1570,37 @@ mod peers {
             );
         }
 
+        /// The reference layout's floor (see `jobqueue_tests::floor`): its
+        /// Redis CPU per job for the bulk enqueue and for processing, run
+        /// by this process on the same server between the systems' rounds.
+        /// Processing claims and completes half the concurrency's jobs per
+        /// call with 2 calls in flight, about what one runner does at that
+        /// concurrency.
+        async fn floor(&self) -> Figures {
+            let mut figures = Figures::new();
+            let mut conn = self.raw.clone();
+            let payload = "x".repeat(self.payload.saturating_sub(10));
+            self.flush();
+            let cpu0 = redis_cpu(self.server);
+            jobqueue_tests::floor::enqueue(&mut conn, self.jobs, BATCH, &payload).await;
+            let cpu1 = redis_cpu(self.server);
+            let done =
+                jobqueue_tests::floor::process(&conn, (self.concurrency / 2).max(1), 2).await;
+            let cpu2 = redis_cpu(self.server);
+            assert_eq!(done, self.jobs, "the floor processed every job");
+            let jobs = self.jobs as f64;
+            figures.insert(
+                "bulk_redis_cpu_us_per_job".into(),
+                (cpu1 - cpu0) * 1e6 / jobs,
+            );
+            figures.insert(
+                processing_key(1, self.concurrency, "redis_cpu_us_per_job"),
+                (cpu2 - cpu1) * 1e6 / jobs,
+            );
+            self.flush();
+            figures
+        }
+
         /// One round of every step for one system.
         async fn round(&mut self, system: System) -> Figures {
             let mut figures = Figures::new();
@@ -1715,6 +1748,13 @@ mod peers {
                 this.insert(system.name().into(), json!(figures));
                 samples.entry(system.name()).or_default().push(figures);
             }
+            progress(&format!(
+                "round {round}/{}: the reference layout's floor",
+                args.rounds.max(1)
+            ));
+            let figures = bench.floor().await;
+            this.insert(FLOOR.into(), json!(figures));
+            samples.entry(FLOOR).or_default().push(figures);
             rounds.push(Value::Object(this));
         }
         let medians: BTreeMap<&str, Figures> = samples
@@ -1819,6 +1859,44 @@ mod peers {
             println!("{}", cells.join("  ").trim_end());
         }
 
+        // The floor: what the reference layout itself costs Redis.
+        let floor_rows = [
+            (
+                "bulk_redis_cpu_us_per_job".to_owned(),
+                format!("bulk enqueue ({BATCH} per call)"),
+            ),
+            (
+                processing_key(1, args.concurrency, "redis_cpu_us_per_job"),
+                format!("processing, concurrency {}", args.concurrency),
+            ),
+        ];
+        println!(
+            "\nRedis CPU floor of the reference layout: its own commands only, batched, no checks or fencing sets (tests/src/floor.rs)"
+        );
+        println!(
+            "{:<40}  {:>12}  {:>12}  {:>14}",
+            "Redis CPU per job", "floor", "floor/bullmq", "jobqueue/floor"
+        );
+        let mut floor = Vec::new();
+        for (key, label) in floor_rows {
+            let f = medians
+                .get(FLOOR)
+                .and_then(|m| m.get(&key))
+                .copied()
+                .unwrap_or(f64::NAN);
+            let (j, b) = (get(System::Jobqueue, &key), get(System::Bullmq, &key));
+            println!(
+                "{label:<40}  {:>12}  {:>11.2}x  {:>13.2}x",
+                format_value(f, "µs/job"),
+                f / b,
+                j / f
+            );
+            floor.push(json!({
+                "key": key, "figure": label, "unit": "µs/job", "floor": f,
+                "floor_over_bullmq": f / b, "jobqueue_over_floor": j / f,
+            }));
+        }
+
         let report = json!({
             "date": output_of("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
             "machine": machine(clk_tck, clk_tck_source),
@@ -1847,6 +1925,7 @@ mod peers {
             "rounds": rounds,
             "median": medians,
             "comparison": comparison,
+            "reference_floor": floor,
         });
         // Other keys (the W1..W6 suite's) are kept: the two runs are separate.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench.json");
