@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use jobqueue::client::EnqueueOptions;
 use jobqueue::dashboard::{DashboardOptions, JobSummary};
-use jobqueue::queue::{JobStatus, NewJob, Queue};
+use jobqueue::queue::{CancelOutcome, JobStatus, NewJob, Queue};
 use jobqueue::{CancellationToken, Client};
 use serde_json::{Value, json};
 
@@ -46,7 +46,7 @@ enum Command {
     Stats,
     /// Jobs in one state, oldest to run first for pending, newest first otherwise.
     List {
-        /// Which list: pending, scheduled, processing, completed or failed.
+        /// Which list: pending, scheduled, processing, completed, failed or cancelled.
         state: JobStatus,
         /// How many.
         #[arg(long, default_value_t = 20)]
@@ -82,6 +82,15 @@ enum Command {
         /// Retry every failed job of the queue.
         #[arg(long)]
         all_failed: bool,
+    },
+    /// Cancels a job: a waiting one never runs; a running one is stopped at
+    /// its next lease renewal and ends as cancelled.
+    Cancel {
+        /// The job's id.
+        id: String,
+        /// Stored as the job's cancel_reason.
+        #[arg(long, default_value = "cancelled from the command line")]
+        reason: String,
     },
     /// Runs one sweep: expired claims back to pending, leftovers dropped.
     Reclaim,
@@ -219,6 +228,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 vec![id]
             };
             out.record(&json!({ "retried": retried }));
+        }
+        Command::Cancel { id, reason } => {
+            let outcome = queue.cancel(&id, &reason).await?;
+            let (what, status) = match outcome {
+                CancelOutcome::Cancelled(was) => ("cancelled", Some(was)),
+                CancelOutcome::Requested => ("requested", None),
+                CancelOutcome::AlreadyFinished(status) => ("already_finished", Some(status)),
+                _ => ("not_found", None),
+            };
+            if matches!(
+                outcome,
+                CancelOutcome::AlreadyFinished(_) | CancelOutcome::NotFound
+            ) {
+                return Err(Failure(
+                    3,
+                    format!("job {id} of queue {}: {outcome}", cli.queue),
+                ));
+            }
+            out.record(&json!({ "id": id, "outcome": what, "status": status }));
         }
         Command::Reclaim => {
             let report = queue.reclaim_stuck().await?;

@@ -96,6 +96,35 @@ fn operators_can_inspect_and_act_on_a_queue(url: &str) {
         Some(3),
         "not a failed job"
     );
+
+    let cancelled = json(url, &["-q", "mail", "cancel", &a, "--reason", "typo"]);
+    assert_eq!(
+        (cancelled["outcome"].as_str(), cancelled["status"].as_str()),
+        (Some("cancelled"), Some("pending"))
+    );
+    let listed = json(url, &["-q", "mail", "list", "cancelled"]);
+    assert_eq!(listed[0]["id"], a.as_str());
+    assert_eq!(
+        json(url, &["-q", "mail", "show", &a])["cancel_reason"],
+        "typo"
+    );
+    let again = jobqueue(url, &["-q", "mail", "cancel", &a]);
+    assert_eq!(
+        again.status.code(),
+        Some(3),
+        "a finished job is not cancelled"
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already cancelled"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        jobqueue(url, &["-q", "mail", "cancel", "no-such-job"])
+            .status
+            .code(),
+        Some(3)
+    );
     let purge = jobqueue(url, &["-q", "mail", "purge"]);
     assert_eq!(purge.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&purge.stderr).contains("--yes"));

@@ -15,6 +15,7 @@ const KEYS: &[&str] = &[
     "visibility",
     "timeout",
     "backoff",
+    "expires",
     "name",
     "crate",
 ];
@@ -27,6 +28,7 @@ pub(crate) struct JobArgs {
     pub(crate) max_attempts: Option<u32>,
     pub(crate) visibility_ms: Option<u64>,
     pub(crate) timeout_ms: Option<u64>,
+    pub(crate) expires_ms: Option<u64>,
     pub(crate) backoff: Option<BackoffArg>,
     pub(crate) name: Option<String>,
     pub(crate) krate: Option<Path>,
@@ -89,6 +91,16 @@ impl Parse for JobArgs {
                         return Err(syn::Error::new(span, "timeout must be longer than 0 ms"));
                     }
                     args.timeout_ms = Some(ms);
+                }
+                "expires" => {
+                    let (ms, span) = duration_arg(input)?;
+                    if ms == 0 || ms > jobqueue_rules::MAX_DURATION.as_millis() as u64 {
+                        return Err(syn::Error::new(
+                            span,
+                            "expires must be longer than 0 ms and at most a year",
+                        ));
+                    }
+                    args.expires_ms = Some(ms);
                 }
                 "backoff" => {
                     let lit: LitStr = input.parse()?;
@@ -239,11 +251,12 @@ mod tests {
 
     #[test]
     fn every_key_parses() {
-        let args = parse(r#"queue = "email", max_attempts = 5, visibility = "2m", timeout = 30000, name = "welcome", crate = "::my::jq""#).unwrap();
+        let args = parse(r#"queue = "email", max_attempts = 5, visibility = "2m", timeout = 30000, expires = "1h", name = "welcome", crate = "::my::jq""#).unwrap();
         assert_eq!(args.queue.as_deref(), Some("email"));
         assert_eq!(args.max_attempts, Some(5));
         assert_eq!(args.visibility_ms, Some(120_000));
         assert_eq!(args.timeout_ms, Some(30_000));
+        assert_eq!(args.expires_ms, Some(3_600_000));
         assert_eq!(args.name.unwrap(), "welcome");
         assert!(args.krate.is_some());
         assert!(parse("").unwrap().queue.is_none());
@@ -263,6 +276,8 @@ mod tests {
         assert!(msg(r#"queue = "a b""#).contains("invalid queue"));
         assert!(msg(r#"name = "x{y}""#).contains("invalid name"));
         assert!(msg("timeout = 0").contains("longer than 0"));
+        assert!(msg(r#"expires = "0s""#).contains("longer than 0 ms and at most a year"));
+        assert!(msg(r#"expires = "9000h""#).contains("at most a year"));
         let m = msg(r#"backoff = "linear(1s)""#);
         assert!(m.contains("unknown policy `linear`"), "{m}");
         assert!(msg(r#"backoff = "exponential(10s, 1s)""#).contains("at most the maximum"));

@@ -165,6 +165,10 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
         }
         None => quote!(::core::option::Option::None),
     };
+    let expires = args.expires_ms.map(|ms| {
+        let d = millis(ms);
+        quote!(const EXPIRES: ::core::option::Option<#private::Duration> = ::core::option::Option::Some(#d);)
+    });
     let backoff = args.backoff.map(|b| {
         let value = match b {
             BackoffArg::Exponential { base_ms, max_ms } => {
@@ -231,6 +235,7 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             const VISIBILITY: #private::Duration = #visibility;
             const TIMEOUT: ::core::option::Option<#private::Duration> = #timeout;
             #backoff
+            #expires
         }
 
         const _: () = {

@@ -37,6 +37,9 @@ pub trait Job: Send + Sync + 'static {
     const TIMEOUT: Option<Duration>;
     /// How long a failed attempt waits before the next.
     const BACKOFF: Backoff = Backoff::DEFAULT;
+    /// How long after its due time a job may still start; one not started
+    /// by then never runs and ends as expired. `None`: no deadline.
+    const EXPIRES: Option<Duration> = None;
 }
 
 /// The future a registered handler returns: the result as JSON (checked

@@ -118,8 +118,19 @@ pub enum Error {
         id: String,
     },
 
-    /// A job status that is not one of the five states.
-    #[error("{status:?} is not a job status (scheduled, pending, processing, completed, failed)")]
+    /// The job was cancelled, or expired before it started.
+    #[error("job {id} was cancelled: {reason}")]
+    JobCancelled {
+        /// The job's id.
+        id: String,
+        /// Its `cancel_reason` (an expired job's says "expired: ...").
+        reason: String,
+    },
+
+    /// A job status that is not one of the six states.
+    #[error(
+        "{status:?} is not a job status (scheduled, pending, processing, completed, failed, cancelled)"
+    )]
     InvalidStatus {
         /// The text given.
         status: String,

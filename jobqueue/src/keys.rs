@@ -77,6 +77,11 @@ impl Keys {
         self.key("completed")
     }
 
+    /// `queue:{name}:cancelled`: jobs cancelled or expired, newest first.
+    pub fn cancelled(&self) -> String {
+        self.key("cancelled")
+    }
+
     /// `queue:{name}:failed`: dead letters, newest first.
     pub fn failed(&self) -> String {
         self.key("failed")

@@ -50,6 +50,9 @@ pub enum Disposition {
     RetryAfter(Duration),
     /// Fail for good now, whatever attempts remain.
     Permanent,
+    /// Not a failure: run the job again after this delay, without charging
+    /// the attempt (see [`JobError::snooze`]).
+    Snooze(Duration),
     /// Leave the job as a crashed worker would: not settled, its lease no
     /// longer renewed, so a sweep takes it back once the lease runs out. A
     /// fault-injection hook for the demo and tests, not a stable API.
@@ -72,6 +75,36 @@ impl JobError {
     /// A failure that no retry can fix: the job fails for good now.
     pub fn permanent(message: impl fmt::Display) -> Self {
         Self::new(message, Disposition::Permanent)
+    }
+
+    /// Not a failure: the job is not ready to run (a resource is busy, an
+    /// upstream result is not there yet), so run it again after `delay`
+    /// (zero: back in pending at once, behind the jobs already waiting). The
+    /// attempt is given back: snoozing never uses up `max_attempts`, and no
+    /// error is recorded. A queue caps the snoozes of one job
+    /// ([`QueueOptions::max_snoozes`](crate::queue::QueueOptions::max_snoozes),
+    /// default 1,000): the next one sends the job to the dead letters with
+    /// the reason. A snooze that would start the job past its expiry
+    /// ([`EnqueueOptions::expires_in`](crate::client::EnqueueOptions::expires_in))
+    /// ends it as expired. River's `JobSnooze`, BullMQ's `moveToDelayed`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jobqueue::JobError;
+    ///
+    /// fn check(ready: bool) -> Result<(), JobError> {
+    ///     if !ready {
+    ///         return Err(JobError::snooze(Duration::from_secs(30)));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # assert!(check(false).is_err());
+    /// ```
+    pub fn snooze(delay: Duration) -> Self {
+        Self::new(
+            format!("snoozed for {} ms", delay.as_millis()),
+            Disposition::Snooze(delay),
+        )
     }
 
     /// Walks away from the job as a crashed worker would: nothing is

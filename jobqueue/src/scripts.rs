@@ -32,10 +32,11 @@ pub(crate) struct Scripts {
     pub(crate) purge: Script,
     pub(crate) stats: Script,
     pub(crate) read: Script,
+    pub(crate) cancel: Script,
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 12] {
+    pub(crate) fn all(&self) -> [&Script; 13] {
         [
             &self.enqueue,
             &self.claim,
@@ -49,6 +50,7 @@ impl Scripts {
             &self.purge,
             &self.stats,
             &self.read,
+            &self.cancel,
         ]
     }
 }
@@ -66,12 +68,13 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     purge: lua!("purge"),
     stats: lua!("stats"),
     read: lua!("read"),
+    cancel: lua!("cancel"),
 });
 
 #[cfg(test)]
 mod tests {
     /// Each operation's source, without the shared prelude.
-    const OPERATIONS: [(&str, &str); 12] = [
+    const OPERATIONS: [(&str, &str); 13] = [
         ("enqueue", include_str!("lua/enqueue.lua")),
         ("claim", include_str!("lua/claim.lua")),
         ("settle", include_str!("lua/settle.lua")),
@@ -81,6 +84,7 @@ mod tests {
         ("promote", include_str!("lua/promote.lua")),
         ("retry", include_str!("lua/retry.lua")),
         ("delete", include_str!("lua/delete.lua")),
+        ("cancel", include_str!("lua/cancel.lua")),
         ("purge", include_str!("lua/purge.lua")),
         ("stats", include_str!("lua/stats.lua")),
         ("read", include_str!("lua/read.lua")),
@@ -140,7 +144,9 @@ mod tests {
         }
         // The operations that derive job keys, through their own code or a
         // helper, are exactly these.
-        for name in ["claim", "settle", "reclaim", "promote", "retry"] {
+        for name in [
+            "claim", "settle", "reclaim", "promote", "retry", "release", "cancel",
+        ] {
             let src = OPERATIONS.iter().find(|(n, _)| *n == name).unwrap().1;
             assert!(header(src).contains("documented exception"), "{name}");
         }

@@ -529,9 +529,18 @@ async fn claim_of(q: &Queue, id: &str) -> ClaimedJob {
 /// job left pending.
 async fn every_key_in_use(q: &Queue) -> String {
     let ids = q
-        .enqueue_many(&[json!("done"), json!("dead"), json!("waits")])
+        .enqueue_many(&[
+            json!("done"),
+            json!("dead"),
+            json!("waits"),
+            json!("unwanted"),
+        ])
         .await
         .unwrap();
+    assert_eq!(
+        q.cancel(&ids[3], "unwanted").await.unwrap(),
+        jobqueue::queue::CancelOutcome::Cancelled(JobStatus::Pending)
+    );
     let done = claim_of(q, &ids[0]).await;
     assert_eq!(q.complete(&done, &json!(1)).await.unwrap(), Ack::Completed);
     let dead = claim_of(q, &ids[1]).await;
@@ -642,9 +651,15 @@ async fn settling_while_the_trimmed_job_hash_moved_is_whole() {
     );
     let done = claim_of(&q, &ids[2]).await;
     let dead = claim_of(&q, &ids[3]).await;
-    // Pending and the scheduled set exist too (fail declares them).
+    // Pending, the scheduled set and the cancelled list exist too (settle
+    // declares them).
     q.enqueue(&json!("waits")).await.unwrap();
     enqueue_due_in_an_hour(&q, "later").await;
+    let unwanted = q.enqueue(&json!("unwanted")).await.unwrap();
+    assert_eq!(
+        q.cancel(&unwanted, "unwanted").await.unwrap(),
+        jobqueue::queue::CancelOutcome::Cancelled(JobStatus::Pending)
+    );
     let mut events = q.subscribe().await.unwrap();
     let moving = begin_move(&cluster, &keys.pending());
     migrate(&cluster, &moving, &[keys.job(&ids[0]), keys.job(&ids[1])]);

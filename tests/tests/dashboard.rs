@@ -168,6 +168,27 @@ async fn changes_need_post_with_the_pages_csrf_token(redis: TestRedis) {
     .await;
     assert_eq!(body, r#"{"deleted":true}"#);
 
+    let waiting = q.enqueue(&json!({})).await.unwrap();
+    let cancel = format!("/api/queues/dash/jobs/{waiting}/cancel");
+    assert_eq!(
+        call(&app, post(&cancel, None)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, _, body) = call(&app, post(&cancel, Some(&token))).await;
+    assert_eq!(status, StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (body["outcome"].as_str(), body["status"].as_str()),
+        (Some("cancelled"), Some("pending"))
+    );
+    let (_, _, body) = call(&app, post(&cancel, Some(&token))).await;
+    assert!(body.contains("already_finished"), "{body}");
+    let (_, _, listed) = call(&app, get("/api/queues/dash/jobs?state=cancelled")).await;
+    assert!(
+        listed.contains(&waiting) && listed.contains("cancelled from the dashboard"),
+        "{listed}"
+    );
+
     q.enqueue(&json!({})).await.unwrap();
     let (status, _, _) = call(&app, post("/api/queues/dash/purge", Some(&token))).await;
     assert_eq!(

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jobqueue::queue::{Ack, JobStatus, QueueOptions};
+use jobqueue::queue::{Ack, CancelOutcome, JobStatus, QueueOptions};
 use jobqueue_tests::*;
 use redis::aio::MultiplexedConnection;
 use serde_json::{Value, json};
@@ -297,5 +297,47 @@ async fn claims_of_reference_workers_and_ours_are_swept_by_the_other_side() {
     assert_eq!(
         list(&mut c, "queue:jobs:pending").await,
         vec![job.id().to_owned()]
+    );
+}
+
+/// Reference workers know nothing of the cancelled state. A cancelled
+/// waiting job leaves pending, so their BLMOVE never takes it; a job a
+/// reference worker already runs only gets the cancel request, which that
+/// worker never reads: it completes the job as usual.
+#[tokio::test]
+async fn reference_workers_never_take_a_cancelled_job_and_finish_one_they_hold() {
+    let (_server, q, mut c) = setup("jobs", QueueOptions::default()).await;
+    let cancelled = q.enqueue(&json!({"n": 1})).await.unwrap();
+    let kept = q.enqueue(&json!({"n": 2})).await.unwrap();
+    assert_eq!(
+        q.cancel(&cancelled, "not wanted").await.unwrap(),
+        CancelOutcome::Cancelled(JobStatus::Pending)
+    );
+    let (id, _, _) = reference_claim(&mut c, "aaaaaaaaaaaaaaaa").await.unwrap();
+    assert_eq!(id, kept, "the cancelled job is not listed any more");
+    assert!(
+        reference_claim(&mut c, "bbbbbbbbbbbbbbbb").await.is_none(),
+        "nothing else to take"
+    );
+    assert_eq!(
+        q.get_job(&cancelled).await.unwrap().unwrap().status(),
+        Some(JobStatus::Cancelled)
+    );
+
+    // Held by the reference worker: the cancel is only a request.
+    assert_eq!(
+        q.cancel(&kept, "too late").await.unwrap(),
+        CancelOutcome::Requested
+    );
+    assert_eq!(
+        reference_complete(&mut c, &kept, "aaaaaaaaaaaaaaaa", r#"{"ok":true}"#).await,
+        1
+    );
+    let record = q.get_job(&kept).await.unwrap().unwrap();
+    assert_eq!(record.status(), Some(JobStatus::Completed));
+    assert_eq!(
+        record.cancel_reason(),
+        Some("too late"),
+        "the request stays on record"
     );
 }

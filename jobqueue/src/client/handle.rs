@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::definition::Job;
 use crate::error::{Error, Result};
-use crate::queue::{JobRecord, JobStatus, Queue};
+use crate::queue::{CancelOutcome, JobRecord, JobStatus, Queue};
 
 /// A job `T` that was enqueued: its id, its status, and its result.
 pub struct JobHandle<T: Job> {
@@ -73,8 +73,20 @@ impl<T: Job> JobHandle<T> {
         self.queue.get_job(&self.id).await
     }
 
+    /// Cancels the job (see [`Queue::cancel`]): a waiting job ends at once
+    /// and never runs; a running one is stopped at its next lease renewal
+    /// and ends as cancelled, however its handler returns.
+    ///
+    /// # Cancellation safety
+    /// Safe: cancelling twice answers what the first cancel left.
+    pub async fn cancel(&self) -> Result<CancelOutcome> {
+        self.queue.cancel(&self.id, "cancelled by a caller").await
+    }
+
     /// Waits up to `timeout` for the job to finish and returns its output;
     /// [`Error::JobFailed`] with its last error once it failed for good;
+    /// [`Error::JobCancelled`] with the reason once it was cancelled or
+    /// expired before it started;
     /// [`Error::JobExpired`] when its hash is gone (a completed job's result
     /// is kept for its `completed_ttl`; set it per job with
     /// [`EnqueueOptions::completed_ttl`](crate::client::EnqueueOptions::completed_ttl)).
@@ -136,6 +148,10 @@ impl<T: Job> JobHandle<T> {
         Ok(match record.status() {
             Some(JobStatus::Completed) => Some(record.result::<T::Output>().and_then(|r| {
                 r.ok_or_else(|| Error::malformed(format!("job {id}"), "completed without a result"))
+            })),
+            Some(JobStatus::Cancelled) => Some(Err(Error::JobCancelled {
+                id,
+                reason: record.cancel_reason().unwrap_or("cancelled").to_owned(),
             })),
             Some(JobStatus::Failed) => Some(Err(Error::JobFailed {
                 id,

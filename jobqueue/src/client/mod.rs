@@ -11,7 +11,7 @@ pub use handle::JobHandle;
 use crate::connection::{Connection, ConnectionOptions};
 use crate::definition::Job;
 use crate::error::Result;
-use crate::queue::{NewJob, Queue, QueueOptions};
+use crate::queue::{CancelOutcome, NewJob, Queue, QueueOptions};
 
 /// The application's handle on the job system: enqueues typed jobs. Cheap
 /// to clone; clones share one connection.
@@ -176,6 +176,16 @@ impl Client {
         Ok(JobHandle::new(self.queue_of(T::QUEUE, &id)?, id, false))
     }
 
+    /// Cancels job `T` with id `id` (see [`Queue::cancel`]): a waiting job
+    /// ends at once and never runs, a running one is stopped at its next
+    /// lease renewal and ends as cancelled.
+    ///
+    /// # Cancellation safety
+    /// Safe: cancelling twice answers what the first cancel left.
+    pub async fn cancel<T: Job>(&self, id: &str) -> Result<CancelOutcome> {
+        self.handle::<T>(id)?.cancel().await
+    }
+
     /// Writes jobs `T`, each to the queue (or shard) its id picks, the
     /// queues at once, each in bounded chunks; handles in input order.
     async fn submit<T: Job>(
@@ -183,9 +193,12 @@ impl Client {
         payloads: Vec<T::Payload>,
         options: EnqueueOptions,
     ) -> Result<Vec<JobHandle<T>>> {
-        let defaults = EnqueueOptions::new()
+        let mut defaults = EnqueueOptions::new()
             .max_attempts(T::MAX_ATTEMPTS)
             .visibility(T::VISIBILITY);
+        if let Some(within) = T::EXPIRES {
+            defaults = defaults.expires_in(within);
+        }
         let options = options.or(&defaults);
         // The queues (shards) once per call, not one Queue per job.
         let queues = self.shard_queues(T::QUEUE)?;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{Dashboard, JobSummary};
 use crate::error::Error;
 use crate::keys::Keys;
-use crate::queue::{JobStatus, Queue};
+use crate::queue::{CancelOutcome, JobStatus, Queue};
 use crate::registry::Registry;
 
 /// The registered jobs' names by queue: registration is static, so this is
@@ -152,6 +152,7 @@ pub(super) async fn list_jobs(
                     "claimed_at_ms",
                     "completed_at_ms",
                     "scheduled_for_ms",
+                    "cancel_reason",
                 ],
             )
         })
@@ -191,6 +192,26 @@ pub(super) async fn retry_job(
         .await
         .map_err(internal)?;
     Ok(Json(json!({ "retried": retried })).into_response())
+}
+
+pub(super) async fn cancel_job(
+    State(state): State<Arc<Dashboard>>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult {
+    let outcome = queue(&state, &name)?
+        .cancel(&id, "cancelled from the dashboard")
+        .await
+        .map_err(internal)?;
+    let (what, status) = match outcome {
+        CancelOutcome::Cancelled(was) => ("cancelled", Some(was)),
+        CancelOutcome::Requested => ("requested", None),
+        CancelOutcome::AlreadyFinished(status) => ("already_finished", Some(status)),
+        _ => ("not_found", None),
+    };
+    Ok(
+        Json(json!({ "outcome": what, "status": status, "message": outcome.to_string() }))
+            .into_response(),
+    )
 }
 
 pub(super) async fn delete_job(

@@ -14,7 +14,7 @@
 //! Every queue with a registered job or keys in Redis is listed with its
 //! depths, fleet counters, a throughput chart, its lists (paged, read in one
 //! pipelined round trip per page) and each job's details. Changes (retry,
-//! delete, retry all failed, purge, pause, resume) are POST requests that
+//! cancel, delete, retry all failed, purge, pause, resume) are POST requests that
 //! must carry the page's CSRF token; everything shown is set as text, never
 //! parsed as HTML. With a bearer token set, every request must present it;
 //! without one, only a loopback `Host` is served. Routes of your own served
@@ -138,6 +138,10 @@ pub fn router_with(client: Client, options: DashboardOptions) -> Router {
         .route("/api/queues/{queue}/jobs", get(api::list_jobs))
         .route("/api/queues/{queue}/jobs/{id}", get(api::job_detail))
         .route("/api/queues/{queue}/jobs/{id}/retry", post(api::retry_job))
+        .route(
+            "/api/queues/{queue}/jobs/{id}/cancel",
+            post(api::cancel_job),
+        )
         .route(
             "/api/queues/{queue}/jobs/{id}/delete",
             post(api::delete_job),

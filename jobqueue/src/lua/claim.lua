@@ -1,7 +1,9 @@
 -- claim.lua: takes up to N jobs from pending and stamps each with a fresh
 -- claim token and lease in the same step, so no sweep ever sees a claimed
 -- job without its claim time (fixes reference bug 8.2, docs/reference-bugs.md#82-claim-is-not-atomic). Jobs that cannot run
--- are moved out of the way with a reason instead of being handed out.
+-- are moved out of the way with a reason instead of being handed out; a job
+-- past its expires_at_ms ends as expired (status cancelled, with the
+-- reason), charged no attempt.
 --
 -- Every job the call may take is read and judged before anything is
 -- written, so a bad job (numbers that are not decimal integers, a key that
@@ -19,7 +21,8 @@
 --          claiming more jobs that nobody would run
 -- KEYS[7]  paused flag: while it exists, nothing new is claimed
 -- KEYS[8]  settled sorted set (a job failed here is recorded as a dead letter)
--- KEYS[9..] keys of earlier requests whose replies arrived: deleted here, so
+-- KEYS[9]  cancelled list (an expired job is listed there)
+-- KEYS[10..] keys of earlier requests whose replies arrived: deleted here, so
 --          request keys live only while a reply may still be lost
 -- ARGV[1]  job hash prefix (ids come from pending, so their hash keys are
 --          derived here: the documented exception)
@@ -39,12 +42,13 @@
 --                    max_attempts, visibility_ms, payload, job,
 --                    enqueued_at_ms }, false (nil) for a field the hash
 --                    lacks
---          rejected: list of { id, outcome ("failed" | "dropped"), reason }
+--          rejected: list of { id, outcome ("failed" | "dropped" |
+--                    "expired"), reason }
 --          or the string "paused" while the queue is paused
 
 Q.prefix, Q.channel = ARGV[1], ARGV[2]
 Q.pending, Q.processing, Q.leases, Q.failed, Q.stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-Q.settled = KEYS[8]
+Q.settled, Q.cancelled = KEYS[8], KEYS[9]
 Q.failed_cap = tonumber(ARGV[5])
 local default_vis, default_max = ARGV[3], ARGV[4]
 local mode = ARGV[6]
@@ -55,12 +59,13 @@ local BUDGET = 100
 
 expect_queue_keys()
 expect(request, 'string')
+expect(Q.cancelled, 'list')
 local now = now_ms()
 
 -- The first write of every path below: the request keys of earlier claims
 -- whose replies arrived.
 local function forget_answered()
-  for k = 9, #KEYS do
+  for k = 10, #KEYS do
     if KEYS[k] ~= request then
       redis.call('DEL', KEYS[k])
     end
@@ -135,7 +140,7 @@ local function judge(id, ascii)
   -- f[4], f[7..9]).
   local key = Q.prefix .. id
   local kind, f = read_job(key, 'status', 'attempts', 'max_attempts', 'visibility_ms',
-    'claim_token', 'unstamped_seen', 'payload', 'job', 'enqueued_at_ms')
+    'claim_token', 'unstamped_seen', 'payload', 'job', 'enqueued_at_ms', 'expires_at_ms')
   if kind == 'elsewhere' then
     return nil
   elseif kind ~= 'hash' then
@@ -144,7 +149,7 @@ local function judge(id, ascii)
     return { action = 'dropped', reason = 'duplicate list entry: taken earlier in this call' }
   end
   local status = f[1]
-  if status == 'completed' or status == 'failed' then
+  if status == 'completed' or status == 'failed' or status == 'cancelled' then
     return { action = 'dropped', reason = 'stale list entry: the job is already ' .. status }
   end
   if not ascii and not is_utf8(id) then
@@ -158,6 +163,10 @@ local function judge(id, ascii)
     return { action = 'dropped', reason = 'duplicate list entry: the job is held by another claim' }
   end
   decided[id] = true
+  local deadline = f[10] and expires_at(f[10])
+  if deadline and now >= deadline then
+    return { action = 'expired', reason = expired_reason(deadline) }
+  end
   local attempts, max, vis = numbers(f[2], f[3], f[4])
   if attempts == nil then
     return { action = 'failed', reason = max }
@@ -203,6 +212,8 @@ local function apply(id, step, token)
   else
     if step.action == 'failed' then
       bury(id, step.reason, now, '')
+    elseif step.action == 'expired' then
+      end_cancelled(id, step.reason, now, '', 'expired_total')
     end
     rejected[#rejected + 1] = { id, step.action, step.reason }
   end

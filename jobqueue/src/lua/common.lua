@@ -7,7 +7,7 @@
 --
 -- Each operation fills the table Q with the names it has, before calling a
 -- helper that needs them: Q.prefix, Q.channel, Q.processing, Q.pending,
--- Q.failed, Q.leases, Q.stats, Q.settled, Q.failed_cap.
+-- Q.failed, Q.leases, Q.stats, Q.settled, Q.failed_cap, Q.cancelled.
 --
 -- The rule every script keeps: read and validate everything first, write
 -- last, and run nothing after the first write that can fail. Redis keeps
@@ -403,6 +403,37 @@ local function bury(id, reason, now, token)
   push_history(Q.failed, { id }, Q.failed_cap, 'failed')
   count('failed_total', 1)
   publish(id, 'failed')
+end
+
+-- Ends a job that will not run again without a failure of its own:
+-- cancelled by a caller, or expired (it did not start by its expires_at_ms).
+-- reason says which and why; counter is 'cancelled_total' or
+-- 'expired_total'. The job is listed in the cancelled history (capped like
+-- the dead letters, its hash kept while listed) with status "cancelled". The
+-- caller has read the job's hash here and taken the id out of whatever list
+-- held it; token is the claim whose lease goes with it ('' when none).
+local function end_cancelled(id, reason, now, token, counter)
+  local key = Q.prefix .. id
+  redis.call('HSET', key, 'status', 'cancelled', 'cancel_reason', reason,
+    'cancelled_at_ms', ms(now), 'claim_token', '')
+  redis.call('PERSIST', key)
+  if token ~= '' then
+    redis.call('ZREM', Q.leases, lease(id, token))
+  end
+  push_history(Q.cancelled, { id }, Q.failed_cap, 'cancelled')
+  count(counter, 1)
+  publish(id, 'cancelled')
+end
+
+-- A job's stored expires_at_ms, when it has a usable one: a job that has
+-- not started by then never runs.
+local function expires_at(value)
+  return integer(value, 0, MAX_TIMESTAMP_MS)
+end
+
+-- The reason an expired job ends with.
+local function expired_reason(deadline)
+  return 'expired: not started by its deadline (expires_at_ms ' .. ms(deadline) .. ')'
 end
 
 -- Puts a job whose claim ran out back in pending, or buries it when the claim

@@ -8,34 +8,35 @@
 -- KEYS[3]  processing list
 -- KEYS[4]  completed list
 -- KEYS[5]  failed list
--- KEYS[6]  scheduled sorted set
--- KEYS[7]  leases sorted set
--- KEYS[8]  settled sorted set, optional: the job's dead-letter record goes
+-- KEYS[6]  cancelled list
+-- KEYS[7]  scheduled sorted set
+-- KEYS[8]  leases sorted set
+-- KEYS[9]  settled sorted set, optional: the job's dead-letter record goes
 --          with it (without it, the sweep's next full pass drops the record)
 -- ARGV[1]  job id
 -- Returns: 1 deleted, 0 no such job
 
 local id = ARGV[1]
-for k = 2, 5 do
+for k = 2, 6 do
   expect(KEYS[k], 'list')
 end
-expect(KEYS[6], 'zset')
 expect(KEYS[7], 'zset')
-if KEYS[8] then
-  expect(KEYS[8], 'zset')
+expect(KEYS[8], 'zset')
+if KEYS[9] then
+  expect(KEYS[9], 'zset')
 end
 local kind, f = read_job(KEYS[1], 'claim_token')
 local token = kind == 'hash' and f[1] or nil
 local removed = redis.call('DEL', KEYS[1])
-for k = 2, 5 do
+for k = 2, 6 do
   removed = removed + redis.call('LREM', KEYS[k], 0, id)
 end
-removed = removed + redis.call('ZREM', KEYS[6], id)
+removed = removed + redis.call('ZREM', KEYS[7], id)
 if token and token ~= '' then
-  redis.call('ZREM', KEYS[7], lease(id, token))
+  redis.call('ZREM', KEYS[8], lease(id, token))
 end
-if KEYS[8] then
-  redis.call('ZREM', KEYS[8], lease(id, ''))
+if KEYS[9] then
+  redis.call('ZREM', KEYS[9], lease(id, ''))
 end
 if removed > 0 then
   return 1

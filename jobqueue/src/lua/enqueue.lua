@@ -14,7 +14,10 @@
 -- KEYS[4..] one job hash per job, in the order of the jobs in ARGV
 -- ARGV[1]   number of shared extra fields S, then S field/value pairs that
 --           every job of the call gets (job, max_attempts, visibility_ms,
---           completed_ttl_s: a batch of one kind of job sends them once)
+--           completed_ttl_s, expires_in_ms: a batch of one kind of job sends
+--           them once). expires_in_ms (decimal ms, at most a year) is not
+--           stored as given: the job gets expires_at_ms, its due time (or
+--           now, by the Redis clock) plus that much.
 -- ARGV[...] then per job: id, payload JSON, when ("" now, "+N" N ms from
 --           now, "@N" at N ms since the epoch; N is decimal digits, at most
 --           a year and a day ahead of the Redis clock), number of extra
@@ -50,6 +53,47 @@ if shared == nil or not string.match(shared, '^%d+$') or #shared > 3 or 1 + tonu
     '" is not a small number of pairs; nothing written')
 end
 shared = tonumber(shared)
+
+-- An expires_in_ms value: decimal ms, at most MAX_AHEAD_MS; nil otherwise.
+local function expires_in(value)
+  if type(value) ~= 'string' or not string.match(value, '^%d+$') or #value > 15 then
+    return nil
+  end
+  local n = tonumber(value)
+  if n > MAX_AHEAD_MS then
+    return nil
+  end
+  return n
+end
+
+-- Checks the expires_in_ms among the pairs ARGV[from..to]; the reason when
+-- it is unusable.
+local function check_pairs(from, to)
+  for e = from, to, 2 do
+    if ARGV[e] == 'expires_in_ms' and expires_in(ARGV[e + 1]) == nil then
+      return 'expires_in_ms "' .. tostring(ARGV[e + 1]) .. '" is not a decimal number of ms up to a year'
+    end
+  end
+  return nil
+end
+local shared_problem = check_pairs(2, 1 + shared * 2)
+if shared_problem then
+  return redis.error_reply('ERR enqueue: shared fields: ' .. shared_problem .. '; nothing written')
+end
+
+-- Appends the pairs ARGV[from..to] to fields, expires_in_ms turned into
+-- expires_at_ms counted from base.
+local function copy_pairs(fields, from, to, base)
+  for e = from, to, 2 do
+    if ARGV[e] == 'expires_in_ms' then
+      fields[#fields + 1] = 'expires_at_ms'
+      fields[#fields + 1] = ms(base + expires_in(ARGV[e + 1]))
+    else
+      fields[#fields + 1] = ARGV[e]
+      fields[#fields + 1] = ARGV[e + 1]
+    end
+  end
+end
 -- New ids almost never have a key yet: one EXISTS for the whole batch says
 -- so, and then no key needs its own TYPE.
 local none_exist = #KEYS < 4 or redis.call('EXISTS', unpack(KEYS, 4)) == 0
@@ -84,6 +128,10 @@ for k = 4, #KEYS do
       return refuse(n, 'due at ' .. digits .. ' ms, more than a year ahead')
     end
   end
+  local problem = check_pairs(a + 4, a + 3 + extra * 2)
+  if problem then
+    return refuse(n, problem)
+  end
   local t = none_exist and 'none' or redis.call('TYPE', KEYS[k]).ok
   if t ~= 'none' and t ~= 'hash' then
     return refuse(n, 'WRONGTYPE the key of id ' .. id .. ' holds a ' .. t ..
@@ -110,12 +158,9 @@ for _, job in ipairs(jobs) do
     written = written + 1
     local fields = { 'id', job.id, 'payload', job.payload, 'status', 'pending', 'attempts', '0',
       'enqueued_at_ms', now, 'claim_token', '' }
-    for e = 2, 1 + shared * 2 do
-      fields[#fields + 1] = ARGV[e]
-    end
-    for e = job.first, job.first + job.extra * 2 - 1 do
-      fields[#fields + 1] = ARGV[e]
-    end
+    local base = math.max(job.due, clock)
+    copy_pairs(fields, 2, 1 + shared * 2, base)
+    copy_pairs(fields, job.first, job.first + job.extra * 2 - 1, base)
     if job.due > clock then
       fields[6] = 'scheduled'
       fields[#fields + 1] = 'scheduled_for_ms'

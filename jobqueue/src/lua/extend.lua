@@ -17,7 +17,10 @@
 -- KEYS[3..] one job hash per job, in the order of the pairs in ARGV
 -- ARGV[1]   default visibility ms, for jobs without a usable visibility_ms
 -- ARGV[2..] per job: id, claim token
--- Returns:  per job, the new lease deadline in ms (a string), or 0 when the
+-- Returns:  per job, the new lease deadline in ms (a string); -1 when the
+--           lease was renewed and a cancel of the job was requested (the
+--           runner stops the run: this reply is how a cancel reaches it,
+--           within one renewal tick, even with pub/sub down); 0 when the
 --           claim no longer holds the job
 
 expect(KEYS[1], 'zset')
@@ -27,7 +30,7 @@ local out, renew = {}, {}
 for k = 3, #KEYS do
   local key = KEYS[k]
   local id, token = ARGV[2 * k - 4], ARGV[2 * k - 3]
-  local kind, f = read_job(key, 'status', 'claim_token', 'visibility_ms')
+  local kind, f = read_job(key, 'status', 'claim_token', 'visibility_ms', 'cancel_requested_at_ms')
   local holds = kind == 'hash' and token ~= '' and f[2] == token and f[1] == 'processing'
   if holds and not redis.call('ZSCORE', KEYS[1], lease(id, token)) then
     -- No lease of ours: a claim made by another client, still listed?
@@ -38,7 +41,11 @@ for k = 3, #KEYS do
   if holds then
     local vis = integer(f[3], MIN_VISIBILITY_MS, MAX_DURATION_MS) or tonumber(ARGV[1])
     renew[#renew + 1] = { key, lease(id, token), now + vis }
-    out[#out + 1] = ms(now + vis)
+    if f[4] then
+      out[#out + 1] = -1
+    else
+      out[#out + 1] = ms(now + vis)
+    end
   else
     out[#out + 1] = 0
   end

@@ -23,6 +23,9 @@
 -- overtaken (fixes reference bug 8.2, docs/reference-bugs.md#82-claim-is-not-atomic). A stamp that is not a
 -- decimal timestamp counts as no stamp.
 --
+-- In both steps a job whose cancel was requested while it ran ends as
+-- cancelled instead (its handler never reported back), never requeued.
+--
 -- In both steps the job hashes are read first; a job whose hash cannot be
 -- read here (a cluster slot migration) is left as it is, lease included.
 --
@@ -32,6 +35,7 @@
 -- KEYS[4]  failed list
 -- KEYS[5]  stats hash
 -- KEYS[6]  settled sorted set (a job failed here is recorded as a dead letter)
+-- KEYS[7]  cancelled list
 -- ARGV[3]  events channel
 -- ARGV[4]  default visibility ms
 -- ARGV[5]  default max attempts
@@ -41,7 +45,7 @@
 -- ARGV[9]  walk length (0 skips step 2)
 -- Returns: { next cursor (-1 when the walk reached the end), more expired
 --          leases waiting (0 or 1), reclaimed ids, failed ids,
---          dropped: list of { id, reason } }
+--          dropped: list of { id, reason }, cancelled ids }
 --
 -- "history" keeps the histories consistent with the job hashes.
 --
@@ -82,12 +86,13 @@ local now = now_ms()
 -- Judges and returns stuck jobs ("leases").
 local function leases()
   Q.channel = ARGV[3]
-  Q.pending, Q.processing, Q.leases, Q.failed, Q.stats, Q.settled =
-    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+  Q.pending, Q.processing, Q.leases, Q.failed, Q.stats, Q.settled, Q.cancelled =
+    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
   Q.failed_cap = tonumber(ARGV[6])
   local default_vis, default_max = ARGV[4], ARGV[5]
   expect_queue_keys()
-  local out = { reclaimed = {}, failed = {}, dropped = {} }
+  expect(Q.cancelled, 'list')
+  local out = { reclaimed = {}, failed = {}, dropped = {}, cancelled = {} }
 
   local function drop(id, reason)
     redis.call('LREM', Q.processing, 1, id)
@@ -95,11 +100,15 @@ local function leases()
   end
 
   -- Requeues or buries id (taken out of processing here), or buries it when
-  -- its numeric fields are unusable.
-  local function settle(id, f_attempts, f_max, f_vis, why, token)
+  -- its numeric fields are unusable; ends it as cancelled when a cancel was
+  -- requested (cancel_reason given).
+  local function settle(id, f_attempts, f_max, f_vis, why, token, cancel_reason)
     redis.call('LREM', Q.processing, 1, id)
     local attempts, max = job_numbers(f_attempts, f_max, f_vis, default_max, default_vis)
-    if attempts == nil then
+    if cancel_reason then
+      end_cancelled(id, cancel_reason, now, token, 'cancelled_total')
+      out.cancelled[#out.cancelled + 1] = id
+    elseif attempts == nil then
       bury(id, max, now, token)
       out.failed[#out.failed + 1] = id
     else
@@ -121,7 +130,8 @@ local function leases()
     if not id then
       judged[#judged + 1] = { member = member }
     else
-      local kind, f = read_job(Q.prefix .. id, 'status', 'attempts', 'max_attempts', 'visibility_ms', 'claim_token')
+      local kind, f = read_job(Q.prefix .. id, 'status', 'attempts', 'max_attempts', 'visibility_ms', 'claim_token',
+        'cancel_requested_at_ms', 'cancel_reason')
       if kind ~= 'elsewhere' then
         judged[#judged + 1] = { member = member, id = id, token = token, kind = kind, f = f }
       end
@@ -134,7 +144,8 @@ local function leases()
     elseif j.kind ~= 'hash' then
       drop(j.id, not_a_job(j.kind, j.f))
     elseif j.f[1] == 'processing' and j.token ~= '' and j.f[5] == j.token then
-      settle(j.id, j.f[2], j.f[3], j.f[4], 'lease expired (visibility timeout)', j.token)
+      settle(j.id, j.f[2], j.f[3], j.f[4], 'lease expired (visibility timeout)', j.token,
+        j.f[6] and (j.f[7] or 'cancelled'))
     end
   end
 
@@ -149,13 +160,13 @@ local function leases()
       if not seen[id] then
         seen[id] = true
         local kind, f = read_job(Q.prefix .. id, 'status', 'attempts', 'max_attempts', 'visibility_ms',
-          'claimed_at_ms', 'unstamped_seen', 'claim_token')
+          'claimed_at_ms', 'unstamped_seen', 'claim_token', 'cancel_requested_at_ms', 'cancel_reason')
         local holder = kind == 'hash' and f[7] or ''
         if kind == 'elsewhere' or (holder ~= '' and redis.call('ZSCORE', Q.leases, lease(id, holder))) then
           -- Left alone: not readable here, or held by a live claim of ours.
         elseif kind ~= 'hash' then
           steps[#steps + 1] = { id, 'drop', not_a_job(kind, f) }
-        elseif f[1] == 'completed' or f[1] == 'failed' then
+        elseif f[1] == 'completed' or f[1] == 'failed' or f[1] == 'cancelled' then
           steps[#steps + 1] = { id, 'drop', 'stale list entry: the job is already ' .. f[1] }
         else
           -- The staleness test needs a usable visibility: the queue's when
@@ -193,7 +204,7 @@ local function leases()
         if f[6] then
           redis.call('HDEL', Q.prefix .. id, 'unstamped_seen')
         end
-        settle(id, f[2], f[3], f[4], s[4], '')
+        settle(id, f[2], f[3], f[4], s[4], '', f[8] and (f[9] or 'cancelled'))
         removed = removed + 1
       end
     end
@@ -206,7 +217,7 @@ local function leases()
   if #expired == limit and #judged > 0 then
     more = 1
   end
-  return { next_cursor, more, out.reclaimed, out.failed, out.dropped }
+  return { next_cursor, more, out.reclaimed, out.failed, out.dropped, out.cancelled }
 end
 
 -- Keeps the histories consistent with the job hashes ("history").

@@ -1,20 +1,27 @@
 -- release.lua: hands a claimed job back to pending without charging the
--- attempt, at the front of the line (used when a runner shuts down).
+-- attempt, at the front of the line (used when a runner shuts down). A job
+-- whose cancel was requested while it ran ends as cancelled instead.
 --
 -- KEYS[1]  job hash
 -- KEYS[2]  processing list
 -- KEYS[3]  pending list
 -- KEYS[4]  leases sorted set
 -- KEYS[5]  settled sorted set (this claim is recorded as ended)
+-- KEYS[6]  cancelled list
+-- KEYS[7]  stats hash
 -- ARGV[1]  job id
 -- ARGV[2]  claim token
 -- ARGV[3]  events channel
 -- ARGV[4]  how long an ended claim is remembered, in ms
 -- ARGV[5]  most ended claims remembered
--- Returns: 1 released; 0 the token does not hold the job; -1 already settled
---          with this token
+-- ARGV[6]  job hash prefix (to delete the hashes of ids trimmed off the
+--          cancelled history: the documented exception)
+-- ARGV[7]  cancelled history cap (the dead letters' cap)
+-- Returns: 1 released; 3 cancelled; 0 the token does not hold the job; -1
+--          already settled with this token
 
-Q.channel, Q.settled = ARGV[3], KEYS[5]
+Q.channel, Q.settled, Q.leases = ARGV[3], KEYS[5], KEYS[4]
+Q.prefix, Q.cancelled, Q.stats, Q.failed_cap = ARGV[6], KEYS[6], KEYS[7], tonumber(ARGV[7])
 local key, id, token = KEYS[1], ARGV[1], ARGV[2]
 if token == '' then
   return 0
@@ -23,7 +30,10 @@ expect(KEYS[2], 'list')
 expect(KEYS[3], 'list')
 expect(KEYS[4], 'zset')
 expect(Q.settled, 'zset')
-local kind, f = read_job(key, 'status', 'claim_token', 'settled_token', 'attempts')
+expect(Q.cancelled, 'list')
+expect(Q.stats, 'hash')
+local kind, f = read_job(key, 'status', 'claim_token', 'settled_token', 'attempts',
+  'cancel_requested_at_ms', 'cancel_reason')
 if kind ~= 'hash' or f[2] ~= token then
   if (kind == 'hash' and f[3] == token) or redis.call('ZSCORE', Q.settled, lease(id, token)) then
     return -1
@@ -37,6 +47,13 @@ local now = now_ms()
 -- The first write; nothing after it can fail.
 if redis.call('LREM', KEYS[2], 1, id) == 0 then
   return 0
+end
+if f[5] then
+  redis.call('HSET', key, 'settled_token', token)
+  remember(id, token, now + tonumber(ARGV[4]))
+  forget(now, tonumber(ARGV[5]))
+  end_cancelled(id, f[6] or 'cancelled', now, token, 'cancelled_total')
+  return 3
 end
 local fields = { 'status', 'pending', 'claim_token', '', 'claimed_at_ms', '0', 'settled_token', token }
 -- The attempt is given back when attempts is a count; a malformed one is

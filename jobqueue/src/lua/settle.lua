@@ -1,6 +1,7 @@
 -- settle.lua: settles a batch of claimed jobs of one queue in one call,
 -- each completed, failed for another attempt (back to pending, or scheduled
--- after a delay), or failed for good. Fenced by each claim's token and safe
+-- after a delay), failed for good, or snoozed (back to pending or scheduled
+-- without charging the attempt). Fenced by each claim's token and safe
 -- to repeat (fixes reference bug 8.3, docs/reference-bugs.md#83-complete-is-not-idempotent;
 -- reference bug 8.4, docs/reference-bugs.md#84-empty-tokens-match-unclaimed-jobs).
 -- Whether a failed job is retried is decided here from its stored attempts
@@ -10,6 +11,12 @@
 -- TIME, the key checks, the counters, the settled-set upkeep and the
 -- history trim are paid once per batch, not once per job. Each job still
 -- gets its own hash write and its own event, in the reference shape.
+--
+-- A job whose cancel was requested while it ran ends as cancelled however
+-- its handler returned, and is never retried. A retry or snooze whose next
+-- run would start at or after the job's expires_at_ms ends it as expired
+-- (status cancelled, with the reason). A snooze past the queue's cap on
+-- snoozes sends the job to the dead letters.
 --
 -- Every job is read and judged before the first write.
 --
@@ -21,7 +28,8 @@
 -- KEYS[6]  stats hash
 -- KEYS[7]  scheduled sorted set (id -> due time, ms)
 -- KEYS[8]  settled sorted set (each claim settled here is recorded as ended)
--- KEYS[9..] the job hash of each settlement, in order
+-- KEYS[9]  cancelled list
+-- KEYS[10..] the job hash of each settlement, in order
 -- ARGV[1]  job hash prefix (to delete the hashes of ids trimmed off a
 --          history: the documented exception)
 -- ARGV[2]  events channel
@@ -33,25 +41,29 @@
 -- ARGV[7]  how long an ended claim is remembered, in ms, at least (a
 --          completed job's own TTL when longer)
 -- ARGV[8]  most ended claims remembered
--- ARGV[9..] five per settlement, in the order of KEYS[9..]:
+-- ARGV[9]  most snoozes a job may take; the next one is a failure for good
+-- ARGV[10..] five per settlement, in the order of KEYS[10..]:
 --          job id; claim token; "complete", "retry" (retry while attempts
---          remain) or "permanent" (fail now); the result JSON (complete) or
---          the error text (stored as last_error); the retry delay in ms
---          (0: back to pending now, else scheduled)
+--          remain), "permanent" (fail now) or "snooze"; the result JSON
+--          (complete) or the error text (stored as last_error; unused by a
+--          snooze); the delay in ms of a retry or snooze (0: back to
+--          pending now, else scheduled)
 -- Returns: one code per settlement: 1 completed (complete) or retrying
---          (retry); 2 failed for good; 0 the token does not hold the job
---          (empty, stale, or the job is not in processing); -1 already
---          settled with this token
+--          (retry); 2 failed for good; 3 cancelled or expired; 4 snoozed;
+--          0 the token does not hold the job (empty, stale, or the job is
+--          not in processing); -1 already settled with this token
 
 Q.prefix, Q.channel = ARGV[1], ARGV[2]
 Q.processing, Q.pending, Q.failed, Q.leases, Q.stats = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6]
-Q.settled = KEYS[8]
+Q.settled, Q.cancelled = KEYS[8], KEYS[9]
 Q.failed_cap = tonumber(ARGV[5])
 local completed, scheduled = KEYS[3], KEYS[7]
 local queue_ttl = math.min(tonumber(ARGV[3]), MAX_TTL_S)
 local completed_cap, default_max = tonumber(ARGV[4]), ARGV[6]
 local keep, settled_cap = tonumber(ARGV[7]), tonumber(ARGV[8])
-local n = #KEYS - 8
+local max_snoozes = tonumber(ARGV[9])
+local FIXED = 9
+local n = #KEYS - FIXED
 
 expect(Q.processing, 'list')
 expect(Q.pending, 'list')
@@ -61,6 +73,11 @@ expect(Q.leases, 'zset')
 expect(Q.stats, 'hash')
 expect(scheduled, 'zset')
 expect(Q.settled, 'zset')
+expect(Q.cancelled, 'list')
+-- The clock is read first (a read): whether a retry or snooze would start
+-- past its job's deadline is judged with it.
+local now = now_ms()
+local now_s = ms(now)
 
 -- Read and judge every settlement.
 local codes, plan = {}, {}
@@ -68,9 +85,9 @@ local codes, plan = {}, {}
 -- job is a repeat (same token) or a stale claim (another token).
 local taken = {}
 for i = 1, n do
-  local at = 8 + (i - 1) * 5
+  local at = FIXED + (i - 1) * 5
   local s = {
-    i = i, key = KEYS[8 + i], id = ARGV[at + 1], token = ARGV[at + 2],
+    i = i, key = KEYS[FIXED + i], id = ARGV[at + 1], token = ARGV[at + 2],
     action = ARGV[at + 3], data = ARGV[at + 4], delay = ARGV[at + 5],
   }
   codes[i] = 0
@@ -82,14 +99,32 @@ for i = 1, n do
     end
   else
     local kind, f = read_job(s.key, 'status', 'claim_token', 'settled_token', 'completed_ttl_s',
-      'attempts', 'max_attempts')
+      'attempts', 'max_attempts', 'expires_at_ms', 'cancel_requested_at_ms', 'cancel_reason', 'snoozes')
     if kind ~= 'hash' or f[2] ~= s.token then
       if (kind == 'hash' and f[3] == s.token) or redis.call('ZSCORE', Q.settled, lease(s.id, s.token)) then
         codes[i] = -1
       end
     elseif f[1] == 'processing' then
       taken[s.id] = s.token
-      if s.action == 'complete' then
+      local deadline = expires_at(f[7])
+      s.delay = math.min(integer(s.delay, 0, MAX_DURATION_MS) or 0, MAX_DURATION_MS)
+      if f[8] then
+        -- A cancel was asked for while it ran: cancelled, however it ended.
+        s.cancel = f[9] or 'cancelled'
+      elseif s.action == 'snooze' then
+        local snoozes = integer(f[10] or '0', 0, MAX_COUNT) or 0
+        if snoozes >= max_snoozes then
+          s.bury = string.format('snoozed %d times: no snoozes left (the cap is %d)', snoozes, max_snoozes)
+        elseif deadline and now + s.delay >= deadline then
+          s.expire = deadline
+        else
+          s.snoozes = ms(snoozes + 1)
+          -- The claim charged an attempt; a snooze gives it back (a
+          -- malformed count is left for the next claim to judge).
+          local attempts = integer(f[5], 0, MAX_COUNT)
+          s.attempts = attempts and ms(math.max(attempts - 1, 0))
+        end
+      elseif s.action == 'complete' then
         -- The job's own TTL when it is a whole number of seconds, else the queue's.
         s.ttl = integer(f[4], 0, MAX_TTL_S) or queue_ttl
       else
@@ -104,7 +139,11 @@ for i = 1, n do
             s.retry = attempts < max
           end
         end
-        s.delay = math.min(integer(s.delay, 0, MAX_DURATION_MS) or 0, MAX_DURATION_MS)
+        if s.retry and deadline and now + s.delay >= deadline then
+          -- The next attempt would start too late: the job expires.
+          s.retry = false
+          s.expire = deadline
+        end
       end
       plan[#plan + 1] = s
     end
@@ -115,17 +154,46 @@ if #plan == 0 then
 end
 
 -- Then the writes, none of which can fail.
-local now = now_ms()
-local now_s = ms(now)
 local done, leases, ended = {}, {}, {}
-local retried = 0
+local retried, snoozed = 0, 0
 for _, s in ipairs(plan) do
   -- Claims are pushed at the head of processing and mostly settle oldest
   -- first: looking from the tail finds them sooner.
   if redis.call('LREM', Q.processing, -1, s.id) == 1 then
     local until_ms = now + keep
     local member = lease(s.id, s.token)
-    if s.action == 'complete' then
+    if s.cancel or s.expire then
+      redis.call('HSET', s.key, 'settled_token', s.token)
+      leases[#leases + 1] = member
+      if s.cancel then
+        end_cancelled(s.id, s.cancel, now, '', 'cancelled_total')
+      else
+        end_cancelled(s.id, expired_reason(s.expire), now, '', 'expired_total')
+      end
+      codes[s.i] = 3
+    elseif s.action == 'snooze' and not s.bury then
+      local fields = { 'status', 'pending', 'claim_token', '', 'claimed_at_ms', '0', 'settled_token', s.token,
+        'snoozes', s.snoozes }
+      if s.attempts then
+        fields[#fields + 1] = 'attempts'
+        fields[#fields + 1] = s.attempts
+      end
+      if s.delay > 0 then
+        fields[2] = 'scheduled'
+        fields[#fields + 1] = 'scheduled_for_ms'
+        fields[#fields + 1] = ms(now + s.delay)
+      end
+      redis.call('HSET', s.key, unpack(fields))
+      if s.delay > 0 then
+        redis.call('ZADD', scheduled, ms(now + s.delay), s.id)
+      else
+        redis.call('LPUSH', Q.pending, s.id)
+      end
+      leases[#leases + 1] = member
+      snoozed = snoozed + 1
+      publish(s.id, 'snoozed')
+      codes[s.i] = 4
+    elseif s.action == 'complete' then
       redis.call('HSET', s.key, 'status', 'completed', 'completed_at_ms', now_s, 'result', s.data,
         'claim_token', '', 'settled_token', s.token)
       if s.ttl > 0 then
@@ -150,7 +218,7 @@ for _, s in ipairs(plan) do
       codes[s.i] = 1
     else
       redis.call('HSET', s.key, 'settled_token', s.token)
-      bury(s.id, s.data, now, s.token)
+      bury(s.id, s.bury or s.data, now, s.token)
       codes[s.i] = 2
     end
     ended[#ended + 1] = ms_once(until_ms)
@@ -166,6 +234,9 @@ if #ended > 0 then
 end
 if retried > 0 then
   count('retried_total', retried)
+end
+if snoozed > 0 then
+  count('snoozed_total', snoozed)
 end
 if #done > 0 then
   push_history(completed, done, completed_cap, 'completed')

@@ -10,9 +10,10 @@
 -- KEYS[5]  scheduled sorted set
 -- KEYS[6]  paused flag
 -- KEYS[7]  stats hash
+-- KEYS[8]  cancelled list
 -- ARGV[1]  unused (every script takes at least one argument)
 -- Returns: {pending, processing, completed, failed, scheduled, paused (0/1),
---          {field, value, ...} of the stats hash}
+--          {field, value, ...} of the stats hash, cancelled}
 
 return {
   redis.call('LLEN', KEYS[1]),
@@ -22,4 +23,5 @@ return {
   redis.call('ZCARD', KEYS[5]),
   redis.call('EXISTS', KEYS[6]),
   redis.call('HGETALL', KEYS[7]),
+  redis.call('LLEN', KEYS[8]),
 }

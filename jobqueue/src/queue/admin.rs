@@ -102,6 +102,7 @@ impl Queue {
             .key(self.keys.processing())
             .key(self.keys.completed())
             .key(self.keys.failed())
+            .key(self.keys.cancelled())
             .key(self.keys.scheduled())
             .key(self.keys.leases())
             .arg(id);
@@ -145,6 +146,7 @@ impl Queue {
             self.keys.processing(),
             self.keys.completed(),
             self.keys.failed(),
+            self.keys.cancelled(),
             self.keys.leases(),
             self.keys.scheduled(),
             self.keys.stats(),

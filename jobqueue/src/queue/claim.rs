@@ -188,6 +188,7 @@ impl Queue {
             .key(&request)
             .key(self.keys.paused())
             .key(self.keys.settled())
+            .key(self.keys.cancelled())
             .key(&answered)
             .arg(self.keys.job_prefix())
             .arg(self.keys.events())
@@ -243,6 +244,7 @@ impl Queue {
             let outcome = match rejected.refusal {
                 Refusal::Failed => "failed",
                 Refusal::Dropped => "dropped",
+                Refusal::Expired => "expired",
             };
             tracing::warn!(
                 queue = self.name(),

@@ -131,8 +131,18 @@ pub enum Ack {
     Failed,
     /// The job went back to pending without charging the attempt.
     Released,
+    /// The job was snoozed: back to pending (or scheduled) without charging
+    /// the attempt.
+    Snoozed,
+    /// The job ended as cancelled (a cancel was requested while it ran, so
+    /// its outcome was not used) or expired (its retry or snooze would have
+    /// started past its deadline).
+    Cancelled,
     /// The lease was renewed.
     Extended,
+    /// The lease was renewed, and a cancel of the job was requested: the
+    /// run should stop; whatever it reports, the job ends as cancelled.
+    CancelRequested,
     /// This claim had already settled the job; nothing changed now. Also what
     /// a call returns when its first send was applied but its reply lost, and
     /// the connection retry found the work done.

@@ -37,7 +37,10 @@ impl Event {
 
     /// True when the job settled for good: completed, or failed for good.
     pub fn is_final(&self) -> bool {
-        matches!(self.status, JobStatus::Completed | JobStatus::Failed)
+        matches!(
+            self.status,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 }
 

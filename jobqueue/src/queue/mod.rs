@@ -33,6 +33,7 @@
 //! ```
 
 mod admin;
+mod cancel;
 mod claim;
 mod claimed;
 mod combine;
@@ -50,6 +51,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use crate::keys::{KeyLayout, Keys};
+pub use cancel::CancelOutcome;
 pub use claimed::{Ack, ClaimedJob};
 pub use events::{Event, Events};
 pub use new_job::{EnqueueOptions, NewJob, When};

@@ -39,6 +39,10 @@ pub struct EnqueueOptions {
     /// How long the completed job's hash (and so its result) is kept.
     /// Whole seconds; zero keeps it until it is trimmed off the history.
     pub completed_ttl: Option<Duration>,
+    /// How long after it is due (now, or its delay or time) the job may
+    /// still start; one not started by then is never run and ends as
+    /// expired (status `cancelled`, with the reason). At most a year.
+    pub expires_in: Option<Duration>,
 }
 
 /// When a new job may first run.
@@ -105,6 +109,13 @@ impl EnqueueOptions {
         self
     }
 
+    /// Sets [`expires_in`](Self::expires_in): the job must start within
+    /// `within` of its due time, or it never runs.
+    pub fn expires_in(mut self, within: Duration) -> Self {
+        self.expires_in = Some(within);
+        self
+    }
+
     /// Fills the settings left unset from `defaults`.
     pub(crate) fn or(self, defaults: &Self) -> Self {
         Self {
@@ -116,6 +127,7 @@ impl EnqueueOptions {
                 when => when,
             },
             completed_ttl: self.completed_ttl.or(defaults.completed_ttl),
+            expires_in: self.expires_in.or(defaults.expires_in),
         }
     }
 }
@@ -201,6 +213,15 @@ impl NewJob {
         if let Some(ttl) = options.completed_ttl {
             super::options::check_ttl(ttl)?;
             fields.push(("completed_ttl_s", ttl.as_secs().to_string()));
+        }
+        if let Some(within) = options.expires_in {
+            if within > jobqueue_rules::MAX_DURATION {
+                return Err(Error::invalid_option(
+                    "expires_in",
+                    format!("{within:?} is more than a year"),
+                ));
+            }
+            fields.push(("expires_in_ms", within.as_millis().to_string()));
         }
         match options.when {
             When::Now => {}

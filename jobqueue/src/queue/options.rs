@@ -32,6 +32,11 @@ pub struct QueueOptions {
     pub max_attempts: u32,
     /// Largest payload accepted at enqueue, in bytes. Default 512 KiB.
     pub max_payload_bytes: usize,
+    /// Snoozes a job may take ([`JobError::snooze`](crate::JobError::snooze));
+    /// the next one sends it to the dead letters with the reason, so a job
+    /// that snoozes for ever cannot. Snoozes do not use up attempts.
+    /// Default 1,000.
+    pub max_snoozes: u32,
 }
 
 impl Default for QueueOptions {
@@ -44,6 +49,7 @@ impl Default for QueueOptions {
             failed_history: 10_000,
             max_attempts: jobqueue_rules::DEFAULT_MAX_ATTEMPTS,
             max_payload_bytes: 512 * 1024,
+            max_snoozes: 1_000,
         }
     }
 }
@@ -87,6 +93,12 @@ impl QueueOptions {
     /// Sets [`max_attempts`](Self::max_attempts).
     pub fn max_attempts(mut self, max_attempts: u32) -> Self {
         self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Sets [`max_snoozes`](Self::max_snoozes).
+    pub fn max_snoozes(mut self, max_snoozes: u32) -> Self {
+        self.max_snoozes = max_snoozes;
         self
     }
 

@@ -40,6 +40,8 @@ pub(crate) enum SettleAction {
     Retry,
     /// Buried in the dead letters whatever attempts remain.
     Permanent,
+    /// Back to pending (or scheduled), the attempt given back.
+    Snooze,
 }
 
 impl ToRedisArgs for SettleAction {
@@ -48,6 +50,7 @@ impl ToRedisArgs for SettleAction {
             Self::Complete => b"complete",
             Self::Retry => b"retry",
             Self::Permanent => b"permanent",
+            Self::Snooze => b"snooze",
         });
     }
 }
@@ -73,8 +76,8 @@ impl ToRedisArgs for SweepStep {
 
 /// The "leases" step's reply: next cursor into processing (negative at the
 /// end), more expired leases waiting (0 or 1), the ids reclaimed and
-/// failed, and the entries dropped with the reason.
-pub(crate) type LeasesReply = (i64, u8, Vec<Text>, Vec<Text>, Vec<(Text, Text)>);
+/// failed, the entries dropped with the reason, and the ids cancelled.
+pub(crate) type LeasesReply = (i64, u8, Vec<Text>, Vec<Text>, Vec<(Text, Text)>, Vec<Text>);
 
 /// The "history" step's reply: next cursor into completed (negative at the
 /// end), more dead letters to check (0 or 1), the ids taken off the
@@ -110,6 +113,7 @@ pub(crate) fn strings(texts: Vec<Text>) -> Vec<String> {
 pub(crate) enum Settle {
     Complete,
     Fail,
+    Snooze,
     Release,
 }
 
@@ -133,7 +137,9 @@ impl SettleCode {
             (_, 0) => Ack::LeaseLost,
             (Settle::Complete, 1) => Ack::Completed,
             (Settle::Fail, 1) => Ack::Retrying,
-            (Settle::Fail, 2) => Ack::Failed,
+            (Settle::Fail | Settle::Snooze, 2) => Ack::Failed,
+            (_, 3) => Ack::Cancelled,
+            (Settle::Snooze, 4) => Ack::Snoozed,
             (Settle::Release, 1) => Ack::Released,
             (script, code) => {
                 return Err(Error::malformed(
@@ -152,6 +158,8 @@ pub(crate) enum Refusal {
     Failed,
     /// Dropped from the lists: no job stood behind the id.
     Dropped,
+    /// Past its `expires_at_ms`: ended as expired, never run.
+    Expired,
 }
 
 /// A job the claim script refused to hand out.
@@ -209,6 +217,7 @@ impl ClaimReply {
             let refusal = match &outcome[..] {
                 b"failed" => Refusal::Failed,
                 b"dropped" => Refusal::Dropped,
+                b"expired" => Refusal::Expired,
                 other => {
                     return Err(bad(format!(
                         "unknown refusal {:?}",

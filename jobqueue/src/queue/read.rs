@@ -32,6 +32,13 @@ pub struct Stats {
     /// from `retried_total` so a mass revival does not read as a wave of
     /// failures.
     pub revived_total: u64,
+    /// Jobs ever cancelled by a caller (waiting, or stopped while running).
+    pub cancelled_total: u64,
+    /// Jobs ever ended because they could not start by their deadline
+    /// ([`EnqueueOptions::expires_in`](super::EnqueueOptions::expires_in)).
+    pub expired_total: u64,
+    /// Snoozes ever taken ([`JobError::snooze`](crate::JobError::snooze)).
+    pub snoozed_total: u64,
     /// Jobs waiting.
     pub pending_depth: u64,
     /// Jobs claimed.
@@ -40,6 +47,8 @@ pub struct Stats {
     pub completed_depth: u64,
     /// Ids in the dead letters.
     pub failed_depth: u64,
+    /// Ids in the cancelled history (cancelled and expired jobs).
+    pub cancelled_depth: u64,
     /// Jobs waiting for a time (delayed, or retries in backoff).
     pub scheduled_depth: u64,
     /// The queue's visibility timeout (serialized as `visibility_ms`).
@@ -58,6 +67,7 @@ impl Stats {
             JobStatus::Completed => self.completed_depth,
             JobStatus::Failed => self.failed_depth,
             JobStatus::Scheduled => self.scheduled_depth,
+            JobStatus::Cancelled => self.cancelled_depth,
         }
     }
 }
@@ -67,8 +77,8 @@ fn as_millis<S: Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S:
 }
 
 /// The stats script's reply: four list lengths, the scheduled count, the
-/// paused flag and the counters hash.
-type StatsReply = (u64, u64, u64, u64, u64, bool, BTreeMap<String, String>);
+/// paused flag, the counters hash and the cancelled list's length.
+type StatsReply = (u64, u64, u64, u64, u64, bool, BTreeMap<String, String>, u64);
 
 impl Queue {
     /// Depths and fleet-wide totals, read as one consistent snapshot.
@@ -85,8 +95,9 @@ impl Queue {
             .key(self.keys.scheduled())
             .key(self.keys.paused())
             .key(self.keys.stats())
+            .key(self.keys.cancelled())
             .arg(0);
-        let (pending, processing, completed, failed, scheduled, paused, totals): StatsReply =
+        let (pending, processing, completed, failed, scheduled, paused, totals, cancelled): StatsReply =
             self.invoke(&invocation).await?;
         let total = |name: &str| -> Result<u64> {
             match totals.get(name) {
@@ -103,10 +114,14 @@ impl Queue {
             reclaimed_total: total("reclaimed_total")?,
             retried_total: total("retried_total")?,
             revived_total: total("revived_total")?,
+            cancelled_total: total("cancelled_total")?,
+            expired_total: total("expired_total")?,
+            snoozed_total: total("snoozed_total")?,
             pending_depth: pending,
             processing_depth: processing,
             completed_depth: completed,
             failed_depth: failed,
+            cancelled_depth: cancelled,
             scheduled_depth: scheduled,
             paused,
             visibility: self.visibility(),
@@ -162,6 +177,7 @@ impl Queue {
             JobStatus::Completed => self.list_completed(range).await,
             JobStatus::Failed => self.list_failed(range).await,
             JobStatus::Scheduled => self.list_scheduled(range).await,
+            JobStatus::Cancelled => self.list_cancelled(range).await,
         }
     }
 
@@ -219,6 +235,14 @@ impl Queue {
     /// Safe: read only.
     pub async fn list_failed(&self, range: Range<usize>) -> Result<Vec<String>> {
         self.list_from_head(self.keys.failed(), range).await
+    }
+
+    /// Ids cancelled or expired, most recent first.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn list_cancelled(&self, range: Range<usize>) -> Result<Vec<String>> {
+        self.list_from_head(self.keys.cancelled(), range).await
     }
 
     async fn list_from_head(&self, key: String, range: Range<usize>) -> Result<Vec<String>> {

@@ -27,6 +27,9 @@ pub enum JobStatus {
     Completed,
     /// Out of attempts or failed for good, listed in `failed`.
     Failed,
+    /// Cancelled, or expired before it started (`cancel_reason` says which),
+    /// listed in `cancelled`.
+    Cancelled,
 }
 
 impl JobStatus {
@@ -38,16 +41,18 @@ impl JobStatus {
             Self::Processing => "processing",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
     /// Every state, in the order a job passes through them.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Scheduled,
         Self::Pending,
         Self::Processing,
         Self::Completed,
         Self::Failed,
+        Self::Cancelled,
     ];
 }
 
@@ -171,6 +176,12 @@ impl JobRecord {
     /// The last error recorded (kept after a later success, as history).
     pub fn last_error(&self) -> Option<&str> {
         self.field("last_error").filter(|e| !e.is_empty())
+    }
+
+    /// Why the job was cancelled (or that it expired), once it was, or
+    /// since its cancel was requested while it runs.
+    pub fn cancel_reason(&self) -> Option<&str> {
+        self.field("cancel_reason")
     }
 
     /// A numeric field: decimal digits only, as the scripts require (Rust's

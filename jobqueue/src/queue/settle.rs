@@ -51,6 +51,14 @@ pub enum Settlement {
         /// Stored as `last_error`.
         error: String,
     },
+    /// Not run to an outcome: back to pending (after `delay`, in
+    /// `scheduled`, when it is not zero) without charging the attempt; to
+    /// the dead letters once the queue's
+    /// [`max_snoozes`](super::QueueOptions::max_snoozes) are used up.
+    Snooze {
+        /// How long the job waits before it is pending again.
+        delay: Duration,
+    },
 }
 
 impl Queue {
@@ -148,6 +156,7 @@ impl Queue {
                 .key(self.keys.stats())
                 .key(self.keys.scheduled())
                 .key(self.keys.settled())
+                .key(self.keys.cancelled())
                 .arg(self.keys.job_prefix())
                 .arg(self.keys.events())
                 .arg(self.options.completed_ttl.as_secs())
@@ -155,7 +164,8 @@ impl Queue {
                 .arg(self.options.failed_history)
                 .arg(self.options.max_attempts)
                 .arg(self.settled_keep_ms())
-                .arg(SETTLED_CAP);
+                .arg(SETTLED_CAP)
+                .arg(self.options.max_snoozes);
             for (job, settlement) in chunk {
                 invocation
                     .key(self.keys.job(job.id()))
@@ -173,6 +183,10 @@ impl Queue {
                     Settlement::Fail { error } => {
                         invocation.arg(SettleAction::Permanent).arg(error).arg(0)
                     }
+                    Settlement::Snooze { delay } => invocation
+                        .arg(SettleAction::Snooze)
+                        .arg("")
+                        .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
                 };
             }
             let codes: Vec<SettleCode> = self.invoke(&invocation).await?;
@@ -186,6 +200,7 @@ impl Queue {
                 acks.push(code.ack(match settlement {
                     Settlement::Complete(_) => Settle::Complete,
                     Settlement::Retry { .. } | Settlement::Fail { .. } => Settle::Fail,
+                    Settlement::Snooze { .. } => Settle::Snooze,
                 })?);
             }
         }
@@ -205,11 +220,15 @@ impl Queue {
             .key(self.keys.pending())
             .key(self.keys.leases())
             .key(self.keys.settled())
+            .key(self.keys.cancelled())
+            .key(self.keys.stats())
             .arg(job.id())
             .arg(job.token())
             .arg(self.keys.events())
             .arg(self.settled_keep_ms())
-            .arg(SETTLED_CAP);
+            .arg(SETTLED_CAP)
+            .arg(self.keys.job_prefix())
+            .arg(self.options.failed_history);
         let code: SettleCode = self.invoke(&invocation).await?;
         code.ack(Settle::Release)
     }
@@ -225,7 +244,9 @@ impl Queue {
     }
 
     /// Renews the leases of many running jobs in one round trip; one
-    /// [`Ack::Extended`] or [`Ack::LeaseLost`] per job, in order.
+    /// [`Ack::Extended`], [`Ack::CancelRequested`] (renewed, but the job's
+    /// cancel was requested: stop the run) or [`Ack::LeaseLost`] per job, in
+    /// order.
     ///
     /// # Cancellation safety
     /// Safe: renewing twice is harmless.
@@ -249,6 +270,7 @@ impl Queue {
             .iter()
             .map(|d| match d {
                 Value::Int(0) => Ack::LeaseLost,
+                Value::Int(-1) => Ack::CancelRequested,
                 _ => Ack::Extended,
             })
             .collect())

@@ -21,6 +21,9 @@ pub struct SweepReport {
     /// List entries removed because no job stood behind them (no hash, a
     /// key that is not a hash, or a job already settled).
     pub dropped: Vec<String>,
+    /// Ids whose lease ran out after a cancel was requested: ended as
+    /// cancelled, not sent back.
+    pub cancelled: Vec<String>,
     /// Ids taken off the completed history because their hash is gone (its
     /// completed TTL ran out, or it was deleted): the history lists only
     /// jobs that can be read. Full passes only.
@@ -74,6 +77,7 @@ impl Queue {
                 .key(self.keys.failed())
                 .key(self.keys.stats())
                 .key(self.keys.settled())
+                .key(self.keys.cancelled())
                 .arg(SweepStep::Leases)
                 .arg(self.keys.job_prefix())
                 .arg(self.keys.events())
@@ -83,10 +87,11 @@ impl Queue {
                 .arg(SCRIPT_BATCH)
                 .arg(cursor.max(0))
                 .arg(if walking { SCRIPT_BATCH } else { 0 });
-            let (next, more, reclaimed, failed, dropped): LeasesReply =
+            let (next, more, reclaimed, failed, dropped, cancelled): LeasesReply =
                 self.invoke(&invocation).await?;
             report.reclaimed.extend(strings(reclaimed));
             report.failed.extend(strings(failed));
+            report.cancelled.extend(strings(cancelled));
             for (id, reason) in dropped {
                 let (id, reason) = (id.0, reason.0);
                 tracing::warn!(
@@ -160,8 +165,12 @@ impl Queue {
             invocation
                 .key(self.keys.scheduled())
                 .key(self.keys.pending())
+                .key(self.keys.cancelled())
+                .key(self.keys.stats())
                 .arg(self.keys.job_prefix())
-                .arg(SCRIPT_BATCH);
+                .arg(SCRIPT_BATCH)
+                .arg(self.keys.events())
+                .arg(self.options.failed_history);
             let (n, more): (u64, u8) = self.invoke(&invocation).await?;
             moved += n;
             if more == 0 {

@@ -2,7 +2,9 @@
 //! outcome. A panic is caught and counts as a failure; a run past the job's
 //! timeout is cancelled and counts as a failure; a shutdown past its grace
 //! cancels the run and hands the job back without charging the attempt; a
-//! run whose lease is lost is cancelled and writes nothing.
+//! run whose lease is lost is cancelled and writes nothing; a run whose job
+//! was cancelled (a lease renewal says so) is stopped, and its job ends as
+//! cancelled.
 //!
 //! Cancelling a run cancels its `JobContext` first and keeps polling the
 //! handler for up to `CANCEL_GRACE`, so a handler waiting on
@@ -40,6 +42,8 @@ enum Outcome {
     Failed(JobError),
     Interrupted,
     LeaseLost,
+    /// The job's cancel was requested while it ran.
+    Cancelled,
 }
 
 pub(super) async fn execute(
@@ -115,6 +119,7 @@ async fn run(
         )))),
         () = interrupt.cancelled() => Err(Outcome::Interrupted),
         () = ticket.lost.cancelled() => Err(Outcome::LeaseLost),
+        () = ticket.cancel.cancelled() => Err(Outcome::Cancelled),
     };
     // Whatever ended the run, the handler's context says stop.
     cancel.cancel();
@@ -160,6 +165,11 @@ async fn finish(
 ) {
     let settlement = match outcome {
         Outcome::Completed(result) => Settlement::Complete(result),
+        // Any settlement ends a job whose cancel was requested as
+        // cancelled; failing it for good says so if the flag were gone.
+        Outcome::Cancelled => Settlement::Fail {
+            error: "cancelled while running".to_owned(),
+        },
         Outcome::Failed(error) => match failure(&job, &error, policy) {
             Some(settlement) => settlement,
             None => {
@@ -200,6 +210,7 @@ fn failure(job: &ClaimedJob, error: &JobError, policy: Backoff) -> Option<Settle
         #[cfg(feature = "test-hooks")]
         Disposition::Abandon => return None,
         Disposition::Permanent => Settlement::Fail { error: message },
+        Disposition::Snooze(delay) => Settlement::Snooze { delay },
         Disposition::RetryAfter(delay) => Settlement::Retry {
             error: message,
             delay,
@@ -219,6 +230,8 @@ pub(super) fn log_written(settlement: Option<&Settlement>, ack: Ack) {
             "the lease was lost before the outcome was recorded; the job will run again"
         ),
         (_, Ack::Duplicate) => tracing::debug!("outcome already recorded"),
+        (_, Ack::Cancelled) => tracing::info!("job ended as cancelled"),
+        (_, Ack::Snoozed) => tracing::debug!("job snoozed"),
         (None, _) => tracing::info!("job interrupted by shutdown; handed back to pending"),
         (Some(Settlement::Complete(_)), _) => tracing::debug!("job completed"),
         (Some(Settlement::Retry { error, .. }), Ack::Retrying) => {
@@ -226,6 +239,9 @@ pub(super) fn log_written(settlement: Option<&Settlement>, ack: Ack) {
         }
         (Some(Settlement::Retry { error, .. } | Settlement::Fail { error }), _) => {
             tracing::error!(error = %error, "job failed for good")
+        }
+        (Some(Settlement::Snooze { .. }), _) => {
+            tracing::error!("job snoozed once too often; failed for good")
         }
     }
 }

@@ -27,6 +27,8 @@ struct Running {
     job: Arc<ClaimedJob>,
     /// Cancelled when the lease is lost: the run is no longer ours.
     lost: CancellationToken,
+    /// Cancelled when a renewal reports that the job's cancel was requested.
+    cancel: CancellationToken,
     /// Set once the outcome is being written: a renewal refused then is the
     /// settle racing it, not a lost lease.
     settling: Arc<AtomicBool>,
@@ -36,22 +38,29 @@ struct Running {
 #[derive(Debug)]
 pub(super) struct Ticket {
     pub(super) lost: CancellationToken,
+    pub(super) cancel: CancellationToken,
     pub(super) settling: Arc<AtomicBool>,
 }
 
 impl InFlight {
     pub(super) fn insert(&self, job: &Arc<ClaimedJob>) -> Ticket {
         let lost = CancellationToken::new();
+        let cancel = CancellationToken::new();
         let settling = Arc::new(AtomicBool::new(false));
         self.jobs.lock().expect("in-flight lock").insert(
             job.token().to_owned(),
             Running {
                 job: Arc::clone(job),
                 lost: lost.clone(),
+                cancel: cancel.clone(),
                 settling: Arc::clone(&settling),
             },
         );
-        Ticket { lost, settling }
+        Ticket {
+            lost,
+            cancel,
+            settling,
+        }
     }
 
     pub(super) fn remove(&self, job: &ClaimedJob) {
@@ -103,6 +112,22 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// Stops this claim's run because its cancel was requested, unless its
+    /// outcome is already being written (the settle ends it as cancelled
+    /// either way).
+    fn cancel_requested(&self, job: &ClaimedJob) {
+        let jobs = self.jobs.lock().expect("in-flight lock");
+        if let Some(running) = jobs.get(job.token())
+            && !running.settling.load(Ordering::SeqCst)
+            && !running.cancel.is_cancelled()
+        {
+            tracing::info!(job = job.id(), "cancel requested; stopping this run");
+            running.cancel.cancel();
+        }
+    }
+}
+
 /// Renews leases until `stop` is cancelled. Renews at a third of the
 /// shortest running lease, so two renewals can fail before a lease runs out;
 /// a newly started job wakes it to shorten the wait if its lease is shorter.
@@ -146,8 +171,10 @@ pub(super) async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
             match tokio::time::timeout(limit, q.queue.extend_many(&refs)).await {
                 Ok(Ok(acks)) => {
                     for (job, ack) in jobs.iter().zip(acks) {
-                        if ack == Ack::LeaseLost {
-                            q.in_flight.lose(job);
+                        match ack {
+                            Ack::LeaseLost => q.in_flight.lose(job),
+                            Ack::CancelRequested => q.in_flight.cancel_requested(job),
+                            _ => {}
                         }
                     }
                 }

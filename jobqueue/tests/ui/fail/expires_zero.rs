@@ -1,0 +1,4 @@
+#[jobqueue::job(expires = "0s")]
+async fn send(_args: String) {}
+
+fn main() {}
