@@ -219,7 +219,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 queue.retry_all_failed().await?
             } else {
                 let id = id.unwrap_or_default();
-                if !queue.retry_failed(&id).await? {
+                let retried = queue.retry_failed(&id).await.map_err(|e| match e {
+                    jobqueue::Error::UniqueLockHeld { .. } => Failure(3, e.to_string()),
+                    e => e.into(),
+                })?;
+                if !retried {
                     return Err(Failure(
                         3,
                         format!("job {id} is not a failed job of queue {}", cli.queue),

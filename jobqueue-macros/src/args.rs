@@ -16,6 +16,8 @@ const KEYS: &[&str] = &[
     "timeout",
     "backoff",
     "expires",
+    "unique_for",
+    "unique_mode",
     "name",
     "crate",
 ];
@@ -29,6 +31,8 @@ pub(crate) struct JobArgs {
     pub(crate) visibility_ms: Option<u64>,
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) expires_ms: Option<u64>,
+    pub(crate) unique_for_ms: Option<u64>,
+    pub(crate) unique_mode: Option<(String, Span)>,
     pub(crate) backoff: Option<BackoffArg>,
     pub(crate) name: Option<String>,
     pub(crate) krate: Option<Path>,
@@ -102,6 +106,29 @@ impl Parse for JobArgs {
                     }
                     args.expires_ms = Some(ms);
                 }
+                "unique_for" => {
+                    let (ms, span) = duration_arg(input)?;
+                    if ms == 0 || ms > jobqueue_rules::MAX_DURATION.as_millis() as u64 {
+                        return Err(syn::Error::new(
+                            span,
+                            "unique_for must be longer than 0 ms and at most a year",
+                        ));
+                    }
+                    args.unique_for_ms = Some(ms);
+                }
+                "unique_mode" => {
+                    let lit: LitStr = input.parse()?;
+                    let mode = lit.value();
+                    if !["while_pending", "until_completed", "window"].contains(&mode.as_str()) {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "unknown unique_mode {mode:?}: expected \"while_pending\", \"until_completed\" or \"window\""
+                            ),
+                        ));
+                    }
+                    args.unique_mode = Some((mode, lit.span()));
+                }
                 "backoff" => {
                     let lit: LitStr = input.parse()?;
                     args.backoff = Some(
@@ -118,6 +145,12 @@ impl Parse for JobArgs {
                 break;
             }
             input.parse::<Token![,]>()?;
+        }
+        if let (Some((_, span)), None) = (&args.unique_mode, args.unique_for_ms) {
+            return Err(syn::Error::new(
+                *span,
+                "unique_mode needs unique_for (how long the lock may live at most)",
+            ));
         }
         Ok(args)
     }
@@ -257,6 +290,9 @@ mod tests {
         assert_eq!(args.visibility_ms, Some(120_000));
         assert_eq!(args.timeout_ms, Some(30_000));
         assert_eq!(args.expires_ms, Some(3_600_000));
+        let unique = parse(r#"unique_for = "10m", unique_mode = "until_completed""#).unwrap();
+        assert_eq!(unique.unique_for_ms, Some(600_000));
+        assert_eq!(unique.unique_mode.unwrap().0, "until_completed");
         assert_eq!(args.name.unwrap(), "welcome");
         assert!(args.krate.is_some());
         assert!(parse("").unwrap().queue.is_none());
@@ -278,6 +314,10 @@ mod tests {
         assert!(msg("timeout = 0").contains("longer than 0"));
         assert!(msg(r#"expires = "0s""#).contains("longer than 0 ms and at most a year"));
         assert!(msg(r#"expires = "9000h""#).contains("at most a year"));
+        assert!(msg(r#"unique_mode = "window""#).contains("needs unique_for"));
+        assert!(
+            msg(r#"unique_for = "1m", unique_mode = "forever""#).contains("unknown unique_mode")
+        );
         let m = msg(r#"backoff = "linear(1s)""#);
         assert!(m.contains("unknown policy `linear`"), "{m}");
         assert!(msg(r#"backoff = "exponential(10s, 1s)""#).contains("at most the maximum"));

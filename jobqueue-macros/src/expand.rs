@@ -169,6 +169,18 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
         let d = millis(ms);
         quote!(const EXPIRES: ::core::option::Option<#private::Duration> = ::core::option::Option::Some(#d);)
     });
+    let unique_for = args.unique_for_ms.map(|ms| {
+        let d = millis(ms);
+        quote!(const UNIQUE_FOR: ::core::option::Option<#private::Duration> = ::core::option::Option::Some(#d);)
+    });
+    let unique_mode = args.unique_mode.as_ref().map(|(mode, _)| {
+        let variant = match mode.as_str() {
+            "until_completed" => quote!(UntilCompleted),
+            "window" => quote!(Window),
+            _ => quote!(WhilePending),
+        };
+        quote!(const UNIQUE_MODE: #private::UniqueMode = #private::UniqueMode::#variant;)
+    });
     let backoff = args.backoff.map(|b| {
         let value = match b {
             BackoffArg::Exponential { base_ms, max_ms } => {
@@ -236,6 +248,8 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             const TIMEOUT: ::core::option::Option<#private::Duration> = #timeout;
             #backoff
             #expires
+            #unique_for
+            #unique_mode
         }
 
         const _: () = {

@@ -40,6 +40,11 @@ pub trait Job: Send + Sync + 'static {
     /// How long after its due time a job may still start; one not started
     /// by then never runs and ends as expired. `None`: no deadline.
     const EXPIRES: Option<Duration> = None;
+    /// Makes the job unique by its payload for at most this long (its
+    /// lock's TTL); `None`: not unique. See [`crate::queue::Unique`].
+    const UNIQUE_FOR: Option<Duration> = None;
+    /// While a unique job holds its lock.
+    const UNIQUE_MODE: crate::queue::UniqueMode = crate::queue::UniqueMode::WhilePending;
 }
 
 /// The future a registered handler returns: the result as JSON (checked

@@ -118,6 +118,16 @@ pub enum Error {
         id: String,
     },
 
+    /// A unique dead letter was not retried: another job holds its unique
+    /// lock (the same work is already queued or running).
+    #[error("job {id} was not retried: job {holder} holds its unique lock")]
+    UniqueLockHeld {
+        /// The dead letter's id.
+        id: String,
+        /// The job holding the lock.
+        holder: String,
+    },
+
     /// The job was cancelled, or expired before it started.
     #[error("job {id} was cancelled: {reason}")]
     JobCancelled {

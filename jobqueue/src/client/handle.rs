@@ -17,12 +17,15 @@ pub struct JobHandle<T: Job> {
     /// True when this handle came from an enqueue, so a missing hash means
     /// the job expired or was deleted, not that the id is wrong.
     enqueued: bool,
+    /// True when the enqueue wrote nothing: a unique job found another job
+    /// holding its lock, and this handle names that job.
+    existing: bool,
     _job: PhantomData<fn() -> T>,
 }
 
 impl<T: Job> Clone for JobHandle<T> {
     fn clone(&self) -> Self {
-        Self::new(self.queue.clone(), self.id.clone(), self.enqueued)
+        Self::new(self.queue.clone(), self.id.clone(), self.enqueued).existing(self.existing)
     }
 }
 
@@ -42,8 +45,24 @@ impl<T: Job> JobHandle<T> {
             queue,
             id,
             enqueued,
+            existing: false,
             _job: PhantomData,
         }
+    }
+
+    /// The same handle, marked as naming an existing job.
+    pub(super) fn existing(mut self, existing: bool) -> Self {
+        self.existing = existing;
+        self
+    }
+
+    /// True when the enqueue that made this handle wrote nothing: the job
+    /// is unique (`#[job(unique_for = ...)]`,
+    /// [`EnqueueOptions::unique`](crate::client::EnqueueOptions::unique))
+    /// and another job held its lock; the handle names that job, so
+    /// [`wait`](Self::wait) waits for it.
+    pub fn is_existing(&self) -> bool {
+        self.existing
     }
 
     /// The job's id.

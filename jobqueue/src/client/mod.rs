@@ -11,7 +11,7 @@ pub use handle::JobHandle;
 use crate::connection::{Connection, ConnectionOptions};
 use crate::definition::Job;
 use crate::error::Result;
-use crate::queue::{CancelOutcome, NewJob, Queue, QueueOptions};
+use crate::queue::{CancelOutcome, NewJob, Queue, QueueOptions, Unique};
 
 /// The application's handle on the job system: enqueues typed jobs. Cheap
 /// to clone; clones share one connection.
@@ -199,27 +199,45 @@ impl Client {
         if let Some(within) = T::EXPIRES {
             defaults = defaults.expires_in(within);
         }
+        if let Some(window) = T::UNIQUE_FOR {
+            defaults = defaults.unique(Unique::for_window(window).mode(T::UNIQUE_MODE));
+        }
         let options = options.or(&defaults);
         // The queues (shards) once per call, not one Queue per job.
         let queues = self.shard_queues(T::QUEUE)?;
         let mut batches: Vec<Vec<NewJob>> = vec![Vec::new(); queues.len()];
-        let mut handles = Vec::with_capacity(payloads.len());
+        // Where each job goes: its shard, and its place in that shard's batch.
+        let mut places = Vec::with_capacity(payloads.len());
         for payload in &payloads {
             let mut options = options.clone();
             let id = options.id.get_or_insert_with(crate::id::random_hex).clone();
-            let shard = crate::shards::shard_of(&id, queues.len());
-            handles.push(JobHandle::new(queues[shard].clone(), id, true));
-            batches[shard].push(NewJob::new(payload)?.name(T::NAME).options(options));
+            let job = NewJob::new(payload)?.name(T::NAME).options(options);
+            // A unique job's shard follows its lock, so that the same key
+            // always meets the same lock.
+            let shard = match job.unique_digest()? {
+                Some(digest) => crate::shards::shard_of(&digest, queues.len()),
+                None => crate::shards::shard_of(&id, queues.len()),
+            };
+            places.push((shard, batches[shard].len()));
+            batches[shard].push(job);
         }
-        futures_util::future::try_join_all(
-            queues
-                .iter()
-                .zip(batches)
-                .filter(|(_, jobs)| !jobs.is_empty())
-                .map(|(queue, jobs)| queue.submit_many(jobs)),
-        )
+        let written = futures_util::future::try_join_all(queues.iter().zip(batches).map(
+            |(queue, jobs)| async move {
+                if jobs.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    queue.submit_all(jobs).await
+                }
+            },
+        ))
         .await?;
-        Ok(handles)
+        Ok(places
+            .into_iter()
+            .map(|(shard, n)| {
+                let e = &written[shard][n];
+                JobHandle::new(queues[shard].clone(), e.id.clone(), true).existing(e.existing)
+            })
+            .collect())
     }
 }
 

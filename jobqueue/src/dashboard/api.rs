@@ -190,7 +190,11 @@ pub(super) async fn retry_job(
     let retried = queue(&state, &name)?
         .retry_failed(&id)
         .await
-        .map_err(internal)?;
+        .map_err(|e| match e {
+            // Says why not: the same work is queued or running already.
+            Error::UniqueLockHeld { .. } => error(StatusCode::CONFLICT, e),
+            e => internal(e),
+        })?;
     Ok(Json(json!({ "retried": retried })).into_response())
 }
 

@@ -3,7 +3,9 @@
 -- job without its claim time (fixes reference bug 8.2, docs/reference-bugs.md#82-claim-is-not-atomic). Jobs that cannot run
 -- are moved out of the way with a reason instead of being handed out; a job
 -- past its expires_at_ms ends as expired (status cancelled, with the
--- reason), charged no attempt.
+-- reason), charged no attempt. A job unique while pending releases its
+-- unique lock here (derived from the job-hash prefix: the documented
+-- exception).
 --
 -- Every job the call may take is read and judged before anything is
 -- written, so a bad job (numbers that are not decimal integers, a key that
@@ -140,7 +142,8 @@ local function judge(id, ascii)
   -- f[4], f[7..9]).
   local key = Q.prefix .. id
   local kind, f = read_job(key, 'status', 'attempts', 'max_attempts', 'visibility_ms',
-    'claim_token', 'unstamped_seen', 'payload', 'job', 'enqueued_at_ms', 'expires_at_ms')
+    'claim_token', 'unstamped_seen', 'payload', 'job', 'enqueued_at_ms', 'expires_at_ms',
+    'unique_digest', 'unique_mode')
   if kind == 'elsewhere' then
     return nil
   elseif kind ~= 'hash' then
@@ -200,6 +203,10 @@ local function apply(id, step, token)
       'claim_token', token)
     if step.marked then
       redis.call('HDEL', key, 'unstamped_seen')
+    end
+    if step.fields[12] == 'pending' then
+      -- Unique while pending: a worker has it now.
+      release_unique(id, step.fields[11], 'pending')
     end
     local deadline_s = ms_once(now + step.vis)
     local member = lease(id, token)

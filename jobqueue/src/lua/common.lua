@@ -388,11 +388,58 @@ local function push_history(list, ids, cap, status)
   trim_history(list, cap, status, math.max(STEP, #ids))
 end
 
+-- The unique lock named by digest (a job's unique_digest): the key is
+-- derived from the job-hash prefix (queue:{name}:job: gives
+-- queue:{name}:unique:), so it is in the queue's slot, like the job hashes
+-- derived from it (the documented exception). nil when digest is not a hex
+-- digest.
+local function unique_lock(digest)
+  if type(digest) ~= 'string' or #digest > 64 or not string.match(digest, '^%x+$')
+      or string.sub(Q.prefix, -4) ~= 'job:' then
+    return nil
+  end
+  return string.sub(Q.prefix, 1, -5) .. 'unique:' .. digest
+end
+
+-- Whether a job with status still holds a unique lock taken in mode
+-- ("window" locks hold for their whole TTL, whatever the job does).
+local function holds_unique(mode, status)
+  if mode == 'window' or status == 'pending' or status == 'scheduled' then
+    return true
+  end
+  return mode == 'completed' and status == 'processing'
+end
+
+-- Releases job id's unique lock (digest and mode as its hash holds them)
+-- when the lock still names that job: its hold has ended. A window lock is
+-- left to its TTL. A lock that cannot be read here (a slot migration) is
+-- left too: its TTL ends it, and so does the next enqueue of its key, which
+-- finds the job finished.
+local function release_unique(id, digest, mode)
+  if not digest or mode == 'window' then
+    return
+  end
+  local lock = unique_lock(digest)
+  if lock and redis.pcall('GET', lock) == id then
+    redis.pcall('DEL', lock)
+  end
+end
+
+-- release_unique for a job whose unique fields were not read yet (the rare
+-- paths: a dead letter, a cancel).
+local function release_unique_of(id)
+  local f = redis.pcall('HMGET', Q.prefix .. id, 'unique_digest', 'unique_mode')
+  if type(f) == 'table' and not f.err and f[1] then
+    release_unique(id, f[1], f[2])
+  end
+end
+
 -- Moves a job to the dead letters with a reason. The caller has read the
 -- job's hash here and taken the id out of whatever list held it; token is
 -- the claim whose lease goes with it ('' when there is none).
 local function bury(id, reason, now, token)
   local key = Q.prefix .. id
+  release_unique_of(id)
   redis.call('HSET', key, 'status', 'failed', 'last_error', reason,
     'last_error_at_ms', ms(now), 'failed_at_ms', ms(now), 'claim_token', '')
   redis.call('PERSIST', key)
@@ -414,6 +461,7 @@ end
 -- held it; token is the claim whose lease goes with it ('' when none).
 local function end_cancelled(id, reason, now, token, counter)
   local key = Q.prefix .. id
+  release_unique_of(id)
   redis.call('HSET', key, 'status', 'cancelled', 'cancel_reason', reason,
     'cancelled_at_ms', ms(now), 'claim_token', '')
   redis.call('PERSIST', key)

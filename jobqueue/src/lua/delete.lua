@@ -1,7 +1,9 @@
 -- delete.lua: removes one job: its hash, every list entry, its schedule,
 -- its lease and its dead-letter record. A worker still running it finds its
 -- claim gone (LeaseLost). A key of another type at the job's name is
--- deleted too: the caller asked for that name to go.
+-- deleted too: the caller asked for that name to go. A unique lock the job
+-- holds is released (its key is derived from the job's key: the documented
+-- exception).
 --
 -- KEYS[1]  job hash
 -- KEYS[2]  pending list
@@ -25,8 +27,12 @@ expect(KEYS[8], 'zset')
 if KEYS[9] then
   expect(KEYS[9], 'zset')
 end
-local kind, f = read_job(KEYS[1], 'claim_token')
+local kind, f = read_job(KEYS[1], 'claim_token', 'unique_digest', 'unique_mode')
 local token = kind == 'hash' and f[1] or nil
+if kind == 'hash' and f[2] and string.sub(KEYS[1], -#id) == id then
+  Q.prefix = string.sub(KEYS[1], 1, #KEYS[1] - #id)
+  release_unique(id, f[2], f[3])
+end
 local removed = redis.call('DEL', KEYS[1])
 for k = 2, 6 do
   removed = removed + redis.call('LREM', KEYS[k], 0, id)

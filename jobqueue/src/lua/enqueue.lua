@@ -17,14 +17,27 @@
 --           completed_ttl_s, expires_in_ms: a batch of one kind of job sends
 --           them once). expires_in_ms (decimal ms, at most a year) is not
 --           stored as given: the job gets expires_at_ms, its due time (or
---           now, by the Redis clock) plus that much.
+--           now, by the Redis clock) plus that much. unique_digest (hex),
+--           unique_mode ("pending", "completed" or "window") and
+--           unique_for_ms make the job unique (below).
+--
+-- A unique job takes the lock queue:{name}:unique:<digest> (its key is
+-- derived from the job's key and the digest, and so is the key of the job
+-- that holds it: the documented exception; both share the job's slot). When
+-- the lock names another job that still holds it (by that job's mode: while
+-- pending or scheduled; also while processing for "completed"; for "window",
+-- while the lock lives), the job is a duplicate: nothing is written for it
+-- and the reply names the job that holds the lock. A lock whose job is gone
+-- or finished is taken over. The lock lives at most unique_for_ms.
 -- ARGV[...] then per job: id, payload JSON, when ("" now, "+N" N ms from
 --           now, "@N" at N ms since the epoch; N is decimal digits, at most
 --           a year and a day ahead of the Redis clock), number of extra
 --           fields E, then E field/value pairs of this job's own
--- Returns:  the number of jobs written. A job whose hash already exists is
---           left alone and not counted: ids are 64 random bits, so that only
---           happens when a batch is retried after its reply was lost.
+-- Returns:  { the number of jobs written, duplicates: a flat list of job
+--           number (1-based) and the id of the job holding its lock, for
+--           each unique job not written }. A job whose hash already exists
+--           is left alone and not counted: ids are 64 random bits, so that
+--           only happens when a batch is retried after its reply was lost.
 --           An error reply, with nothing written, when a job's arguments are
 --           malformed (a when that is not a decimal time, or one that would
 --           overflow the integer milliseconds a job hash stores), or when a
@@ -81,6 +94,18 @@ if shared_problem then
   return redis.error_reply('ERR enqueue: shared fields: ' .. shared_problem .. '; nothing written')
 end
 
+-- The value of field name among the pairs ARGV[from..to], or nil.
+local function pair(name, from, to)
+  for e = from, to, 2 do
+    if ARGV[e] == name then
+      return ARGV[e + 1]
+    end
+  end
+  return nil
+end
+
+local UNIQUE_MODES = { pending = true, completed = true, window = true }
+
 -- Appends the pairs ARGV[from..to] to fields, expires_in_ms turned into
 -- expires_at_ms counted from base.
 local function copy_pairs(fields, from, to, base)
@@ -98,6 +123,9 @@ end
 -- so, and then no key needs its own TYPE.
 local none_exist = #KEYS < 4 or redis.call('EXISTS', unpack(KEYS, 4)) == 0
 local a = 2 + shared * 2
+-- Unique locks this call takes, by key: the id of the job taking each.
+local locking = {}
+local duplicates = {}
 for k = 4, #KEYS do
   local n = k - 3
   local id, payload, when, extra = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
@@ -132,6 +160,57 @@ for k = 4, #KEYS do
   if problem then
     return refuse(n, problem)
   end
+  local function field(name)
+    return pair(name, a + 4, a + 3 + extra * 2) or pair(name, 2, 1 + shared * 2)
+  end
+  local lock, window, owner
+  local digest = field('unique_digest')
+  if digest then
+    local mode, for_ms = field('unique_mode'), field('unique_for_ms')
+    if not string.match(digest, '^%x+$') or #digest > 64 then
+      return refuse(n, 'unique_digest "' .. digest .. '" is not a hex digest')
+    end
+    if not UNIQUE_MODES[mode or ''] then
+      return refuse(n, 'unique_mode "' .. tostring(mode) .. '" is not pending, completed or window')
+    end
+    window = for_ms and string.match(for_ms, '^%d+$') and #for_ms <= 15 and tonumber(for_ms)
+    if not window or window < 1 or window > MAX_AHEAD_MS then
+      return refuse(n, 'unique_for_ms "' .. tostring(for_ms) .. '" is not 1 ms to a year')
+    end
+    local key = KEYS[k]
+    local prefix = string.sub(key, 1, #key - #id)
+    if string.sub(key, #prefix + 1) ~= id or string.sub(prefix, -4) ~= 'job:' then
+      return refuse(n, 'the job key ' .. key .. ' is not the job prefix followed by the id')
+    end
+    lock = string.sub(prefix, 1, -5) .. 'unique:' .. digest
+    owner = locking[lock]
+    if owner == nil then
+      local held = redis.pcall('GET', lock)
+      if type(held) == 'table' and held.err then
+        return refuse(n, 'its unique lock cannot be read here now (' .. held.err .. ')')
+      end
+      if held and held ~= id then
+        if mode == 'window' then
+          owner = held
+        else
+          local got = redis.pcall('HMGET', prefix .. held, 'status', 'unique_mode')
+          if type(got) == 'table' and got.err then
+            return refuse(n, 'the job holding its unique lock cannot be read here now')
+          end
+          if holds_unique(got[2] or mode, got[1]) then
+            owner = held
+          end
+        end
+      end
+    end
+    if owner then
+      duplicates[#duplicates + 1] = n
+      duplicates[#duplicates + 1] = owner
+      lock = nil
+    else
+      locking[lock] = id
+    end
+  end
   local t = none_exist and 'none' or redis.call('TYPE', KEYS[k]).ok
   if t ~= 'none' and t ~= 'hash' then
     return refuse(n, 'WRONGTYPE the key of id ' .. id .. ' holds a ' .. t ..
@@ -143,7 +222,7 @@ for k = 4, #KEYS do
   local fresh = t == 'none' and not planned[KEYS[k]]
   planned[KEYS[k]] = true
   jobs[n] = { key = KEYS[k], id = id, payload = payload, due = due, first = a + 4, extra = extra,
-    fresh = fresh }
+    fresh = fresh and not owner, lock = lock, window = window }
   a = a + 4 + extra * 2
 end
 if a ~= #ARGV + 1 then
@@ -156,6 +235,9 @@ local written = 0
 for _, job in ipairs(jobs) do
   if job.fresh then
     written = written + 1
+    if job.lock then
+      redis.call('SET', job.lock, job.id, 'PX', job.window)
+    end
     local fields = { 'id', job.id, 'payload', job.payload, 'status', 'pending', 'attempts', '0',
       'enqueued_at_ms', now, 'claim_token', '' }
     local base = math.max(job.due, clock)
@@ -180,4 +262,4 @@ end
 if written > 0 then
   count('enqueued_total', written)
 end
-return written
+return { written, duplicates }

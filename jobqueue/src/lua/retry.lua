@@ -8,6 +8,11 @@
 -- LREM walks the whole list: 200 of them on a full list of 10,000 held Redis
 -- for over 10 ms).
 --
+-- A unique dead letter takes its unique lock back (its key derived from the
+-- job-hash prefix: the documented exception) for its window, or is not
+-- revived while another job holds that lock: it stays a dead letter, and the
+-- reply names the holder.
+--
 -- KEYS[1]  failed list
 -- KEYS[2]  pending list
 -- KEYS[3]  stats hash
@@ -16,11 +21,13 @@
 -- ARGV[2]  the id to retry, or "" to retry the oldest dead letters
 -- ARGV[3]  with ARGV[2] = "": most entries to take off the failed list
 -- Returns: { revived ids, entries taken off the failed list, length of the
---          failed list before this call }. An entry whose job is not a dead
---          letter (no hash, another status, listed twice) is taken off the
---          list and not revived.
+--          failed list before this call, refused: a flat list of id and the
+--          id of the job holding its unique lock }. An entry whose job is
+--          not a dead letter (no hash, another status, listed twice) is
+--          taken off the list and not revived.
 
-local revived = {}
+Q.prefix = ARGV[1]
+local revived, refused = {}, {}
 
 -- True when id's hash says failed; a key that is not a hash reads as not
 -- failed rather than failing the script.
@@ -28,7 +35,32 @@ local function is_dead(id)
   return redis.pcall('HGET', ARGV[1] .. id, 'status') == 'failed'
 end
 
-local function revive(id)
+-- For a unique dead letter: the id of another job that holds its lock, or
+-- nil when the lock is free to take back (then take tells how).
+local function unique_holder(id)
+  local f = redis.pcall('HMGET', ARGV[1] .. id, 'unique_digest', 'unique_mode', 'unique_for_ms')
+  if type(f) ~= 'table' or f.err or not f[1] then
+    return nil
+  end
+  local lock = unique_lock(f[1])
+  if not lock then
+    return nil
+  end
+  local held = redis.pcall('GET', lock)
+  if type(held) == 'string' and held ~= id then
+    local got = redis.pcall('HMGET', ARGV[1] .. held, 'status', 'unique_mode')
+    if type(got) == 'table' and not got.err and holds_unique(got[2] or f[2], got[1]) then
+      return held
+    end
+  end
+  local window = integer(f[3], 1, MAX_DURATION_MS)
+  return nil, { lock, window }
+end
+
+local function revive(id, take)
+  if take and take[2] then
+    redis.call('SET', take[1], id, 'PX', take[2])
+  end
   local key = ARGV[1] .. id
   redis.call('HSET', key, 'status', 'pending', 'attempts', '0', 'claim_token', '', 'claimed_at_ms', '0')
   redis.call('PERSIST', key)
@@ -48,11 +80,15 @@ end
 if ARGV[2] ~= '' then
   local id = ARGV[2]
   if is_dead(id) then
+    local holder, take = unique_holder(id)
+    if holder then
+      return { revived, 0, 0, { id, holder } }
+    end
     redis.call('LREM', KEYS[1], 0, id)
-    revive(id)
+    revive(id, take)
     finish()
   end
-  return { revived, 0, 0 }
+  return { revived, 0, 0, refused }
 end
 
 local listed = redis.call('LLEN', KEYS[1])
@@ -62,17 +98,28 @@ if limit == nil or limit < 1 then
 end
 -- The oldest dead letters sit at the right end: read them, oldest first.
 local ids = redis.call('LRANGE', KEYS[1], -limit, -1)
-local dead, seen = {}, {}
+local dead, kept, seen = {}, {}, {}
 for i = #ids, 1, -1 do
   local id = ids[i]
   if not seen[id] and is_dead(id) then
-    dead[#dead + 1] = id
+    local holder, take = unique_holder(id)
+    if holder then
+      kept[#kept + 1] = id
+      refused[#refused + 1] = id
+      refused[#refused + 1] = holder
+    else
+      dead[#dead + 1] = { id, take }
+    end
   end
   seen[id] = true
 end
 redis.call('LTRIM', KEYS[1], 0, -#ids - 1)
-for _, id in ipairs(dead) do
-  revive(id)
+-- Refused dead letters stay listed, at the old end, oldest last.
+for i = #kept, 1, -1 do
+  redis.call('RPUSH', KEYS[1], kept[i])
+end
+for _, d in ipairs(dead) do
+  revive(d[1], d[2])
 end
 finish()
-return { revived, #ids, listed }
+return { revived, #ids - #kept, listed, refused }

@@ -18,6 +18,10 @@
 -- (status cancelled, with the reason). A snooze past the queue's cap on
 -- snoozes sends the job to the dead letters.
 --
+-- A unique job's lock is released when it completes, fails for good or is
+-- cancelled (it is derived from the job-hash prefix: the documented
+-- exception); a retry or snooze keeps it.
+--
 -- Every job is read and judged before the first write.
 --
 -- KEYS[1]  processing list
@@ -99,13 +103,15 @@ for i = 1, n do
     end
   else
     local kind, f = read_job(s.key, 'status', 'claim_token', 'settled_token', 'completed_ttl_s',
-      'attempts', 'max_attempts', 'expires_at_ms', 'cancel_requested_at_ms', 'cancel_reason', 'snoozes')
+      'attempts', 'max_attempts', 'expires_at_ms', 'cancel_requested_at_ms', 'cancel_reason', 'snoozes',
+      'unique_digest', 'unique_mode')
     if kind ~= 'hash' or f[2] ~= s.token then
       if (kind == 'hash' and f[3] == s.token) or redis.call('ZSCORE', Q.settled, lease(s.id, s.token)) then
         codes[i] = -1
       end
     elseif f[1] == 'processing' then
       taken[s.id] = s.token
+      s.unique_digest, s.unique_mode = f[11], f[12]
       local deadline = expires_at(f[7])
       s.delay = math.min(integer(s.delay, 0, MAX_DURATION_MS) or 0, MAX_DURATION_MS)
       if f[8] then
@@ -200,6 +206,7 @@ for _, s in ipairs(plan) do
         redis.call('EXPIRE', s.key, s.ttl)
       end
       until_ms = now + math.max(keep, s.ttl * 1000)
+      release_unique(s.id, s.unique_digest, s.unique_mode)
       leases[#leases + 1] = member
       done[#done + 1] = s.id
       codes[s.i] = 1

@@ -2,7 +2,7 @@
 //! job, purge a whole queue.
 
 use super::{Queue, SCRIPT_BATCH};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::scripts::SCRIPTS;
 
 impl Queue {
@@ -32,7 +32,13 @@ impl Queue {
     /// # Cancellation safety
     /// Safe: retrying a job that is no longer failed does nothing.
     pub async fn retry_failed(&self, id: &str) -> Result<bool> {
-        let (revived, _, _) = self.retry_script(id, 0).await?;
+        let (revived, _, _, refused) = self.retry_script(id, 0).await?;
+        if let [_, holder] = &refused[..] {
+            return Err(Error::UniqueLockHeld {
+                id: id.to_owned(),
+                holder: holder.clone(),
+            });
+        }
         Ok(!revived.is_empty())
     }
 
@@ -65,7 +71,17 @@ impl Queue {
             if limit == 0 {
                 return Ok(all);
             }
-            let (revived, taken, listed) = self.retry_script("", limit).await?;
+            let (revived, taken, listed, refused) = self.retry_script("", limit).await?;
+            for pair in refused.chunks(2) {
+                if let [id, holder] = pair {
+                    tracing::warn!(
+                        queue = self.name(),
+                        job = id,
+                        holder,
+                        "dead letter not retried: another job holds its unique lock"
+                    );
+                }
+            }
             all.extend(revived);
             left = Some(left.unwrap_or(listed).saturating_sub(taken));
             if taken == 0 {
@@ -76,8 +92,12 @@ impl Queue {
 
     /// Runs `retry.lua` for one id, or with `id` empty for at most `limit`
     /// of the oldest entries: (revived ids, entries taken, entries listed
-    /// before).
-    async fn retry_script(&self, id: &str, limit: usize) -> Result<(Vec<String>, usize, usize)> {
+    /// before, refused ids each followed by the holder of its unique lock).
+    async fn retry_script(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, usize, usize, Vec<String>)> {
         let mut invocation = SCRIPTS.retry.prepare_invoke();
         invocation
             .key(self.keys.failed())

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 
 use super::Queue;
-use super::enqueue::{Checked, ENQUEUE_CHUNK_BYTES, ENQUEUE_CHUNK_JOBS};
+use super::enqueue::{Checked, ENQUEUE_CHUNK_BYTES, ENQUEUE_CHUNK_JOBS, Enqueued};
 use crate::error::{Error, Result};
 
 /// The single-job enqueues of one queue (shared by its clones).
@@ -22,7 +22,7 @@ pub(super) struct Combiner {
 
 #[derive(Default)]
 struct State {
-    waiting: Vec<(Checked, oneshot::Sender<Result<()>>)>,
+    waiting: Vec<(Checked, oneshot::Sender<Result<Option<String>>>)>,
     /// A call is in flight (a lone caller's, or the sending task's): new
     /// jobs wait for the sending task.
     busy: bool,
@@ -54,8 +54,8 @@ impl Drop for HandOver<'_> {
 
 impl Queue {
     /// Writes one checked job, combined with the jobs other tasks submit
-    /// meanwhile; returns its id once its call has answered.
-    pub(super) async fn submit_combined(&self, job: Checked) -> Result<String> {
+    /// meanwhile; says what was written once its call has answered.
+    pub(super) async fn submit_combined(&self, job: Checked) -> Result<Enqueued> {
         let id = job.id.clone();
         let (job, receiver) = {
             let mut state = self.combiner.state.lock().expect("combiner lock");
@@ -68,13 +68,23 @@ impl Queue {
                 (Some(job), None)
             }
         };
+        let enqueued = |owner: Option<String>| match owner {
+            Some(owner) => Enqueued {
+                id: owner,
+                existing: true,
+            },
+            None => Enqueued {
+                id: id.clone(),
+                existing: false,
+            },
+        };
         if let Some(job) = job {
             let _hand_over = HandOver(self);
-            self.write_chunk(std::slice::from_ref(&job)).await?;
-            return Ok(id);
+            let mut duplicates = self.write_chunk(std::slice::from_ref(&job)).await?;
+            return Ok(enqueued(duplicates.pop().map(|(_, owner)| owner)));
         }
         match receiver.expect("a job either goes now or waits").await {
-            Ok(written) => written.map(|()| id),
+            Ok(written) => written.map(enqueued),
             Err(_) => Err(Error::malformed(
                 "enqueue",
                 "the task sending combined enqueues ended without an answer",
@@ -106,9 +116,12 @@ async fn send_waiting(queue: Queue) {
         };
         let (jobs, senders): (Vec<Checked>, Vec<_>) = chunk.into_iter().unzip();
         let written = queue.write_chunk(&jobs).await;
-        for sender in senders {
+        for (n, sender) in senders.into_iter().enumerate() {
             let answer = match &written {
-                Ok(()) => Ok(()),
+                Ok(duplicates) => Ok(duplicates
+                    .iter()
+                    .find(|(i, _)| *i == n)
+                    .map(|(_, owner)| owner.clone())),
                 Err(e) => Err(share(e)),
             };
             let _ = sender.send(answer);

@@ -1,6 +1,7 @@
 //! Enqueue: a batch of new jobs, each hash written together with its pending
 //! (or scheduled) entry by `enqueue.lua`, in bounded chunks.
 
+use redis::{FromRedisValue, Value};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -23,6 +24,18 @@ pub(crate) const ENQUEUE_CHUNK_JOBS: usize = 200;
 /// call carries: 256 KiB is 0.5 to 2 ms of copying into Lua and into the
 /// hashes. A job larger than this (up to `max_payload_bytes`) goes alone.
 pub(crate) const ENQUEUE_CHUNK_BYTES: usize = 256 * 1024;
+
+/// What an enqueue did with one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Enqueued {
+    /// The job's id: the new job's, or for a unique job whose lock another
+    /// job holds, that job's.
+    pub id: String,
+    /// True when nothing was written: a unique job found its lock held by
+    /// the job [`id`](Self::id) names.
+    pub existing: bool,
+}
 
 /// One job checked and ready for the script: its id, the extra fields it
 /// stores, and how many bytes of arguments it sends.
@@ -66,6 +79,51 @@ impl Queue {
         Ok(ids.remove(0))
     }
 
+    /// Like [`submit_many`](Self::submit_many), saying for each job whether
+    /// it was written or was a unique job whose lock another job holds (its
+    /// id is then that job's).
+    ///
+    /// # Cancellation safety
+    /// As [`submit_many`](Self::submit_many).
+    pub async fn submit_all(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>> {
+        let mut checked = jobs
+            .into_iter()
+            .map(|job| self.check(job))
+            .collect::<Result<Vec<_>>>()?;
+        if checked.len() == 1
+            && let Some(job) = checked.pop()
+        {
+            return Ok(vec![self.submit_combined(job).await?]);
+        }
+        let mut out: Vec<Enqueued> = checked
+            .iter()
+            .map(|c| Enqueued {
+                id: c.id.clone(),
+                existing: false,
+            })
+            .collect();
+        let mut start = 0;
+        while start < checked.len() {
+            let mut end = start + 1;
+            let mut bytes = checked[start].bytes;
+            while end < checked.len()
+                && end - start < ENQUEUE_CHUNK_JOBS
+                && bytes + checked[end].bytes <= ENQUEUE_CHUNK_BYTES
+            {
+                bytes += checked[end].bytes;
+                end += 1;
+            }
+            for (n, owner) in self.write_chunk(&checked[start..end]).await? {
+                out[start + n] = Enqueued {
+                    id: owner,
+                    existing: true,
+                };
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
     /// Enqueues a batch of jobs with their names and options; returns their
     /// ids. A job whose id exists already is left as it is (see
     /// [`EnqueueOptions::id`](super::EnqueueOptions::id)).
@@ -102,30 +160,12 @@ impl Queue {
     /// Dropping the future leaves a prefix of the chunks enqueued (none,
     /// some or all); never half of a chunk.
     pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<String>> {
-        let mut checked = jobs
+        Ok(self
+            .submit_all(jobs)
+            .await?
             .into_iter()
-            .map(|job| self.check(job))
-            .collect::<Result<Vec<_>>>()?;
-        if checked.len() == 1
-            && let Some(job) = checked.pop()
-        {
-            return Ok(vec![self.submit_combined(job).await?]);
-        }
-        let mut start = 0;
-        while start < checked.len() {
-            let mut end = start + 1;
-            let mut bytes = checked[start].bytes;
-            while end < checked.len()
-                && end - start < ENQUEUE_CHUNK_JOBS
-                && bytes + checked[end].bytes <= ENQUEUE_CHUNK_BYTES
-            {
-                bytes += checked[end].bytes;
-                end += 1;
-            }
-            self.write_chunk(&checked[start..end]).await?;
-            start = end;
-        }
-        Ok(checked.into_iter().map(|c| c.id).collect())
+            .map(|e| e.id)
+            .collect())
     }
 
     /// Checks one job and picks its id; writes nothing.
@@ -157,8 +197,10 @@ impl Queue {
         })
     }
 
-    /// Writes one chunk of checked jobs with one script call.
-    pub(super) async fn write_chunk(&self, chunk: &[Checked]) -> Result<()> {
+    /// Writes one chunk of checked jobs with one script call; returns the
+    /// unique jobs not written, by index in the chunk, with the id of the
+    /// job holding their lock.
+    pub(super) async fn write_chunk(&self, chunk: &[Checked]) -> Result<Vec<(usize, String)>> {
         let mut invocation = SCRIPTS.enqueue.prepare_invoke();
         invocation
             .key(self.keys.pending())
@@ -186,8 +228,28 @@ impl Queue {
                 invocation.arg(*field).arg(value);
             }
         }
-        let _: usize = self.invoke(&invocation).await?;
-        Ok(())
+        let (_written, duplicates): (usize, Vec<Value>) = self.invoke(&invocation).await?;
+        duplicates
+            .chunks(2)
+            .map(|pair| match pair {
+                [n, owner] => {
+                    let n = usize::from_redis_value(n.clone())
+                        .map_err(|e| Error::malformed("enqueue script reply", e.to_string()))?;
+                    let owner = String::from_redis_value(owner.clone())
+                        .map_err(|e| Error::malformed("enqueue script reply", e.to_string()))?;
+                    n.checked_sub(1)
+                        .filter(|&i| i < chunk.len())
+                        .map(|i| (i, owner))
+                        .ok_or_else(|| {
+                            Error::malformed("enqueue script reply", format!("job number {n}"))
+                        })
+                }
+                _ => Err(Error::malformed(
+                    "enqueue script reply",
+                    "an odd-length duplicates list",
+                )),
+            })
+            .collect()
     }
 }
 

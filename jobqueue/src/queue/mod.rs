@@ -46,6 +46,7 @@ mod read;
 mod record;
 mod settle;
 mod sweep;
+mod unique;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +54,7 @@ use std::time::Duration;
 pub use crate::keys::{KeyLayout, Keys};
 pub use cancel::CancelOutcome;
 pub use claimed::{Ack, ClaimedJob};
+pub use enqueue::Enqueued;
 pub use events::{Event, Events};
 pub use new_job::{EnqueueOptions, NewJob, When};
 pub use options::QueueOptions;
@@ -60,6 +62,7 @@ pub use read::Stats;
 pub use record::{JobRecord, JobStatus};
 pub use settle::{SETTLE_BATCH, Settlement};
 pub use sweep::SweepReport;
+pub use unique::{DEFAULT_UNIQUE_WINDOW, Unique, UniqueMode};
 
 pub(crate) use claim::PAUSED_POLL;
 

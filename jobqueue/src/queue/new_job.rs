@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use redis::{RedisWrite, ToRedisArgs};
 use serde::Serialize;
 
+use super::unique::{DEFAULT_UNIQUE_WINDOW, Unique};
 use crate::error::{Error, Result};
 
 /// Per-job choices made at enqueue: an id, attempts, lease, when it may
@@ -43,6 +44,13 @@ pub struct EnqueueOptions {
     /// still start; one not started by then is never run and ends as
     /// expired (status `cancelled`, with the reason). At most a year.
     pub expires_in: Option<Duration>,
+    /// Makes the job unique (see [`Unique`]): an enqueue of the same job
+    /// while another holds its lock writes nothing and returns the existing
+    /// job's id.
+    pub unique: Option<Unique>,
+    /// Unique by this key instead of the payload: with [`unique`](Self::unique)
+    /// unset, for the default window (a day) while pending.
+    pub unique_key: Option<String>,
 }
 
 /// When a new job may first run.
@@ -109,6 +117,34 @@ impl EnqueueOptions {
         self
     }
 
+    /// Sets [`unique`](Self::unique).
+    pub fn unique(mut self, unique: Unique) -> Self {
+        self.unique = Some(unique);
+        self
+    }
+
+    /// Sets [`unique_key`](Self::unique_key): this job is unique by `key`
+    /// (`"user:42"`) instead of its payload.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// The uniqueness in effect: [`unique`](Self::unique) (or the default
+    /// when only a key is given), keyed by [`unique_key`](Self::unique_key)
+    /// when set.
+    pub fn effective_unique(&self) -> Option<Unique> {
+        let unique = match (&self.unique, &self.unique_key) {
+            (Some(unique), _) => unique.clone(),
+            (None, Some(_)) => Unique::for_window(DEFAULT_UNIQUE_WINDOW),
+            (None, None) => return None,
+        };
+        Some(match &self.unique_key {
+            Some(key) => unique.key(key.clone()),
+            None => unique,
+        })
+    }
+
     /// Sets [`expires_in`](Self::expires_in): the job must start within
     /// `within` of its due time, or it never runs.
     pub fn expires_in(mut self, within: Duration) -> Self {
@@ -128,6 +164,8 @@ impl EnqueueOptions {
             },
             completed_ttl: self.completed_ttl.or(defaults.completed_ttl),
             expires_in: self.expires_in.or(defaults.expires_in),
+            unique: self.unique.or_else(|| defaults.unique.clone()),
+            unique_key: self.unique_key.or_else(|| defaults.unique_key.clone()),
         }
     }
 }
@@ -192,6 +230,18 @@ impl NewJob {
         &self.options
     }
 
+    /// The digest of this job's unique lock, when it is unique: over its
+    /// name (empty without one) and its key or payload.
+    pub fn unique_digest(&self) -> Result<Option<String>> {
+        let Some(unique) = self.options.effective_unique() else {
+            return Ok(None);
+        };
+        unique.check()?;
+        unique
+            .digest(self.name.as_deref().unwrap_or(""), &self.payload)
+            .map(Some)
+    }
+
     /// The extra hash fields this job stores besides the reference's.
     pub(crate) fn extra_fields(&self) -> Result<Vec<(&'static str, String)>> {
         let mut fields = Vec::new();
@@ -222,6 +272,14 @@ impl NewJob {
                 ));
             }
             fields.push(("expires_in_ms", within.as_millis().to_string()));
+        }
+        if let Some(digest) = self.unique_digest()? {
+            let unique = options
+                .effective_unique()
+                .expect("a digest means uniqueness");
+            fields.push(("unique_digest", digest));
+            fields.push(("unique_mode", unique.mode.as_str().to_owned()));
+            fields.push(("unique_for_ms", unique.window.as_millis().to_string()));
         }
         match options.when {
             When::Now => {}

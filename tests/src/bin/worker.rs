@@ -7,10 +7,15 @@
 //! process ran what, and wait for handlers to be running. With
 //! `JOBQUEUE_TEST_ENDS=FILE`, `finish_line` jobs append `PID ID` there as
 //! their handler returns.
+//!
+//! `jobqueue-test-worker REDIS_URL enqueue-unique KEY N` instead enqueues N
+//! `nap` jobs unique by KEY, all at once, and prints `new ID` or
+//! `existing ID` for each.
 
 use std::io::Write;
 use std::time::Duration;
 
+use jobqueue::client::EnqueueOptions;
 use jobqueue::connection::{Connection, ConnectionOptions};
 use jobqueue::queue::QueueOptions;
 use jobqueue::{CancellationToken, Client, JobContext, Runner, job};
@@ -84,12 +89,31 @@ async fn main() -> jobqueue::Result<()> {
     let url = args
         .next()
         .expect("usage: jobqueue-test-worker REDIS_URL [CONCURRENCY]");
-    let concurrency = args.next().map_or(10, |n| n.parse().expect("a number"));
+    let mode = args.next();
     let conn = Connection::connect_with(
         url.as_str(),
         ConnectionOptions::new().startup_wait(Duration::from_secs(60)),
     )
     .await?;
+    if mode.as_deref() == Some("enqueue-unique") {
+        let key = args.next().expect("a unique key");
+        let n: usize = args.next().expect("a count").parse().expect("a number");
+        let client = Client::new(&conn);
+        let enqueues = (0..n).map(|_| {
+            let options = EnqueueOptions::new().unique_key(key.clone());
+            client.enqueue_with::<nap>(1, options)
+        });
+        for handle in futures_util::future::try_join_all(enqueues).await? {
+            let what = if handle.is_existing() {
+                "existing"
+            } else {
+                "new"
+            };
+            println!("{what} {}", handle.id());
+        }
+        return Ok(());
+    }
+    let concurrency = mode.map_or(10, |n| n.parse().expect("a number"));
     let client = Client::builder(&conn)
         .queue_options(QueueOptions::new().completed_history(100_000))
         .build()

@@ -1,0 +1,4 @@
+#[jobqueue::job(unique_mode = "window")]
+async fn send(_args: String) {}
+
+fn main() {}
