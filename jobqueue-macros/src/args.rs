@@ -18,6 +18,8 @@ const KEYS: &[&str] = &[
     "expires",
     "unique_for",
     "unique_mode",
+    "cron",
+    "tz",
     "name",
     "crate",
 ];
@@ -33,6 +35,8 @@ pub(crate) struct JobArgs {
     pub(crate) expires_ms: Option<u64>,
     pub(crate) unique_for_ms: Option<u64>,
     pub(crate) unique_mode: Option<(String, Span)>,
+    pub(crate) cron: Option<(String, Span)>,
+    pub(crate) tz: Option<(String, Span)>,
     pub(crate) backoff: Option<BackoffArg>,
     pub(crate) name: Option<String>,
     pub(crate) krate: Option<Path>,
@@ -116,6 +120,14 @@ impl Parse for JobArgs {
                     }
                     args.unique_for_ms = Some(ms);
                 }
+                "cron" => {
+                    let lit: LitStr = input.parse()?;
+                    args.cron = Some((lit.value(), lit.span()));
+                }
+                "tz" => {
+                    let lit: LitStr = input.parse()?;
+                    args.tz = Some((lit.value(), lit.span()));
+                }
                 "unique_mode" => {
                     let lit: LitStr = input.parse()?;
                     let mode = lit.value();
@@ -145,6 +157,25 @@ impl Parse for JobArgs {
                 break;
             }
             input.parse::<Token![,]>()?;
+        }
+        match (&args.cron, &args.tz) {
+            (Some((cron, span)), tz) => {
+                let zone = tz.as_ref().map_or("UTC", |(tz, _)| tz.as_str());
+                if let Err(reason) = jobqueue_rules::check_cron(cron, "UTC") {
+                    return Err(syn::Error::new(*span, reason));
+                }
+                if let Err(reason) = jobqueue_rules::check_cron(cron, zone) {
+                    let span = tz.as_ref().map_or(*span, |(_, s)| *s);
+                    return Err(syn::Error::new(span, reason));
+                }
+            }
+            (None, Some((_, span))) => {
+                return Err(syn::Error::new(
+                    *span,
+                    "tz needs cron (the zone the cron expression is read in)",
+                ));
+            }
+            (None, None) => {}
         }
         if let (Some((_, span)), None) = (&args.unique_mode, args.unique_for_ms) {
             return Err(syn::Error::new(
@@ -315,6 +346,10 @@ mod tests {
         assert!(msg(r#"expires = "0s""#).contains("longer than 0 ms and at most a year"));
         assert!(msg(r#"expires = "9000h""#).contains("at most a year"));
         assert!(msg(r#"unique_mode = "window""#).contains("needs unique_for"));
+        assert!(msg(r#"cron = "61 * * * *""#).contains("invalid cron expression"));
+        assert!(msg(r#"cron = "* * * * *", tz = "Mars/Base""#).contains("unknown time zone"));
+        assert!(msg(r#"tz = "UTC""#).contains("tz needs cron"));
+        assert!(parse(r#"cron = "0 */5 * * * *", tz = "Europe/Berlin""#).is_ok());
         assert!(
             msg(r#"unique_for = "1m", unique_mode = "forever""#).contains("unknown unique_mode")
         );

@@ -181,6 +181,22 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
         };
         quote!(const UNIQUE_MODE: #private::UniqueMode = #private::UniqueMode::#variant;)
     });
+    let cron = args.cron.as_ref().map(|(cron, _)| {
+        let tz = args.tz.as_ref().map_or("UTC", |(tz, _)| tz.as_str());
+        quote!(
+            const CRON: ::core::option::Option<&'static str> = ::core::option::Option::Some(#cron);
+            const TZ: &'static str = #tz;
+        )
+    });
+    // A periodic job's ticks carry its payload type's default: the error
+    // when it has none points at the cron argument.
+    let with_cron = args.cron.as_ref().map(|(_, span)| {
+        quote::quote_spanned!(*span=>
+            .with_cron::<#ident>(|| #private::serde_json::to_string(
+                &<#ident as #private::Job>::Payload::default()
+            ))
+        )
+    });
     let backoff = args.backoff.map(|b| {
         let value = match b {
             BackoffArg::Exponential { base_ms, max_ms } => {
@@ -250,6 +266,7 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             #expires
             #unique_for
             #unique_mode
+            #cron
         }
 
         const _: () = {
@@ -267,7 +284,7 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             }
 
             #private::inventory::submit! {
-                #private::JobDefinition::new::<#ident>(::core::module_path!(), #handler)
+                #private::JobDefinition::new::<#ident>(::core::module_path!(), #handler) #with_cron
             }
         };
     })

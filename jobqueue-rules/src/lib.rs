@@ -10,6 +10,9 @@
 //! caller wraps it in its own error type. Depend on `jobqueue`, not on this
 //! crate: its API follows `jobqueue`'s needs.
 
+mod cron;
+pub use cron::{CronSpec, check_cron};
+
 use std::time::Duration;
 
 /// The queue a job goes to when `#[job]` names none.

@@ -45,7 +45,15 @@ pub trait Job: Send + Sync + 'static {
     const UNIQUE_FOR: Option<Duration> = None;
     /// While a unique job holds its lock.
     const UNIQUE_MODE: crate::queue::UniqueMode = crate::queue::UniqueMode::WhilePending;
+    /// A cron expression: every runner serving the queue enqueues the job
+    /// at each tick, once across the fleet (`#[job(cron = "...")]`).
+    const CRON: Option<&'static str> = None;
+    /// The IANA zone [`CRON`](Self::CRON) is read in.
+    const TZ: &'static str = "UTC";
 }
+
+/// The JSON payload of a periodic job's ticks (its payload type's default).
+pub type CronPayloadFn = fn() -> Result<String, serde_json::Error>;
 
 /// The future a registered handler returns: the result as JSON (checked
 /// once, when it was serialized), or the error.
@@ -65,6 +73,7 @@ pub struct JobDefinition {
     timeout: Option<Duration>,
     backoff: Backoff,
     handler: HandlerFn,
+    cron: Option<(&'static str, &'static str, CronPayloadFn)>,
 }
 
 impl JobDefinition {
@@ -80,7 +89,23 @@ impl JobDefinition {
             timeout: T::TIMEOUT,
             backoff: T::BACKOFF,
             handler,
+            cron: None,
         }
+    }
+
+    /// The same definition, enqueued by its `T::CRON` schedule with the
+    /// payload `payload` gives. Called by the code `#[job(cron)]` generates.
+    pub const fn with_cron<T: Job>(mut self, payload: CronPayloadFn) -> Self {
+        if let Some(cron) = T::CRON {
+            self.cron = Some((cron, T::TZ, payload));
+        }
+        self
+    }
+
+    /// The job's periodic schedule, if any: the cron expression, its zone,
+    /// and the payload of each tick's job.
+    pub fn cron(&self) -> Option<(&'static str, &'static str, CronPayloadFn)> {
+        self.cron
     }
 
     /// The stable name stored with each job.

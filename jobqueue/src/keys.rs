@@ -82,6 +82,18 @@ impl Keys {
         self.key("cancelled")
     }
 
+    /// `queue:{name}:schedules`: each periodic schedule's name, scored by
+    /// its next tick (ms since the epoch).
+    pub fn schedules(&self) -> String {
+        self.key("schedules")
+    }
+
+    /// `queue:{name}:schedule:{schedule}`: one periodic schedule (its
+    /// expression, zone, job, payload, next and last tick).
+    pub fn schedule(&self, schedule: &str) -> String {
+        self.key(&format!("schedule:{schedule}"))
+    }
+
     /// `queue:{name}:failed`: dead letters, newest first.
     pub fn failed(&self) -> String {
         self.key("failed")

@@ -33,10 +33,12 @@ pub(crate) struct Scripts {
     pub(crate) stats: Script,
     pub(crate) read: Script,
     pub(crate) cancel: Script,
+    pub(crate) schedule: Script,
+    pub(crate) tick: Script,
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 13] {
+    pub(crate) fn all(&self) -> [&Script; 15] {
         [
             &self.enqueue,
             &self.claim,
@@ -51,6 +53,8 @@ impl Scripts {
             &self.stats,
             &self.read,
             &self.cancel,
+            &self.schedule,
+            &self.tick,
         ]
     }
 }
@@ -69,12 +73,14 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     stats: lua!("stats"),
     read: lua!("read"),
     cancel: lua!("cancel"),
+    schedule: lua!("schedule"),
+    tick: lua!("tick"),
 });
 
 #[cfg(test)]
 mod tests {
     /// Each operation's source, without the shared prelude.
-    const OPERATIONS: [(&str, &str); 13] = [
+    const OPERATIONS: [(&str, &str); 15] = [
         ("enqueue", include_str!("lua/enqueue.lua")),
         ("claim", include_str!("lua/claim.lua")),
         ("settle", include_str!("lua/settle.lua")),
@@ -85,6 +91,8 @@ mod tests {
         ("retry", include_str!("lua/retry.lua")),
         ("delete", include_str!("lua/delete.lua")),
         ("cancel", include_str!("lua/cancel.lua")),
+        ("schedule", include_str!("lua/schedule.lua")),
+        ("tick", include_str!("lua/tick.lua")),
         ("purge", include_str!("lua/purge.lua")),
         ("stats", include_str!("lua/stats.lua")),
         ("read", include_str!("lua/read.lua")),

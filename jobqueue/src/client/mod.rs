@@ -10,8 +10,8 @@ pub use handle::JobHandle;
 
 use crate::connection::{Connection, ConnectionOptions};
 use crate::definition::Job;
-use crate::error::Result;
-use crate::queue::{CancelOutcome, NewJob, Queue, QueueOptions, Unique};
+use crate::error::{Error, Result};
+use crate::queue::{CancelOutcome, NewJob, Queue, QueueOptions, ScheduleOptions, Unique};
 
 /// The application's handle on the job system: enqueues typed jobs. Cheap
 /// to clone; clones share one connection.
@@ -170,7 +170,7 @@ impl Client {
 
     /// A handle on an existing job `T` by id. Unlike a handle from an
     /// enqueue, it cannot tell an id that never existed from a job whose
-    /// hash expired: both read as [`Error::JobNotFound`](crate::Error::JobNotFound).
+    /// hash expired: both read as [`Error::JobNotFound`].
     pub fn handle<T: Job>(&self, id: impl Into<String>) -> Result<JobHandle<T>> {
         let id = id.into();
         Ok(JobHandle::new(self.queue_of(T::QUEUE, &id)?, id, false))
@@ -184,6 +184,61 @@ impl Client {
     /// Safe: cancelling twice answers what the first cancel left.
     pub async fn cancel<T: Job>(&self, id: &str) -> Result<CancelOutcome> {
         self.handle::<T>(id)?.cancel().await
+    }
+
+    /// Schedules job `T` with `payload` at every tick of `cron` (five
+    /// fields, or six with seconds first), in UTC: once per tick across
+    /// every runner serving `T`'s queue. See [`Queue::put_schedule`]; true
+    /// when it wrote (false: the same schedule was there).
+    ///
+    /// # Cancellation safety
+    /// Safe: scheduling the same again changes nothing.
+    pub async fn schedule<T: Job>(
+        &self,
+        name: &str,
+        cron: &str,
+        payload: T::Payload,
+    ) -> Result<bool> {
+        self.schedule_with::<T>(name, cron, payload, ScheduleOptions::new())
+            .await
+    }
+
+    /// [`schedule`](Self::schedule) with a zone, a misfire policy and job
+    /// limits.
+    ///
+    /// # Cancellation safety
+    /// As [`schedule`](Self::schedule).
+    pub async fn schedule_with<T: Job>(
+        &self,
+        name: &str,
+        cron: &str,
+        payload: T::Payload,
+        options: ScheduleOptions,
+    ) -> Result<bool> {
+        let payload = serde_json::to_string(&payload)?;
+        let mut options = options;
+        options.max_attempts = options.max_attempts.or(Some(T::MAX_ATTEMPTS));
+        options.visibility = options.visibility.or(Some(T::VISIBILITY));
+        self.schedule_queue::<T>()?
+            .put_schedule(name, cron, T::NAME, &payload, &options)
+            .await
+    }
+
+    /// Removes schedule `name` of `T`'s queue; false when there was none.
+    ///
+    /// # Cancellation safety
+    /// Safe.
+    pub async fn unschedule<T: Job>(&self, name: &str) -> Result<bool> {
+        self.schedule_queue::<T>()?.remove_schedule(name).await
+    }
+
+    /// Where `T`'s schedules live: its queue, or a sharded queue's first
+    /// shard (so each fires once).
+    fn schedule_queue<T: Job>(&self) -> Result<Queue> {
+        self.shard_queues(T::QUEUE)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid_option("queue", "a queue has at least one shard"))
     }
 
     /// Writes jobs `T`, each to the queue (or shard) its id picks, the

@@ -15,6 +15,7 @@ mod execute;
 mod leases;
 mod slot;
 mod sweeper;
+mod ticker;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -321,6 +322,7 @@ impl Runner {
             background.clone(),
         ]);
         let renewer = tokio::spawn(leases::renew(Arc::clone(shared), background.clone()));
+        let ticker = tokio::spawn(ticker::tick(Arc::clone(shared), background.clone()));
         let sweeper = shared
             .auto_sweep
             .then(|| tokio::spawn(sweeper::sweep(Arc::clone(shared), background.clone())));
@@ -358,6 +360,7 @@ impl Runner {
         }
         background.cancel();
         let _ = renewer.await;
+        let _ = ticker.await;
         if let Some(sweeper) = sweeper {
             let _ = sweeper.await;
         }

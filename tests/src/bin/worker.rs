@@ -11,6 +11,9 @@
 //! `jobqueue-test-worker REDIS_URL enqueue-unique KEY N` instead enqueues N
 //! `nap` jobs unique by KEY, all at once, and prints `new ID` or
 //! `existing ID` for each.
+//!
+//! `jobqueue-test-worker REDIS_URL cron` runs a runner on queue `proc-cron`
+//! only, whose `every_second` job is scheduled every second.
 
 use std::io::Write;
 use std::time::Duration;
@@ -54,6 +57,10 @@ async fn finish_line(millis: u64, ctx: JobContext) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(millis)).await;
     note("JOBQUEUE_TEST_ENDS", &ctx)
 }
+
+/// Enqueued every second by its schedule, once across all the runners.
+#[job(queue = "proc-cron", cron = "* * * * * *")]
+async fn every_second(_unit: ()) {}
 
 /// Appends `PID ID` to the file named by JOBQUEUE_TEST_RECORD, if set.
 fn note_start(ctx: &JobContext) -> Result<(), String> {
@@ -113,13 +120,18 @@ async fn main() -> jobqueue::Result<()> {
         }
         return Ok(());
     }
-    let concurrency = mode.map_or(10, |n| n.parse().expect("a number"));
+    let cron = mode.as_deref() == Some("cron");
+    let concurrency = if cron {
+        10
+    } else {
+        mode.map_or(10, |n| n.parse().expect("a number"))
+    };
     let client = Client::builder(&conn)
         .queue_options(QueueOptions::new().completed_history(100_000))
         .build()
         .unwrap();
     let runner = Runner::builder(client)
-        .queues(["proc"])
+        .queues([if cron { "proc-cron" } else { "proc" }])
         .concurrency(concurrency)
         .sweep_interval(Duration::from_millis(100))
         .shutdown_timeout(Duration::from_secs(1))

@@ -1,0 +1,93 @@
+//! The ticker: writes the periodic schedules of the `#[job(cron)]` jobs this
+//! runner serves, then fires due schedules of its queues every half second
+//! (with jitter), catching up ticks still within their grace one at a time.
+//! Every runner ticks; `tick.lua` lets exactly one of them fire each tick.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use crate::queue::ScheduleOptions;
+use crate::retry::Backoff;
+
+/// How often a runner looks for due schedules, before jitter.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+pub(super) async fn tick(shared: Arc<Shared>, stop: CancellationToken) {
+    // The schedules of the cron jobs this runner knows, on the first queue
+    // (shard) of their logical queue, so a sharded queue fires once.
+    let mut written = false;
+    let mut failures: u32 = 0;
+    loop {
+        if !written {
+            written = put_schedules(&shared).await;
+        }
+        let mut failed = !written;
+        for q in &shared.queues {
+            match q.queue.tick_schedules().await {
+                Ok(ids) if !ids.is_empty() => {
+                    tracing::debug!(queue = q.queue.name(), jobs = ?ids, "schedules fired");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(queue = q.queue.name(), error = %e, "looking for due schedules failed");
+                }
+            }
+        }
+        failures = if failed {
+            failures.saturating_add(1)
+        } else {
+            0
+        };
+        let pause = if failures == 0 {
+            LOOK_EVERY.mul_f64(rand::random_range(0.8..1.2))
+        } else {
+            LOOK_EVERY.max(Backoff::LOOP.delay(failures))
+        };
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Writes the schedule of every cron job whose queue this runner serves;
+/// false when one could not be written (tried again next look).
+async fn put_schedules(shared: &Shared) -> bool {
+    let mut ok = true;
+    for def in shared.registry.jobs() {
+        let Some((cron, tz, payload)) = def.cron() else {
+            continue;
+        };
+        let Some(q) = shared.queues.iter().find(|q| q.logical == def.queue()) else {
+            continue;
+        };
+        let payload = match payload() {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::error!(job = def.name(), error = %e, "the cron job's payload does not serialize; not scheduled");
+                continue;
+            }
+        };
+        let options = ScheduleOptions::new()
+            .tz(tz)
+            .max_attempts(def.max_attempts())
+            .visibility(def.visibility());
+        match q
+            .queue
+            .put_schedule(def.name(), cron, def.name(), &payload, &options)
+            .await
+        {
+            Ok(true) => tracing::info!(job = def.name(), cron, tz, "schedule written"),
+            Ok(false) => {}
+            Err(e) => {
+                ok = false;
+                tracing::warn!(job = def.name(), error = %e, "could not write the job's schedule");
+            }
+        }
+    }
+    ok
+}
