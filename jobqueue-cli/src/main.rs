@@ -92,6 +92,13 @@ enum Command {
         #[arg(long, default_value = "cancelled from the command line")]
         reason: String,
     },
+    /// Periodic schedules of the queue, with their last and next run (UTC).
+    Schedules,
+    /// Removes a periodic schedule; the jobs it enqueued stay.
+    Unschedule {
+        /// The schedule's name (a #[job(cron)] job's schedule is named after the job).
+        name: String,
+    },
     /// Runs one sweep: expired claims back to pending, leftovers dropped.
     Reclaim,
     /// Stops runners from claiming from the queue.
@@ -251,6 +258,31 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             out.record(&json!({ "id": id, "outcome": what, "status": status }));
+        }
+        Command::Schedules => {
+            let schedules = queue.schedules().await?;
+            let rows: Vec<Value> = schedules.iter().map(|s| json!(s)).collect();
+            out.table(
+                &rows,
+                &[
+                    "name",
+                    "cron",
+                    "tz",
+                    "job",
+                    "next_run",
+                    "last_run",
+                    "last_job_id",
+                ],
+            );
+        }
+        Command::Unschedule { name } => {
+            if !queue.remove_schedule(&name).await? {
+                return Err(Failure(
+                    3,
+                    format!("queue {} has no schedule {name}", cli.queue),
+                ));
+            }
+            out.record(&json!({ "removed": name }));
         }
         Command::Reclaim => {
             let report = queue.reclaim_stuck().await?;

@@ -97,6 +97,16 @@ fn operators_can_inspect_and_act_on_a_queue(url: &str) {
         "not a failed job"
     );
 
+    let schedules = jobqueue(url, &["-q", "mail", "schedules"]);
+    assert!(String::from_utf8_lossy(&schedules.stdout).contains("(none)"));
+    assert_eq!(
+        jobqueue(url, &["-q", "mail", "unschedule", "nightly"])
+            .status
+            .code(),
+        Some(3),
+        "no such schedule"
+    );
+
     let cancelled = json(url, &["-q", "mail", "cancel", &a, "--reason", "typo"]);
     assert_eq!(
         (cancelled["outcome"].as_str(), cancelled["status"].as_str()),
@@ -196,4 +206,49 @@ fn errors_are_clear_and_have_exit_codes() {
         "a non-loopback dashboard needs a token"
     );
     assert!(String::from_utf8_lossy(&open.stderr).contains("token"));
+}
+
+#[test]
+fn schedules_are_listed_with_their_next_run_and_can_be_removed() {
+    let server = RedisServer::start();
+    let url = server.url();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let q = jobqueue::queue::Queue::connect(&url, "mail").await.unwrap();
+        let options = jobqueue::queue::ScheduleOptions::new().tz("Europe/Berlin");
+        assert!(
+            q.put_schedule("digest", "0 0 7 * * *", "send_digest", "null", &options)
+                .await
+                .unwrap()
+        );
+    });
+    let listed = json(&url, &["-q", "mail", "schedules"]);
+    let row = &listed[0];
+    assert_eq!(
+        (
+            row["name"].as_str(),
+            row["cron"].as_str(),
+            row["tz"].as_str(),
+            row["job"].as_str()
+        ),
+        (
+            Some("digest"),
+            Some("0 0 7 * * *"),
+            Some("Europe/Berlin"),
+            Some("send_digest")
+        )
+    );
+    assert!(row["next_run"].as_str().unwrap().ends_with('Z'), "{row}");
+    let table = String::from_utf8(jobqueue(&url, &["-q", "mail", "schedules"]).stdout).unwrap();
+    assert!(
+        table.starts_with("NAME") && table.contains("digest"),
+        "{table}"
+    );
+    assert_eq!(
+        json(&url, &["-q", "mail", "unschedule", "digest"])["removed"],
+        "digest"
+    );
+    assert_eq!(
+        json(&url, &["-q", "mail", "schedules"]),
+        Value::Array(vec![])
+    );
 }

@@ -20,6 +20,7 @@ const KEYS: &[&str] = &[
     "unique_mode",
     "cron",
     "tz",
+    "misfire",
     "name",
     "crate",
 ];
@@ -37,6 +38,7 @@ pub(crate) struct JobArgs {
     pub(crate) unique_mode: Option<(String, Span)>,
     pub(crate) cron: Option<(String, Span)>,
     pub(crate) tz: Option<(String, Span)>,
+    pub(crate) misfire_skip: Option<(bool, Span)>,
     pub(crate) backoff: Option<BackoffArg>,
     pub(crate) name: Option<String>,
     pub(crate) krate: Option<Path>,
@@ -128,6 +130,22 @@ impl Parse for JobArgs {
                     let lit: LitStr = input.parse()?;
                     args.tz = Some((lit.value(), lit.span()));
                 }
+                "misfire" => {
+                    let lit: LitStr = input.parse()?;
+                    let skip = match lit.value().as_str() {
+                        "run_once" => false,
+                        "skip" => true,
+                        other => {
+                            return Err(syn::Error::new(
+                                lit.span(),
+                                format!(
+                                    "unknown misfire {other:?}: expected \"run_once\" or \"skip\""
+                                ),
+                            ));
+                        }
+                    };
+                    args.misfire_skip = Some((skip, lit.span()));
+                }
                 "unique_mode" => {
                     let lit: LitStr = input.parse()?;
                     let mode = lit.value();
@@ -176,6 +194,9 @@ impl Parse for JobArgs {
                 ));
             }
             (None, None) => {}
+        }
+        if let (Some((_, span)), None) = (&args.misfire_skip, &args.cron) {
+            return Err(syn::Error::new(*span, "misfire needs cron"));
         }
         if let (Some((_, span)), None) = (&args.unique_mode, args.unique_for_ms) {
             return Err(syn::Error::new(
@@ -349,6 +370,8 @@ mod tests {
         assert!(msg(r#"cron = "61 * * * *""#).contains("invalid cron expression"));
         assert!(msg(r#"cron = "* * * * *", tz = "Mars/Base""#).contains("unknown time zone"));
         assert!(msg(r#"tz = "UTC""#).contains("tz needs cron"));
+        assert!(msg(r#"cron = "* * * * *", misfire = "late""#).contains("unknown misfire"));
+        assert!(msg(r#"misfire = "skip""#).contains("misfire needs cron"));
         assert!(parse(r#"cron = "0 */5 * * * *", tz = "Europe/Berlin""#).is_ok());
         assert!(
             msg(r#"unique_for = "1m", unique_mode = "forever""#).contains("unknown unique_mode")

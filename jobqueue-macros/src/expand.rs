@@ -183,9 +183,15 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
     });
     let cron = args.cron.as_ref().map(|(cron, _)| {
         let tz = args.tz.as_ref().map_or("UTC", |(tz, _)| tz.as_str());
+        let misfire = if matches!(args.misfire_skip, Some((true, _))) {
+            quote!(Skip)
+        } else {
+            quote!(RunOnce)
+        };
         quote!(
             const CRON: ::core::option::Option<&'static str> = ::core::option::Option::Some(#cron);
             const TZ: &'static str = #tz;
+            const MISFIRE: #private::Misfire = #private::Misfire::#misfire;
         )
     });
     // A periodic job's ticks carry its payload type's default: the error

@@ -58,6 +58,15 @@ impl CronSpec {
     }
 }
 
+/// `ms` since the epoch as an RFC 3339 UTC time, to the second
+/// (`2026-11-30T14:00:00Z`), for people reading a schedule.
+pub fn utc_text(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms).single().map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}
+
 /// Checks an expression and a zone; the reason when either is unusable.
 pub fn check_cron(expr: &str, tz: &str) -> Result<(), String> {
     CronSpec::parse(expr, tz).map(|_| ())

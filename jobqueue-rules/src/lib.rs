@@ -11,7 +11,7 @@
 //! crate: its API follows `jobqueue`'s needs.
 
 mod cron;
-pub use cron::{CronSpec, check_cron};
+pub use cron::{CronSpec, check_cron, utc_text};
 
 use std::time::Duration;
 

@@ -50,6 +50,8 @@ pub trait Job: Send + Sync + 'static {
     const CRON: Option<&'static str> = None;
     /// The IANA zone [`CRON`](Self::CRON) is read in.
     const TZ: &'static str = "UTC";
+    /// What [`CRON`](Self::CRON) does about ticks no runner was up for.
+    const MISFIRE: crate::queue::Misfire = crate::queue::Misfire::RunOnce;
 }
 
 /// The JSON payload of a periodic job's ticks (its payload type's default).
@@ -73,7 +75,20 @@ pub struct JobDefinition {
     timeout: Option<Duration>,
     backoff: Backoff,
     handler: HandlerFn,
-    cron: Option<(&'static str, &'static str, CronPayloadFn)>,
+    cron: Option<CronSchedule>,
+}
+
+/// A `#[job(cron)]`'s schedule, as its definition carries it.
+#[derive(Clone, Copy, Debug)]
+pub struct CronSchedule {
+    /// The cron expression.
+    pub cron: &'static str,
+    /// The zone it is read in.
+    pub tz: &'static str,
+    /// Late ticks.
+    pub misfire: crate::queue::Misfire,
+    /// The payload of each tick's job.
+    pub payload: CronPayloadFn,
 }
 
 impl JobDefinition {
@@ -97,14 +112,18 @@ impl JobDefinition {
     /// payload `payload` gives. Called by the code `#[job(cron)]` generates.
     pub const fn with_cron<T: Job>(mut self, payload: CronPayloadFn) -> Self {
         if let Some(cron) = T::CRON {
-            self.cron = Some((cron, T::TZ, payload));
+            self.cron = Some(CronSchedule {
+                cron,
+                tz: T::TZ,
+                misfire: T::MISFIRE,
+                payload,
+            });
         }
         self
     }
 
-    /// The job's periodic schedule, if any: the cron expression, its zone,
-    /// and the payload of each tick's job.
-    pub fn cron(&self) -> Option<(&'static str, &'static str, CronPayloadFn)> {
+    /// The job's periodic schedule, if any.
+    pub fn cron(&self) -> Option<CronSchedule> {
         self.cron
     }
 

@@ -142,7 +142,7 @@ pub mod __private {
     pub use crate::context::JobContext;
     pub use crate::definition::{HandlerFuture, Job, JobDefinition};
     pub use crate::outcome::{IntoJobResult, JobError};
-    pub use crate::queue::UniqueMode;
+    pub use crate::queue::{Misfire, UniqueMode};
     pub use core::time::Duration;
     pub use inventory;
     pub use jobqueue_rules::{DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_VISIBILITY};

@@ -128,8 +128,19 @@ async fn missed_ticks_run_once_or_are_skipped(redis: TestRedis) {
         .await
         .unwrap();
     }
-    // No runner for three and a half ticks.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // No runner for three ticks and more; then one look, half way between
+    // two ticks, so the latest tick due is past the grace too.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    loop {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis();
+        if (450..600).contains(&ms) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     q.tick_schedules().await.unwrap();
     let ticks = ticks_of(&q).await;
     let schedules = q.schedules().await.unwrap();

@@ -102,6 +102,29 @@ async fn the_page_and_api_list_queues_jobs_and_details(redis: TestRedis) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, _) = call(&app, get("/api/queues/dash/jobs?state=lost")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let options = jobqueue::queue::ScheduleOptions::new().tz("Europe/Berlin");
+    q.put_schedule("digest", "0 0 7 * * *", "send_digest", "null", &options)
+        .await
+        .unwrap();
+    let (status, _, body) = call(&app, get("/api/queues/dash/schedules")).await;
+    assert_eq!(status, StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let listed = &body["schedules"][0];
+    assert_eq!(
+        (listed["name"].as_str(), listed["tz"].as_str()),
+        (Some("digest"), Some("Europe/Berlin"))
+    );
+    assert!(
+        listed["next_run"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{listed}"
+    );
+    assert!(
+        html.contains("id=\"schedules\""),
+        "the page shows schedules"
+    );
 }
 
 async fn changes_need_post_with_the_pages_csrf_token(redis: TestRedis) {

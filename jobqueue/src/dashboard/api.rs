@@ -198,6 +198,14 @@ pub(super) async fn retry_job(
     Ok(Json(json!({ "retried": retried })).into_response())
 }
 
+pub(super) async fn schedules(
+    State(state): State<Arc<Dashboard>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let schedules = queue(&state, &name)?.schedules().await.map_err(internal)?;
+    Ok(Json(json!({ "queue": name, "schedules": schedules })).into_response())
+}
+
 pub(super) async fn cancel_job(
     State(state): State<Arc<Dashboard>>,
     Path((name, id)): Path<(String, String)>,

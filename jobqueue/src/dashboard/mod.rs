@@ -142,6 +142,7 @@ pub fn router_with(client: Client, options: DashboardOptions) -> Router {
             "/api/queues/{queue}/jobs/{id}/cancel",
             post(api::cancel_job),
         )
+        .route("/api/queues/{queue}/schedules", get(api::schedules))
         .route(
             "/api/queues/{queue}/jobs/{id}/delete",
             post(api::delete_job),

@@ -131,6 +131,10 @@ pub struct ScheduleInfo {
     pub last_tick_ms: Option<u64>,
     /// The job the last tick enqueued.
     pub last_job_id: Option<String>,
+    /// [`next_tick_ms`](Self::next_tick_ms) as UTC text.
+    pub next_run: Option<String>,
+    /// [`last_tick_ms`](Self::last_tick_ms) as UTC text.
+    pub last_run: Option<String>,
 }
 
 /// What one tick call did with one due schedule.
@@ -272,7 +276,10 @@ impl Queue {
                 continue;
             }
             let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
-            let num = |k: &str| fields.get(k).and_then(|v| v.parse().ok());
+            let num = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
+            let text = |k: &str| {
+                num(k).map(|ms| jobqueue_rules::utc_text(i64::try_from(ms).unwrap_or(i64::MAX)))
+            };
             out.push(ScheduleInfo {
                 cron: get("cron"),
                 tz: get("tz"),
@@ -282,6 +289,8 @@ impl Queue {
                 next_tick_ms: num("next_tick_ms"),
                 last_tick_ms: num("last_tick_ms"),
                 last_job_id: fields.get("last_job_id").cloned(),
+                next_run: text("next_tick_ms"),
+                last_run: text("last_tick_ms"),
                 name,
             });
         }

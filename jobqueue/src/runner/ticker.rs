@@ -59,13 +59,14 @@ pub(super) async fn tick(shared: Arc<Shared>, stop: CancellationToken) {
 async fn put_schedules(shared: &Shared) -> bool {
     let mut ok = true;
     for def in shared.registry.jobs() {
-        let Some((cron, tz, payload)) = def.cron() else {
+        let Some(schedule) = def.cron() else {
             continue;
         };
+        let (cron, tz) = (schedule.cron, schedule.tz);
         let Some(q) = shared.queues.iter().find(|q| q.logical == def.queue()) else {
             continue;
         };
-        let payload = match payload() {
+        let payload = match (schedule.payload)() {
             Ok(payload) => payload,
             Err(e) => {
                 tracing::error!(job = def.name(), error = %e, "the cron job's payload does not serialize; not scheduled");
@@ -74,6 +75,7 @@ async fn put_schedules(shared: &Shared) -> bool {
         };
         let options = ScheduleOptions::new()
             .tz(tz)
+            .misfire(schedule.misfire)
             .max_attempts(def.max_attempts())
             .visibility(def.visibility());
         match q

@@ -5,7 +5,8 @@
 //! for LPUSH, LMOVE and a trivial EVALSHA): enqueue rates (W1), processing
 //! rates (W2), enqueue-to-start latency (W3), the sweep (W4) and the cost per
 //! job in Redis commands, Redis CPU and memory (W5), and one hot queue on a
-//! private three-primary cluster in 1, 3 and 6 shards (W6). Prints a table
+//! private three-primary cluster in 1, 3 and 6 shards (W6), and what a
+//! unique enqueue and a schedule tick cost Redis (W7). Prints a table
 //! and writes `target/bench.json`.
 //!
 //! With `--peers PATH` (`scripts/bench --peers`) it instead runs jobqueue side
@@ -573,6 +574,78 @@ async fn main() {
         ),
     ));
     report.insert("memory".into(), json!({ "redis_bytes_per_pending_job": memory_per_job, "runner_rss_kib_at_1000": rss1.saturating_sub(rss0) }));
+
+    // W7: what the controls cost Redis: an enqueue with a unique key next to
+    // a plain one (50 callers one at a time, each job new), and a periodic
+    // tick (a due schedule's compare-and-set and its job's enqueue).
+    progress("W7 unique enqueue and schedule ticks");
+    let uq = Queue::new_with(&conn, "bench-unique", QueueOptions::new()).expect("queue");
+    let n = (args.jobs / 4).max(50) / 50 * 50;
+    let mut per_job = Vec::new();
+    for unique in [false, true] {
+        uq.purge().await.expect("purge");
+        let cpu0 = redis_cpu(&server);
+        let callers: Vec<_> = (0..50)
+            .map(|c| {
+                let uq = uq.clone();
+                let payload = payload.clone();
+                tokio::spawn(async move {
+                    for i in 0..n / 50 {
+                        let mut options = EnqueueOptions::new();
+                        if unique {
+                            options = options.unique_key(format!("key-{c}-{i}"));
+                        }
+                        let job = NewJob::new(&payload)
+                            .expect("json")
+                            .name("noop")
+                            .options(options);
+                        uq.submit(job).await.expect("enqueue");
+                    }
+                })
+            })
+            .collect();
+        for c in callers {
+            c.await.expect("caller");
+        }
+        per_job.push((redis_cpu(&server) - cpu0) * 1e6 / n as f64);
+    }
+    uq.purge().await.expect("purge");
+    let schedules = 200;
+    let sq = Queue::new_with(&conn, "bench-cron", QueueOptions::new()).expect("queue");
+    for i in 0..schedules {
+        sq.put_schedule(
+            &format!("s{i}"),
+            "* * * * * *",
+            "noop",
+            "null",
+            &jobqueue::queue::ScheduleOptions::new(),
+        )
+        .await
+        .expect("schedule");
+    }
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let cpu0 = redis_cpu(&server);
+    let fired = sq.tick_schedules().await.expect("tick").len().max(1);
+    let tick_us = (redis_cpu(&server) - cpu0) * 1e6 / fired as f64;
+    sq.purge().await.expect("purge");
+    for i in 0..schedules {
+        let _ = sq.remove_schedule(&format!("s{i}")).await;
+    }
+    table.push((
+        "W7 Redis CPU per enqueue, unique key".into(),
+        format!("{:.1} µs", per_job[1]),
+        format!(
+            "{:.2}x a plain enqueue ({:.1} µs)",
+            per_job[1] / per_job[0],
+            per_job[0]
+        ),
+    ));
+    table.push((
+        format!("W7 Redis CPU per schedule tick ({fired} ticks)"),
+        format!("{tick_us:.1} µs"),
+        format!("{:.2}x a plain enqueue", tick_us / per_job[0]),
+    ));
+    report.insert("controls".into(), json!({ "plain_enqueue_redis_cpu_us": per_job[0], "unique_enqueue_redis_cpu_us": per_job[1], "tick_redis_cpu_us": tick_us, "ticks_fired": fired }));
 
     println!();
     let width = table.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);

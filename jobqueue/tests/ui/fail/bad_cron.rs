@@ -1,0 +1,4 @@
+#[jobqueue::job(cron = "61 * * * *")]
+async fn report(_args: ()) {}
+
+fn main() {}
