@@ -1,9 +1,9 @@
 -- cancel.lua: cancels one job.
 --
 -- A waiting job (pending or scheduled) ends at once as cancelled and never
--- runs. Its id leaves pending too, so that a reference worker, which knows
--- nothing of the cancelled state, cannot claim it (LREM walks pending from
--- the newest end: O(N) in the jobs queued before it is found).
+-- runs. Its id leaves pending too, every entry of it, so that a reference
+-- worker, which knows nothing of the cancelled state, cannot claim it (LREM
+-- walks the whole pending list: O(N) in the jobs waiting).
 --
 -- A running job gets a cancel request (cancel_requested_at_ms and
 -- cancel_reason in its hash): the runner holding it learns it from its next
@@ -56,7 +56,7 @@ elseif status == 'processing' then
   end
   return { 'requested', status }
 elseif status == 'pending' then
-  redis.call('LREM', KEYS[2], 1, id)
+  redis.call('LREM', KEYS[2], 0, id)
 elseif status == 'scheduled' then
   redis.call('ZREM', KEYS[3], id)
 else

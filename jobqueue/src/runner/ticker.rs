@@ -2,6 +2,11 @@
 //! runner serves, then fires due schedules of its queues every half second
 //! (with jitter), catching up ticks still within their grace one at a time.
 //! Every runner ticks; `tick.lua` lets exactly one of them fire each tick.
+//!
+//! The schedules declared in code are written again every minute (an
+//! unchanged one costs one read): a purge, or an `unschedule` of a schedule
+//! the code still declares, is undone, so the code stays the truth. To stop
+//! a `#[job(cron)]`, remove the `cron` and then the schedule.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,14 +20,19 @@ use crate::retry::Backoff;
 /// How often a runner looks for due schedules, before jitter.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
 
+/// How often the schedules declared in code are written again.
+const PUT_EVERY: Duration = Duration::from_secs(60);
+
 pub(super) async fn tick(shared: Arc<Shared>, stop: CancellationToken) {
     // The schedules of the cron jobs this runner knows, on the first queue
     // (shard) of their logical queue, so a sharded queue fires once.
     let mut written = false;
+    let mut last_put = tokio::time::Instant::now();
     let mut failures: u32 = 0;
     loop {
-        if !written {
+        if !written || last_put.elapsed() >= PUT_EVERY {
             written = put_schedules(&shared).await;
+            last_put = tokio::time::Instant::now();
         }
         let mut failed = !written;
         for q in &shared.queues {
