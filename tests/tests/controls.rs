@@ -272,6 +272,7 @@ async fn a_running_job_stops_at_its_next_renewal_and_ends_cancelled(redis: TestR
     // the next one, long before the handler's own 30 s wait would end.
     let after = saw.duration_since(asked);
     assert!(after < Duration::from_secs(2), "the cancel took {after:?}");
+    eprintln!("cancel: the running handler saw it {after:?} after the request (lease 600 ms)");
     match out {
         Err(Error::JobCancelled { reason, .. }) => assert_eq!(reason, "cancelled by a caller"),
         other => panic!("a success after a cancel still ends cancelled, got {other:?}"),

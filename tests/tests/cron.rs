@@ -73,6 +73,10 @@ async fn five_runner_processes_enqueue_one_job_per_tick_while_one_is_killed(redi
     assert!(gaps.is_empty(), "every second has its job: gaps {gaps:?}");
     let stats = q.stats().await.unwrap();
     assert_eq!(stats.enqueued_total, times.len() as u64);
+    eprintln!(
+        "cron: {} one-second ticks, one job each, no gap; a runner killed at 8 s and back at 12 s",
+        times.len()
+    );
     let schedules = q.schedules().await.unwrap();
     assert_eq!(
         schedules.len(),
