@@ -250,14 +250,11 @@ impl NewJob {
             fields.push(("job", name.clone()));
         }
         let options = &self.options;
+        super::options::check_job_limits(options.max_attempts, options.visibility)?;
         if let Some(max) = options.max_attempts {
-            jobqueue_rules::check_max_attempts(max)
-                .map_err(|reason| Error::invalid_option("max_attempts", reason))?;
             fields.push(("max_attempts", max.to_string()));
         }
         if let Some(visibility) = options.visibility {
-            jobqueue_rules::check_visibility(visibility)
-                .map_err(|reason| Error::invalid_option("visibility", reason))?;
             fields.push(("visibility_ms", visibility.as_millis().to_string()));
         }
         if let Some(ttl) = options.completed_ttl {

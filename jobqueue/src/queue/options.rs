@@ -128,6 +128,22 @@ impl QueueOptions {
     }
 }
 
+/// A job's own limits, when given: the same rules as the queue's.
+pub(crate) fn check_job_limits(
+    max_attempts: Option<u32>,
+    visibility: Option<Duration>,
+) -> Result<()> {
+    if let Some(max) = max_attempts {
+        jobqueue_rules::check_max_attempts(max)
+            .map_err(|reason| Error::invalid_option("max_attempts", reason))?;
+    }
+    if let Some(visibility) = visibility {
+        jobqueue_rules::check_visibility(visibility)
+            .map_err(|reason| Error::invalid_option("visibility", reason))?;
+    }
+    Ok(())
+}
+
 /// A completed job's TTL: whole seconds (Redis `EXPIRE` takes seconds).
 pub(crate) fn check_ttl(ttl: Duration) -> Result<()> {
     if ttl.subsec_nanos() != 0 {

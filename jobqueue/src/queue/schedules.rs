@@ -174,14 +174,7 @@ impl Queue {
         let spec = CronSpec::parse(cron, &options.tz)
             .map_err(|reason| Error::invalid_option("cron", reason))?;
         serde_json::from_str::<&serde_json::value::RawValue>(payload_json)?;
-        if let Some(max) = options.max_attempts {
-            jobqueue_rules::check_max_attempts(max)
-                .map_err(|reason| Error::invalid_option("max_attempts", reason))?;
-        }
-        if let Some(visibility) = options.visibility {
-            jobqueue_rules::check_visibility(visibility)
-                .map_err(|reason| Error::invalid_option("visibility", reason))?;
-        }
+        super::options::check_job_limits(options.max_attempts, options.visibility)?;
         let grace_ms = millis(options.grace);
         let max_attempts = options
             .max_attempts
