@@ -48,9 +48,16 @@ if fire < expected or fire > now or after <= fire then
   return redis.error_reply('ERR tick: ticks out of order (expected ' .. ARGV[3] .. ', fire ' .. ARGV[4] ..
     ', next ' .. ARGV[5] .. '); nothing written')
 end
-local kind = read_job(KEYS[5])
-if kind == 'elsewhere' or kind == 'wrongtype' then
-  return redis.error_reply('ERR tick: the job key of this tick cannot be written here now; nothing written')
+-- The tick's job key is in KEYS, so a cluster serves this script only on
+-- the node that has the key's slot whole: no migration check is needed. One
+-- EXISTS on the common path (the key is new): read_job's TYPE and its
+-- cluster check cost this script about half its Redis time.
+local kind = 'none'
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  kind = redis.call('TYPE', KEYS[5]).ok
+  if kind ~= 'hash' then
+    return redis.error_reply('ERR tick: the job key of this tick holds a ' .. kind .. ', not a job; nothing written')
+  end
 end
 local grace = tonumber(f[4] or '') or 0
 local outcome
