@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use jobqueue::client::EnqueueOptions;
 use jobqueue::dashboard::{DashboardOptions, JobSummary};
-use jobqueue::queue::{CancelOutcome, JobStatus, NewJob, Queue};
+use jobqueue::queue::{JobStatus, NewJob, Queue};
 use jobqueue::{CancellationToken, Client};
 use serde_json::{Value, json};
 
@@ -242,22 +242,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Cancel { id, reason } => {
             let outcome = queue.cancel(&id, &reason).await?;
-            let (what, status) = match outcome {
-                CancelOutcome::Cancelled(was) => ("cancelled", Some(was)),
-                CancelOutcome::Requested => ("requested", None),
-                CancelOutcome::AlreadyFinished(status) => ("already_finished", Some(status)),
-                _ => ("not_found", None),
-            };
-            if matches!(
-                outcome,
-                CancelOutcome::AlreadyFinished(_) | CancelOutcome::NotFound
-            ) {
+            if !outcome.is_applied() {
                 return Err(Failure(
                     3,
                     format!("job {id} of queue {}: {outcome}", cli.queue),
                 ));
             }
-            out.record(&json!({ "id": id, "outcome": what, "status": status }));
+            out.record(
+                &json!({ "id": id, "outcome": outcome.as_str(), "status": outcome.status() }),
+            );
         }
         Command::Schedules => {
             let schedules = queue.schedules().await?;

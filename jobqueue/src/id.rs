@@ -1,6 +1,16 @@
 //! Job ids and claim tokens: 8 random bytes as 16 lowercase hex characters,
 //! the reference's format.
 
+/// `bytes` as lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
 /// A fresh random id or token.
 pub(crate) fn random_hex() -> String {
     format!("{:016x}", rand::random::<u64>())

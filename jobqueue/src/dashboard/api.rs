@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::{Dashboard, JobSummary};
 use crate::error::Error;
 use crate::keys::Keys;
-use crate::queue::{CancelOutcome, JobStatus, Queue};
+use crate::queue::{JobStatus, Queue};
 use crate::registry::Registry;
 
 /// The registered jobs' names by queue: registration is static, so this is
@@ -214,16 +214,12 @@ pub(super) async fn cancel_job(
         .cancel(&id, "cancelled from the dashboard")
         .await
         .map_err(internal)?;
-    let (what, status) = match outcome {
-        CancelOutcome::Cancelled(was) => ("cancelled", Some(was)),
-        CancelOutcome::Requested => ("requested", None),
-        CancelOutcome::AlreadyFinished(status) => ("already_finished", Some(status)),
-        _ => ("not_found", None),
-    };
-    Ok(
-        Json(json!({ "outcome": what, "status": status, "message": outcome.to_string() }))
-            .into_response(),
-    )
+    Ok(Json(json!({
+        "outcome": outcome.as_str(),
+        "status": outcome.status(),
+        "message": outcome.to_string(),
+    }))
+    .into_response())
 }
 
 pub(super) async fn delete_job(

@@ -26,6 +26,33 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+impl CancelOutcome {
+    /// The outcome as one word, as the CLI and the dashboard report it:
+    /// `cancelled`, `requested`, `already_finished` or `not_found`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cancelled(_) => "cancelled",
+            Self::Requested => "requested",
+            Self::AlreadyFinished(_) => "already_finished",
+            Self::NotFound => "not_found",
+        }
+    }
+
+    /// The status the outcome names: the one a cancelled job had, or the
+    /// one a finished job has.
+    pub fn status(self) -> Option<JobStatus> {
+        match self {
+            Self::Cancelled(status) | Self::AlreadyFinished(status) => Some(status),
+            Self::Requested | Self::NotFound => None,
+        }
+    }
+
+    /// True when the cancel changed or asked for something.
+    pub fn is_applied(self) -> bool {
+        matches!(self, Self::Cancelled(_) | Self::Requested)
+    }
+}
+
 impl fmt::Display for CancelOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -10,7 +10,6 @@
 //! fires the tick. The job of a tick has an id derived from the queue, the
 //! schedule and the tick, and `scheduled_for_ms`, the tick's time.
 
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jobqueue_rules::CronSpec;
@@ -135,14 +134,6 @@ pub struct ScheduleInfo {
     pub next_run: Option<String>,
     /// [`last_tick_ms`](Self::last_tick_ms) as UTC text.
     pub last_run: Option<String>,
-}
-
-/// What one tick call did with one due schedule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Fired {
-    Job(String),
-    Skipped,
-    Lost,
 }
 
 /// How many due schedules one look handles, at most.
@@ -313,24 +304,19 @@ impl Queue {
             .await?;
         let mut fired = Vec::new();
         for name in due {
-            // Ticks within their grace fire one by one, so a look that
-            // comes late still gives every one its job.
-            for _ in 0..CATCH_UP {
-                match self.tick_one(&name, now).await {
-                    Ok(Fired::Job(id)) => fired.push(id),
-                    Ok(Fired::Skipped) => {}
-                    Ok(Fired::Lost) => break,
-                    Err(e) => {
-                        tracing::warn!(queue = self.name(), schedule = name, error = %e, "could not fire a due schedule");
-                        break;
-                    }
-                }
+            if let Err(e) = self.fire_due(&name, now, &mut fired).await {
+                tracing::warn!(queue = self.name(), schedule = name, error = %e, "could not fire a due schedule");
             }
         }
         Ok(fired)
     }
 
-    async fn tick_one(&self, name: &str, now: i64) -> Result<Fired> {
+    /// Fires schedule `name`'s ticks due by `now`, adding the ids of the
+    /// jobs enqueued to `fired`. The schedule is read once; each tick is one
+    /// script call, whose compare-and-set stops the loop as soon as another
+    /// process has moved the schedule on. Ticks within their grace fire one
+    /// by one, so a look that comes late still gives every one its job.
+    async fn fire_due(&self, name: &str, now: i64, fired: &mut Vec<String>) -> Result<()> {
         let key = self.keys.schedule(name);
         let [cron, tz, spec_ver, next, grace]: [Option<String>; 5] = self
             .conn
@@ -344,54 +330,61 @@ impl Queue {
                     .arg("grace_ms"),
             )
             .await?;
-        let (Some(cron), Some(tz), Some(spec_ver), Some(expected)) =
+        let (Some(cron), Some(tz), Some(spec_ver), Some(mut expected)) =
             (cron, tz, spec_ver, next.and_then(|n| n.parse::<i64>().ok()))
         else {
-            return Ok(Fired::Lost);
+            return Ok(());
         };
-        if expected > now {
-            return Ok(Fired::Lost);
-        }
         let grace = grace.and_then(|g| g.parse::<i64>().ok()).unwrap_or(0);
         let spec = CronSpec::parse(&cron, &tz).map_err(|reason| Error::malformed(&key, reason))?;
-        // On time (within the grace): this tick, then the next. Late: the
-        // latest tick due stands for every one missed (or is skipped, as
-        // the misfire policy says), and the schedule resumes after now.
-        let (fire, after) = if now - expected <= grace {
-            (expected, spec.next_after(expected))
-        } else {
-            let fire = spec
-                .last_at_or_before(now)
-                .filter(|&t| t >= expected)
-                .unwrap_or(expected);
-            (fire, spec.next_after(now))
-        };
-        let after = after
-            .ok_or_else(|| Error::malformed(&key, format!("{cron:?} has no tick after {fire}")))?;
-        let id = hex16(&[
-            self.name().as_bytes(),
-            name.as_bytes(),
-            fire.to_string().as_bytes(),
-        ]);
-        let mut invocation = SCRIPTS.tick.prepare_invoke();
-        invocation
-            .key(self.keys.schedules())
-            .key(&key)
-            .key(self.keys.pending())
-            .key(self.keys.stats())
-            .key(self.keys.job(&id))
-            .arg(name)
-            .arg(&spec_ver)
-            .arg(expected)
-            .arg(fire)
-            .arg(after)
-            .arg(&id);
-        let reply: Vec<String> = self.invoke(&invocation).await?;
-        Ok(match reply.first().map(String::as_str) {
-            Some("fired") => Fired::Job(id),
-            Some("skipped") => Fired::Skipped,
-            _ => Fired::Lost,
-        })
+        for _ in 0..CATCH_UP {
+            if expected > now {
+                break;
+            }
+            // On time (within the grace): this tick, then the next. Late:
+            // the latest tick due stands for every one missed (or is
+            // skipped, as the misfire policy says), and the schedule
+            // resumes after now.
+            let (fire, after) = if now - expected <= grace {
+                (expected, spec.next_after(expected))
+            } else {
+                let fire = spec
+                    .last_at_or_before(now)
+                    .filter(|&t| t >= expected)
+                    .unwrap_or(expected);
+                (fire, spec.next_after(now))
+            };
+            let after = after.ok_or_else(|| {
+                Error::malformed(&key, format!("{cron:?} has no tick after {fire}"))
+            })?;
+            let id = hex16(&[
+                self.name().as_bytes(),
+                name.as_bytes(),
+                fire.to_string().as_bytes(),
+            ]);
+            let mut invocation = SCRIPTS.tick.prepare_invoke();
+            invocation
+                .key(self.keys.schedules())
+                .key(&key)
+                .key(self.keys.pending())
+                .key(self.keys.stats())
+                .key(self.keys.job(&id))
+                .arg(name)
+                .arg(&spec_ver)
+                .arg(expected)
+                .arg(fire)
+                .arg(after)
+                .arg(&id);
+            let reply: Vec<String> = self.invoke(&invocation).await?;
+            match reply.first().map(String::as_str) {
+                Some("fired") => fired.push(id),
+                Some("skipped") => {}
+                // Moved on by another process, changed, gone, or early.
+                _ => break,
+            }
+            expected = after;
+        }
+        Ok(())
     }
 
     /// The Redis clock, ms since the epoch: every timestamp comes from it.
@@ -413,11 +406,7 @@ fn hex16(parts: &[&[u8]]) -> String {
         hasher.update(part);
         hasher.update([0]);
     }
-    let mut hex = String::with_capacity(16);
-    for byte in &hasher.finalize()[..8] {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    crate::id::hex(&hasher.finalize()[..8])
 }
 
 /// A tick's time as a `SystemTime`.

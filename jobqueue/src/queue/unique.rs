@@ -8,7 +8,6 @@
 //! [`UniqueMode`]), only while it still names that job. It also carries a
 //! TTL, the window, so it never outlives its job by more than that.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -121,11 +120,7 @@ impl Unique {
                 hasher.update(canonical.as_bytes());
             }
         }
-        let mut hex = String::with_capacity(64);
-        for byte in hasher.finalize() {
-            let _ = write!(hex, "{byte:02x}");
-        }
-        Ok(hex)
+        Ok(crate::id::hex(&hasher.finalize()))
     }
 }
 
