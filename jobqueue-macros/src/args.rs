@@ -21,6 +21,11 @@ const KEYS: &[&str] = &[
     "cron",
     "tz",
     "misfire",
+    "priority",
+    "rate",
+    "burst",
+    "max_running",
+    "rate_key",
     "name",
     "crate",
 ];
@@ -40,6 +45,12 @@ pub(crate) struct JobArgs {
     pub(crate) tz: Option<(String, Span)>,
     pub(crate) misfire_skip: Option<(bool, Span)>,
     pub(crate) backoff: Option<BackoffArg>,
+    pub(crate) priority: Option<i8>,
+    /// Jobs per period and the period in ms.
+    pub(crate) rate: Option<(u32, u64)>,
+    pub(crate) burst: Option<(u32, Span)>,
+    pub(crate) max_running: Option<u32>,
+    pub(crate) rate_key: Option<syn::Expr>,
     pub(crate) name: Option<String>,
     pub(crate) krate: Option<Path>,
 }
@@ -169,6 +180,44 @@ impl Parse for JobArgs {
                     let lit: LitStr = input.parse()?;
                     args.krate = Some(lit.parse()?);
                 }
+                "priority" => {
+                    let negative = input.parse::<Option<Token![-]>>()?.is_some();
+                    let lit: LitInt = input.parse()?;
+                    let n: i64 = lit.base10_parse()?;
+                    let n = if negative { -n } else { n };
+                    if !(-3..=3).contains(&n) {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!("priority {n} is not from -3 to 3 (higher runs first; 0 is the default)"),
+                        ));
+                    }
+                    args.priority = Some(n as i8);
+                }
+                "rate" => {
+                    let lit: LitStr = input.parse()?;
+                    args.rate = Some(
+                        jobqueue_rules::parse_rate(&lit.value())
+                            .map_err(|e| syn::Error::new(lit.span(), e))?,
+                    );
+                }
+                "burst" | "max_running" => {
+                    let lit: LitInt = input.parse()?;
+                    let n: u32 = lit.base10_parse()?;
+                    if n == 0 || n > jobqueue_rules::MAX_RATE_COUNT {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!("{name} must be 1 to {}", jobqueue_rules::MAX_RATE_COUNT),
+                        ));
+                    }
+                    if name == "burst" {
+                        args.burst = Some((n, lit.span()));
+                    } else {
+                        args.max_running = Some(n);
+                    }
+                }
+                "rate_key" => {
+                    args.rate_key = Some(input.parse()?);
+                }
                 _ => return Err(unknown()),
             }
             if input.is_empty() {
@@ -197,6 +246,12 @@ impl Parse for JobArgs {
         }
         if let (Some((_, span)), None) = (&args.misfire_skip, &args.cron) {
             return Err(syn::Error::new(*span, "misfire needs cron"));
+        }
+        if let (Some((_, span)), None) = (&args.burst, args.rate) {
+            return Err(syn::Error::new(
+                *span,
+                "burst needs rate (how many jobs may start at once under it)",
+            ));
         }
         if let (Some((_, span)), None) = (&args.unique_mode, args.unique_for_ms) {
             return Err(syn::Error::new(

@@ -217,7 +217,36 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
         };
         quote!(const BACKOFF: #private::Backoff = #value;)
     });
+    let priority = args.priority.map(|p| quote!(const PRIORITY: i8 = #p;));
+    let limits = (args.rate.is_some() || args.max_running.is_some()).then(|| {
+        let some_u32 = |n: Option<u32>| match n {
+            Some(n) => quote!(::core::option::Option::Some(#n)),
+            None => quote!(::core::option::Option::None),
+        };
+        let rate = match args.rate {
+            Some((count, per_ms)) => {
+                let per = millis(per_ms);
+                quote!(::core::option::Option::Some(#private::Rate::new(#count, #per)))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        let burst = some_u32(args.burst.map(|(n, _)| n));
+        let max_running = some_u32(args.max_running);
+        quote!(const LIMITS: #private::Limits = #private::Limits::declared(#rate, #burst, #max_running);)
+    });
     let payload = sig.payload;
+    let rate_key = args.rate_key.as_ref().map(|expr| {
+        // Spanned at the expression: a closure or fn that does not take
+        // `&Payload` or return something with `to_string` is reported there.
+        let call = quote_spanned! {expr.span()=>
+            ::std::string::ToString::to_string(&(#expr)(payload))
+        };
+        quote! {
+            fn rate_key(payload: &#payload) -> ::core::option::Option<::std::string::String> {
+                ::core::option::Option::Some(#call)
+            }
+        }
+    });
     let output = &sig.output;
     let output_type = if sig.result_like {
         quote_spanned! {sig.output_span=>
@@ -273,6 +302,9 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             #unique_for
             #unique_mode
             #cron
+            #priority
+            #limits
+            #rate_key
         }
 
         const _: () = {

@@ -87,9 +87,74 @@ pub fn check_millis(duration: Duration) -> Result<u64, String> {
     Ok(ms)
 }
 
+/// Most jobs a rate may allow per period, and most a burst may hold.
+pub const MAX_RATE_COUNT: u32 = 1_000_000;
+
+/// Parses a rate limit, `"<count>/<period>"`: `"100/s"`, `"5/m"`,
+/// `"1000/h"`, `"20/d"`, or a period with its own number, `"10/250ms"`,
+/// `"3/2s"`. Returns the count and the period in milliseconds, refusing a
+/// count of zero or over [`MAX_RATE_COUNT`] and a period over
+/// [`MAX_DURATION`].
+pub fn parse_rate(text: &str) -> Result<(u32, u64), String> {
+    let invalid = |why: &str| {
+        format!(
+            "invalid rate {text:?}: {why}; expected jobs per period, as \"100/s\", \"5/m\", \"1000/h\", \"20/d\" or \"10/250ms\""
+        )
+    };
+    let (count, period) = text
+        .trim()
+        .split_once('/')
+        .ok_or_else(|| invalid("no '/'"))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| invalid("the count is not a whole number"))?;
+    if count == 0 || count > MAX_RATE_COUNT {
+        return Err(invalid(&format!("the count must be 1 to {MAX_RATE_COUNT}")));
+    }
+    let period = period.trim();
+    let split = period
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(period.len());
+    let (digits, unit) = period.split_at(split);
+    let n: u64 = if digits.is_empty() {
+        1
+    } else {
+        digits
+            .parse()
+            .map_err(|_| invalid("the period's number is too large"))?
+    };
+    let scale: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(invalid("the period's unit is not ms, s, m, h or d")),
+    };
+    let ms = n
+        .checked_mul(scale)
+        .filter(|ms| *ms > 0 && *ms <= MAX_DURATION.as_millis() as u64)
+        .ok_or_else(|| invalid("the period must be 1 ms to a year"))?;
+    Ok((count, ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_read_as_jobs_per_period() {
+        assert_eq!(parse_rate("100/s"), Ok((100, 1_000)));
+        assert_eq!(parse_rate("5/m"), Ok((5, 60_000)));
+        assert_eq!(parse_rate("1000/h"), Ok((1000, 3_600_000)));
+        assert_eq!(parse_rate("20/d"), Ok((20, 86_400_000)));
+        assert_eq!(parse_rate("10/250ms"), Ok((10, 250)));
+        assert_eq!(parse_rate(" 3 / 2s "), Ok((3, 2_000)));
+        for bad in ["", "100", "0/s", "x/s", "10/", "10/0s", "10/w", "10/400d", "2000000/s"] {
+            assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn names_that_break_the_keyspace_are_refused() {

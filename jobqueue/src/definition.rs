@@ -52,6 +52,23 @@ pub trait Job: Send + Sync + 'static {
     const TZ: &'static str = "UTC";
     /// What [`CRON`](Self::CRON) does about ticks no runner was up for.
     const MISFIRE: crate::queue::Misfire = crate::queue::Misfire::RunOnce;
+    /// The priority level of the job's enqueues (-3 to 3; see
+    /// [`EnqueueOptions::priority`](crate::client::EnqueueOptions::priority)).
+    const PRIORITY: i8 = 0;
+    /// Fleet-wide limits the job declares for its queue
+    /// (`#[job(rate = "100/s", burst = 10, max_running = 5)]`). Every runner
+    /// writes them where the queue has none set, so an operator's change
+    /// (`jobqueue limit`, the dashboard, [`Client::set_limits`](crate::Client::set_limits))
+    /// is never reverted by a deploy.
+    const LIMITS: crate::queue::Limits = crate::queue::Limits::NONE;
+
+    /// The rate key of a job with this payload (`#[job(rate_key = ...)]`):
+    /// its jobs wait in the key's own lane and run within the key's limits.
+    /// `None`: no key.
+    fn rate_key(payload: &Self::Payload) -> Option<String> {
+        let _ = payload;
+        None
+    }
 }
 
 /// The JSON payload of a periodic job's ticks (its payload type's default).
@@ -76,6 +93,7 @@ pub struct JobDefinition {
     backoff: Backoff,
     handler: HandlerFn,
     cron: Option<CronSchedule>,
+    limits: crate::queue::Limits,
 }
 
 /// A `#[job(cron)]`'s schedule, as its definition carries it.
@@ -105,6 +123,7 @@ impl JobDefinition {
             backoff: T::BACKOFF,
             handler,
             cron: None,
+            limits: T::LIMITS,
         }
     }
 
@@ -120,6 +139,11 @@ impl JobDefinition {
             });
         }
         self
+    }
+
+    /// The fleet-wide limits the job declares for its queue.
+    pub fn limits(&self) -> crate::queue::Limits {
+        self.limits
     }
 
     /// The job's periodic schedule, if any.

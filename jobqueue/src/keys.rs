@@ -5,6 +5,14 @@
 
 use crate::error::{Error, Result};
 
+/// The highest priority level: claimed first.
+pub const MAX_PRIORITY: i8 = 3;
+/// The lowest priority level: claimed last.
+pub const MIN_PRIORITY: i8 = -3;
+/// Most bytes in a rate key.
+pub const MAX_RATE_KEY: usize = 128;
+
+
 /// How a queue's keys are spelled.
 ///
 /// The reference layout (`queue:jobs:pending`) is what the Redis job-queue guide
@@ -127,6 +135,60 @@ impl Keys {
     /// so a retry after a lost reply gets the same jobs back.
     pub fn request(&self, id: &str) -> String {
         format!("{}:request:{id}", self.base)
+    }
+
+    /// `queue:{name}:pending:{level}`: the jobs waiting at a priority level
+    /// other than 0 (level 0 is `pending` itself, the reference list).
+    /// Levels run from [`MIN_PRIORITY`] to [`MAX_PRIORITY`].
+    pub fn priority_lane(&self, level: i8) -> String {
+        if level == 0 {
+            self.pending()
+        } else {
+            format!("{}:pending:{level}", self.base)
+        }
+    }
+
+    /// `queue:{name}:keyed:{key}`: the jobs of one rate key waiting, so a
+    /// throttled key holds back only its own jobs.
+    pub fn keyed_lane(&self, rate_key: &str) -> String {
+        format!("{}:keyed:{rate_key}", self.base)
+    }
+
+    /// `queue:{name}:keys`: sorted set of the rate keys with jobs waiting,
+    /// scored by when each may be served again (ms).
+    pub fn rate_keys(&self) -> String {
+        self.key("keys")
+    }
+
+    /// `queue:{name}:key-leases:{key}`: the claims of one rate key's jobs
+    /// now held (`id:token` -> lease deadline), counted by its
+    /// `max_running`.
+    pub fn key_leases(&self, rate_key: &str) -> String {
+        format!("{}:key-leases:{rate_key}", self.base)
+    }
+
+    /// `queue:{name}:limits`: the queue's fleet-wide limits (rate, burst,
+    /// max_running, and the defaults for each rate key).
+    pub fn limits(&self) -> String {
+        self.key("limits")
+    }
+
+    /// `queue:{name}:key-limits`: limits of single rate keys that differ
+    /// from the defaults (key -> "rate period_ms burst max_running").
+    pub fn key_limits(&self) -> String {
+        self.key("key-limits")
+    }
+
+    /// `queue:{name}:throttle`: rate-limit state (each rate's theoretical
+    /// arrival time, holds reported by handlers, the capped flag).
+    pub fn throttle(&self) -> String {
+        self.key("throttle")
+    }
+
+    /// `queue:{name}:wake`: at most one token, pushed when work appears that
+    /// a blocking wait on `pending` cannot see; idle runners block on it.
+    pub fn wake(&self) -> String {
+        self.key("wake")
     }
 
     /// `queue:{name}:paused`: exists while the queue is paused; runners claim

@@ -121,6 +121,7 @@ pub use client::Client;
 pub use context::JobContext;
 pub use error::{Error, Result};
 pub use outcome::JobError;
+pub use queue::{Limits, QueueLimits, Rate};
 pub use runner::Runner;
 /// The token that tells a [`Runner`] to shut down (re-exported from `tokio-util`).
 pub use tokio_util::sync::CancellationToken;
@@ -142,7 +143,7 @@ pub mod __private {
     pub use crate::context::JobContext;
     pub use crate::definition::{HandlerFuture, Job, JobDefinition};
     pub use crate::outcome::{IntoJobResult, JobError};
-    pub use crate::queue::{Misfire, UniqueMode};
+    pub use crate::queue::{Limits, Misfire, Rate, UniqueMode};
     pub use core::time::Duration;
     pub use inventory;
     pub use jobqueue_rules::{DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_VISIBILITY};

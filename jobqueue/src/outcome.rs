@@ -53,6 +53,10 @@ pub enum Disposition {
     /// Not a failure: run the job again after this delay, without charging
     /// the attempt (see [`JobError::snooze`]).
     Snooze(Duration),
+    /// An upstream rate limit: the job goes back to the front of its lane
+    /// without charging the attempt, and its queue (or its rate key) takes
+    /// no job for this long (see [`JobError::rate_limited`]).
+    RateLimited(Duration),
     /// Leave the job as a crashed worker would: not settled, its lease no
     /// longer renewed, so a sweep takes it back once the lease runs out. A
     /// fault-injection hook for the demo and tests, not a stable API.
@@ -104,6 +108,33 @@ impl JobError {
         Self::new(
             format!("snoozed for {} ms", delay.as_millis()),
             Disposition::Snooze(delay),
+        )
+    }
+
+    /// The upstream said "too many requests" (an HTTP 429 and its
+    /// `Retry-After`): back off the whole queue, or the job's rate key when
+    /// it has one, for `retry_after`, not only this job. The job goes back
+    /// to the front of its lane and the attempt is given back; it counts as
+    /// a snooze against [`max_snoozes`](crate::queue::QueueOptions::max_snoozes),
+    /// so a job that always gets a 429 ends in the dead letters. BullMQ's
+    /// `RateLimitError`, Sidekiq Enterprise's `OverLimit`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jobqueue::JobError;
+    ///
+    /// fn call_api(status: u16, retry_after_s: u64) -> Result<(), JobError> {
+    ///     if status == 429 {
+    ///         return Err(JobError::rate_limited(Duration::from_secs(retry_after_s)));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # assert!(call_api(429, 2).is_err());
+    /// ```
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        Self::new(
+            format!("rate limited upstream; retry after {} ms", retry_after.as_millis()),
+            Disposition::RateLimited(retry_after),
         )
     }
 

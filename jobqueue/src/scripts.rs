@@ -35,10 +35,11 @@ pub(crate) struct Scripts {
     pub(crate) cancel: Script,
     pub(crate) schedule: Script,
     pub(crate) tick: Script,
+    pub(crate) limits: Script,
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 15] {
+    pub(crate) fn all(&self) -> [&Script; 16] {
         [
             &self.enqueue,
             &self.claim,
@@ -55,6 +56,7 @@ impl Scripts {
             &self.cancel,
             &self.schedule,
             &self.tick,
+            &self.limits,
         ]
     }
 }
@@ -75,6 +77,7 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     cancel: lua!("cancel"),
     schedule: lua!("schedule"),
     tick: lua!("tick"),
+    limits: lua!("limits"),
 });
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ pub use handle::JobHandle;
 use crate::connection::{Connection, ConnectionOptions};
 use crate::definition::Job;
 use crate::error::{Error, Result};
-use crate::queue::{CancelOutcome, NewJob, Queue, QueueOptions, ScheduleOptions, Unique};
+use crate::queue::{
+    CancelOutcome, Limits, NewJob, Queue, QueueLimits, QueueOptions, ScheduleOptions, Unique,
+};
 
 /// The application's handle on the job system: enqueues typed jobs. Cheap
 /// to clone; clones share one connection.
@@ -186,6 +188,68 @@ impl Client {
         self.handle::<T>(id)?.cancel().await
     }
 
+    /// Replaces the fleet-wide limits of queue `queue` (a rate with its
+    /// burst, max_running); fields left unset are removed. Every runner
+    /// applies them at its next claim, within half a second. The limits of
+    /// a sharded queue are split over its shards (each keeps its own state).
+    ///
+    /// ```no_run
+    /// # async fn run(client: jobqueue::Client) -> jobqueue::Result<()> {
+    /// use jobqueue::Limits;
+    /// client
+    ///     .set_limits("email", Limits::new().rate("100/s".parse()?).burst(10))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancellation safety
+    /// Safe: setting the same limits again changes nothing.
+    pub async fn set_limits(&self, queue: &str, limits: Limits) -> Result<()> {
+        limits.check()?;
+        let shards = self.shard_queues(queue)?;
+        let each = limits.per_shard(shards.len());
+        for shard in shards {
+            shard.set_limits(&each).await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the limits every rate key of `queue` gets unless it has
+    /// its own ([`set_limits_of_key`](Self::set_limits_of_key)). A key's
+    /// jobs all go to one shard, so these are not split.
+    ///
+    /// # Cancellation safety
+    /// As [`set_limits`](Self::set_limits).
+    pub async fn set_key_limits(&self, queue: &str, limits: Limits) -> Result<()> {
+        limits.check()?;
+        for shard in self.shard_queues(queue)? {
+            shard.set_key_limits(&limits).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives rate key `key` of `queue` limits of its own, or (`None`) the
+    /// per-key defaults again.
+    ///
+    /// # Cancellation safety
+    /// As [`set_limits`](Self::set_limits).
+    pub async fn set_limits_of_key(
+        &self,
+        queue: &str,
+        key: &str,
+        limits: Option<Limits>,
+    ) -> Result<()> {
+        for shard in self.shard_queues(queue)? {
+            shard.set_limits_of_key(key, limits.as_ref()).await?;
+        }
+        Ok(())
+    }
+
+    /// The limits of queue `queue` (of its first shard, for a sharded one).
+    pub async fn limits(&self, queue: &str) -> Result<QueueLimits> {
+        self.queue(queue)?.limits().await
+    }
+
     /// Schedules job `T` with `payload` at every tick of `cron` (five
     /// fields, or six with seconds first), in UTC: once per tick across
     /// every runner serving `T`'s queue. See [`Queue::put_schedule`]; true
@@ -257,6 +321,9 @@ impl Client {
         if let Some(window) = T::UNIQUE_FOR {
             defaults = defaults.unique(Unique::for_window(window).mode(T::UNIQUE_MODE));
         }
+        if T::PRIORITY != 0 {
+            defaults = defaults.priority(T::PRIORITY);
+        }
         let options = options.or(&defaults);
         // The queues (shards) once per call, not one Queue per job.
         let queues = self.shard_queues(T::QUEUE)?;
@@ -265,13 +332,19 @@ impl Client {
         let mut places = Vec::with_capacity(payloads.len());
         for payload in &payloads {
             let mut options = options.clone();
+            if options.rate_key.is_none() {
+                options.rate_key = T::rate_key(payload);
+            }
             let id = options.id.get_or_insert_with(crate::id::random_hex).clone();
             let job = NewJob::new(payload)?.name(T::NAME).options(options);
             // A unique job's shard follows its lock, so that the same key
             // always meets the same lock.
-            let shard = match job.unique_digest()? {
-                Some(digest) => crate::shards::shard_of(&digest, queues.len()),
-                None => crate::shards::shard_of(&id, queues.len()),
+            let shard = match (job.unique_digest()?, &job.enqueue_options().rate_key) {
+                (Some(digest), _) => crate::shards::shard_of(&digest, queues.len()),
+                // A rate key's jobs all go to one shard, so its limits hold
+                // exactly (each shard keeps its own limit state).
+                (None, Some(key)) => crate::shards::shard_of(key, queues.len()),
+                (None, None) => crate::shards::shard_of(&id, queues.len()),
             };
             places.push((shard, batches[shard].len()));
             batches[shard].push(job);

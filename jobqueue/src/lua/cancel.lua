@@ -35,6 +35,7 @@
 
 Q.prefix, Q.channel, Q.cancelled, Q.stats = ARGV[5], ARGV[3], KEYS[4], KEYS[5]
 Q.failed_cap = tonumber(ARGV[4])
+Q.pending = KEYS[2]
 local key, id, reason = KEYS[1], ARGV[1], ARGV[2]
 expect(KEYS[2], 'list')
 expect(KEYS[3], 'zset')
@@ -56,7 +57,7 @@ elseif status == 'processing' then
   end
   return { 'requested', status }
 elseif status == 'pending' then
-  redis.call('LREM', KEYS[2], 0, id)
+  unlist(id)
 elseif status == 'scheduled' then
   redis.call('ZREM', KEYS[3], id)
 else

@@ -46,7 +46,28 @@
 --                    lacks
 --          rejected: list of { id, outcome ("failed" | "dropped" |
 --                    "expired"), reason }
+--          hold, hold_ms: why the call took fewer jobs than it asked
+--          for although some may wait, and for how long (ms):
+--            ""          nothing held it back (the lanes ran out);
+--            "throttled" the queue's rate limit (or a handler's report of
+--                        an upstream limit): claim again after hold_ms,
+--                        not before;
+--            "capped"    the queue's max_running: wait on the wake list,
+--                        which a settle freeing a slot feeds, at most
+--                        hold_ms (the earliest lease deadline);
+--            "keys"      rate keys with jobs wait for their own limits:
+--                        the first is ready in hold_ms
 --          or the string "paused" while the queue is paused
+--
+-- Flow control (docs/data-model.md#flow-control): the call reads the
+-- queue's limits hash, its throttle state and the lanes before it writes.
+-- It takes at most min(tokens, the rate limit's budget, max_running minus
+-- the leases held) jobs: from the priority lanes highest first (pending is
+-- level 0), then from the lanes of rate keys that are ready, round-robin,
+-- each within its own key's limits. A job taken from a key's lane is also
+-- leased in that key's lease set. Only jobs claimed are charged to a rate.
+-- Malformed limits refuse the claim with an error and write nothing
+-- (claiming past a third party's limit is the failure to avoid).
 
 Q.prefix, Q.channel = ARGV[1], ARGV[2]
 Q.pending, Q.processing, Q.leases, Q.failed, Q.stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -116,6 +137,114 @@ end
 if mode ~= 'adopt' and redis.call('EXISTS', KEYS[7]) == 1 then
   forget_answered()
   return 'paused'
+end
+
+-- Limits, read and checked before anything is written.
+local base = queue_base()
+local throttle = base .. 'throttle'
+local keyset = base .. 'keys'
+
+-- A rate limit from its stored fields: the emission interval T (ms per
+-- job) and the tolerance tau = (burst - 1) * T of the generic cell rate
+-- algorithm, or nil when no rate is set. Stops the script (nothing written)
+-- when a field is malformed.
+local function rate_of(rate, period, burst, what)
+  if not rate then
+    return nil
+  end
+  local r = integer(rate, 1, MAX_COUNT)
+  local p = integer(period or '1000', 1, MAX_DURATION_MS)
+  local b = integer(burst or '1', 1, MAX_COUNT)
+  if not (r and p and b) then
+    error(redis.error_reply('ERR limits: ' .. what .. ' rate "' .. tostring(rate) .. '/' .. tostring(period) ..
+      '" burst "' .. tostring(burst) .. '" are not positive integers; nothing claimed'))
+  end
+  local T = p / r
+  return { T = T, tau = (b - 1) * T }
+end
+
+local function cap_of(value, what)
+  if not value then
+    return nil
+  end
+  local c = integer(value, 1, MAX_COUNT)
+  if not c then
+    error(redis.error_reply('ERR limits: ' .. what .. ' max_running "' .. tostring(value) ..
+      '" is not a positive integer; nothing claimed'))
+  end
+  return c
+end
+
+-- A stored time (ms, possibly with a fraction); 0 when absent or malformed
+-- (a lost throttle state lets a few jobs more through, never fewer).
+local function stamp(value)
+  if type(value) == 'string' and string.find(value, '^%d+%.?%d*$') and #value <= 24 then
+    return tonumber(value)
+  end
+  return 0
+end
+
+-- How many of n jobs a rate lets start now, and when none, how long until
+-- one may (ms). tat: the theoretical arrival time stored for it.
+local function gcra(rate, tat, n)
+  if not rate then
+    return n, 0
+  end
+  local start = math.max(tat, now)
+  if start > now + rate.tau then
+    return 0, math.ceil(start - rate.tau - now)
+  end
+  return math.min(n, math.floor((now + rate.tau - start) / rate.T) + 1), 0
+end
+
+-- The TAT after c jobs started under rate.
+local function charged(rate, tat, c)
+  return string.format('%.3f', math.max(tat, now) + c * rate.T)
+end
+
+local L = redis.call('HMGET', base .. 'limits', 'rate', 'period_ms', 'burst', 'max_running',
+  'key_rate', 'key_period_ms', 'key_burst', 'key_max_running')
+local qrate = rate_of(L[1], L[2], L[3], 'queue')
+local qcap = cap_of(L[4], 'queue')
+local key_defaults = { L[5], L[6], L[7], L[8] }
+local TS = redis.call('HMGET', throttle, 'tat', 'until')
+local qtat = stamp(TS[1])
+
+local want = #ARGV - 7
+local room, hold, hold_ms = want, '', 0
+local blocked_until = stamp(TS[2])
+if blocked_until > now then
+  room, hold, hold_ms = 0, 'throttled', math.ceil(blocked_until - now)
+end
+local rate_room, rate_wait = gcra(qrate, qtat, room)
+if rate_room < room then
+  room = rate_room
+  if room == 0 then
+    hold, hold_ms = 'throttled', rate_wait
+  end
+end
+local running = 0
+if qcap then
+  running = redis.call('ZCARD', Q.leases)
+  if qcap - running < room then
+    room = math.max(qcap - running, 0)
+    if room == 0 then
+      local first = redis.call('ZRANGE', Q.leases, 0, 0, 'WITHSCORES')
+      hold, hold_ms = 'capped', math.max(first[2] and math.ceil(tonumber(first[2]) - now) or 1000, 1)
+    end
+  end
+end
+if room == 0 then
+  forget_answered()
+  if hold == 'capped' then
+    redis.call('HSET', throttle, 'capped', '1')
+  end
+  if mode == 'adopt' and redis.call('LREM', Q.processing, 1, ARGV[7]) == 1 then
+    -- BRPOPLPUSH took it before the limits were known: it goes back first
+    -- in line, unclaimed.
+    redis.call('RPUSH', Q.pending, ARGV[7])
+  end
+  return { {}, {}, hold, hold_ms }
 end
 
 -- Ids this call has decided to claim or fail, to catch an id listed twice.
@@ -212,6 +341,9 @@ local function apply(id, step, token)
     local member = lease(id, token)
     leases[#leases + 1] = deadline_s
     leases[#leases + 1] = member
+    if step.rate_key then
+      redis.call('ZADD', key_leases(step.rate_key), deadline_s, member)
+    end
     made[#made + 1] = member
     -- REPLY_FIELDS, from what judge read.
     local f = step.fields
@@ -238,44 +370,178 @@ if mode == 'adopt' then
       redis.call('LPUSH', Q.processing, id)
     end
     apply(id, step, token)
+    if qrate and step.action == 'claim' then
+      redis.call('HSET', throttle, 'tat', charged(qrate, qtat, 1))
+    end
   end
 else
-  -- Read and judge first: the oldest ids, as many as the call may take
-  -- (more only when some of them cannot be claimed).
+  -- Read and judge first: the oldest ids of each lane, as many as the call
+  -- may take (more only when some of them cannot be claimed).
   local plan = {}
-  local t, budget, seen = 8, BUDGET, 0
-  local more = true
-  while more and t <= #ARGV and budget > 0 do
-    local need = #ARGV - t + 1
-    local window = redis.call('LRANGE', Q.pending, -(seen + need), -(seen + 1))
-    local ascii = not string.find(table.concat(window), '[\128-\255]')
-    more = #window == need
-    for i = #window, 1, -1 do
-      if t > #ARGV or budget == 0 then
-        more = false
-        break
+  local t, budget = 8, BUDGET
+  -- Stops taking when a job's hash cannot be read here (a slot migration):
+  -- it stays first in its lane.
+  local stopped = false
+  local claims = 0
+  -- How many entries each lane gives up (to trim), by lane.
+  local trims, trim_order = {}, {}
+
+  -- Takes up to limit claims from the oldest end of list into the plan;
+  -- returns the claims taken and whether the lane ran out.
+  local function take(list, limit, rate_key)
+    local took, seen = 0, 0
+    local more, empty = true, false
+    while more and took < limit and t <= #ARGV and budget > 0 do
+      local need = math.min(limit - took, #ARGV - t + 1)
+      local window = redis.call('LRANGE', list, -(seen + need), -(seen + 1))
+      local ascii = not string.find(table.concat(window), '[\128-\255]')
+      more = #window == need
+      empty = #window < need
+      for i = #window, 1, -1 do
+        if t > #ARGV or budget == 0 or took >= limit then
+          more, empty = false, false
+          break
+        end
+        local step = judge(window[i], ascii)
+        if not step then
+          more, empty, stopped = false, false, true
+          break
+        end
+        if step.action == 'claim' then
+          step.token = ARGV[t]
+          step.rate_key = rate_key
+          t = t + 1
+          took = took + 1
+        else
+          budget = budget - 1
+        end
+        plan[#plan + 1] = { window[i], step }
+        if not trims[list] then
+          trims[list] = 0
+          trim_order[#trim_order + 1] = list
+        end
+        trims[list] = trims[list] + 1
       end
-      local step = judge(window[i], ascii)
-      if not step then
-        more = false
-        break
-      end
-      if step.action == 'claim' then
-        step.token = ARGV[t]
-        t = t + 1
-      else
-        budget = budget - 1
-      end
-      plan[#plan + 1] = { window[i], step }
+      seen = seen + #window
     end
-    seen = seen + #window
+    claims = claims + took
+    return took, empty
   end
-  -- Then write. The plan is the oldest end of pending, in order: one LTRIM
-  -- takes it off, one LPUSH lists the claimed ids in processing in the order
-  -- one move per id would (on every Redis version).
+
+  -- The priority lanes, highest first.
+  local waiting = false
+  for _, list in ipairs(priority_lanes()) do
+    if stopped or claims >= room then
+      waiting = waiting or (list ~= Q.pending and redis.call('LLEN', list) > (trims[list] or 0))
+    else
+      local _, empty = take(list, room - claims, nil)
+      waiting = waiting or (list ~= Q.pending and not empty)
+    end
+  end
+
+  -- Then the lanes of rate keys that are ready, oldest-ready first; each key
+  -- within its own limits. What changes for each key is written after the
+  -- reads: its score (when it is ready again), its TAT.
+  local key_writes = {}
+  local key_wait = nil
+  local KEYS_PER_CALL = 32
+  local ready_keys = {}
+  if not stopped and claims < room then
+    ready_keys = redis.call('ZRANGEBYSCORE', keyset, '-inf', now, 'LIMIT', 0, KEYS_PER_CALL)
+  end
+  local key_overrides = base .. 'key-limits'
+  for _, k in ipairs(ready_keys) do
+    if stopped or claims >= room then
+      break
+    end
+    local lane = base .. 'keyed:' .. k
+    local kl = key_defaults
+    local own = redis.call('HGET', key_overrides, k)
+    if own then
+      local f = {}
+      for w in string.gmatch(own, '%S+') do
+        f[#f + 1] = w ~= '-' and w or false
+      end
+      kl = { f[1], f[2], f[3], f[4] }
+    end
+    local krate = rate_of(kl[1] or nil, kl[2] or nil, kl[3] or nil, 'key ' .. k)
+    local kcap = cap_of(kl[4] or nil, 'key ' .. k)
+    local ks = redis.call('HMGET', throttle, 'tat:' .. k, 'until:' .. k)
+    local ktat = stamp(ks[1])
+    local kroom, wait = room - claims, 0
+    local kuntil = stamp(ks[2])
+    if kuntil > now then
+      kroom, wait = 0, math.ceil(kuntil - now)
+    end
+    local r, w = gcra(krate, ktat, kroom)
+    if r < kroom then
+      kroom = r
+      if r == 0 then
+        wait = math.max(wait, w)
+      end
+    end
+    local kheld = 0
+    if kcap then
+      kheld = redis.call('ZCARD', key_leases(k))
+      if kcap - kheld < kroom then
+        kroom = math.max(kcap - kheld, 0)
+        if kroom == 0 then
+          -- Ready again when one of its jobs settles (drop_key_lease), or
+          -- at the latest when the earliest of its leases runs out.
+          local first = redis.call('ZRANGE', key_leases(k), 0, 0, 'WITHSCORES')
+          wait = math.max(wait, first[2] and math.ceil(tonumber(first[2]) - now) or 1000, 1)
+        end
+      end
+    end
+    local w_ = { key = k }
+    local avail = room - claims
+    if kroom == 0 then
+      w_.score = now + math.max(wait, 1)
+    else
+      local took, empty = take(lane, kroom, k)
+      if krate and took > 0 then
+        w_.tat = charged(krate, ktat, took)
+      end
+      if empty then
+        w_.remove = true
+        if ktat <= now and not w_.tat then
+          w_.clear = true
+        end
+      elseif took >= kroom and kroom < avail then
+        -- Its own limits cut it short: ready again when its rate allows
+        -- one more, or (a cap) when one of its jobs settles.
+        local again = 1000
+        if krate then
+          local start = math.max(stamp(w_.tat or '0'), ktat, now)
+          again = math.max(math.ceil(start - krate.tau - now), 1)
+          if kcap and kheld + took >= kcap then
+            again = math.max(again, 1000)
+          end
+        end
+        w_.score = now + again
+      else
+        -- Served: behind the keys that were waiting longer.
+        w_.score = now
+      end
+    end
+    if w_.score and w_.score > now then
+      key_wait = key_wait and math.min(key_wait, w_.score - now) or (w_.score - now)
+    end
+    key_writes[#key_writes + 1] = w_
+  end
+  if #ready_keys == KEYS_PER_CALL and claims < want then
+    -- More keys may be ready than one call looks at.
+    waiting = true
+  end
+
+  -- Then write. Each lane's taken entries come off its oldest end with one
+  -- LTRIM; one LPUSH lists the claimed ids in processing in the order one
+  -- move per id would (on every Redis version).
   forget_answered()
   if #plan > 0 then
-    redis.call('LTRIM', Q.pending, 0, -(#plan + 1))
+    for _, list in ipairs(trim_order) do
+      redis.call('LTRIM', list, 0, -(trims[list] + 1))
+    end
     local moved = {}
     for _, p in ipairs(plan) do
       if p[2].action == 'claim' then
@@ -289,6 +555,40 @@ else
   for _, p in ipairs(plan) do
     apply(p[1], p[2], p[2].token)
   end
+  for _, w_ in ipairs(key_writes) do
+    if w_.remove then
+      redis.call('ZREM', keyset, w_.key)
+      if w_.clear then
+        redis.call('HDEL', throttle, 'tat:' .. w_.key, 'until:' .. w_.key)
+      end
+    else
+      redis.call('ZADD', keyset, ms(w_.score), w_.key)
+    end
+    if w_.tat then
+      redis.call('HSET', throttle, 'tat:' .. w_.key, w_.tat)
+    end
+  end
+  if qrate and claims > 0 then
+    local tat = charged(qrate, qtat, claims)
+    redis.call('HSET', throttle, 'tat', tat)
+    if claims == room and room < want then
+      hold, hold_ms = 'throttled', math.max(math.ceil(stamp(tat) - qrate.tau - now), 1)
+    end
+  end
+  if hold == '' and qcap and claims == room and room < want then
+    hold = 'capped'
+    local first = redis.call('ZRANGE', Q.leases, 0, 0, 'WITHSCORES')
+    hold_ms = math.max(first[2] and math.ceil(tonumber(first[2]) - now) or 1000, 1)
+    redis.call('HSET', throttle, 'capped', '1')
+  end
+  if hold == '' and key_wait and claims < want then
+    hold, hold_ms = 'keys', key_wait
+  end
+  if waiting and hold == '' then
+    -- Work is left in lanes an idle runner's BLMOVE cannot see: wake the
+    -- next runner, as each claim does in turn.
+    wake()
+  end
 end
 if #leases > 0 then
   redis.call('ZADD', Q.leases, unpack(leases))
@@ -297,4 +597,4 @@ if #made > 0 then
   -- Ids cannot hold spaces (see enqueue.rs): a space separates the claims.
   redis.call('SET', request, table.concat(made, ' '), 'PX', 60000)
 end
-return { claimed, rejected }
+return { claimed, rejected, hold, hold_ms }

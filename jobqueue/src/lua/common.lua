@@ -434,6 +434,139 @@ local function release_unique_of(id)
   end
 end
 
+-- Flow control (docs/data-model.md#flow-control). A job waits in one of
+-- the queue's lanes: `pending` (priority 0, the reference list), a priority
+-- level's list `pending:<p>` (p in MIN_PRIORITY..MAX_PRIORITY, not 0), or
+-- its rate key's lane `keyed:<k>`. The lanes, the `keys` sorted set of rate
+-- keys with jobs waiting (scored by when each is ready again, ms), the
+-- `wake` list, the `throttle` hash (rate-limit state) and the key leases
+-- `key-leases:<k>` are derived from the pending key's name (Q.pending),
+-- the second documented exception to "every key in KEYS": they share its
+-- prefix, hence its slot in the hash-tagged layout.
+local MIN_PRIORITY, MAX_PRIORITY = -3, 3
+local MAX_RATE_KEY = 128
+
+-- `queue:{name}:`, the prefix of every key of the queue.
+local function queue_base()
+  return string.sub(Q.pending, 1, -8)
+end
+
+-- The level of a stored priority field: an integer in range, else 0 (a
+-- malformed value never strands a job).
+local function priority_level(value)
+  if type(value) ~= 'string' or not string.find(value, '^%-?%d$') then
+    return 0
+  end
+  local p = tonumber(value)
+  if p < MIN_PRIORITY or p > MAX_PRIORITY then
+    return 0
+  end
+  return p
+end
+
+-- A usable rate key: 1 to MAX_RATE_KEY printable ASCII bytes, no space.
+local function rate_key_ok(k)
+  return type(k) == 'string' and #k > 0 and #k <= MAX_RATE_KEY and not string.find(k, '[^\33-\126]')
+end
+
+-- The list a ready job of this priority and rate key waits in, and its
+-- rate key when it has a usable one.
+local function lane_of(priority, rate_key)
+  if rate_key_ok(rate_key) then
+    return queue_base() .. 'keyed:' .. rate_key, rate_key
+  end
+  local p = priority_level(priority)
+  if p == 0 then
+    return Q.pending, nil
+  end
+  return Q.pending .. ':' .. ms(p), nil
+end
+
+-- The lists of the priority levels, highest first, `pending` among them.
+local function priority_lanes()
+  local lanes = {}
+  for p = MAX_PRIORITY, MIN_PRIORITY, -1 do
+    lanes[#lanes + 1] = p == 0 and Q.pending or Q.pending .. ':' .. ms(p)
+  end
+  return lanes
+end
+
+-- Leaves one token in the queue's wake list (never more): an idle runner
+-- blocks on it as well as on pending, so a job in a lane that BLMOVE on
+-- pending cannot see, a freed slot under a cap, or a change of limits wakes
+-- it at once.
+local function wake()
+  local w = queue_base() .. 'wake'
+  if redis.pcall('LLEN', w) == 0 then
+    redis.pcall('LPUSH', w, '1')
+  end
+end
+
+-- Puts id in its lane: behind every job waiting there, or first in line
+-- (front). A rate key's lane is registered in `keys` (ready now unless the
+-- key is throttled already); a job outside `pending` wakes an idle runner.
+local function make_ready(id, priority, rate_key, front)
+  local list, k = lane_of(priority, rate_key)
+  local push = front and 'RPUSH' or 'LPUSH'
+  local r = redis.pcall(push, list, id)
+  if type(r) == 'table' and r.err then
+    -- A lane key of another type (written by hand): the job waits in
+    -- pending, which the caller checked, rather than nowhere.
+    list, k = Q.pending, nil
+    redis.call(push, list, id)
+  end
+  if k then
+    redis.pcall('ZADD', queue_base() .. 'keys', 'NX', '0', k)
+  end
+  if list ~= Q.pending then
+    wake()
+  end
+end
+
+-- The priority and rate key stored in id's hash (nil when unreadable: the
+-- job then waits in pending).
+local function lane_fields(id)
+  local f = redis.pcall('HMGET', Q.prefix .. id, 'priority', 'rate_key')
+  if type(f) ~= 'table' or f.err then
+    return nil, nil
+  end
+  return f[1], f[2]
+end
+
+-- Takes id out of whichever lane holds it (its hash names the lane;
+-- pending is looked at too, for a job enqueued by a reference client).
+-- Returns how many entries went.
+local function unlist(id)
+  local list = lane_of(lane_fields(id))
+  local n = 0
+  if list ~= Q.pending then
+    local r = redis.pcall('LREM', list, 0, id)
+    n = type(r) == 'number' and r or 0
+  end
+  return n + redis.call('LREM', Q.pending, 0, id)
+end
+
+-- The lease set of rate key k: the claims of its jobs now held, so a cap
+-- per key counts only its own jobs.
+local function key_leases(k)
+  return queue_base() .. 'key-leases:' .. k
+end
+
+-- Drops the claim (id, token) from its rate key's lease set, when the job
+-- has a key, and makes a key that waited for a free slot ready again.
+-- rate_key: the job's field when the caller read it, else nil (read here).
+local function drop_key_lease(id, token, rate_key)
+  if rate_key == nil then
+    local _, k = lane_fields(id)
+    rate_key = k
+  end
+  if rate_key_ok(rate_key) and redis.pcall('ZREM', key_leases(rate_key), lease(id, token)) == 1 then
+    if redis.pcall('ZADD', queue_base() .. 'keys', 'XX', 'CH', '0', rate_key) == 1 then
+      wake()
+    end
+  end
+end
+
 -- Moves a job to the dead letters with a reason. The caller has read the
 -- job's hash here and taken the id out of whatever list held it; token is
 -- the claim whose lease goes with it ('' when there is none).
@@ -445,6 +578,7 @@ local function bury(id, reason, now, token)
   redis.call('PERSIST', key)
   if token ~= '' then
     redis.call('ZREM', Q.leases, lease(id, token))
+    drop_key_lease(id, token)
   end
   redis.call('ZADD', Q.settled, ms(-now), lease(id, ''))
   push_history(Q.failed, { id }, Q.failed_cap, 'failed')
@@ -467,6 +601,7 @@ local function end_cancelled(id, reason, now, token, counter)
   redis.call('PERSIST', key)
   if token ~= '' then
     redis.call('ZREM', Q.leases, lease(id, token))
+    drop_key_lease(id, token)
   end
   push_history(Q.cancelled, { id }, Q.failed_cap, 'cancelled')
   count(counter, 1)
@@ -494,10 +629,12 @@ local function requeue_or_bury(id, attempts, max, why, now, token)
   end
   redis.call('HSET', Q.prefix .. id, 'status', 'pending', 'reclaimed_at_ms', ms(now),
     'claim_token', '', 'claimed_at_ms', '0')
+  local priority, rate_key = lane_fields(id)
   if token ~= '' then
     redis.call('ZREM', Q.leases, lease(id, token))
+    drop_key_lease(id, token, rate_key or false)
   end
-  redis.call('LPUSH', Q.pending, id)
+  make_ready(id, priority, rate_key, false)
   count('reclaimed_total', 1)
   publish(id, 'reclaimed')
   return 'reclaimed'

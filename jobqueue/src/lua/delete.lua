@@ -33,7 +33,21 @@ if kind == 'hash' and f[2] and string.sub(KEYS[1], -#id) == id then
   Q.prefix = string.sub(KEYS[1], 1, #KEYS[1] - #id)
   release_unique(id, f[2], f[3])
 end
-local removed = redis.call('DEL', KEYS[1])
+Q.pending = KEYS[2]
+local lanes = 0
+if kind == 'hash' and string.sub(KEYS[1], -#id) == id then
+  Q.prefix = string.sub(KEYS[1], 1, #KEYS[1] - #id)
+  -- Its lane, when it waits outside pending (read while the hash is here).
+  local list = lane_of(lane_fields(id))
+  if list ~= Q.pending then
+    local r = redis.pcall('LREM', list, 0, id)
+    lanes = type(r) == 'number' and r or 0
+  end
+  if token and token ~= '' then
+    drop_key_lease(id, token)
+  end
+end
+local removed = lanes + redis.call('DEL', KEYS[1])
 for k = 2, 6 do
   removed = removed + redis.call('LREM', KEYS[k], 0, id)
 end

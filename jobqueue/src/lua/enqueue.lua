@@ -19,7 +19,9 @@
 --           stored as given: the job gets expires_at_ms, its due time (or
 --           now, by the Redis clock) plus that much. unique_digest (hex),
 --           unique_mode ("pending", "completed" or "window") and
---           unique_for_ms make the job unique (below).
+--           unique_for_ms make the job unique (below). priority (an
+--           integer from -3 to 3) and rate_key put the job in its lane
+--           instead of pending (docs/data-model.md#flow-control).
 --
 -- A unique job takes the lock queue:{name}:unique:<digest> (its key is
 -- derived from the job's key and the digest, and so is the key of the job
@@ -47,7 +49,7 @@
 -- and a day of slack for a client clock ahead of the Redis clock.
 local MAX_AHEAD_MS = 366 * 24 * 3600 * 1000
 
-Q.stats = KEYS[2]
+Q.stats, Q.pending = KEYS[2], KEYS[1]
 expect(KEYS[1], 'list')
 expect(Q.stats, 'hash')
 expect(KEYS[3], 'zset')
@@ -85,6 +87,11 @@ local function check_pairs(from, to)
   for e = from, to, 2 do
     if ARGV[e] == 'expires_in_ms' and expires_in(ARGV[e + 1]) == nil then
       return 'expires_in_ms "' .. tostring(ARGV[e + 1]) .. '" is not a decimal number of ms up to a year'
+    elseif ARGV[e] == 'priority' and (priority_level(ARGV[e + 1]) == 0 and ARGV[e + 1] ~= '0') then
+      return 'priority "' .. tostring(ARGV[e + 1]) .. '" is not an integer from ' .. MIN_PRIORITY .. ' to ' .. MAX_PRIORITY
+    elseif ARGV[e] == 'rate_key' and not rate_key_ok(ARGV[e + 1]) then
+      return 'rate_key "' .. tostring(ARGV[e + 1]) .. '" is not 1 to ' .. MAX_RATE_KEY ..
+        ' printable ASCII characters without spaces'
     end
   end
   return nil
@@ -251,7 +258,15 @@ for _, job in ipairs(jobs) do
       redis.call('ZADD', KEYS[3], ms(job.due), job.id)
     else
       redis.call('HSET', job.key, unpack(fields))
-      ids[#ids + 1] = job.id
+      local priority, rate_key = pair('priority', 2, 1 + shared * 2), pair('rate_key', 2, 1 + shared * 2)
+      priority = pair('priority', job.first, job.first + job.extra * 2 - 1) or priority
+      rate_key = pair('rate_key', job.first, job.first + job.extra * 2 - 1) or rate_key
+      if (priority and priority ~= '0') or rate_key then
+        -- Its own lane (docs/data-model.md#flow-control).
+        make_ready(job.id, priority, rate_key, false)
+      else
+        ids[#ids + 1] = job.id
+      end
     end
   end
 end

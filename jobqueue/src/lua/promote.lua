@@ -20,6 +20,7 @@
 -- Returns: { number moved, more due jobs waiting (0 or 1) }
 
 Q.prefix, Q.cancelled, Q.stats, Q.channel = ARGV[1], KEYS[3], KEYS[4], ARGV[3]
+Q.pending = KEYS[2]
 Q.failed_cap = tonumber(ARGV[4])
 expect(KEYS[1], 'zset')
 expect(KEYS[2], 'list')
@@ -51,7 +52,7 @@ end
 for _, id in ipairs(move) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HSET', ARGV[1] .. id, 'status', 'pending')
-  redis.call('LPUSH', KEYS[2], id)
+  make_ready(id, lane_fields(id))
 end
 local more = 0
 if #due == limit and #move + #drop + #expire > 0 then

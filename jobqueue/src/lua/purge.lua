@@ -13,8 +13,13 @@
 -- the cut) and the hashes of jobs enqueued after T. A sweep step reads
 -- every key it judges before its first delete, and gets at most 200 keys.
 --
--- KEYS[1..] "cut": the fixed keys (pending, processing, completed, failed,
---           leases, scheduled, stats, paused); "sweep": the keys to judge
+-- KEYS[1..] "cut": the fixed keys (pending first, processing, completed,
+--           failed, leases, scheduled, stats, paused, the priority lanes and
+--           the flow-control state: keys, wake, throttle); the lanes of the
+--           rate keys listed in `keys` go with them (derived from the
+--           pending key: the documented exception). "sweep": the keys to
+--           judge. A rate key's lane made after the cut is left alone, and
+--           so are the queue's limits (configuration, not jobs).
 -- ARGV[1]   "cut" or "sweep"
 -- ARGV[2]   "sweep": T, as "cut" returned it
 -- ARGV[3]   "sweep": the job hash prefix (only compared with key names)
@@ -22,8 +27,19 @@
 -- Returns:  "cut": { T, keys deleted }; "sweep": keys deleted
 
 if ARGV[1] == 'cut' then
+  Q.pending = KEYS[1]
   local cut = now_ms()
-  local deleted = redis.call('UNLINK', unpack(KEYS))
+  local doomed = { unpack(KEYS) }
+  local keyed = redis.pcall('ZRANGE', queue_base() .. 'keys', 0, -1)
+  if type(keyed) == 'table' and not keyed.err then
+    for _, k in ipairs(keyed) do
+      doomed[#doomed + 1] = queue_base() .. 'keyed:' .. k
+    end
+  end
+  local deleted = 0
+  for c = 1, #doomed, 1000 do
+    deleted = deleted + redis.call('UNLINK', unpack(doomed, c, math.min(c + 999, #doomed)))
+  end
   while now_ms() <= cut do
   end
   return { cut, deleted }
@@ -42,8 +58,11 @@ for i = 4, #ARGV do
   fixed[ARGV[i]] = true
 end
 local doomed = {}
+local keyed = ARGV[4] and string.sub(ARGV[4], 1, -8) .. 'keyed:'
 for _, key in ipairs(KEYS) do
-  if not fixed[key] then
+  if keyed and string.sub(key, 1, #keyed) == keyed then
+    -- A rate key's lane: those of the cut went with it; this one is newer.
+  elseif not fixed[key] then
     if string.sub(key, 1, #prefix) == prefix then
       -- A key that is not a hash reads as enqueued at no usable time.
       local at = tonumber(redis.pcall('HGET', key, 'enqueued_at_ms'))

@@ -137,6 +137,11 @@ local function leases()
       end
     end
   end
+  if #judged > 0 and redis.pcall('HDEL', queue_base() .. 'throttle', 'capped') == 1 then
+    -- Leases go here: a runner waiting for a slot under max_running may
+    -- claim again.
+    wake()
+  end
   for _, j in ipairs(judged) do
     redis.call('ZREM', Q.leases, j.member)
     if not j.id then

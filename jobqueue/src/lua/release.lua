@@ -20,7 +20,7 @@
 -- Returns: 1 released; 3 cancelled; 0 the token does not hold the job; -1
 --          already settled with this token
 
-Q.channel, Q.settled, Q.leases = ARGV[3], KEYS[5], KEYS[4]
+Q.channel, Q.settled, Q.leases, Q.pending = ARGV[3], KEYS[5], KEYS[4], KEYS[3]
 Q.prefix, Q.cancelled, Q.stats, Q.failed_cap = ARGV[6], KEYS[6], KEYS[7], tonumber(ARGV[7])
 local key, id, token = KEYS[1], ARGV[1], ARGV[2]
 if token == '' then
@@ -67,6 +67,12 @@ redis.call('HSET', key, unpack(fields))
 redis.call('ZREM', KEYS[4], lease(id, token))
 remember(id, token, now + tonumber(ARGV[4]))
 forget(now, tonumber(ARGV[5]))
-redis.call('RPUSH', KEYS[3], id)
+local priority, rate_key = lane_fields(id)
+drop_key_lease(id, token, rate_key or false)
+-- First in line in its lane (a reference worker's job goes back to pending).
+make_ready(id, priority, rate_key, true)
+if redis.pcall('HDEL', queue_base() .. 'throttle', 'capped') == 1 then
+  wake()
+end
 publish(id, 'released')
 return 1

@@ -57,6 +57,9 @@ local function unique_holder(id)
   return nil, { lock, window }
 end
 
+-- The revived jobs that go back to pending itself (in one LPUSH).
+local plain = {}
+
 local function revive(id, take)
   if take and take[2] then
     redis.call('SET', take[1], id, 'PX', take[2])
@@ -64,13 +67,21 @@ local function revive(id, take)
   local key = ARGV[1] .. id
   redis.call('HSET', key, 'status', 'pending', 'attempts', '0', 'claim_token', '', 'claimed_at_ms', '0')
   redis.call('PERSIST', key)
+  local f = redis.call('HMGET', key, 'priority', 'rate_key')
+  if f[1] or f[2] then
+    -- A job with a priority or a rate key goes back to its own lane.
+    Q.pending, Q.prefix = KEYS[2], ARGV[1]
+    make_ready(id, f[1], f[2], false)
+  else
+    plain[#plain + 1] = id
+  end
   revived[#revived + 1] = id
 end
 
 -- Pushes the revived ids, oldest first (so the oldest runs first), and counts them.
 local function finish()
-  for c = 1, #revived, 1000 do
-    redis.call('LPUSH', KEYS[2], unpack(revived, c, math.min(c + 999, #revived)))
+  for c = 1, #plain, 1000 do
+    redis.call('LPUSH', KEYS[2], unpack(plain, c, math.min(c + 999, #plain)))
   end
   if #revived > 0 then
     redis.call('HINCRBY', KEYS[3], 'revived_total', #revived)

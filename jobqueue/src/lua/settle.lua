@@ -48,10 +48,12 @@
 -- ARGV[9]  most snoozes a job may take; the next one is a failure for good
 -- ARGV[10..] five per settlement, in the order of KEYS[10..]:
 --          job id; claim token; "complete", "retry" (retry while attempts
---          remain), "permanent" (fail now) or "snooze"; the result JSON
---          (complete) or the error text (stored as last_error; unused by a
---          snooze); the delay in ms of a retry or snooze (0: back to
---          pending now, else scheduled)
+--          remain), "permanent" (fail now), "snooze" or "throttle" (an
+--          upstream rate limit: a snooze to the front of the job's lane that
+--          holds the queue, or the job's rate key, back for the delay); the
+--          result JSON (complete) or the error text (stored as last_error;
+--          unused by a snooze); the delay in ms of a retry or snooze (0:
+--          back to its lane now, else scheduled) or of a throttle's hold
 -- Returns: one code per settlement: 1 completed (complete) or retrying
 --          (retry); 2 failed for good; 3 cancelled or expired; 4 snoozed;
 --          0 the token does not hold the job (empty, stale, or the job is
@@ -83,6 +85,18 @@ expect(Q.cancelled, 'list')
 local now = now_ms()
 local now_s = ms(now)
 
+-- Holds the queue (or rate key k) back until the time given: no claim
+-- takes its jobs before then. A later hold never shortens an earlier one.
+local function hold_back(k, until_ms)
+  local throttle = queue_base() .. 'throttle'
+  local field = rate_key_ok(k) and 'until:' .. k or 'until'
+  local held = redis.pcall('HGET', throttle, field)
+  held = type(held) == 'string' and tonumber(held) or 0
+  if until_ms > held then
+    redis.pcall('HSET', throttle, field, ms(until_ms))
+  end
+end
+
 -- Read and judge every settlement.
 local codes, plan = {}, {}
 -- The token of each job this call will settle: a second entry for the same
@@ -104,7 +118,7 @@ for i = 1, n do
   else
     local kind, f = read_job(s.key, 'status', 'claim_token', 'settled_token', 'completed_ttl_s',
       'attempts', 'max_attempts', 'expires_at_ms', 'cancel_requested_at_ms', 'cancel_reason', 'snoozes',
-      'unique_digest', 'unique_mode')
+      'unique_digest', 'unique_mode', 'priority', 'rate_key')
     if kind ~= 'hash' or f[2] ~= s.token then
       if (kind == 'hash' and f[3] == s.token) or redis.call('ZSCORE', Q.settled, lease(s.id, s.token)) then
         codes[i] = -1
@@ -112,6 +126,12 @@ for i = 1, n do
     elseif f[1] == 'processing' then
       taken[s.id] = s.token
       s.unique_digest, s.unique_mode = f[11], f[12]
+      s.priority, s.rate_key = f[13], f[14] or false
+      if s.action == 'throttle' then
+        -- An upstream rate limit: a snooze to the front of the job's lane,
+        -- with the queue (or the job's rate key) held back meanwhile.
+        s.action, s.front = 'snooze', true
+      end
       local deadline = expires_at(f[7])
       s.delay = math.min(integer(s.delay, 0, MAX_DURATION_MS) or 0, MAX_DURATION_MS)
       if f[8] then
@@ -184,16 +204,19 @@ for _, s in ipairs(plan) do
         fields[#fields + 1] = 'attempts'
         fields[#fields + 1] = s.attempts
       end
-      if s.delay > 0 then
+      if s.delay > 0 and not s.front then
         fields[2] = 'scheduled'
         fields[#fields + 1] = 'scheduled_for_ms'
         fields[#fields + 1] = ms(now + s.delay)
       end
       redis.call('HSET', s.key, unpack(fields))
-      if s.delay > 0 then
+      if s.front then
+        make_ready(s.id, s.priority, s.rate_key, true)
+        hold_back(s.rate_key, now + s.delay)
+      elseif s.delay > 0 then
         redis.call('ZADD', scheduled, ms(now + s.delay), s.id)
       else
-        redis.call('LPUSH', Q.pending, s.id)
+        make_ready(s.id, s.priority, s.rate_key, false)
       end
       leases[#leases + 1] = member
       snoozed = snoozed + 1
@@ -218,7 +241,7 @@ for _, s in ipairs(plan) do
         redis.call('HSET', s.key, 'status', 'scheduled', 'scheduled_for_ms', ms(now + s.delay))
         redis.call('ZADD', scheduled, ms(now + s.delay), s.id)
       else
-        redis.call('LPUSH', Q.pending, s.id)
+        make_ready(s.id, s.priority, s.rate_key, false)
       end
       retried = retried + 1
       publish(s.id, 'retry')
@@ -230,10 +253,16 @@ for _, s in ipairs(plan) do
     end
     ended[#ended + 1] = ms_once(until_ms)
     ended[#ended + 1] = member
+    drop_key_lease(s.id, s.token, s.rate_key)
   end
 end
 if #leases > 0 then
   redis.call('ZREM', Q.leases, unpack(leases))
+  -- A claim refused at the queue's max_running left the flag: the slots
+  -- freed here wake a runner waiting for one.
+  if redis.pcall('HDEL', queue_base() .. 'throttle', 'capped') == 1 then
+    wake()
+  end
 end
 if #ended > 0 then
   redis.call('ZADD', Q.settled, unpack(ended))

@@ -13,7 +13,23 @@
 -- KEYS[8]  cancelled list
 -- ARGV[1]  unused (every script takes at least one argument)
 -- Returns: {pending, processing, completed, failed, scheduled, paused (0/1),
---          {field, value, ...} of the stats hash, cancelled}
+--          {field, value, ...} of the stats hash, cancelled, waiting in
+--          the priority lanes other than pending, waiting in the lanes of
+--          rate keys (the first 1,000 keys counted), rate keys waiting}
+
+Q.pending = KEYS[1]
+local lanes = priority_lanes()
+local prioritized = 0
+for _, list in ipairs(lanes) do
+  if list ~= Q.pending then
+    prioritized = prioritized + redis.call('LLEN', list)
+  end
+end
+local keys = redis.call('ZRANGE', queue_base() .. 'keys', 0, 999)
+local keyed = 0
+for _, k in ipairs(keys) do
+  keyed = keyed + redis.call('LLEN', queue_base() .. 'keyed:' .. k)
+end
 
 return {
   redis.call('LLEN', KEYS[1]),
@@ -24,4 +40,7 @@ return {
   redis.call('EXISTS', KEYS[6]),
   redis.call('HGETALL', KEYS[7]),
   redis.call('LLEN', KEYS[8]),
+  prioritized,
+  keyed,
+  redis.call('ZCARD', queue_base() .. 'keys'),
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
-use super::protocol::{ClaimMode, ClaimReply, Refusal};
+use super::protocol::{ClaimMode, ClaimReply, Hold, Refusal};
 use super::{ClaimedJob, Queue};
 use crate::error::{Error, Result};
 use crate::retry::Backoff;
@@ -18,6 +18,10 @@ pub(crate) const PAUSED_POLL: Duration = Duration::from_millis(250);
 /// How many answered claim requests one claim deletes at most.
 const MAX_ANSWERED_PER_CLAIM: usize = 64;
 
+/// Longest a runner held back by a rate sleeps before it claims again, so
+/// a limit raised live applies within a second.
+pub(crate) const MAX_THROTTLE_SLEEP: Duration = Duration::from_millis(500);
+
 /// What one run of the claim script gave.
 struct Claimed {
     /// Jobs that can run.
@@ -26,6 +30,17 @@ struct Claimed {
     unusable: usize,
     /// True when the queue is paused (nothing was claimed).
     paused: bool,
+    /// Why fewer jobs came than were asked for, though some may wait.
+    hold: Hold,
+}
+
+/// What a claim without waiting gave: the jobs, whether the queue is
+/// paused, and what held the claim back.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimNow {
+    pub(crate) jobs: Vec<ClaimedJob>,
+    pub(crate) paused: bool,
+    pub(crate) hold: Hold,
 }
 
 impl Queue {
@@ -58,7 +73,7 @@ impl Queue {
         }
         let deadline = Instant::now() + timeout;
         loop {
-            let (jobs, paused) = self.claim_now(n).await?;
+            let ClaimNow { jobs, paused, hold } = self.claim_now(n).await?;
             if !jobs.is_empty() {
                 return Ok(jobs);
             }
@@ -70,7 +85,19 @@ impl Queue {
                 tokio::time::sleep(left.min(PAUSED_POLL)).await;
                 continue;
             }
-            if let Some(jobs) = self.wait_for_job(left).await?
+            let waited = match hold {
+                Hold::Throttled(wait) => {
+                    tokio::time::sleep(left.min(wait).min(MAX_THROTTLE_SLEEP)).await;
+                    None
+                }
+                Hold::Capped(wait) => {
+                    self.wait_for_wake(left.min(wait)).await?;
+                    None
+                }
+                Hold::Keys(wait) => self.wait_for_job(left.min(wait)).await?,
+                Hold::None => self.wait_for_job(left).await?,
+            };
+            if let Some(jobs) = waited
                 && !jobs.is_empty()
             {
                 return Ok(jobs);
@@ -90,9 +117,8 @@ impl Queue {
         }
     }
 
-    /// Claims up to `n` jobs without waiting; `paused` is true when the queue
-    /// is paused (nothing was claimed).
-    pub(crate) async fn claim_now(&self, n: usize) -> Result<(Vec<ClaimedJob>, bool)> {
+    /// Claims up to `n` jobs without waiting.
+    pub(crate) async fn claim_now(&self, n: usize) -> Result<ClaimNow> {
         let n = n.min(super::CLAIM_BATCH);
         let mode = self.pop_mode();
         // When only jobs that cannot run came out (now failed), pending may
@@ -100,39 +126,39 @@ impl Queue {
         loop {
             let claimed = self.run_claim(mode, "", n).await?;
             if !claimed.jobs.is_empty() || claimed.paused || claimed.unusable == 0 {
-                return Ok((claimed.jobs, claimed.paused));
+                return Ok(ClaimNow {
+                    jobs: claimed.jobs,
+                    paused: claimed.paused,
+                    hold: claimed.hold,
+                });
             }
         }
     }
 
-    /// Blocks on a dedicated connection until pending holds a job or `left`
-    /// passes. With `BLMOVE` it rotates pending onto itself (`RIGHT RIGHT`
-    /// leaves the list as it was) so the claim script then takes the job with
-    /// its stamp. With `BRPOPLPUSH` (Redis < 6.2) the job moves to processing
-    /// here and the claim script adopts it; `Some` carries what was adopted.
-    pub(crate) async fn wait_for_job(&self, left: Duration) -> Result<Option<Vec<ClaimedJob>>> {
+    /// Blocks until the queue's wake list holds a token (taking it) or
+    /// `left` passes: the wait of a runner held back by max_running, which
+    /// a settle freeing a slot ends. Pending is not watched: it may hold
+    /// jobs the cap keeps back.
+    pub(crate) async fn wait_for_wake(&self, left: Duration) -> Result<()> {
         let block = left.max(Duration::from_millis(10));
+        let mut cmd = redis::cmd("BLPOP");
+        cmd.arg(self.keys.wake())
+            .arg(format!("{:.3}", block.as_secs_f64()));
+        let _: Option<(String, String)> = self.blocking_query(cmd, block).await?.flatten();
+        Ok(())
+    }
+
+    /// Runs one blocking command on a dedicated connection, bounded by
+    /// `block` plus the response timeout. `None` when the connection was
+    /// lost (after a short pause; the next wait opens a new one).
+    async fn blocking_query<T: redis::FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+        block: Duration,
+    ) -> Result<Option<T>> {
         let mut conn = self.conn.blocking().await?;
-        let legacy = self.conn.legacy_claim();
-        let cmd = if legacy {
-            // BRPOPLPUSH takes whole seconds before Redis 6.0.
-            let secs = block.as_secs_f64().ceil().max(1.0) as u64;
-            let mut cmd = redis::cmd("BRPOPLPUSH");
-            cmd.arg(self.keys.pending())
-                .arg(self.keys.processing())
-                .arg(secs);
-            cmd
-        } else {
-            let mut cmd = redis::cmd("BLMOVE");
-            cmd.arg(self.keys.pending())
-                .arg(self.keys.pending())
-                .arg("RIGHT")
-                .arg("RIGHT")
-                .arg(format!("{:.3}", block.as_secs_f64()));
-            cmd
-        };
         let limit = block + self.conn.options().response_timeout;
-        let reply = tokio::time::timeout(limit, cmd.query_async::<Option<String>>(&mut conn.conn))
+        let reply = tokio::time::timeout(limit, cmd.query_async::<T>(&mut conn.conn))
             .await
             .map_err(|_| {
                 Error::Redis(redis::RedisError::from(std::io::Error::new(
@@ -140,26 +166,72 @@ impl Queue {
                     "blocking claim got no reply in time",
                 )))
             })?;
-        let id = match reply {
-            Ok(id) => {
+        match reply {
+            Ok(value) => {
                 conn.give_back();
-                id
+                Ok(Some(value))
             }
             Err(e) => {
                 let err = Error::from(e);
                 if err.is_connection_error() {
-                    // The connection is dropped; the next wait opens a new one.
                     tracing::debug!(error = %err, "blocking claim connection lost");
                     tokio::time::sleep(Backoff::COMMAND.delay(0)).await;
                     return Ok(None);
                 }
-                return Err(err);
+                Err(err)
             }
-        };
-        match (legacy, id) {
-            (true, Some(id)) => Ok(Some(self.run_claim(ClaimMode::Adopt, &id, 1).await?.jobs)),
-            _ => Ok(None),
         }
+    }
+
+    /// Blocks on dedicated connections until pending holds a job, the
+    /// queue's wake list holds a token (a job in another lane, a freed
+    /// slot, new limits), or `left` passes. With `BLMOVE` it rotates pending
+    /// onto itself (`RIGHT RIGHT` leaves the list as it was) so the claim
+    /// script then takes the job with its stamp; the two waits race and the
+    /// one that loses is dropped with its connection. With `BRPOPLPUSH`
+    /// (Redis < 6.2) the job moves to processing here and the claim script
+    /// adopts it; `Some` carries what was adopted. That move cannot be
+    /// abandoned half way, so there the wake list is looked at between
+    /// waits of at most a second.
+    pub(crate) async fn wait_for_job(&self, left: Duration) -> Result<Option<Vec<ClaimedJob>>> {
+        let block = left.max(Duration::from_millis(10));
+        if self.conn.legacy_claim() {
+            // BRPOPLPUSH takes whole seconds before Redis 6.0.
+            let block = block.min(Duration::from_secs(1));
+            let woken: Option<Option<String>> = self
+                .conn
+                .run(|mut c| {
+                    let wake = self.keys.wake();
+                    async move { redis::cmd("LPOP").arg(wake).query_async(&mut c).await }
+                })
+                .await
+                .map(Some)?;
+            if matches!(woken, Some(Some(_))) {
+                return Ok(None);
+            }
+            let secs = block.as_secs_f64().ceil().max(1.0) as u64;
+            let mut cmd = redis::cmd("BRPOPLPUSH");
+            cmd.arg(self.keys.pending())
+                .arg(self.keys.processing())
+                .arg(secs);
+            let id: Option<String> = self.blocking_query(cmd, block).await?.flatten();
+            return match id {
+                Some(id) => Ok(Some(self.run_claim(ClaimMode::Adopt, &id, 1).await?.jobs)),
+                None => Ok(None),
+            };
+        }
+        let mut pending = redis::cmd("BLMOVE");
+        pending
+            .arg(self.keys.pending())
+            .arg(self.keys.pending())
+            .arg("RIGHT")
+            .arg("RIGHT")
+            .arg(format!("{:.3}", block.as_secs_f64()));
+        tokio::select! {
+            got = self.blocking_query::<Option<String>>(pending, block) => { got?; }
+            got = self.wait_for_wake(block) => got?,
+        }
+        Ok(None)
     }
 
     /// One claim request: id `request` and one token per job wanted. A
@@ -230,15 +302,20 @@ impl Queue {
         let reply = self
             .claim_request(mode, adopt, &crate::id::random_hex(), &tokens)
             .await?;
-        let (claimed, rejected) = match ClaimReply::decode(reply)? {
+        let (claimed, rejected, hold) = match ClaimReply::decode(reply)? {
             ClaimReply::Paused => {
                 return Ok(Claimed {
                     jobs: Vec::new(),
                     unusable: 0,
                     paused: true,
+                    hold: Hold::None,
                 });
             }
-            ClaimReply::Claimed { claimed, rejected } => (claimed, rejected),
+            ClaimReply::Claimed {
+                claimed,
+                rejected,
+                hold,
+            } => (claimed, rejected, hold),
         };
         for rejected in &rejected {
             let outcome = match rejected.refusal {
@@ -274,6 +351,7 @@ impl Queue {
             jobs,
             unusable,
             paused: false,
+            hold,
         })
     }
 }

@@ -51,6 +51,18 @@ pub struct EnqueueOptions {
     /// Unique by this key instead of the payload: with [`unique`](Self::unique)
     /// unset, for the default window (a day) while pending.
     pub unique_key: Option<String>,
+    /// The job's priority level, from [`MIN_PRIORITY`](crate::queue::MIN_PRIORITY)
+    /// (-3) to [`MAX_PRIORITY`](crate::queue::MAX_PRIORITY) (3): a claim takes
+    /// from the highest level with jobs first, FIFO within a level. 0 (the
+    /// default) waits in the reference `pending` list. Strict: a steady
+    /// stream of higher jobs starves the lower ones.
+    pub priority: Option<i8>,
+    /// The job's rate key (a tenant, a customer, an API host): it waits in
+    /// its key's own lane and runs within the key's limits
+    /// ([`Queue::set_key_limits`](super::Queue::set_key_limits)), so a
+    /// throttled key holds back only its own jobs. Keyed jobs are claimed
+    /// after the priority lanes; their priority is not used.
+    pub rate_key: Option<String>,
 }
 
 /// When a new job may first run.
@@ -152,6 +164,18 @@ impl EnqueueOptions {
         self
     }
 
+    /// Sets [`priority`](Self::priority).
+    pub fn priority(mut self, level: i8) -> Self {
+        self.priority = Some(level);
+        self
+    }
+
+    /// Sets [`rate_key`](Self::rate_key).
+    pub fn rate_key(mut self, key: impl Into<String>) -> Self {
+        self.rate_key = Some(key.into());
+        self
+    }
+
     /// Fills the settings left unset from `defaults`.
     pub(crate) fn or(self, defaults: &Self) -> Self {
         Self {
@@ -166,6 +190,8 @@ impl EnqueueOptions {
             expires_in: self.expires_in.or(defaults.expires_in),
             unique: self.unique.or_else(|| defaults.unique.clone()),
             unique_key: self.unique_key.or_else(|| defaults.unique_key.clone()),
+            priority: self.priority.or(defaults.priority),
+            rate_key: self.rate_key.or_else(|| defaults.rate_key.clone()),
         }
     }
 }
@@ -277,6 +303,25 @@ impl NewJob {
             fields.push(("unique_digest", digest));
             fields.push(("unique_mode", unique.mode.as_str().to_owned()));
             fields.push(("unique_for_ms", unique.window.as_millis().to_string()));
+        }
+        if let Some(level) = options.priority {
+            if !(crate::keys::MIN_PRIORITY..=crate::queue::MAX_PRIORITY).contains(&level) {
+                return Err(Error::invalid_option(
+                    "priority",
+                    format!(
+                        "{level} is not from {} to {}",
+                        crate::keys::MIN_PRIORITY,
+                        crate::keys::MAX_PRIORITY
+                    ),
+                ));
+            }
+            if level != 0 {
+                fields.push(("priority", level.to_string()));
+            }
+        }
+        if let Some(key) = &options.rate_key {
+            super::check_rate_key(key)?;
+            fields.push(("rate_key", key.clone()));
         }
         match options.when {
             When::Now => {}

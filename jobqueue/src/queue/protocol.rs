@@ -3,6 +3,7 @@
 //! place. A script's header (`lua/*.lua`) documents the same values.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use redis::{FromRedisValue, ParsingError, RedisWrite, ToRedisArgs, Value};
 
@@ -42,6 +43,9 @@ pub(crate) enum SettleAction {
     Permanent,
     /// Back to pending (or scheduled), the attempt given back.
     Snooze,
+    /// An upstream rate limit: back to the front of its lane, the attempt
+    /// given back, and the queue (or its rate key) held back a while.
+    Throttle,
 }
 
 impl ToRedisArgs for SettleAction {
@@ -51,6 +55,7 @@ impl ToRedisArgs for SettleAction {
             Self::Retry => b"retry",
             Self::Permanent => b"permanent",
             Self::Snooze => b"snooze",
+            Self::Throttle => b"throttle",
         });
     }
 }
@@ -180,7 +185,44 @@ pub(crate) enum ClaimReply {
     Claimed {
         claimed: Vec<(ClaimedJob, Option<Error>)>,
         rejected: Vec<Rejected>,
+        hold: Hold,
     },
+}
+
+/// Why a claim took fewer jobs than it asked for while jobs may still wait
+/// (`claim.lua`'s hold), and what the runner does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Hold {
+    /// Nothing held it back: the lanes ran out.
+    #[default]
+    None,
+    /// A rate limit (or a handler's report of an upstream one): claim again
+    /// after this long, not before.
+    Throttled(Duration),
+    /// The queue's max_running: wait for the wake list (a settle that frees
+    /// a slot feeds it), at most this long.
+    Capped(Duration),
+    /// Rate keys with jobs wait for their own limits; the first is ready in
+    /// this long.
+    Keys(Duration),
+}
+
+impl Hold {
+    fn decode(kind: &[u8], ms: i64) -> Result<Self> {
+        let wait = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        Ok(match kind {
+            b"" => Self::None,
+            b"throttled" => Self::Throttled(wait),
+            b"capped" => Self::Capped(wait),
+            b"keys" => Self::Keys(wait),
+            other => {
+                return Err(Error::malformed(
+                    "claim script reply",
+                    format!("unknown hold {:?}", String::from_utf8_lossy(other)),
+                ));
+            }
+        })
+    }
 }
 
 impl ClaimReply {
@@ -192,7 +234,7 @@ impl ClaimReply {
         let parts = match reply {
             Value::SimpleString(s) if s == "paused" => return Ok(Self::Paused),
             Value::BulkString(b) if b == b"paused" => return Ok(Self::Paused),
-            Value::Array(parts) if parts.len() == 2 => parts,
+            Value::Array(parts) if parts.len() == 2 || parts.len() == 4 => parts,
             other => return Err(bad(format!("unexpected reply {other:?}"))),
         };
         let mut parts = parts.into_iter();
@@ -200,6 +242,16 @@ impl ClaimReply {
             (parts.next(), parts.next())
         else {
             return Err(bad("expected two arrays".into()));
+        };
+        let hold = match (parts.next(), parts.next()) {
+            (Some(kind), Some(ms)) => {
+                let kind: Vec<u8> =
+                    FromRedisValue::from_redis_value(kind).map_err(|e| bad(e.to_string()))?;
+                let ms: i64 =
+                    FromRedisValue::from_redis_value(ms).map_err(|e| bad(e.to_string()))?;
+                Hold::decode(&kind, ms)?
+            }
+            _ => Hold::None,
         };
         let mut claimed = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -231,7 +283,11 @@ impl ClaimReply {
                 reason: lossy(reason),
             });
         }
-        Ok(Self::Claimed { claimed, rejected })
+        Ok(Self::Claimed {
+            claimed,
+            rejected,
+            hold,
+        })
     }
 }
 

@@ -39,8 +39,16 @@ pub struct Stats {
     pub expired_total: u64,
     /// Snoozes ever taken ([`JobError::snooze`](crate::JobError::snooze)).
     pub snoozed_total: u64,
-    /// Jobs waiting.
+    /// Jobs waiting, in every lane: `pending`, the other priority levels
+    /// and the rate keys' lanes.
     pub pending_depth: u64,
+    /// Of those, the jobs waiting at a priority level other than 0.
+    pub prioritized_depth: u64,
+    /// Of those, the jobs waiting in rate keys' lanes (the first 1,000
+    /// keys counted).
+    pub keyed_depth: u64,
+    /// Rate keys with jobs waiting.
+    pub rate_keys: u64,
     /// Jobs claimed.
     pub processing_depth: u64,
     /// Ids in the completed history.
@@ -78,7 +86,19 @@ fn as_millis<S: Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S:
 
 /// The stats script's reply: four list lengths, the scheduled count, the
 /// paused flag, the counters hash and the cancelled list's length.
-type StatsReply = (u64, u64, u64, u64, u64, bool, BTreeMap<String, String>, u64);
+type StatsReply = (
+    u64,
+    u64,
+    u64,
+    u64,
+    u64,
+    bool,
+    BTreeMap<String, String>,
+    u64,
+    u64,
+    u64,
+    u64,
+);
 
 impl Queue {
     /// Depths and fleet-wide totals, read as one consistent snapshot.
@@ -97,8 +117,19 @@ impl Queue {
             .key(self.keys.stats())
             .key(self.keys.cancelled())
             .arg(0);
-        let (pending, processing, completed, failed, scheduled, paused, totals, cancelled): StatsReply =
-            self.invoke(&invocation).await?;
+        let (
+            pending,
+            processing,
+            completed,
+            failed,
+            scheduled,
+            paused,
+            totals,
+            cancelled,
+            prioritized,
+            keyed,
+            rate_keys,
+        ): StatsReply = self.invoke(&invocation).await?;
         let total = |name: &str| -> Result<u64> {
             match totals.get(name) {
                 None => Ok(0),
@@ -117,7 +148,10 @@ impl Queue {
             cancelled_total: total("cancelled_total")?,
             expired_total: total("expired_total")?,
             snoozed_total: total("snoozed_total")?,
-            pending_depth: pending,
+            pending_depth: pending + prioritized + keyed,
+            prioritized_depth: prioritized,
+            keyed_depth: keyed,
+            rate_keys,
             processing_depth: processing,
             completed_depth: completed,
             failed_depth: failed,

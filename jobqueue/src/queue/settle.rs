@@ -59,6 +59,13 @@ pub enum Settlement {
         /// How long the job waits before it is pending again.
         delay: Duration,
     },
+    /// An upstream rate limit: back to the front of its lane without
+    /// charging the attempt (a snooze), and its queue, or its rate key when
+    /// it has one, takes no job for `retry_after`.
+    RateLimited {
+        /// How long the queue (or rate key) is held back.
+        retry_after: Duration,
+    },
 }
 
 impl Queue {
@@ -187,6 +194,10 @@ impl Queue {
                         .arg(SettleAction::Snooze)
                         .arg("")
                         .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+                    Settlement::RateLimited { retry_after } => invocation
+                        .arg(SettleAction::Throttle)
+                        .arg("")
+                        .arg(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX)),
                 };
             }
             let codes: Vec<SettleCode> = self.invoke(&invocation).await?;
@@ -200,7 +211,7 @@ impl Queue {
                 acks.push(code.ack(match settlement {
                     Settlement::Complete(_) => Settle::Complete,
                     Settlement::Retry { .. } | Settlement::Fail { .. } => Settle::Fail,
-                    Settlement::Snooze { .. } => Settle::Snooze,
+                    Settlement::Snooze { .. } | Settlement::RateLimited { .. } => Settle::Snooze,
                 })?);
             }
         }

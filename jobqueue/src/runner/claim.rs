@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -20,7 +20,7 @@ use super::execute::{self, MAX_WRITE_TRIES};
 use super::slot::{Slot, slot, try_slot};
 use super::{QueueRt, Shared};
 use crate::error::Result;
-use crate::queue::{Ack, ClaimedJob, SETTLE_BATCH, Settlement};
+use crate::queue::{Ack, ClaimNow, ClaimedJob, Hold, MAX_THROTTLE_SLEEP, SETTLE_BATCH, Settlement};
 use crate::retry::Backoff;
 
 /// Most jobs one claim round trip asks for.
@@ -50,7 +50,7 @@ struct Round {
     /// How many jobs the claim asked for.
     asked: usize,
     settled: Result<Vec<Ack>>,
-    claimed: Option<Result<(Vec<ClaimedJob>, bool)>>,
+    claimed: Option<Result<ClaimNow>>,
 }
 
 type RoundFuture = Pin<Box<dyn Future<Output = Round> + Send>>;
@@ -275,25 +275,52 @@ impl ClaimLoop {
         }
         match claimed {
             None => {}
-            Some(Ok((_, true))) => {
+            Some(Ok(ClaimNow { paused: true, .. })) => {
                 // Paused: look again shortly, holding no slot.
                 self.claiming.after = Some(Instant::now() + crate::queue::PAUSED_POLL * 2);
             }
-            Some(Ok((jobs_claimed, false))) => {
+            Some(Ok(ClaimNow {
+                jobs: jobs_claimed,
+                hold,
+                ..
+            })) => {
                 self.claiming.succeeded();
                 // Pending ran out before the claim had all it asked for
                 // (nothing at all: the queue is idle). Wait for the next job
                 // without holding a slot, instead of asking again at once:
                 // at low rates that second claim found nothing nearly every
                 // time and cost Redis a script call per job. The wait
-                // answers at once when a job came meanwhile.
+                // answers at once when a job came meanwhile. A limit that
+                // held the claim back says how to wait instead.
                 if jobs_claimed.len() < asked
                     && self.waiting.is_none()
                     && !self.shutdown.is_cancelled()
                 {
                     let queue = q.queue.clone();
                     let block = self.shared.claim_block;
-                    self.waiting = Some(Box::pin(async move { queue.wait_for_job(block).await }));
+                    match hold {
+                        Hold::Throttled(wait) => {
+                            // Sleep without calling Redis; a little jitter
+                            // keeps a fleet from claiming in lockstep.
+                            let wait = wait.min(MAX_THROTTLE_SLEEP);
+                            self.claiming.after = Some(Instant::now() + wait + jitter(wait));
+                        }
+                        Hold::Capped(wait) => {
+                            let block = block.min(wait).max(Duration::from_millis(10));
+                            self.waiting = Some(Box::pin(async move {
+                                queue.wait_for_wake(block).await.map(|()| None)
+                            }));
+                        }
+                        Hold::Keys(wait) => {
+                            let block = block.min(wait);
+                            self.waiting =
+                                Some(Box::pin(async move { queue.wait_for_job(block).await }));
+                        }
+                        Hold::None => {
+                            self.waiting =
+                                Some(Box::pin(async move { queue.wait_for_job(block).await }));
+                        }
+                    }
                 }
                 for job in jobs_claimed {
                     match pool.pop() {
@@ -338,6 +365,14 @@ impl ClaimLoop {
             self.interrupt.clone(),
         ));
     }
+}
+
+/// Up to a tenth of `wait` (at least 1 ms), different for every call.
+fn jitter(wait: Duration) -> Duration {
+    let spread = u64::try_from(wait.as_micros() / 10)
+        .unwrap_or(u64::MAX)
+        .max(1_000);
+    Duration::from_micros(rand::random_range(0..spread))
 }
 
 /// Sleeps until `at`; never, without one.

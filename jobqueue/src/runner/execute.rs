@@ -211,6 +211,7 @@ fn failure(job: &ClaimedJob, error: &JobError, policy: Backoff) -> Option<Settle
         Disposition::Abandon => return None,
         Disposition::Permanent => Settlement::Fail { error: message },
         Disposition::Snooze(delay) => Settlement::Snooze { delay },
+        Disposition::RateLimited(retry_after) => Settlement::RateLimited { retry_after },
         Disposition::RetryAfter(delay) => Settlement::Retry {
             error: message,
             delay,
@@ -240,7 +241,7 @@ pub(super) fn log_written(settlement: Option<&Settlement>, ack: Ack) {
         (Some(Settlement::Retry { error, .. } | Settlement::Fail { error }), _) => {
             tracing::error!(error = %error, "job failed for good")
         }
-        (Some(Settlement::Snooze { .. }), _) => {
+        (Some(Settlement::Snooze { .. } | Settlement::RateLimited { .. }), _) => {
             tracing::error!("job snoozed once too often; failed for good")
         }
     }

@@ -3,6 +3,10 @@
 //! (with jitter), catching up ticks still within their grace one at a time.
 //! Every runner ticks; `tick.lua` lets exactly one of them fire each tick.
 //!
+//! It also writes the limits `#[job(rate, burst, max_running)]` declares,
+//! where the queue has none set: a deploy never reverts an operator's
+//! change.
+//!
 //! The schedules declared in code are written again every minute (an
 //! unchanged one costs one read): a purge, or an `unschedule` of a schedule
 //! the code still declares, is undone, so the code stays the truth. To stop
@@ -31,7 +35,7 @@ pub(super) async fn tick(shared: Arc<Shared>, stop: CancellationToken) {
     let mut failures: u32 = 0;
     loop {
         if !written || last_put.elapsed() >= PUT_EVERY {
-            written = put_schedules(&shared).await;
+            written = put_schedules(&shared).await & put_limits(&shared).await;
             last_put = tokio::time::Instant::now();
         }
         let mut failed = !written;
@@ -98,6 +102,45 @@ async fn put_schedules(shared: &Shared) -> bool {
             Err(e) => {
                 ok = false;
                 tracing::warn!(job = def.name(), error = %e, "could not write the job's schedule");
+            }
+        }
+    }
+    ok
+}
+
+/// Writes the limits the jobs of each served queue declare, where the
+/// queue has none set (split over a sharded queue's shards); false when one
+/// could not be written.
+async fn put_limits(shared: &Shared) -> bool {
+    let mut ok = true;
+    let mut done: Vec<&str> = Vec::new();
+    for def in shared.registry.jobs() {
+        let limits = def.limits();
+        if limits.is_empty() {
+            continue;
+        }
+        if done.contains(&def.queue()) {
+            tracing::warn!(job = def.name(), queue = def.queue(), "another job of this queue declared its limits first; these are not used");
+            continue;
+        }
+        let shards: Vec<_> = shared
+            .queues
+            .iter()
+            .filter(|q| q.logical == def.queue())
+            .collect();
+        if shards.is_empty() {
+            continue;
+        }
+        done.push(def.queue());
+        let each = limits.per_shard(shards.len());
+        for q in shards {
+            match q.queue.seed_limits(&each).await {
+                Ok(0) => {}
+                Ok(_) => tracing::info!(queue = q.queue.name(), job = def.name(), limits = ?each, "declared limits written"),
+                Err(e) => {
+                    ok = false;
+                    tracing::warn!(queue = q.queue.name(), error = %e, "could not write the declared limits");
+                }
             }
         }
     }
