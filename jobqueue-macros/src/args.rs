@@ -188,7 +188,9 @@ impl Parse for JobArgs {
                     if !(-3..=3).contains(&n) {
                         return Err(syn::Error::new(
                             lit.span(),
-                            format!("priority {n} is not from -3 to 3 (higher runs first; 0 is the default)"),
+                            format!(
+                                "priority {n} is not from -3 to 3 (higher runs first; 0 is the default)"
+                            ),
                         ));
                     }
                     args.priority = Some(n as i8);

@@ -151,7 +151,17 @@ mod tests {
         assert_eq!(parse_rate("20/d"), Ok((20, 86_400_000)));
         assert_eq!(parse_rate("10/250ms"), Ok((10, 250)));
         assert_eq!(parse_rate(" 3 / 2s "), Ok((3, 2_000)));
-        for bad in ["", "100", "0/s", "x/s", "10/", "10/0s", "10/w", "10/400d", "2000000/s"] {
+        for bad in [
+            "",
+            "100",
+            "0/s",
+            "x/s",
+            "10/",
+            "10/0s",
+            "10/w",
+            "10/400d",
+            "2000000/s",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad:?}");
         }
     }

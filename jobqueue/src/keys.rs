@@ -12,7 +12,6 @@ pub const MIN_PRIORITY: i8 = -3;
 /// Most bytes in a rate key.
 pub const MAX_RATE_KEY: usize = 128;
 
-
 /// How a queue's keys are spelled.
 ///
 /// The reference layout (`queue:jobs:pending`) is what the Redis job-queue guide

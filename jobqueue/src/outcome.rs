@@ -133,7 +133,10 @@ impl JobError {
     /// ```
     pub fn rate_limited(retry_after: Duration) -> Self {
         Self::new(
-            format!("rate limited upstream; retry after {} ms", retry_after.as_millis()),
+            format!(
+                "rate limited upstream; retry after {} ms",
+                retry_after.as_millis()
+            ),
             Disposition::RateLimited(retry_after),
         )
     }

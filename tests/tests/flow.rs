@@ -157,15 +157,380 @@ async fn a_rate_limit_spaces_claims_and_says_how_long_to_wait(redis: TestRedis) 
         "{waited:?}"
     );
     let limits = q.limits().await.unwrap();
-    assert_eq!(limits.queue.rate, Some(Rate::new(10, Duration::from_secs(1))));
+    assert_eq!(
+        limits.queue.rate,
+        Some(Rate::new(10, Duration::from_secs(1)))
+    );
     assert_eq!(limits.queue.burst, Some(3));
     // Removed: everything waiting is claimable at once.
     q.set_limits(&Limits::new()).await.unwrap();
     assert_eq!(q.claim_many(100, Duration::ZERO).await.unwrap().len(), 16);
 }
 
+/// Samples how many leases `queue` holds every 5 ms until `stop` is
+/// cancelled; returns the samples.
+async fn sample_leases(
+    redis: &TestRedis,
+    queue: &str,
+    stop: jobqueue::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<u64>> {
+    let leases = if redis.is_cluster() {
+        format!("queue:{{{queue}}}:leases")
+    } else {
+        format!("queue:{queue}:leases")
+    };
+    let conn = redis.conn().await;
+    tokio::spawn(async move {
+        let mut conn = conn;
+        let mut samples = Vec::new();
+        while !stop.is_cancelled() {
+            let n: u64 = redis::cmd("ZCARD")
+                .arg(&leases)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            samples.push(n);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        samples
+    })
+}
+
+fn flow_runner(client: Client, queue: &str, concurrency: usize) -> Runner {
+    Runner::builder(client)
+        .queues([queue])
+        .concurrency(concurrency)
+        .sweep_interval(Duration::from_millis(200))
+        .build()
+        .unwrap()
+}
+
+async fn max_running_holds_across_three_runners_and_is_reached(redis: TestRedis) {
+    let client = redis.client().await;
+    client
+        .set_limits("flow", Limits::new().max_running(5))
+        .await
+        .unwrap();
+    let key = unique_key("cap");
+    let handles = client
+        .enqueue_many::<step>((0..60).map(|i| (key.clone(), i, 60)))
+        .await
+        .unwrap();
+    let stop = jobqueue::CancellationToken::new();
+    let sampler = sample_leases(&redis, "flow", stop.clone()).await;
+    let runners: Vec<_> = (0..3)
+        .map(|_| start_runner(flow_runner(client.clone(), "flow", 10)))
+        .collect();
+    for handle in &handles {
+        handle.wait(Duration::from_secs(30)).await.unwrap();
+    }
+    stop.cancel();
+    let samples = sampler.await.unwrap();
+    for (token, task) in runners {
+        stop_runner(token, task).await;
+    }
+    let most = samples.iter().copied().max().unwrap();
+    println!(
+        "{} samples of the leases held; the most at once: {most}",
+        samples.len()
+    );
+    assert!(most <= 5, "max_running 5 exceeded: {most}");
+    assert_eq!(most, 5, "the cap is reached");
+    assert_eq!(starts(&key).len(), 60);
+}
+
+async fn a_throttled_key_does_not_delay_another_keys_jobs(redis: TestRedis) {
+    let client = redis.client().await;
+    // Each key: 2 jobs a second, one at a time.
+    client
+        .set_key_limits(
+            "flow-keys",
+            Limits::new()
+                .rate(Rate::new(2, Duration::from_secs(1)))
+                .burst(1),
+        )
+        .await
+        .unwrap();
+    let key = unique_key("keys");
+    // The slow key's 30 jobs are enqueued first: in one FIFO list they
+    // would hold the fast key's jobs back for 15 s.
+    client
+        .enqueue_many::<tenant_call>((0..30).map(|i| (key.clone(), "slow".to_owned(), i)))
+        .await
+        .unwrap();
+    let began = Instant::now();
+    // The fast key has limits of its own: none.
+    client
+        .set_limits_of_key(
+            "flow-keys",
+            "fast",
+            Some(Limits::new().rate(Rate::new(1000, Duration::from_secs(1)))),
+        )
+        .await
+        .unwrap();
+    let fast = client
+        .enqueue_many::<tenant_call>((0..20).map(|i| (key.clone(), "fast".to_owned(), i)))
+        .await
+        .unwrap();
+    let (token, task) = start_runner(flow_runner(client.clone(), "flow-keys", 10));
+    for handle in &fast {
+        handle.wait(Duration::from_secs(10)).await.unwrap();
+    }
+    let fast_done = began.elapsed();
+    let slow_by_then = starts(&format!("{key}/slow")).len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let slow_later = starts(&format!("{key}/slow")).len();
+    stop_runner(token, task).await;
+    println!(
+        "the fast key's 20 jobs done in {fast_done:?}; the slow key had started {slow_by_then}, then {slow_later} two seconds later"
+    );
+    assert!(fast_done < Duration::from_secs(3), "{fast_done:?}");
+    assert!(
+        slow_by_then <= 1 + 2 * (fast_done.as_secs() as usize + 1),
+        "{slow_by_then}"
+    );
+    assert!(
+        (slow_later - slow_by_then) <= 6,
+        "the slow key keeps its rate: {slow_by_then} -> {slow_later}"
+    );
+    assert!(slow_later > slow_by_then, "the slow key is not starved");
+    // The slow key's starts are spaced by its rate (500 ms, with 50 ms for
+    // timers).
+    let times: Vec<Instant> = starts(&format!("{key}/slow"))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(450),
+            "two starts {gap:?} apart"
+        );
+    }
+}
+
+async fn an_upstream_429_backs_off_the_whole_queue(redis: TestRedis) {
+    let client = redis.client().await;
+    let key = unique_key("429");
+    let first = client.enqueue::<upstream>((key.clone(), 0)).await.unwrap();
+    let (token, task) = start_runner(flow_runner(client.clone(), "flow-429", 4));
+    // The first run reports the 429; wait for it.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !starts(&key).is_empty()
+        })
+        .await,
+        "the first job ran"
+    );
+    // ... and until its outcome (the 429) is written.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            first.record().await.unwrap().unwrap().field("snoozes") == Some("1")
+        })
+        .await,
+        "the 429 was recorded"
+    );
+    let reported = Instant::now();
+    let others = client
+        .enqueue_many::<upstream>((1..6).map(|i| (key.clone(), i)))
+        .await
+        .unwrap();
+    first.wait(Duration::from_secs(10)).await.unwrap();
+    for handle in &others {
+        handle.wait(Duration::from_secs(10)).await.unwrap();
+    }
+    stop_runner(token, task).await;
+    let runs = starts(&key);
+    let later: Vec<Duration> = runs[1..]
+        .iter()
+        .map(|(_, t)| t.saturating_duration_since(reported))
+        .collect();
+    println!("runs after the 429 began at {later:?}");
+    assert_eq!(runs.len(), 7, "the first job twice, the others once");
+    assert_eq!(runs[1].0, 0, "the throttled job went back first in line");
+    for after in &later {
+        // Held back 800 ms from the settle; the settle came a little after
+        // the run, which is what `reported` measures from.
+        assert!(
+            *after >= Duration::from_millis(600),
+            "a job started {after:?} after the 429"
+        );
+    }
+    let record = first.record().await.unwrap().unwrap();
+    assert_eq!(
+        record.field("attempts"),
+        Some("1"),
+        "the attempt was given back"
+    );
+}
+
+async fn limits_changed_live_apply_within_a_second_on_every_runner(redis: TestRedis) {
+    let client = redis.client().await;
+    client
+        .set_limits(
+            "flow",
+            Limits::new()
+                .rate(Rate::new(1, Duration::from_secs(3)))
+                .burst(1),
+        )
+        .await
+        .unwrap();
+    let key = unique_key("live");
+    client
+        .enqueue_many::<step>((0..40).map(|i| (key.clone(), i, 400)))
+        .await
+        .unwrap();
+    // Three runners of one slot each: three jobs run at once only when all
+    // three runners claim.
+    let runners: Vec<_> = (0..3)
+        .map(|_| start_runner(flow_runner(client.clone(), "flow", 1)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = starts(&key).len();
+    let stop = jobqueue::CancellationToken::new();
+    let sampler = sample_leases(&redis, "flow", stop.clone()).await;
+    let changed = Instant::now();
+    client
+        .set_limits(
+            "flow",
+            Limits::new().rate(Rate::new(1000, Duration::from_secs(1))),
+        )
+        .await
+        .unwrap();
+    let all_three = eventually(Duration::from_secs(1), || async {
+        starts(&key).iter().filter(|(_, t)| *t >= changed).count() >= 3
+    })
+    .await;
+    let took = changed.elapsed();
+    stop.cancel();
+    let most = sampler.await.unwrap().into_iter().max().unwrap_or(0);
+    // And back down: a limit set live stops new starts at once.
+    client
+        .set_limits(
+            "flow",
+            Limits::new()
+                .rate(Rate::new(1, Duration::from_secs(60)))
+                .burst(1),
+        )
+        .await
+        .unwrap();
+    let lowered = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after_lowering = starts(&key)
+        .iter()
+        .filter(|(_, t)| *t >= lowered + Duration::from_millis(500))
+        .count();
+    for (token, task) in runners {
+        stop_runner(token, task).await;
+    }
+    println!(
+        "{before} start(s) under 1 per 3 s; after raising the limit, three runners started jobs within {took:?} ({most} leases at once); {after_lowering} started after lowering it"
+    );
+    assert!(before <= 1, "{before}");
+    assert!(
+        all_three,
+        "three runners started jobs within a second of the change"
+    );
+    assert_eq!(most, 3, "all three runners held a job at once");
+    assert!(
+        after_lowering <= 1,
+        "{after_lowering} started after lowering the limit"
+    );
+}
+
+/// The completion times (ms, Redis clock) of the jobs in `queue`'s
+/// completed history.
+async fn completion_times(redis: &TestRedis, queue: &str) -> Vec<u64> {
+    let client = redis.client().await;
+    let q = client.queue(queue).unwrap();
+    let ids = q
+        .list(jobqueue::queue::JobStatus::Completed, 0..10_000)
+        .await
+        .unwrap();
+    let mut times = Vec::with_capacity(ids.len());
+    for id in ids {
+        let record = q.get_job(&id).await.unwrap().unwrap();
+        times.push(record.field("completed_at_ms").unwrap().parse().unwrap());
+    }
+    times.sort_unstable();
+    times
+}
+
+async fn four_runner_processes_keep_a_fleet_wide_rate_of_fifty_a_second(redis: TestRedis) {
+    let client = redis.client().await;
+    client
+        .set_limits(
+            "proc-rate",
+            Limits::new()
+                .rate(Rate::new(50, Duration::from_secs(1)))
+                .burst(5),
+        )
+        .await
+        .unwrap();
+    let q = client.queue("proc-rate").unwrap();
+    let jobs: Vec<NewJob> = (0..1500u32)
+        .map(|n| NewJob::new(&n).unwrap().name("paced"))
+        .collect();
+    q.submit_many(jobs).await.unwrap();
+    let mut workers: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_jobqueue-test-worker"))
+                .arg(redis.url())
+                .arg("paced")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("the worker binary runs");
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            assert_eq!(line.trim(), "ready");
+            child
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    for worker in &mut workers {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(worker.id().to_string())
+            .status();
+    }
+    for worker in &mut workers {
+        worker.wait().unwrap();
+    }
+    let times = completion_times(&redis, "proc-rate").await;
+    let first = times[0];
+    let in_ten_seconds = times.iter().filter(|t| **t < first + 10_000).count();
+    // The busiest one-second window, starting at each completion.
+    let busiest = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| times[i..].iter().take_while(|u| **u < t + 1_000).count())
+        .max()
+        .unwrap();
+    println!(
+        "{} completed in all; {in_ten_seconds} in the first 10 s; at most {busiest} in any one-second window",
+        times.len()
+    );
+    assert!(
+        (475..=525).contains(&in_ten_seconds),
+        "500 +- 5% in 10 s, got {in_ten_seconds}"
+    );
+    assert!(
+        busiest <= 50 + 5,
+        "at most 50 a second plus the burst, got {busiest}"
+    );
+}
 on_each_topology! {
     #[tokio::test(flavor = "multi_thread")] priorities_order_claims_highest_level_first_fifo_within,
     #[tokio::test(flavor = "multi_thread")] an_idle_runner_wakes_at_once_for_a_job_in_any_lane,
     #[tokio::test(flavor = "multi_thread")] a_rate_limit_spaces_claims_and_says_how_long_to_wait,
+    #[tokio::test(flavor = "multi_thread")] max_running_holds_across_three_runners_and_is_reached,
+    #[tokio::test(flavor = "multi_thread")] a_throttled_key_does_not_delay_another_keys_jobs,
+    #[tokio::test(flavor = "multi_thread")] an_upstream_429_backs_off_the_whole_queue,
+    #[tokio::test(flavor = "multi_thread")] limits_changed_live_apply_within_a_second_on_every_runner,
+    #[tokio::test(flavor = "multi_thread")] four_runner_processes_keep_a_fleet_wide_rate_of_fifty_a_second,
 }

@@ -125,7 +125,11 @@ impl Limits {
     }
 
     /// Limits from their parts, in a `const` (what `#[job]` generates).
-    pub const fn declared(rate: Option<Rate>, burst: Option<u32>, max_running: Option<u32>) -> Self {
+    pub const fn declared(
+        rate: Option<Rate>,
+        burst: Option<u32>,
+        max_running: Option<u32>,
+    ) -> Self {
         Self {
             rate,
             burst,
@@ -246,15 +250,10 @@ const KEY_FIELDS: [&str; 4] = ["key_rate", "key_period_ms", "key_burst", "key_ma
 /// Checks a rate key: 1 to 128 printable ASCII characters, no space (it
 /// becomes part of a key name and a sorted-set member).
 pub(crate) fn check_rate_key(key: &str) -> Result<()> {
-    if key.is_empty()
-        || key.len() > MAX_RATE_KEY
-        || !key.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if key.is_empty() || key.len() > MAX_RATE_KEY || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Error::invalid_option(
             "rate_key",
-            format!(
-                "{key:?} is not 1 to {MAX_RATE_KEY} printable ASCII characters without spaces"
-            ),
+            format!("{key:?} is not 1 to {MAX_RATE_KEY} printable ASCII characters without spaces"),
         ));
     }
     Ok(())
@@ -405,10 +404,12 @@ mod tests {
     fn limits_that_limit_nothing_or_stop_everything_are_refused() {
         assert!(Limits::new().max_running(0).check().is_err());
         assert!(Limits::new().burst(3).check().is_err());
-        assert!(Limits::new()
-            .rate(Rate::new(0, Duration::from_secs(1)))
-            .check()
-            .is_err());
+        assert!(
+            Limits::new()
+                .rate(Rate::new(0, Duration::from_secs(1)))
+                .check()
+                .is_err()
+        );
         assert!(check_rate_key("tenant 1").is_err());
         assert!(check_rate_key("").is_err());
         assert!(check_rate_key("tenant:42").is_ok());

@@ -67,11 +67,11 @@ pub use settle::{SETTLE_BATCH, Settlement};
 pub use sweep::SweepReport;
 pub use unique::{DEFAULT_UNIQUE_WINDOW, Unique, UniqueMode};
 
-pub(crate) use claim::{ClaimNow, MAX_THROTTLE_SLEEP, PAUSED_POLL};
-pub(crate) use protocol::Hold;
 pub use crate::keys::{MAX_PRIORITY, MAX_RATE_KEY, MIN_PRIORITY};
-pub use limits::{Limits, QueueLimits, Rate};
+pub(crate) use claim::{ClaimNow, MAX_THROTTLE_SLEEP, PAUSED_POLL};
 pub(crate) use limits::check_rate_key;
+pub use limits::{Limits, QueueLimits, Rate};
+pub(crate) use protocol::Hold;
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};

@@ -186,9 +186,15 @@ impl ClaimLoop {
             } else {
                 Vec::new()
             };
-            // The slots of the finished jobs go to the jobs claimed with them.
+            // The slots of the finished jobs go to the jobs claimed with them
+            // (with weights, those it is this queue's turn to keep; the rest
+            // are freed once the outcomes are written).
             let want = if can_claim {
-                (slots.len() + finished.len()).min(MAX_BATCH)
+                let reuse = match &shared.arbiter {
+                    Some(arbiter) => arbiter.keep(q.lane, finished.len()),
+                    None => finished.len(),
+                };
+                (slots.len() + reuse).min(MAX_BATCH)
             } else {
                 0
             };

@@ -32,6 +32,7 @@ use crate::queue::Queue;
 use crate::registry::Registry;
 
 use leases::InFlight;
+use slot::{Arbiter, Sharing};
 
 /// Builds a [`Runner`]; see [`Runner::builder`].
 #[derive(Debug)]
@@ -46,9 +47,45 @@ pub struct RunnerBuilder {
     claim_block: Duration,
     registry: Option<Registry>,
     auto_sweep: bool,
+    weights: BTreeMap<String, u32>,
+    strict: bool,
 }
 
 impl RunnerBuilder {
+    /// Shares the runner's slots between its queues by weight when more
+    /// than one has jobs waiting (Sidekiq's weighted queues): with weights
+    /// 3 and 1, a busy `critical` queue gets three slots for each one of a
+    /// busy `default` queue. A queue with nothing waiting holds nothing
+    /// back, and no weighted queue starves. A queue not named has weight 1.
+    /// Without weights (the default), queues take slots as they free, first
+    /// come first served.
+    ///
+    /// ```no_run
+    /// # fn build(client: jobqueue::Client) -> jobqueue::Result<jobqueue::Runner> {
+    /// jobqueue::Runner::builder(client)
+    ///     .queues(["critical", "default", "low"])
+    ///     .weights([("critical", 6), ("default", 3), ("low", 1)])
+    ///     .build()
+    /// # }
+    /// ```
+    pub fn weights<I, S>(mut self, weights: I) -> Self
+    where
+        I: IntoIterator<Item = (S, u32)>,
+        S: Into<String>,
+    {
+        self.weights = weights.into_iter().map(|(q, w)| (q.into(), w)).collect();
+        self
+    }
+
+    /// Serves the queues strictly in the order given to
+    /// [`queues`](Self::queues): a slot goes to a later queue only while no
+    /// earlier one waits for it. A busy first queue starves the others;
+    /// prefer [`weights`](Self::weights) unless that is what you want.
+    pub fn strict_order(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
     /// Whether this runner sweeps (reclaims expired leases, promotes due
     /// jobs). Default true; turn it off where another process sweeps, or to
     /// show a manual sweep at work, as the demo does.
@@ -131,7 +168,17 @@ impl RunnerBuilder {
                 "no queue to serve: no #[job] is registered and none was named",
             );
         }
+        if self.weights.values().any(|w| *w == 0) {
+            return invalid("weights", "a weight must be at least 1");
+        }
+        if let Some(unknown) = self.weights.keys().find(|q| !names.contains(q)) {
+            return Err(Error::invalid_option(
+                "weights",
+                format!("queue {unknown:?} is not one this runner serves"),
+            ));
+        }
         let mut queues = Vec::with_capacity(names.len());
+        let mut lane_weights = Vec::new();
         for name in names {
             if !registry.jobs().any(|d| d.queue() == name) {
                 tracing::warn!(
@@ -149,9 +196,15 @@ impl RunnerBuilder {
             }
             // The shards of a sharded queue share its slots.
             let slots = Arc::new(Semaphore::new(limit));
-            for queue in self.client.shard_queues(&name)? {
+            let shards = self.client.shard_queues(&name)?;
+            let weight = f64::from(self.weights.get(&name).copied().unwrap_or(1));
+            let per_shard = weight / shards.len() as f64;
+            for queue in shards {
+                let lane = lane_weights.len();
+                lane_weights.push(per_shard);
                 queues.push(Arc::new(QueueRt {
                     queue,
+                    lane,
                     logical: name.clone(),
                     slots: Arc::clone(&slots),
                     in_flight: InFlight::default(),
@@ -159,10 +212,19 @@ impl RunnerBuilder {
                 }));
             }
         }
+        let arbiter = if self.strict {
+            Some(Sharing::Strict)
+        } else if !self.weights.is_empty() {
+            Some(Sharing::Weighted)
+        } else {
+            None
+        }
+        .map(|sharing| Arc::new(Arbiter::new(sharing, &lane_weights, self.concurrency)));
         Ok(Runner {
             shared: Arc::new(Shared {
                 registry,
                 queues,
+                arbiter,
                 slots: Arc::new(Semaphore::new(self.concurrency)),
                 concurrency: self.concurrency,
                 shutdown_timeout: self.shutdown_timeout,
@@ -208,6 +270,8 @@ pub struct Runner {
 struct Shared {
     registry: Registry,
     queues: Vec<Arc<QueueRt>>,
+    /// Shares the global slots by weight or order, when configured.
+    arbiter: Option<Arc<Arbiter>>,
     slots: Arc<Semaphore>,
     concurrency: usize,
     shutdown_timeout: Duration,
@@ -251,6 +315,8 @@ impl Drop for CancelOnDrop {
 #[derive(Debug)]
 struct QueueRt {
     queue: Queue,
+    /// This queue's (shard's) place in the arbiter's lanes.
+    lane: usize,
     /// The queue's name as jobs know it: the queue itself, or the sharded
     /// queue this is a shard of.
     logical: String,
@@ -274,6 +340,8 @@ impl Runner {
             claim_block: Duration::from_secs(2),
             registry: None,
             auto_sweep: true,
+            weights: BTreeMap::new(),
+            strict: false,
         }
     }
 

@@ -120,7 +120,11 @@ async fn put_limits(shared: &Shared) -> bool {
             continue;
         }
         if done.contains(&def.queue()) {
-            tracing::warn!(job = def.name(), queue = def.queue(), "another job of this queue declared its limits first; these are not used");
+            tracing::warn!(
+                job = def.name(),
+                queue = def.queue(),
+                "another job of this queue declared its limits first; these are not used"
+            );
             continue;
         }
         let shards: Vec<_> = shared
@@ -136,7 +140,9 @@ async fn put_limits(shared: &Shared) -> bool {
         for q in shards {
             match q.queue.seed_limits(&each).await {
                 Ok(0) => {}
-                Ok(_) => tracing::info!(queue = q.queue.name(), job = def.name(), limits = ?each, "declared limits written"),
+                Ok(_) => {
+                    tracing::info!(queue = q.queue.name(), job = def.name(), limits = ?each, "declared limits written")
+                }
                 Err(e) => {
                     ok = false;
                     tracing::warn!(queue = q.queue.name(), error = %e, "could not write the declared limits");

@@ -14,6 +14,10 @@
 //!
 //! `jobqueue-test-worker REDIS_URL cron` runs a runner on queue `proc-cron`
 //! only, whose `every_second` job is scheduled every second.
+//!
+//! `jobqueue-test-worker REDIS_URL paced` runs a runner of 10 slots on queue
+//! `proc-rate` only, whose `paced` jobs complete at once: the fleet-wide
+//! rate limit test sets the queue's limits and counts completions.
 
 use std::io::Write;
 use std::time::Duration;
@@ -57,6 +61,10 @@ async fn finish_line(millis: u64, ctx: JobContext) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(millis)).await;
     note("JOBQUEUE_TEST_ENDS", &ctx)
 }
+
+/// Completes at once (queue `proc-rate`, under a fleet-wide rate limit).
+#[job(queue = "proc-rate")]
+async fn paced(_n: u32) {}
 
 /// Enqueued every second by its schedule, once across all the runners.
 #[job(queue = "proc-cron", cron = "* * * * * *")]
@@ -121,7 +129,8 @@ async fn main() -> jobqueue::Result<()> {
         return Ok(());
     }
     let cron = mode.as_deref() == Some("cron");
-    let concurrency = if cron {
+    let paced = mode.as_deref() == Some("paced");
+    let concurrency = if cron || paced {
         10
     } else {
         mode.map_or(10, |n| n.parse().expect("a number"))
@@ -131,7 +140,13 @@ async fn main() -> jobqueue::Result<()> {
         .build()
         .unwrap();
     let runner = Runner::builder(client)
-        .queues([if cron { "proc-cron" } else { "proc" }])
+        .queues([if cron {
+            "proc-cron"
+        } else if paced {
+            "proc-rate"
+        } else {
+            "proc"
+        }])
         .concurrency(concurrency)
         .sweep_interval(Duration::from_millis(100))
         .shutdown_timeout(Duration::from_secs(1))
