@@ -54,6 +54,49 @@ async fn upstream(args: (String, u32)) -> Result<(), JobError> {
     Ok(())
 }
 
+/// Jobs of two queues a runner shares its slots between; each records the
+/// order it completed in.
+#[job(queue = "flow-a")]
+async fn job_a(key: String) {
+    finished(&key, 'a');
+}
+
+#[job(queue = "flow-b")]
+async fn job_b(key: String) {
+    finished(&key, 'b');
+}
+
+static FINISHED: Mutex<BTreeMap<String, Vec<char>>> = Mutex::new(BTreeMap::new());
+
+fn finished(key: &str, queue: char) {
+    FINISHED
+        .lock()
+        .unwrap()
+        .entry(key.to_owned())
+        .or_default()
+        .push(queue);
+}
+
+/// How many jobs of each rate key run at once, and the most seen.
+static RUNNING: Mutex<BTreeMap<String, (u32, u32)>> = Mutex::new(BTreeMap::new());
+
+/// Runs for 40 ms, counting how many of its key run at once.
+#[job(queue = "flow-capped-keys", rate_key = |p: &(String, String)| p.1.clone())]
+async fn per_key(args: (String, String)) {
+    let key = format!("{}/{}", args.0, args.1);
+    let all = format!("{}/*", args.0);
+    for k in [&key, &all] {
+        let mut running = RUNNING.lock().unwrap();
+        let e = running.entry(k.clone()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(e.0);
+    }
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    for k in [&key, &all] {
+        RUNNING.lock().unwrap().get_mut(k).unwrap().0 -= 1;
+    }
+}
+
 /// A high-priority job by declaration.
 #[job(queue = "flow", priority = 2)]
 async fn urgent(args: (String, u32)) {
@@ -524,6 +567,150 @@ async fn four_runner_processes_keep_a_fleet_wide_rate_of_fifty_a_second(redis: T
         "at most 50 a second plus the burst, got {busiest}"
     );
 }
+
+async fn weights_share_a_runners_slots_within_ten_percent_over_ten_thousand_jobs(redis: TestRedis) {
+    let client = redis.client().await;
+    let key = unique_key("weights");
+    client
+        .enqueue_many::<job_a>((0..10_000).map(|_| key.clone()))
+        .await
+        .unwrap();
+    client
+        .enqueue_many::<job_b>((0..10_000).map(|_| key.clone()))
+        .await
+        .unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["flow-a", "flow-b"])
+        .weights([("flow-a", 3), ("flow-b", 1)])
+        .concurrency(8)
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    let done = eventually(Duration::from_secs(120), || async {
+        FINISHED.lock().unwrap().get(&key).map_or(0, Vec::len) >= 10_000
+    })
+    .await;
+    stop_runner(token, task).await;
+    assert!(done, "10,000 jobs ran");
+    let order = FINISHED.lock().unwrap()[&key].clone();
+    let a = order[..10_000].iter().filter(|q| **q == 'a').count();
+    let b = 10_000 - a;
+    let ratio = a as f64 / b as f64;
+    println!(
+        "of the first 10,000 jobs: {a} from the weight-3 queue, {b} from the weight-1 queue: {ratio:.3} to 1"
+    );
+    assert!(
+        (2.7..=3.3).contains(&ratio),
+        "3:1 within 10%, got {ratio:.3}"
+    );
+}
+
+async fn a_strict_order_serves_a_later_queue_only_when_earlier_ones_wait_for_nothing(
+    redis: TestRedis,
+) {
+    let client = redis.client().await;
+    let key = unique_key("strict");
+    client
+        .enqueue_many::<job_a>((0..400).map(|_| key.clone()))
+        .await
+        .unwrap();
+    client
+        .enqueue_many::<job_b>((0..100).map(|_| key.clone()))
+        .await
+        .unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["flow-a", "flow-b"])
+        .strict_order(true)
+        .concurrency(4)
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    let done = eventually(Duration::from_secs(60), || async {
+        FINISHED.lock().unwrap().get(&key).map_or(0, Vec::len) >= 500
+    })
+    .await;
+    stop_runner(token, task).await;
+    assert!(done, "every job ran");
+    let order = FINISHED.lock().unwrap()[&key].clone();
+    let last_a = order.iter().rposition(|q| *q == 'a').unwrap();
+    let b_before = order[..last_a].iter().filter(|q| **q == 'b').count();
+    println!("{b_before} job(s) of the second queue finished before the first queue's last");
+    // Only slots the first queue was not waiting for at that moment (at
+    // the start, between its claims) go to the second.
+    assert!(b_before <= 8, "{b_before}");
+}
+
+async fn max_running_per_key_holds_and_keys_run_side_by_side(redis: TestRedis) {
+    let client = redis.client().await;
+    client
+        .set_key_limits("flow-capped-keys", Limits::new().max_running(2))
+        .await
+        .unwrap();
+    let key = unique_key("key-cap");
+    let handles = client
+        .enqueue_many::<per_key>((0..60).map(|i| (key.clone(), format!("tenant-{}", i % 3))))
+        .await
+        .unwrap();
+    let (token, task) = start_runner(flow_runner(client.clone(), "flow-capped-keys", 20));
+    for handle in &handles {
+        handle.wait(Duration::from_secs(30)).await.unwrap();
+    }
+    stop_runner(token, task).await;
+    let running = RUNNING.lock().unwrap().clone();
+    let most: Vec<u32> = (0..3)
+        .map(|i| running[&format!("{key}/tenant-{i}")].1)
+        .collect();
+    let together = running[&format!("{key}/*")].1;
+    println!("most running at once per key: {most:?}; all keys together: {together}");
+    assert_eq!(
+        most,
+        vec![2, 2, 2],
+        "each key's cap is reached and never exceeded"
+    );
+    assert!(together >= 4, "keys run side by side: {together}");
+}
+
+async fn a_high_priority_job_goes_ahead_of_a_backlog_under_load(redis: TestRedis) {
+    let client = redis.client().await;
+    let key = unique_key("prio-load");
+    client
+        .enqueue_many::<step>((0..300).map(|i| (key.clone(), i, 5)))
+        .await
+        .unwrap();
+    let (token, task) = start_runner(flow_runner(client.clone(), "flow", 2));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            starts(&key).len() >= 20
+        })
+        .await,
+        "the backlog is being worked"
+    );
+    let urgent_handles = client
+        .enqueue_many::<urgent>((1000..1010).map(|i| (key.clone(), i)))
+        .await
+        .unwrap();
+    let enqueued_at = starts(&key).len();
+    for handle in &urgent_handles {
+        handle.wait(Duration::from_secs(10)).await.unwrap();
+    }
+    stop_runner(token, task).await;
+    let order: Vec<u32> = starts(&key).into_iter().map(|(n, _)| n).collect();
+    let last_urgent = order.iter().rposition(|n| *n >= 1000).unwrap();
+    let backlog_between = order[enqueued_at..last_urgent]
+        .iter()
+        .filter(|n| **n < 1000)
+        .count();
+    let urgent_order: Vec<u32> = order.iter().copied().filter(|n| *n >= 1000).collect();
+    println!(
+        "{backlog_between} backlog job(s) started between the urgent jobs' enqueue and the last of them"
+    );
+    assert!(backlog_between <= 6, "{backlog_between}");
+    // FIFO within the level (two run at once, so neighbours may swap as
+    // their handlers start).
+    for (i, n) in urgent_order.iter().enumerate() {
+        assert!(n.abs_diff(1000 + i as u32) <= 1, "{urgent_order:?}");
+    }
+}
 on_each_topology! {
     #[tokio::test(flavor = "multi_thread")] priorities_order_claims_highest_level_first_fifo_within,
     #[tokio::test(flavor = "multi_thread")] an_idle_runner_wakes_at_once_for_a_job_in_any_lane,
@@ -533,4 +720,8 @@ on_each_topology! {
     #[tokio::test(flavor = "multi_thread")] an_upstream_429_backs_off_the_whole_queue,
     #[tokio::test(flavor = "multi_thread")] limits_changed_live_apply_within_a_second_on_every_runner,
     #[tokio::test(flavor = "multi_thread")] four_runner_processes_keep_a_fleet_wide_rate_of_fifty_a_second,
+    #[tokio::test(flavor = "multi_thread")] weights_share_a_runners_slots_within_ten_percent_over_ten_thousand_jobs,
+    #[tokio::test(flavor = "multi_thread")] a_strict_order_serves_a_later_queue_only_when_earlier_ones_wait_for_nothing,
+    #[tokio::test(flavor = "multi_thread")] max_running_per_key_holds_and_keys_run_side_by_side,
+    #[tokio::test(flavor = "multi_thread")] a_high_priority_job_goes_ahead_of_a_backlog_under_load,
 }

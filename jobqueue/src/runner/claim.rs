@@ -282,6 +282,7 @@ impl ClaimLoop {
         match claimed {
             None => {}
             Some(Ok(ClaimNow { paused: true, .. })) => {
+                self.backlog(false);
                 // Paused: look again shortly, holding no slot.
                 self.claiming.after = Some(Instant::now() + crate::queue::PAUSED_POLL * 2);
             }
@@ -291,6 +292,7 @@ impl ClaimLoop {
                 ..
             })) => {
                 self.claiming.succeeded();
+                self.backlog(jobs_claimed.len() == asked);
                 // Pending ran out before the claim had all it asked for
                 // (nothing at all: the queue is idle). Wait for the next job
                 // without holding a slot, instead of asking again at once:
@@ -336,8 +338,16 @@ impl ClaimLoop {
                 }
             }
             Some(Err(e)) => {
+                self.backlog(false);
                 self.claiming.failed(&self.name, &e);
             }
+        }
+    }
+
+    /// Tells the arbiter, if any, whether this queue has more waiting.
+    fn backlog(&self, backlog: bool) {
+        if let Some(arbiter) = &self.shared.arbiter {
+            arbiter.backlog(self.q.lane, backlog);
         }
     }
 

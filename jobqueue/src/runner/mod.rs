@@ -178,7 +178,7 @@ impl RunnerBuilder {
             ));
         }
         let mut queues = Vec::with_capacity(names.len());
-        let mut lane_weights = Vec::new();
+        let mut lanes = Vec::new();
         for name in names {
             if !registry.jobs().any(|d| d.queue() == name) {
                 tracing::warn!(
@@ -200,8 +200,8 @@ impl RunnerBuilder {
             let weight = f64::from(self.weights.get(&name).copied().unwrap_or(1));
             let per_shard = weight / shards.len() as f64;
             for queue in shards {
-                let lane = lane_weights.len();
-                lane_weights.push(per_shard);
+                let lane = lanes.len();
+                lanes.push((per_shard, Arc::clone(&slots)));
                 queues.push(Arc::new(QueueRt {
                     queue,
                     lane,
@@ -219,7 +219,7 @@ impl RunnerBuilder {
         } else {
             None
         }
-        .map(|sharing| Arc::new(Arbiter::new(sharing, &lane_weights, self.concurrency)));
+        .map(|sharing| Arc::new(Arbiter::new(sharing, lanes, self.concurrency)));
         Ok(Runner {
             shared: Arc::new(Shared {
                 registry,

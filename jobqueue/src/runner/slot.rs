@@ -6,15 +6,16 @@
 //! [`Arbiter`] decides which queue a freed global slot goes to when several
 //! want one: by weighted fair queuing (each queue's virtual time advances by
 //! 1/weight per slot it takes, and the queue furthest behind goes next), or
-//! strictly in the listed order. Only queues that are waiting for a slot at
-//! that moment compete, so an idle queue holds nothing back and no queue
-//! with a weight starves.
+//! strictly in the listed order. Only queues with work compete: one waiting
+//! for a slot, or one whose last claim got every job it asked for (a
+//! backlog) and that has room under its own concurrency. An idle queue
+//! holds nothing back, and no queue with a weight starves.
 //!
 //! [`RunnerBuilder::weights`]: super::RunnerBuilder::weights
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{QueueRt, Shared};
@@ -52,21 +53,39 @@ struct Lane {
     vtime: f64,
     /// Claim loops of this lane waiting in `slot` (with their queue slot).
     waiting: usize,
+    /// The lane's last claim got every job it asked for: more wait.
+    backlog: bool,
+    /// The lane's own slots (its queue's concurrency).
+    own: Arc<Semaphore>,
+}
+
+impl Lane {
+    /// True when the lane would take a slot now.
+    fn wants(&self) -> bool {
+        self.waiting > 0 || (self.backlog && self.own.available_permits() > 0)
+    }
 }
 
 impl Arbiter {
-    /// An arbiter for lanes of these weights (all above zero), in order.
-    pub(super) fn new(sharing: Sharing, weights: &[f64], concurrency: usize) -> Self {
-        let lightest = weights.iter().copied().fold(f64::INFINITY, f64::min);
+    /// An arbiter for lanes of these weights (all above zero) and own
+    /// slots, in order.
+    pub(super) fn new(
+        sharing: Sharing,
+        lanes: Vec<(f64, Arc<Semaphore>)>,
+        concurrency: usize,
+    ) -> Self {
+        let lightest = lanes.iter().map(|l| l.0).fold(f64::INFINITY, f64::min);
         Self {
             sharing,
             lanes: Mutex::new(
-                weights
-                    .iter()
-                    .map(|&weight| Lane {
+                lanes
+                    .into_iter()
+                    .map(|(weight, own)| Lane {
                         weight,
                         vtime: 0.0,
                         waiting: 0,
+                        backlog: false,
+                        own,
                     })
                     .collect(),
             ),
@@ -81,7 +100,7 @@ impl Arbiter {
         let mine = &lanes[lane];
         lanes.iter().enumerate().all(|(i, other)| {
             i == lane
-                || other.waiting == 0
+                || !other.wants()
                 || match self.sharing {
                     Sharing::Strict => i > lane,
                     Sharing::Weighted => {
@@ -111,6 +130,17 @@ impl Arbiter {
         kept
     }
 
+    /// Records whether `lane`'s last claim left a backlog (got every job it
+    /// asked for); a lane without one does not hold others back.
+    pub(super) fn backlog(&self, lane: usize, backlog: bool) {
+        let mut lanes = self.lanes.lock().expect("arbiter lock");
+        if lanes[lane].backlog != backlog {
+            lanes[lane].backlog = backlog;
+            drop(lanes);
+            self.changed.notify_waiters();
+        }
+    }
+
     /// Marks `lane` as waiting for a slot until the guard drops; a lane back
     /// from idle starts no further behind the others than the slack.
     fn want(self: &Arc<Self>, lane: usize) -> Waiting {
@@ -118,7 +148,7 @@ impl Arbiter {
         let front = lanes.iter().map(|l| l.vtime).fold(0.0, f64::max);
         let floor = front - self.slack;
         let l = &mut lanes[lane];
-        if l.waiting == 0 && l.vtime < floor {
+        if !l.wants() && l.vtime < floor {
             l.vtime = floor;
         }
         l.waiting += 1;
@@ -230,9 +260,16 @@ pub(super) fn try_slot(shared: &Shared, q: &QueueRt) -> Option<Slot> {
 mod tests {
     use super::*;
 
+    fn lanes(weights: &[f64]) -> Vec<(f64, Arc<Semaphore>)> {
+        weights
+            .iter()
+            .map(|w| (*w, Arc::new(Semaphore::new(10))))
+            .collect()
+    }
+
     #[test]
     fn weighted_turns_follow_the_weights_among_waiting_lanes() {
-        let arbiter = Arc::new(Arbiter::new(Sharing::Weighted, &[3.0, 1.0], 10));
+        let arbiter = Arc::new(Arbiter::new(Sharing::Weighted, lanes(&[3.0, 1.0]), 10));
         let _a = arbiter.want(0);
         let _b = arbiter.want(1);
         let mut taken = [0usize; 2];
@@ -250,9 +287,14 @@ mod tests {
 
     #[test]
     fn a_lane_alone_takes_every_slot_and_a_strict_order_never_yields() {
-        let arbiter = Arc::new(Arbiter::new(Sharing::Weighted, &[3.0, 1.0], 10));
+        let arbiter = Arc::new(Arbiter::new(Sharing::Weighted, lanes(&[3.0, 1.0]), 10));
         assert_eq!(arbiter.keep(1, 50), 50, "nobody else waits");
-        let strict = Arc::new(Arbiter::new(Sharing::Strict, &[1.0, 1.0], 10));
+        arbiter.backlog(0, true);
+        assert!(
+            arbiter.keep(1, 50) < 50,
+            "a lane with a backlog takes its share"
+        );
+        let strict = Arc::new(Arbiter::new(Sharing::Strict, lanes(&[1.0, 1.0]), 10));
         let _first = strict.want(0);
         assert_eq!(strict.keep(1, 5), 0, "the first lane waits");
         assert_eq!(strict.keep(0, 5), 5);
