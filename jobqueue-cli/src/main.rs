@@ -1,8 +1,12 @@
 //! `jobqueue`: inspect and operate queues from a shell.
 //!
 //! Tables by default, `--json` for scripts. Exit codes: 0 done, 1 an error
-//! (Redis unreachable, bad data), 2 a usage error, 3 no such job or nothing
-//! to do.
+//! (Redis unreachable, bad data), 2 a usage error (invalid input included),
+//! 3 no such job or nothing to do.
+//!
+//! `jobqueue -q email limit --rate 100/s --burst 10 --max-running 5` sets
+//! the fleet-wide limits every runner of queue `email` obeys; `limit` alone
+//! shows them.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -12,7 +16,7 @@ use clap::{Parser, Subcommand};
 use jobqueue::client::EnqueueOptions;
 use jobqueue::dashboard::{DashboardOptions, JobSummary};
 use jobqueue::queue::{JobStatus, NewJob, Queue};
-use jobqueue::{CancellationToken, Client};
+use jobqueue::{CancellationToken, Client, Limits, QueueLimits, Rate};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -42,7 +46,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Depths and fleet-wide counters.
+    /// Depths (pending counts every lane: prioritized and keyed jobs too)
+    /// and fleet-wide counters.
     Stats,
     /// Jobs in one state, oldest to run first for pending, newest first otherwise.
     List {
@@ -105,6 +110,53 @@ enum Command {
     Pause,
     /// Lets runners claim from the queue again.
     Resume,
+    /// Shows or changes the queue's fleet-wide limits.
+    ///
+    /// A rate, a burst and a cap on jobs running at once across every
+    /// runner: for the queue, as defaults for each rate key (--per-key), or
+    /// for one rate key (--key).
+    ///
+    /// Without --rate, --burst, --max-running or --clear it shows the
+    /// limits. With them it changes only the limits given and keeps the
+    /// others (`limit --burst 20` keeps the rate); a burst that was the old
+    /// rate's default (its count) follows a new --rate. A key without
+    /// limits of its own starts from the per-key defaults. Every runner
+    /// applies a change at its next claim. After a change it shows what is
+    /// now stored.
+    #[command(
+        visible_alias = "limits",
+        after_help = "Examples:\n  \
+            jobqueue -q email limit --rate 100/s --burst 10 --max-running 5\n  \
+            jobqueue -q email limit --per-key --rate 5/s\n  \
+            jobqueue -q email limit --key tenant:42 --max-running 2\n  \
+            jobqueue -q email limit --key tenant:42 --clear\n  \
+            jobqueue -q email limit --clear"
+    )]
+    Limit {
+        /// Jobs started per period, fleet-wide: 100/s, 5/m, 1000/h, 20/d,
+        /// 10/250ms.
+        #[arg(long)]
+        rate: Option<Rate>,
+        /// Jobs that may start at once after a quiet spell (needs a rate;
+        /// default: the rate's count).
+        #[arg(long)]
+        burst: Option<u32>,
+        /// Most jobs running at once across every runner.
+        #[arg(long)]
+        max_running: Option<u32>,
+        /// Removes every limit (of the queue, of the per-key defaults with
+        /// --per-key, or a key's own limits with --key: it gets the
+        /// defaults again).
+        #[arg(long, conflicts_with_all = ["rate", "burst", "max_running"])]
+        clear: bool,
+        /// Acts on the defaults each rate key gets instead of the queue's
+        /// own limits.
+        #[arg(long, conflicts_with = "key")]
+        per_key: bool,
+        /// Acts on the limits of this one rate key.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
     /// Deletes every key of the queue.
     Purge {
         /// Confirms the deletion.
@@ -289,6 +341,28 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             queue.resume().await?;
             out.record(&json!({ "queue": cli.queue, "paused": false }));
         }
+        Command::Limit {
+            rate,
+            burst,
+            max_running,
+            clear,
+            per_key,
+            key,
+        } => {
+            let change = Change {
+                rate,
+                burst,
+                max_running,
+                clear,
+            };
+            let scope = match (per_key, key) {
+                (true, _) => Scope::PerKey,
+                (false, Some(key)) => Scope::Key(key),
+                (false, None) => Scope::Queue,
+            };
+            let limits = limit(&queue, &scope, &change).await?;
+            out.limits(&limits);
+        }
         Command::Purge { yes } => {
             if !yes {
                 return Err(Failure(
@@ -342,6 +416,131 @@ async fn dashboard(
         .map_err(|e| Failure(1, e.to_string()))
 }
 
+/// The limits `limit` acts on.
+enum Scope {
+    /// The queue's own.
+    Queue,
+    /// The defaults of every rate key.
+    PerKey,
+    /// One rate key's own.
+    Key(String),
+}
+
+/// What `limit` was asked to change.
+struct Change {
+    rate: Option<Rate>,
+    burst: Option<u32>,
+    max_running: Option<u32>,
+    clear: bool,
+}
+
+impl Change {
+    fn is_empty(&self) -> bool {
+        !self.clear && self.rate.is_none() && self.burst.is_none() && self.max_running.is_none()
+    }
+
+    /// `base` with the limits given replaced. A burst equal to the old
+    /// rate's count is what an unset burst is stored as: it follows a new
+    /// rate unless a burst is given too.
+    fn merge(&self, base: Limits) -> Limits {
+        let mut limits = base;
+        if let Some(rate) = self.rate {
+            if limits.burst.is_some() && limits.burst == limits.rate.map(|r| r.count) {
+                limits.burst = None;
+            }
+            limits.rate = Some(rate);
+        }
+        if let Some(burst) = self.burst {
+            limits.burst = Some(burst);
+        }
+        if let Some(n) = self.max_running {
+            limits.max_running = Some(n);
+        }
+        limits
+    }
+}
+
+/// Applies `change` to the limits of `scope` (none: reads them) and returns
+/// every limit of the queue as stored afterwards.
+async fn limit(queue: &Queue, scope: &Scope, change: &Change) -> Result<QueueLimits, Failure> {
+    let stored = queue.limits().await?;
+    if change.is_empty() {
+        return Ok(stored);
+    }
+    let (what, base) = match scope {
+        Scope::Queue => (format!("queue {}", queue.name()), stored.queue),
+        Scope::PerKey => (
+            format!("the per-key defaults of queue {}", queue.name()),
+            stored.per_key,
+        ),
+        Scope::Key(key) => (
+            format!("rate key {key} of queue {}", queue.name()),
+            stored.keys.get(key).copied().unwrap_or(stored.per_key),
+        ),
+    };
+    let limits = if change.clear {
+        Limits::new()
+    } else {
+        change.merge(base)
+    };
+    if change.burst.is_some() && limits.rate.is_none() {
+        let has = if matches!(scope, Scope::PerKey) {
+            "have"
+        } else {
+            "has"
+        };
+        return Err(Failure(
+            2,
+            format!("--burst needs a rate and {what} {has} none: give --rate too"),
+        ));
+    }
+    // Numbers the library refuses (a zero, a count too large) are usage
+    // errors, with its message.
+    let invalid = |e: jobqueue::Error| match e {
+        jobqueue::Error::InvalidOption { .. } => Failure(2, e.to_string()),
+        e => e.into(),
+    };
+    match scope {
+        Scope::Queue => queue.set_limits(&limits).await.map_err(invalid)?,
+        Scope::PerKey => queue.set_key_limits(&limits).await.map_err(invalid)?,
+        Scope::Key(key) => {
+            let own = (!change.clear).then_some(&limits);
+            queue.set_limits_of_key(key, own).await.map_err(invalid)?
+        }
+    }
+    Ok(queue.limits().await?)
+}
+
+/// A rate as `limit --rate` takes it: `100/s`, `5/30s`, `10/250ms`.
+fn rate_text(rate: &Rate) -> String {
+    let ms = rate.per.as_millis();
+    let units = [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ];
+    match units
+        .iter()
+        .find(|(_, scale)| ms > 0 && ms.is_multiple_of(*scale))
+    {
+        Some((unit, scale)) if ms == *scale => format!("{}/{unit}", rate.count),
+        Some((unit, scale)) => format!("{}/{}{unit}", rate.count, ms / scale),
+        None => format!("{}/{ms}ms", rate.count),
+    }
+}
+
+/// A table row of one set of limits; `-` for a limit not set.
+fn limits_row(name: &str, limits: &Limits) -> Value {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+    json!({
+        "limits": name,
+        "rate": or_dash(limits.rate.as_ref().map(rate_text)),
+        "burst": or_dash(limits.burst.map(|n| n.to_string())),
+        "max_running": or_dash(limits.max_running.map(|n| n.to_string())),
+    })
+}
+
 /// Prints values as tables or JSON.
 struct Output {
     json: bool,
@@ -362,6 +561,27 @@ impl Output {
         } else {
             println!("{}", cell(value));
         }
+    }
+
+    /// A queue's limits: a table with a row for the queue, the per-key
+    /// defaults and each key with limits of its own, or the JSON object
+    /// `{"queue", "per_key", "keys"}` (rates as `count` and `period_ms`).
+    fn limits(&self, limits: &QueueLimits) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_value(limits).expect("limits serialize")
+            );
+            return;
+        }
+        let mut rows = vec![
+            limits_row("queue", &limits.queue),
+            limits_row("per key (default)", &limits.per_key),
+        ];
+        for (key, own) in &limits.keys {
+            rows.push(limits_row(&format!("key {key}"), own));
+        }
+        self.table(&rows, &["limits", "rate", "burst", "max_running"]);
     }
 
     /// Rows of objects: a table with `columns`, or a JSON array.

@@ -252,3 +252,308 @@ fn schedules_are_listed_with_their_next_run_and_can_be_removed() {
         Value::Array(vec![])
     );
 }
+
+/// The limits of queue `queue` as the library reads them.
+fn stored_limits(url: &str, queue: &str) -> jobqueue::QueueLimits {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        jobqueue::queue::Queue::connect(url, queue)
+            .await
+            .unwrap()
+            .limits()
+            .await
+            .unwrap()
+    })
+}
+
+fn limits(rate: Option<&str>, burst: Option<u32>, max_running: Option<u32>) -> jobqueue::Limits {
+    let mut limits = jobqueue::Limits::new();
+    if let Some(rate) = rate {
+        limits = limits.rate(rate.parse().unwrap());
+    }
+    if let Some(burst) = burst {
+        limits = limits.burst(burst);
+    }
+    if let Some(n) = max_running {
+        limits = limits.max_running(n);
+    }
+    limits
+}
+
+#[test]
+fn limits_are_set_merged_and_cleared_on_a_single_server() {
+    limits_are_set_merged_and_cleared(&RedisServer::start().url());
+}
+
+#[test]
+fn limits_are_set_merged_and_cleared_on_a_cluster() {
+    limits_are_set_merged_and_cleared(&RedisCluster::start(3, 0).url());
+}
+
+fn limits_are_set_merged_and_cleared(url: &str) {
+    let none = jobqueue::Limits::new();
+    let shown = json(url, &["-q", "email", "limit"]);
+    assert_eq!(
+        (
+            &shown["queue"]["rate"],
+            &shown["per_key"]["rate"],
+            &shown["keys"]
+        ),
+        (&Value::Null, &Value::Null, &serde_json::json!({})),
+        "{shown}"
+    );
+
+    let set = json(
+        url,
+        &[
+            "-q",
+            "email",
+            "limit",
+            "--rate",
+            "100/s",
+            "--burst",
+            "10",
+            "--max-running",
+            "5",
+        ],
+    );
+    // What is now stored is printed, rates as count and period_ms.
+    assert_eq!(
+        set["queue"],
+        serde_json::json!({
+            "rate": { "count": 100, "period_ms": 1000 },
+            "burst": 10,
+            "max_running": 5,
+        })
+    );
+    let stored = stored_limits(url, "email");
+    assert_eq!(stored.queue, limits(Some("100/s"), Some(10), Some(5)));
+    assert_eq!((stored.per_key, stored.keys.len()), (none, 0));
+
+    // One option changes that one limit and keeps the others.
+    json(url, &["-q", "email", "limit", "--burst", "20"]);
+    assert_eq!(
+        stored_limits(url, "email").queue,
+        limits(Some("100/s"), Some(20), Some(5)),
+        "--burst alone keeps the rate and the cap"
+    );
+    json(url, &["-q", "email", "limit", "--max-running", "7"]);
+    json(url, &["-q", "email", "limit", "--rate", "5/m"]);
+    assert_eq!(
+        stored_limits(url, "email").queue,
+        limits(Some("5/m"), Some(20), Some(7)),
+        "a burst given explicitly stays with a new rate"
+    );
+
+    // The table names each set of limits, rates as --rate takes them.
+    let table = jobqueue(url, &["-q", "email", "limit"]);
+    assert!(table.status.success());
+    let text = String::from_utf8(table.stdout).unwrap();
+    let queue_row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("queue "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(queue_row, ["queue", "5/m", "20", "7"], "{text}");
+    assert!(text.starts_with("LIMITS"), "{text}");
+
+    // --clear removes every queue-level limit.
+    let cleared = json(url, &["-q", "email", "limit", "--clear"]);
+    assert_eq!(cleared["queue"]["max_running"], Value::Null, "{cleared}");
+    assert_eq!(stored_limits(url, "email").queue, none);
+    // A burst left at its default (the rate's count) follows a new rate.
+    json(url, &["-q", "email", "limit", "--rate", "10/s"]);
+    json(url, &["-q", "email", "limit", "--rate", "40/s"]);
+    assert_eq!(
+        stored_limits(url, "email").queue,
+        limits(Some("40/s"), Some(40), None)
+    );
+
+    // --per-key sets the defaults of every rate key, not the queue's.
+    json(url, &["-q", "email", "limit", "--per-key", "--rate", "2/s"]);
+    let stored = stored_limits(url, "email");
+    assert_eq!(stored.per_key, limits(Some("2/s"), Some(2), None));
+    assert_eq!(stored.queue, limits(Some("40/s"), Some(40), None));
+
+    // --key gives one key limits of its own, starting from the defaults.
+    let own = json(
+        url,
+        &[
+            "-q",
+            "email",
+            "limit",
+            "--key",
+            "tenant:42",
+            "--max-running",
+            "2",
+        ],
+    );
+    assert_eq!(own["keys"]["tenant:42"]["max_running"], 2, "{own}");
+    assert_eq!(
+        stored_limits(url, "email").keys["tenant:42"],
+        limits(Some("2/s"), Some(2), Some(2))
+    );
+    json(
+        url,
+        &[
+            "-q",
+            "email",
+            "limit",
+            "--key",
+            "tenant:42",
+            "--rate",
+            "1/250ms",
+        ],
+    );
+    let stored = stored_limits(url, "email");
+    assert_eq!(
+        stored.keys["tenant:42"],
+        limits(Some("1/250ms"), Some(1), Some(2)),
+        "a key's own limits merge too"
+    );
+    assert_eq!(
+        stored.per_key,
+        limits(Some("2/s"), Some(2), None),
+        "the defaults stay"
+    );
+    let text = String::from_utf8(jobqueue(url, &["-q", "email", "limit"]).stdout).unwrap();
+    let key_row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("key tenant:42"))
+        .unwrap_or_else(|| panic!("{text}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(key_row, ["key", "tenant:42", "1/250ms", "1", "2"], "{text}");
+
+    // --key --clear gives the key the defaults again; other queues are apart.
+    let back = json(
+        url,
+        &["-q", "email", "limit", "--key", "tenant:42", "--clear"],
+    );
+    assert_eq!(back["keys"], serde_json::json!({}), "{back}");
+    let stored = stored_limits(url, "email");
+    assert_eq!(stored.keys.len(), 0);
+    assert_eq!(stored.per_key, limits(Some("2/s"), Some(2), None));
+    json(url, &["-q", "email", "limit", "--per-key", "--clear"]);
+    assert_eq!(stored_limits(url, "email").per_key, none);
+    assert_eq!(
+        stored_limits(url, "email").queue,
+        limits(Some("40/s"), Some(40), None)
+    );
+    assert_eq!(stored_limits(url, "other").queue, none);
+}
+
+#[test]
+fn bad_limits_exit_non_zero_with_the_library_message() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let refused = |args: &[&str], message: &str| {
+        let mut all = vec!["-q", "email", "limit"];
+        all.extend_from_slice(args);
+        let out = jobqueue(&url, &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    };
+    refused(&["--rate", "fast"], "invalid rate \"fast\": no '/'");
+    refused(
+        &["--rate", "10/fortnight"],
+        "the period's unit is not ms, s, m, h or d",
+    );
+    refused(&["--rate", "0/s"], "the count must be 1 to");
+    refused(
+        &["--max-running", "0"],
+        "invalid option max_running: must be at least 1",
+    );
+    refused(
+        &["--rate", "5/s", "--burst", "0"],
+        "invalid option burst: 0 is not 1 to",
+    );
+    refused(
+        &["--burst", "3"],
+        "--burst needs a rate and queue email has none",
+    );
+    refused(
+        &["--key", "tenant 1", "--max-running", "1"],
+        "invalid option rate_key",
+    );
+    refused(&["--clear", "--rate", "1/s"], "cannot be used with");
+    refused(
+        &["--per-key", "--key", "a", "--clear"],
+        "cannot be used with",
+    );
+    // None of them wrote anything.
+    assert_eq!(
+        stored_limits(&url, "email"),
+        jobqueue::QueueLimits::default()
+    );
+
+    // With a rate stored, --burst alone is fine; with none for the key, not.
+    json(&url, &["-q", "email", "limit", "--rate", "5/s"]);
+    json(&url, &["-q", "email", "limit", "--burst", "3"]);
+    refused(
+        &["--per-key", "--burst", "3"],
+        "--burst needs a rate and the per-key defaults of queue email have none",
+    );
+    assert_eq!(
+        stored_limits(&url, "email").queue,
+        limits(Some("5/s"), Some(3), None)
+    );
+}
+
+#[test]
+fn stats_count_the_jobs_of_every_lane() {
+    let server = RedisServer::start();
+    let url = server.url();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use jobqueue::queue::{EnqueueOptions, NewJob};
+        let q = jobqueue::queue::Queue::connect(&url, "lanes")
+            .await
+            .unwrap();
+        let job = |options: EnqueueOptions| {
+            NewJob::new(&serde_json::json!({}))
+                .unwrap()
+                .options(options)
+        };
+        q.enqueue(&serde_json::json!({})).await.unwrap();
+        q.submit(job(EnqueueOptions::new().priority(2)))
+            .await
+            .unwrap();
+        for key in ["tenant:1", "tenant:1", "tenant:2"] {
+            q.submit(job(EnqueueOptions::new().rate_key(key)))
+                .await
+                .unwrap();
+        }
+    });
+    let stats = json(&url, &["-q", "lanes", "stats"]);
+    assert_eq!(
+        [
+            &stats["pending_depth"],
+            &stats["prioritized_depth"],
+            &stats["keyed_depth"],
+            &stats["rate_keys"]
+        ],
+        [
+            &serde_json::json!(5),
+            &serde_json::json!(1),
+            &serde_json::json!(3),
+            &serde_json::json!(2)
+        ],
+        "{stats}"
+    );
+    let text = String::from_utf8(jobqueue(&url, &["-q", "lanes", "stats"]).stdout).unwrap();
+    for (name, value) in [
+        ("pending_depth", "5"),
+        ("prioritized_depth", "1"),
+        ("keyed_depth", "3"),
+        ("rate_keys", "2"),
+    ] {
+        assert!(
+            text.lines().any(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                words == [name, value]
+            }),
+            "{name} {value}: {text}"
+        );
+    }
+}

@@ -1,0 +1,4 @@
+#[jobqueue::job(priority = -4)]
+async fn send(_args: String) {}
+
+fn main() {}
