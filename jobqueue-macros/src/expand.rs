@@ -242,6 +242,8 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             ::std::string::ToString::to_string(&(#expr)(payload))
         };
         quote! {
+            // A closure written in place is called where it is declared.
+            #[allow(clippy::redundant_closure_call)]
             fn rate_key(payload: &#payload) -> ::core::option::Option<::std::string::String> {
                 ::core::option::Option::Some(#call)
             }

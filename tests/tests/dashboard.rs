@@ -6,9 +6,9 @@
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode, header};
-use jobqueue::Client;
 use jobqueue::dashboard::{DashboardOptions, router, router_with};
 use jobqueue::queue::QueueOptions;
+use jobqueue::{Client, Limits, Rate};
 use jobqueue_tests::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -35,6 +35,14 @@ fn post(path: &str, csrf: Option<&str>) -> Request<Body> {
         r = r.header("x-csrf-token", token);
     }
     r.body(Body::empty()).unwrap()
+}
+
+fn post_json(path: &str, csrf: &str, body: &Value) -> Request<Body> {
+    Request::post(path)
+        .header("x-csrf-token", csrf)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
 }
 
 /// The CSRF token the page carries.
@@ -286,6 +294,82 @@ async fn what_the_dashboard_renders_is_never_markup() {
 }
 
 #[tokio::test]
+async fn a_rate_key_is_shown_as_text_never_markup() {
+    let (server, q, _c) = setup("dash", QueueOptions::new()).await;
+    let client = Client::connect(&server.url()).await.unwrap();
+    let evil = "<script>alert(1)</script>";
+    q.set_limits_of_key(evil, Some(&Limits::new().max_running(1)))
+        .await
+        .unwrap();
+    let app = router(client);
+    // The page carries no limits: it fetches them as JSON and sets them as
+    // text.
+    let (_, _, html) = call(&app, get("/")).await;
+    assert!(!html.contains("alert(1)"));
+    assert!(html.contains("id=\"limits\"") && html.contains("renderLimits"));
+    assert!(html.contains("textContent") && !html.contains("innerHTML"));
+    let (status, headers, body) = call(&app, get("/api/queues/dash/limits")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let shown: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(shown["keys"][evil]["max_running"], 1);
+    // Nor does a rejected rate come back as markup.
+    let token = csrf(&app).await;
+    let (status, headers, body) = call(
+        &app,
+        post_json("/api/queues/dash/limits", &token, &json!({ "rate": evil })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+}
+
+#[tokio::test]
+async fn the_overview_shows_the_new_depths() {
+    use jobqueue::queue::{EnqueueOptions, NewJob};
+    let (server, q, _c) = setup("dash", QueueOptions::new()).await;
+    let client = Client::connect(&server.url()).await.unwrap();
+    let job = |options: EnqueueOptions| NewJob::new(&json!({})).unwrap().options(options);
+    q.enqueue(&json!({})).await.unwrap();
+    q.submit(job(EnqueueOptions::new().priority(2)))
+        .await
+        .unwrap();
+    for key in ["tenant:1", "tenant:1", "tenant:2"] {
+        q.submit(job(EnqueueOptions::new().rate_key(key)))
+            .await
+            .unwrap();
+    }
+    let app = router(client);
+    let (_, _, body) = call(&app, get("/api/overview")).await;
+    let overview: Value = serde_json::from_str(&body).unwrap();
+    let dash = overview["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "dash")
+        .unwrap();
+    let stats = &dash["stats"];
+    assert_eq!(
+        [
+            &stats["pending_depth"],
+            &stats["prioritized_depth"],
+            &stats["keyed_depth"],
+            &stats["rate_keys"]
+        ],
+        [&json!(5), &json!(1), &json!(3), &json!(2)],
+        "{stats}"
+    );
+    let (_, _, html) = call(&app, get("/")).await;
+    assert!(
+        html.contains("s.prioritized_depth")
+            && html.contains("s.keyed_depth")
+            && html.contains("s.rate_keys"),
+        "the queues table lists the new depths"
+    );
+}
+
+#[tokio::test]
 async fn the_dashboard_mounts_under_a_path_of_the_services_router() {
     let (server, q, _c) = setup("dash", QueueOptions::new()).await;
     q.enqueue(&json!({})).await.unwrap();
@@ -331,7 +415,213 @@ async fn without_a_token_only_a_loopback_host_is_served() {
     );
 }
 
+async fn the_limits_are_shown_and_set(redis: TestRedis) {
+    let (_, q, _c) = setup_on(&redis, "dash", QueueOptions::new()).await;
+    let client = redis.client().await;
+    let app = router(client);
+    let token = csrf(&app).await;
+    q.set_limits(&Limits::new().rate("5/m".parse().unwrap()).max_running(3))
+        .await
+        .unwrap();
+    q.set_key_limits(&Limits::new().max_running(2))
+        .await
+        .unwrap();
+    q.set_limits_of_key(
+        "tenant:7",
+        Some(&Limits::new().rate("10/250ms".parse().unwrap()).burst(4)),
+    )
+    .await
+    .unwrap();
+
+    let (status, headers, body) = call(&app, get("/api/queues/dash/limits")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let shown: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        shown,
+        json!({
+            "queue": {"rate": {"count": 5, "period_ms": 60000}, "burst": 5, "max_running": 3},
+            "per_key": {"rate": null, "burst": null, "max_running": 2},
+            "keys": {"tenant:7": {"rate": {"count": 10, "period_ms": 250}, "burst": 4, "max_running": null}},
+        })
+    );
+
+    let (status, _, body) = call(
+        &app,
+        post_json(
+            "/api/queues/dash/limits",
+            &token,
+            &json!({"rate": "100/s", "burst": 10, "max_running": null}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answered: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answered["queue"],
+        json!({"rate": {"count": 100, "period_ms": 1000}, "burst": 10, "max_running": null})
+    );
+    let stored = q.limits().await.unwrap();
+    assert_eq!(
+        stored.queue,
+        Limits::new()
+            .rate(Rate::new(100, Duration::from_secs(1)))
+            .burst(10)
+    );
+    assert_eq!(
+        stored.per_key,
+        Limits::new().max_running(2),
+        "only the queue's own limits change"
+    );
+    assert_eq!(stored.keys.len(), 1);
+
+    // Fields left out are removed, as with `Queue::set_limits`.
+    let (status, _, body) = call(
+        &app,
+        post_json(
+            "/api/queues/dash/limits",
+            &token,
+            &json!({"max_running": 7}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        q.limits().await.unwrap().queue,
+        Limits::new().max_running(7)
+    );
+}
+
+async fn bad_limits_answer_400_and_change_nothing(redis: TestRedis) {
+    let (_, q, _c) = setup_on(&redis, "dash", QueueOptions::new()).await;
+    let client = redis.client().await;
+    let app = router(client);
+    let token = csrf(&app).await;
+    q.set_limits(&Limits::new().rate("5/s".parse().unwrap()).max_running(3))
+        .await
+        .unwrap();
+    let before = q.limits().await.unwrap().queue;
+    assert_eq!(before.max_running, Some(3));
+
+    for bad in [
+        json!({"rate": "fast", "burst": 10}),
+        json!({"rate": "0/s"}),
+        json!({"rate": "100/fortnight"}),
+        json!({"rate": 100}),
+        json!({"burst": 5}),
+        json!({"rate": "1/s", "burst": 0}),
+        json!({"max_running": 0}),
+        json!({"max_running": -1}),
+        json!({"max_running": "lots"}),
+        json!({"max_running": 1.5}),
+        json!({"rate": "1/s", "ceiling": 4}),
+        json!([]),
+        json!(["1/s", 2, 3]),
+        json!(null),
+        json!("100/s"),
+    ] {
+        let (status, headers, body) =
+            call(&app, post_json("/api/queues/dash/limits", &token, &bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
+    let not_json = Request::post("/api/queues/dash/limits")
+        .header("x-csrf-token", &token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("rate=100/s"))
+        .unwrap();
+    let (status, _, body) = call(&app, not_json).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+    let (status, _, body) = call(&app, post("/api/queues/dash/limits", Some(&token))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an empty body: {body}");
+
+    let (_, _, body) = call(
+        &app,
+        post_json("/api/queues/dash/limits", &token, &json!({"rate": "fast"})),
+    )
+    .await;
+    assert!(
+        body.contains("invalid rate"),
+        "the parser's message: {body}"
+    );
+    assert_eq!(q.limits().await.unwrap().queue, before, "nothing changed");
+}
+
+async fn setting_limits_is_guarded_like_every_change(redis: TestRedis) {
+    let (_, q, _c) = setup_on(&redis, "dash", QueueOptions::new()).await;
+    let client = redis.client().await;
+    let app = router(client);
+    let token = csrf(&app).await;
+    let path = "/api/queues/dash/limits";
+    let wanted = json!({"rate": "100/s"});
+    let request = |csrf: Option<&str>| {
+        let mut r = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(csrf) = csrf {
+            r = r.header("x-csrf-token", csrf);
+        }
+        r.body(Body::from(wanted.to_string())).unwrap()
+    };
+    assert_eq!(call(&app, request(None)).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call(&app, request(Some("0000"))).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let cross = Request::post(path)
+        .header("x-csrf-token", &token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::HOST, "127.0.0.1:8793")
+        .header(header::ORIGIN, "http://evil.example")
+        .body(Body::from(wanted.to_string()))
+        .unwrap();
+    assert_eq!(call(&app, cross).await.0, StatusCode::FORBIDDEN);
+    let cross_site = Request::post(path)
+        .header("x-csrf-token", &token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::from(wanted.to_string()))
+        .unwrap();
+    assert_eq!(call(&app, cross_site).await.0, StatusCode::FORBIDDEN);
+    let rebound = Request::post(path)
+        .header("x-csrf-token", &token)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::HOST, "evil.example:8793")
+        .body(Body::from(wanted.to_string()))
+        .unwrap();
+    assert_eq!(call(&app, rebound).await.0, StatusCode::FORBIDDEN);
+    for method in ["PUT", "PATCH", "DELETE"] {
+        let other = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-csrf-token", &token)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(wanted.to_string()))
+            .unwrap();
+        assert_eq!(
+            call(&app, other).await.0,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method}: only a guarded POST changes limits"
+        );
+    }
+    assert!(
+        q.limits().await.unwrap().queue.is_empty(),
+        "nothing changed"
+    );
+
+    let (status, _, _) = call(&app, post_json(path, &token, &wanted)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(q.limits().await.unwrap().queue.rate.is_some());
+}
+
 on_each_topology! {
     #[tokio::test] the_page_and_api_list_queues_jobs_and_details,
     #[tokio::test] changes_need_post_with_the_pages_csrf_token,
+    #[tokio::test] the_limits_are_shown_and_set,
+    #[tokio::test] bad_limits_answer_400_and_change_nothing,
+    #[tokio::test] setting_limits_is_guarded_like_every_change,
 }

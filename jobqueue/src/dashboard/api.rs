@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 use super::{Dashboard, JobSummary};
 use crate::error::Error;
 use crate::keys::Keys;
-use crate::queue::{JobStatus, Queue};
+use crate::queue::{JobStatus, Limits, Queue, Rate};
 use crate::registry::Registry;
 
 /// The registered jobs' names by queue: registration is static, so this is
@@ -204,6 +205,72 @@ pub(super) async fn schedules(
 ) -> ApiResult {
     let schedules = queue(&state, &name)?.schedules().await.map_err(internal)?;
     Ok(Json(json!({ "queue": name, "schedules": schedules })).into_response())
+}
+
+pub(super) async fn limits(
+    State(state): State<Arc<Dashboard>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let limits = queue(&state, &name)?.limits().await.map_err(internal)?;
+    Ok(Json(limits).into_response())
+}
+
+/// The queue-level limits a `POST /api/queues/{queue}/limits` sets: every
+/// field left out or `null` is removed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLimits {
+    /// As `"100/s"`, `"5/m"` or `"10/250ms"`.
+    #[serde(default)]
+    rate: Option<String>,
+    #[serde(default)]
+    burst: Option<u32>,
+    #[serde(default)]
+    max_running: Option<u32>,
+}
+
+impl NewLimits {
+    /// The limits asked for, checked: any mistake is the caller's (400).
+    fn parse(body: &[u8]) -> Result<Limits, ApiError> {
+        let bad = |e: &dyn std::fmt::Display| error(StatusCode::BAD_REQUEST, e);
+        let value: Value = serde_json::from_slice(body).map_err(|e| bad(&e))?;
+        if !value.is_object() {
+            // Serde would read `[]` as a struct of defaults: no limits at all.
+            return Err(bad(&"the limits must be a JSON object"));
+        }
+        let new: Self = serde_json::from_value(value).map_err(|e| bad(&e))?;
+        let mut limits = Limits::new();
+        if let Some(rate) = &new.rate {
+            limits = limits.rate(rate.parse::<Rate>().map_err(|e| bad(&e))?);
+        }
+        limits.burst = new.burst;
+        limits.max_running = new.max_running;
+        limits.check().map_err(|e| bad(&e))?;
+        Ok(limits)
+    }
+}
+
+/// Replaces the queue's own limits (split over its shards, for a sharded
+/// queue) and answers them as stored, as `GET` does.
+pub(super) async fn set_limits(
+    State(state): State<Arc<Dashboard>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let q = queue(&state, &name)?;
+    let limits = NewLimits::parse(&body)?;
+    state
+        .client
+        .set_limits(&name, limits)
+        .await
+        .map_err(|e| match e {
+            Error::InvalidOption { .. } | Error::InvalidName { .. } => {
+                error(StatusCode::BAD_REQUEST, e)
+            }
+            e => internal(e),
+        })?;
+    let stored = q.limits().await.map_err(internal)?;
+    Ok(Json(stored).into_response())
 }
 
 pub(super) async fn cancel_job(

@@ -13,9 +13,10 @@
 //!
 //! Every queue with a registered job or keys in Redis is listed with its
 //! depths, fleet counters, a throughput chart, its lists (paged, read in one
-//! pipelined round trip per page) and each job's details. Changes (retry,
-//! cancel, delete, retry all failed, purge, pause, resume) are POST requests that
-//! must carry the page's CSRF token; everything shown is set as text, never
+//! pipelined round trip per page), its fleet-wide limits and each job's
+//! details. Changes (retry, cancel, delete, retry all failed, purge, pause,
+//! resume, setting the queue's limits) are POST requests that must carry the
+//! page's CSRF token; everything shown is set as text, never
 //! parsed as HTML. With a bearer token set, every request must present it;
 //! without one, only a loopback `Host` is served. Routes of your own served
 //! beside the dashboard get the same rules with [`protect`].
@@ -143,6 +144,10 @@ pub fn router_with(client: Client, options: DashboardOptions) -> Router {
             post(api::cancel_job),
         )
         .route("/api/queues/{queue}/schedules", get(api::schedules))
+        .route(
+            "/api/queues/{queue}/limits",
+            get(api::limits).post(api::set_limits),
+        )
         .route(
             "/api/queues/{queue}/jobs/{id}/delete",
             post(api::delete_job),

@@ -3,7 +3,9 @@
 -- A waiting job (pending or scheduled) ends at once as cancelled and never
 -- runs. Its id leaves pending too, every entry of it, so that a reference
 -- worker, which knows nothing of the cancelled state, cannot claim it (LREM
--- walks the whole pending list: O(N) in the jobs waiting).
+-- walks the whole pending list: O(N) in the jobs waiting). A job waiting
+-- in another lane (its priority's or its rate key's, named by its hash and
+-- derived from the pending key: the documented exception) leaves that too.
 --
 -- A running job gets a cancel request (cancel_requested_at_ms and
 -- cancel_reason in its hash): the runner holding it learns it from its next

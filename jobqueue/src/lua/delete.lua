@@ -3,7 +3,8 @@
 -- claim gone (LeaseLost). A key of another type at the job's name is
 -- deleted too: the caller asked for that name to go. A unique lock the job
 -- holds is released (its key is derived from the job's key: the documented
--- exception).
+-- exception). So are the lane it may wait in (its priority's or its rate
+-- key's) and its key lease, derived from the pending key.
 --
 -- KEYS[1]  job hash
 -- KEYS[2]  pending list

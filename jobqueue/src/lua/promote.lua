@@ -7,6 +7,9 @@
 -- a key that is not a hash) leaves the scheduled set. A due job already
 -- past its expires_at_ms ends as expired (status cancelled, with the
 -- reason) instead of being moved: it could not start in time.
+-- A job with a priority or a rate key goes to its own lane instead of
+-- pending (derived from the pending key: the documented exception, see
+-- common.lua's flow-control helpers).
 --
 -- KEYS[1]  scheduled sorted set (id -> due time, ms)
 -- KEYS[2]  pending list

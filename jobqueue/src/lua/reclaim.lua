@@ -1,4 +1,6 @@
 -- reclaim.lua: one bounded step of the sweep, of one of two kinds.
+-- (A job put back goes to its own lane when it has a priority or a rate
+-- key, and a runner waiting under max_running is woken: see common.lua.)
 --
 -- ARGV[1]  the step: "leases" or "history", each described below with its
 --          KEYS, the rest of its ARGV and its reply

@@ -1,6 +1,11 @@
 -- release.lua: hands a claimed job back to pending without charging the
 -- attempt, at the front of the line (used when a runner shuts down). A job
 -- whose cancel was requested while it ran ends as cancelled instead.
+-- A job with a priority or a rate key goes to the front of its own lane instead of
+-- pending (derived from the pending key: the documented exception, see
+-- common.lua's flow-control helpers).
+-- The claim's key lease goes with it, and a runner waiting under
+-- max_running is woken.
 --
 -- KEYS[1]  job hash
 -- KEYS[2]  processing list

@@ -12,6 +12,9 @@
 -- job-hash prefix: the documented exception) for its window, or is not
 -- revived while another job holds that lock: it stays a dead letter, and the
 -- reply names the holder.
+-- A job with a priority or a rate key goes to its own lane instead of
+-- pending (derived from the pending key: the documented exception, see
+-- common.lua's flow-control helpers).
 --
 -- KEYS[1]  failed list
 -- KEYS[2]  pending list

@@ -22,6 +22,11 @@
 -- cancelled (it is derived from the job-hash prefix: the documented
 -- exception); a retry or snooze keeps it.
 --
+-- A job back for another run goes to its lane (its priority's or its rate
+-- key's, derived from the pending key: the documented exception); a settled
+-- claim drops its key lease, and slots freed under max_running wake a
+-- waiting runner (the throttle hash's capped flag).
+--
 -- Every job is read and judged before the first write.
 --
 -- KEYS[1]  processing list

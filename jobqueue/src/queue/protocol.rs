@@ -402,9 +402,15 @@ mod tests {
                 bulk(b"no hash"),
             ])]),
         ]);
-        let ClaimReply::Claimed { claimed, rejected } = ClaimReply::decode(reply).unwrap() else {
+        let ClaimReply::Claimed {
+            claimed,
+            rejected,
+            hold,
+        } = ClaimReply::decode(reply).unwrap()
+        else {
             panic!("not a claim");
         };
+        assert_eq!(hold, Hold::None, "a reply of two parts holds nothing back");
         assert!(claimed[0].1.is_none());
         assert_eq!(claimed[0].0.lease_deadline_ms(), 20);
         assert!(
@@ -472,5 +478,37 @@ mod tests {
         assert_eq!(SettleCode(-1).ack(Settle::Release).unwrap(), Ack::Duplicate);
         assert_eq!(SettleCode(0).ack(Settle::Fail).unwrap(), Ack::LeaseLost);
         assert!(SettleCode(2).ack(Settle::Complete).is_err());
+    }
+
+    #[test]
+    fn a_claim_held_back_by_a_limit_says_why_and_for_how_long() {
+        for (kind, ms, hold) in [
+            (
+                &b"throttled"[..],
+                120,
+                Hold::Throttled(Duration::from_millis(120)),
+            ),
+            (b"capped", 900, Hold::Capped(Duration::from_millis(900))),
+            (b"keys", 15, Hold::Keys(Duration::from_millis(15))),
+            (b"", 0, Hold::None),
+        ] {
+            let reply = Value::Array(vec![
+                Value::Array(vec![]),
+                Value::Array(vec![]),
+                Value::BulkString(kind.to_vec()),
+                Value::Int(ms),
+            ]);
+            let ClaimReply::Claimed { hold: got, .. } = ClaimReply::decode(reply).unwrap() else {
+                panic!("not a claim");
+            };
+            assert_eq!(got, hold);
+        }
+        let unknown = Value::Array(vec![
+            Value::Array(vec![]),
+            Value::Array(vec![]),
+            Value::BulkString(b"sleepy".to_vec()),
+            Value::Int(1),
+        ]);
+        assert!(ClaimReply::decode(unknown).is_err());
     }
 }

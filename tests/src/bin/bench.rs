@@ -5,9 +5,11 @@
 //! for LPUSH, LMOVE and a trivial EVALSHA): enqueue rates (W1), processing
 //! rates (W2), enqueue-to-start latency (W3), the sweep (W4) and the cost per
 //! job in Redis commands, Redis CPU and memory (W5), and one hot queue on a
-//! private three-primary cluster in 1, 3 and 6 shards (W6), and what a
-//! unique enqueue and a schedule tick cost Redis (W7). Prints a table
-//! and writes `target/bench.json`.
+//! private three-primary cluster in 1, 3 and 6 shards (W6), what a
+//! unique enqueue and a schedule tick cost Redis (W7), and the claim's cost
+//! per job with fleet-wide limits set, next to without (W8). Prints a table
+//! and writes `target/bench.json`. `--only W8` (`scripts/bench --only W8`)
+//! runs that step alone and updates only its figures there.
 //!
 //! With `--peers PATH` (`scripts/bench --peers`) it instead runs jobqueue side
 //! by side with bullmq-official, whose harness (`bench/peers`, built apart
@@ -26,7 +28,7 @@ use clap::Parser;
 use jobqueue::client::EnqueueOptions;
 use jobqueue::connection::Connection;
 use jobqueue::queue::{NewJob, Queue, QueueOptions};
-use jobqueue::{Client, JobContext, Runner, job};
+use jobqueue::{Client, JobContext, Limits, Rate, Runner, job};
 use jobqueue_tests::{RedisCluster, RedisServer, start_runner, stop_runner};
 use serde_json::{Value, json};
 
@@ -52,12 +54,25 @@ struct Args {
     /// W1..W6 suite; the value is the path of the built `bullmq-peer`.
     #[arg(long, value_name = "BULLMQ_PEER")]
     peers: Option<std::path::PathBuf>,
-    /// Rounds of the side-by-side run (medians are reported).
+    /// Rounds of the side-by-side run and of W8 (medians are reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Runs only these steps (comma-separated) on a private redis-server
+    /// of their own, and updates only their figures in `target/bench.json`.
+    /// Without it, the whole suite runs.
+    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true)]
+    only: Vec<Step>,
     /// A single step of the side-by-side protocol, run as its own process.
     #[command(subcommand)]
     mode: Option<Mode>,
+}
+
+/// The steps `--only` can run alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Step {
+    /// The claim's cost per job with fleet-wide limits set, next to without.
+    #[value(name = "W8")]
+    W8,
 }
 
 /// The side-by-side protocol: the orchestrator (`--peers`) starts each step
@@ -192,6 +207,9 @@ async fn main() {
     }
     if let Some(bullmq) = args.peers.clone() {
         return peers::run(&args, &bullmq).await;
+    }
+    if !args.only.is_empty() {
+        return only(&args).await;
     }
     let server = RedisServer::start();
     let url = server.url();
@@ -647,21 +665,84 @@ async fn main() {
     ));
     report.insert("controls".into(), json!({ "plain_enqueue_redis_cpu_us": per_job[0], "unique_enqueue_redis_cpu_us": per_job[1], "tick_redis_cpu_us": tick_us, "ticks_fired": fired }));
 
+    claim_limits(
+        &server,
+        &conn,
+        args.jobs,
+        args.rounds,
+        &payload,
+        &mut table,
+        &mut report,
+    )
+    .await;
+
+    finish(&table, report, false);
+}
+
+/// `--only`: the steps named, on a private redis-server of their own.
+async fn only(args: &Args) {
+    let server = RedisServer::start();
+    let conn = Connection::connect(server.url().as_str())
+        .await
+        .expect("connect");
+    let payload = "x".repeat(args.payload.saturating_sub(10));
+    let mut report = serde_json::Map::new();
+    let mut table: Vec<(String, String, String)> = Vec::new();
+    let mut steps = args.only.clone();
+    steps.dedup();
+    for step in steps {
+        match step {
+            Step::W8 => {
+                claim_limits(
+                    &server,
+                    &conn,
+                    args.jobs,
+                    args.rounds,
+                    &payload,
+                    &mut table,
+                    &mut report,
+                )
+                .await;
+            }
+        }
+    }
+    finish(&table, report, true);
+}
+
+/// Prints the table and writes `target/bench.json`: the whole suite's
+/// figures replace the file's (all but the side-by-side ones), a partial
+/// run's (`--only`) replace only their own keys.
+fn finish(
+    table: &[(String, String, String)],
+    report: serde_json::Map<String, Value>,
+    partial: bool,
+) {
     println!();
     let width = table.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
-    for (name, value, ratio) in &table {
+    for (name, value, ratio) in table {
         println!("{name:width$}  {value:40}  {ratio}");
     }
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench.json");
-    // The side-by-side figures (`--peers`) are a separate run with its own
-    // date and commit: keep them rather than drop them with the old suite's.
-    if let Some(peers) = std::fs::read_to_string(&path)
+    let old = std::fs::read_to_string(&path)
         .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .and_then(|mut old| old.get_mut("peers").map(Value::take))
-    {
-        report.insert("peers".into(), peers);
-    }
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok());
+    let report = if partial {
+        let mut all = match old {
+            Some(Value::Object(old)) => old,
+            _ => serde_json::Map::new(),
+        };
+        all.extend(report);
+        all
+    } else {
+        // The side-by-side figures (`--peers`) are a separate run with its
+        // own date and commit: keep them rather than drop them with the old
+        // suite's.
+        let mut report = report;
+        if let Some(peers) = old.and_then(|mut old| old.get_mut("peers").map(Value::take)) {
+            report.insert("peers".into(), peers);
+        }
+        report
+    };
     let _ = std::fs::create_dir_all(path.parent().expect("dir"));
     std::fs::write(
         &path,
@@ -669,6 +750,240 @@ async fn main() {
     )
     .expect("write bench.json");
     println!("\nwrote {}", path.display());
+}
+
+/// One way W8 fills and limits a queue.
+struct ClaimCase {
+    /// Key in bench.json.
+    key: &'static str,
+    /// Row label.
+    label: &'static str,
+    /// Jobs spread over [`RATE_KEYS`] rate keys, each in its key's lane.
+    keyed: bool,
+    /// The queue's own limits.
+    queue_limits: Limits,
+    /// The limits each rate key gets.
+    key_limits: Limits,
+}
+
+/// Rate keys of W8's keyed cases.
+const RATE_KEYS: usize = 50;
+/// Jobs per claim in W8: the runner's batch at concurrency 25 (its claims
+/// ask for the free slots, up to 100 a call).
+const CLAIM_BATCH: usize = 25;
+/// Jobs W8 claims from one queue before it turns to the next.
+const SLICE: usize = 1_000;
+
+/// W8: what fleet-wide limits cost the claim script. Four queues get the
+/// same jobs: one with no limits, one with a rate, a burst and a
+/// max_running that never bind yet are read, checked and charged on every
+/// claim (the largest rate allowed, 1,000,000 per ms, and max_running
+/// 1,000,000), and the same two over 50 rate keys (each key its own lane,
+/// lease set and, in the second, limits). In each round all four are
+/// filled, then drained in claims of 25 without settling (the claim alone
+/// is measured), 1,000 jobs from one queue and then the next, the order
+/// rotating, so drift in the machine (other load) falls on all four alike.
+/// Measured per slice: Redis CPU per claimed job (INFO cpu, as W7) and the
+/// claim script's own time (INFO commandstats, EVALSHA usec); reported:
+/// the medians over all slices, and the median and quartiles of the ratios
+/// between slices taken back to back.
+async fn claim_limits(
+    server: &RedisServer,
+    conn: &Connection,
+    jobs: usize,
+    rounds: usize,
+    payload: &str,
+    table: &mut Vec<(String, String, String)>,
+    report: &mut serde_json::Map<String, Value>,
+) {
+    let (jobs, rounds) = (jobs.max(1), rounds.max(1));
+    // The largest count a rate, a burst and (here) max_running may have.
+    const MOST: u32 = 1_000_000;
+    let never_binding = Limits::new()
+        .rate(Rate::new(MOST, Duration::from_millis(1)))
+        .burst(MOST)
+        .max_running(MOST);
+    let cases = [
+        ClaimCase {
+            key: "no_limits",
+            label: "no limits",
+            keyed: false,
+            queue_limits: Limits::new(),
+            key_limits: Limits::new(),
+        },
+        ClaimCase {
+            key: "queue_limits",
+            label: "queue rate + max_running set",
+            keyed: false,
+            queue_limits: never_binding,
+            key_limits: Limits::new(),
+        },
+        ClaimCase {
+            key: "keys_no_limits",
+            label: "50 rate keys, no limits",
+            keyed: true,
+            queue_limits: Limits::new(),
+            key_limits: Limits::new(),
+        },
+        ClaimCase {
+            key: "keys_with_limits",
+            label: "50 rate keys with rate + max_running",
+            keyed: true,
+            queue_limits: Limits::new(),
+            key_limits: never_binding,
+        },
+    ];
+    let mut queues = Vec::new();
+    for case in &cases {
+        let q = Queue::new_with(
+            conn,
+            &format!("bench-claim-{}", case.key),
+            QueueOptions::new(),
+        )
+        .expect("queue");
+        q.purge().await.expect("purge");
+        q.set_limits(&case.queue_limits).await.expect("limits");
+        q.set_key_limits(&case.key_limits)
+            .await
+            .expect("key limits");
+        queues.push(q);
+    }
+    // Per case, per slice: (Redis CPU µs/job, script µs/job, claims/s).
+    let mut figures = vec![Vec::new(); cases.len()];
+    let mut turn = 0;
+    for round in 0..rounds {
+        progress(&format!(
+            "W8 claim cost with limits, round {} of {rounds}: {jobs} jobs in each of {} queues",
+            round + 1,
+            cases.len()
+        ));
+        for (case, q) in cases.iter().zip(&queues) {
+            let mut left = jobs;
+            let mut n = 0;
+            while left > 0 {
+                let batch: Vec<NewJob> = (0..left.min(1000))
+                    .map(|_| {
+                        let job = NewJob::new(payload).expect("json").name("noop");
+                        n += 1;
+                        if case.keyed {
+                            job.options(
+                                EnqueueOptions::new().rate_key(format!("tenant-{}", n % RATE_KEYS)),
+                            )
+                        } else {
+                            job
+                        }
+                    })
+                    .collect();
+                left -= batch.len();
+                q.submit_many(batch).await.expect("enqueue");
+            }
+        }
+        // Drained in slices, the four in turn, the order rotating.
+        let mut left = jobs;
+        while left > 0 {
+            let slice = left.min(SLICE);
+            left -= slice;
+            for i in (0..cases.len()).map(|i| (i + turn) % cases.len()) {
+                let q = &queues[i];
+                reset_stats(server);
+                let cpu0 = redis_cpu(server);
+                let started = Instant::now();
+                let mut claimed = 0;
+                while claimed < slice {
+                    let got = q
+                        .claim_many(CLAIM_BATCH.min(slice - claimed), Duration::ZERO)
+                        .await
+                        .expect("claim")
+                        .len();
+                    assert!(
+                        got > 0,
+                        "W8 {}: a claim came back empty with jobs pending: a limit bound",
+                        cases[i].label
+                    );
+                    claimed += got;
+                }
+                let secs = started.elapsed().as_secs_f64();
+                let cpu_us = (redis_cpu(server) - cpu0) * 1e6 / slice as f64;
+                let script_us = script_usec(server) / slice as f64;
+                figures[i].push((cpu_us, script_us, slice as f64 / secs));
+            }
+            turn += 1;
+        }
+        for q in &queues {
+            assert_eq!(q.stats().await.expect("stats").pending_depth, 0);
+            q.purge().await.expect("purge");
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let col = |i: usize, f: fn(&(f64, f64, f64)) -> f64| median(figures[i].iter().map(f).collect());
+    // Case a's figure over case b's in slices taken back to back: the
+    // median and the quartiles (the middle half), over all slices.
+    let ratio = |a: usize, b: usize, f: fn(&(f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = figures[a]
+            .iter()
+            .zip(&figures[b])
+            .map(|(x, y)| f(x) / f(y))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() / 4], v[v.len() * 3 / 4])
+    };
+    let cpu = |r: &(f64, f64, f64)| r.0;
+    let script = |r: &(f64, f64, f64)| r.1;
+    let versus = |a: usize, b: usize| {
+        let (m, q1, q3) = ratio(a, b, cpu);
+        format!(
+            "{m:.2}x {} (middle half {q1:.2}-{q3:.2}x), script {:.2}x",
+            cases[b].label,
+            ratio(a, b, script).0
+        )
+    };
+    let mut cases_json = serde_json::Map::new();
+    for (i, case) in cases.iter().enumerate() {
+        let base = if i == 3 { 2 } else { 0 };
+        let compared = match i {
+            0 => format!(
+                "{:.0} jobs/s in claims of {CLAIM_BATCH}; medians of {} slices",
+                col(0, |r| r.2),
+                figures[0].len()
+            ),
+            3 => format!("{}; {:.2}x no limits", versus(3, 2), ratio(3, 0, cpu).0),
+            _ => versus(i, 0),
+        };
+        table.push((
+            format!("W8 claim, {}", case.label),
+            format!(
+                "Redis CPU {:.1} µs/job, script {:.1} µs",
+                col(i, cpu),
+                col(i, script)
+            ),
+            compared,
+        ));
+        let (cpu_ratio, cpu_q1, cpu_q3) = ratio(i, base, cpu);
+        cases_json.insert(
+            case.key.into(),
+            json!({
+                "redis_cpu_us_per_job": col(i, cpu),
+                "script_us_per_job": col(i, script),
+                "claims_per_s": col(i, |r| r.2),
+                "ratio_to": cases[base].key,
+                "redis_cpu_ratio": cpu_ratio,
+                "redis_cpu_ratio_quartiles": [cpu_q1, cpu_q3],
+                "script_ratio": ratio(i, base, script).0,
+                "slices": figures[i].iter().map(|r| json!({ "redis_cpu_us_per_job": r.0, "script_us_per_job": r.1, "claims_per_s": r.2 })).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    for q in &queues {
+        q.set_limits(&Limits::new()).await.expect("limits");
+        q.set_key_limits(&Limits::new()).await.expect("key limits");
+    }
+    report.insert(
+        "claim_limits".into(),
+        json!({ "jobs": jobs, "claim_batch": CLAIM_BATCH, "slice": SLICE, "rate_keys": RATE_KEYS, "rounds": rounds, "cases": cases_json }),
+    );
 }
 
 /// A worker process for the two-process run.
@@ -802,6 +1117,28 @@ fn slowlog_longest_us(server: &RedisServer) -> u64 {
         .filter_map(|v| v.trim().parse::<u64>().ok())
         .max()
         .unwrap_or(0)
+}
+
+/// The time Redis spent in script calls (EVALSHA and EVAL, each call
+/// whole with the commands it ran) since the last reset, in µs, from INFO
+/// commandstats.
+fn script_usec(server: &RedisServer) -> f64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &server.port().to_string(), "INFO", "commandstats"])
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("cmdstat_evalsha:")
+                .or_else(|| l.strip_prefix("cmdstat_eval:"))
+        })
+        .filter_map(|rest| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix("usec="))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .sum()
 }
 
 fn reset_stats(server: &RedisServer) {
