@@ -166,6 +166,12 @@ impl Keys {
         format!("{}:key-leases:{rate_key}", self.base)
     }
 
+    /// `queue:{name}:levels`: set of the priority levels (other than 0)
+    /// whose lanes may hold jobs, so a claim reads only those.
+    pub fn levels(&self) -> String {
+        self.key("levels")
+    }
+
     /// `queue:{name}:limits`: the queue's fleet-wide limits (rate, burst,
     /// max_running, and the defaults for each rate key).
     pub fn limits(&self) -> String {

@@ -122,6 +122,23 @@ async fn priorities_order_claims_highest_level_first_fifo_within(redis: TestRedi
     }
     expected.sort();
     let order: Vec<usize> = expected.into_iter().map(|(_, i)| i).collect();
+    // The listing shows them in the order claims will take them, paged.
+    let listed: Vec<usize> = q
+        .list_pending(0..20)
+        .await
+        .unwrap()
+        .iter()
+        .map(|id| ids[id])
+        .collect();
+    assert_eq!(listed, order);
+    let page: Vec<usize> = q
+        .list_pending(3..6)
+        .await
+        .unwrap()
+        .iter()
+        .map(|id| ids[id])
+        .collect();
+    assert_eq!(page, order[3..6]);
     let mut claimed = Vec::new();
     while let Some(job) = q.claim(Duration::ZERO).await.unwrap() {
         claimed.push(ids[job.id()]);
@@ -378,6 +395,14 @@ async fn an_upstream_429_backs_off_the_whole_queue(redis: TestRedis) {
         .enqueue_many::<upstream>((1..6).map(|i| (key.clone(), i)))
         .await
         .unwrap();
+    // Held back, nothing is claimed; the throttled job is first in line.
+    let q = first.queue();
+    let next = q.list_pending(0..1).await.unwrap();
+    assert_eq!(
+        next,
+        vec![first.id().to_owned()],
+        "the throttled job went back first in line"
+    );
     first.wait(Duration::from_secs(10)).await.unwrap();
     for handle in &others {
         handle.wait(Duration::from_secs(10)).await.unwrap();
@@ -390,7 +415,6 @@ async fn an_upstream_429_backs_off_the_whole_queue(redis: TestRedis) {
         .collect();
     println!("runs after the 429 began at {later:?}");
     assert_eq!(runs.len(), 7, "the first job twice, the others once");
-    assert_eq!(runs[1].0, 0, "the throttled job went back first in line");
     for after in &later {
         // Held back 800 ms from the settle; the settle came a little after
         // the run, which is what `reported` measures from.
@@ -420,7 +444,7 @@ async fn limits_changed_live_apply_within_a_second_on_every_runner(redis: TestRe
         .unwrap();
     let key = unique_key("live");
     client
-        .enqueue_many::<step>((0..40).map(|i| (key.clone(), i, 400)))
+        .enqueue_many::<step>((0..40).map(|i| (key.clone(), i, 1_000)))
         .await
         .unwrap();
     // Three runners of one slot each: three jobs run at once only when all
@@ -711,6 +735,112 @@ async fn a_high_priority_job_goes_ahead_of_a_backlog_under_load(redis: TestRedis
         assert!(n.abs_diff(1000 + i as u32) <= 1, "{urgent_order:?}");
     }
 }
+
+/// The name of `suffix` of `queue` in the layout `redis` uses.
+fn key_of(redis: &TestRedis, queue: &str, suffix: &str) -> String {
+    if redis.is_cluster() {
+        format!("queue:{{{queue}}}:{suffix}")
+    } else {
+        format!("queue:{queue}:{suffix}")
+    }
+}
+
+async fn malformed_limits_refuse_the_claim_and_write_nothing(redis: TestRedis) {
+    let q = redis.queue("flow-bad", QueueOptions::new()).await;
+    let id = q.enqueue(&1).await.unwrap();
+    let mut conn = redis.conn().await;
+    hset(
+        &mut conn,
+        &key_of(&redis, "flow-bad", "limits"),
+        &[("rate", "lots")],
+    )
+    .await;
+    let err = q.claim(Duration::ZERO).await.unwrap_err();
+    println!("claim with malformed limits: {err}");
+    assert!(err.to_string().contains("limits"), "{err}");
+    assert_eq!(
+        q.list_pending(0..10).await.unwrap(),
+        vec![id.clone()],
+        "nothing was taken"
+    );
+    assert_eq!(q.stats().await.unwrap().processing_depth, 0);
+    // The writer refuses what the claim would: nothing malformed is stored
+    // through it, and a valid write repairs the queue.
+    q.set_limits(&Limits::new().max_running(3)).await.unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(job.id(), id);
+}
+
+async fn a_lane_key_of_another_type_loses_no_job(redis: TestRedis) {
+    let q = redis.queue("flow-hostile", QueueOptions::new()).await;
+    let mut conn = redis.conn().await;
+    let lane = key_of(&redis, "flow-hostile", "pending:2");
+    let keyed = key_of(&redis, "flow-hostile", "keyed:t1");
+    exec(&mut conn, &["SET", &lane, "not a list"]).await;
+    exec(&mut conn, &["SET", &keyed, "not a list either"]).await;
+    let high = q
+        .submit(with(&1, EnqueueOptions::new().priority(2)))
+        .await
+        .unwrap();
+    let tenant = q
+        .submit(with(&2, EnqueueOptions::new().rate_key("t1")))
+        .await
+        .unwrap();
+    // Both wait in pending instead, and are claimed from there.
+    let pending = q.list_pending(0..10).await.unwrap();
+    assert_eq!(pending, vec![high.clone(), tenant.clone()]);
+    let jobs = q.claim_many(10, Duration::ZERO).await.unwrap();
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id()).collect();
+    assert_eq!(ids, vec![high.as_str(), tenant.as_str()]);
+    // Marked as a level with jobs, the broken lane does not stop a claim.
+    exec(
+        &mut conn,
+        &["SADD", &key_of(&redis, "flow-hostile", "levels"), "2"],
+    )
+    .await;
+    let next = q.enqueue(&3).await.unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(job.id(), next);
+}
+
+async fn a_purge_empties_every_lane_and_keeps_the_limits(redis: TestRedis) {
+    let q = redis.queue("flow-purge", QueueOptions::new()).await;
+    let limits = Limits::new().max_running(7);
+    q.set_limits(&limits).await.unwrap();
+    q.enqueue(&0).await.unwrap();
+    q.submit(with(&1, EnqueueOptions::new().priority(3)))
+        .await
+        .unwrap();
+    q.submit(with(&2, EnqueueOptions::new().priority(-1)))
+        .await
+        .unwrap();
+    q.submit(with(&3, EnqueueOptions::new().rate_key("t1")))
+        .await
+        .unwrap();
+    assert_eq!(q.stats().await.unwrap().pending_depth, 4);
+    q.purge().await.unwrap();
+    let stats = q.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.pending_depth,
+            stats.prioritized_depth,
+            stats.keyed_depth,
+            stats.rate_keys
+        ),
+        (0, 0, 0, 0)
+    );
+    assert!(q.list_pending(0..10).await.unwrap().is_empty());
+    assert_eq!(
+        q.limits().await.unwrap().queue,
+        limits,
+        "configuration survives a purge"
+    );
+    let id = q
+        .submit(with(&4, EnqueueOptions::new().priority(3)))
+        .await
+        .unwrap();
+    assert_eq!(q.claim(Duration::ZERO).await.unwrap().unwrap().id(), id);
+}
 on_each_topology! {
     #[tokio::test(flavor = "multi_thread")] priorities_order_claims_highest_level_first_fifo_within,
     #[tokio::test(flavor = "multi_thread")] an_idle_runner_wakes_at_once_for_a_job_in_any_lane,
@@ -724,4 +854,7 @@ on_each_topology! {
     #[tokio::test(flavor = "multi_thread")] a_strict_order_serves_a_later_queue_only_when_earlier_ones_wait_for_nothing,
     #[tokio::test(flavor = "multi_thread")] max_running_per_key_holds_and_keys_run_side_by_side,
     #[tokio::test(flavor = "multi_thread")] a_high_priority_job_goes_ahead_of_a_backlog_under_load,
+    #[tokio::test(flavor = "multi_thread")] malformed_limits_refuse_the_claim_and_write_nothing,
+    #[tokio::test(flavor = "multi_thread")] a_lane_key_of_another_type_loses_no_job,
+    #[tokio::test(flavor = "multi_thread")] a_purge_empties_every_lane_and_keeps_the_limits,
 }

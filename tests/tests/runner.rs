@@ -796,7 +796,8 @@ async fn trickle(n: u64) -> u64 {
 /// again. Before, a claim that got less than it asked for was followed by
 /// another that found nothing, every time: two claim calls per job at low
 /// rates. Counted by the claim script's one LRANGE of pending per call (the
-/// sweep, which also reads lists, does not run here).
+/// sweep, which also reads lists, does not run here; a queue without
+/// priority levels or rate keys reads no other lane).
 #[tokio::test]
 async fn an_idle_runner_asks_redis_for_work_once_per_job_that_arrives() {
     const JOBS: u64 = 20;

@@ -156,8 +156,11 @@ local function rate_of(rate, period, burst, what)
   local p = integer(period or '1000', 1, MAX_DURATION_MS)
   local b = integer(burst or '1', 1, MAX_COUNT)
   if not (r and p and b) then
-    error(redis.error_reply('ERR limits: ' .. what .. ' rate "' .. tostring(rate) .. '/' .. tostring(period) ..
-      '" burst "' .. tostring(burst) .. '" are not positive integers; nothing claimed'))
+    local shown = function(v)
+      return v and ('"' .. tostring(v) .. '"') or 'unset'
+    end
+    error(redis.error_reply('ERR limits: ' .. what .. ' rate ' .. shown(rate) .. ', period_ms ' .. shown(period) ..
+      ', burst ' .. shown(burst) .. ': not whole numbers of at least 1; nothing claimed'))
   end
   local T = p / r
   return { T = T, tau = (b - 1) * T }
@@ -393,7 +396,15 @@ else
     local more, empty = true, false
     while more and took < limit and t <= #ARGV and budget > 0 do
       local need = math.min(limit - took, #ARGV - t + 1)
-      local window = redis.call('LRANGE', list, -(seen + need), -(seen + 1))
+      local window = redis.pcall('LRANGE', list, -(seen + need), -(seen + 1))
+      if type(window) == 'table' and window.err then
+        if list == Q.pending then
+          error(window)
+        end
+        -- A lane key of another type (written by hand): nothing to take
+        -- there; the jobs that could not be put in it wait in pending.
+        window = {}
+      end
       local ascii = not string.find(table.concat(window), '[\128-\255]')
       more = #window == need
       empty = #window < need
@@ -428,14 +439,28 @@ else
     return took, empty
   end
 
-  -- The priority lanes, highest first.
+  -- The priority lanes with jobs, highest first (levels other than 0 only
+  -- when `levels` lists them).
   local waiting = false
-  for _, list in ipairs(priority_lanes()) do
-    if stopped or claims >= room then
-      waiting = waiting or (list ~= Q.pending and redis.call('LLEN', list) > (trims[list] or 0))
-    else
-      local _, empty = take(list, room - claims, nil)
-      waiting = waiting or (list ~= Q.pending and not empty)
+  local listed = {}
+  local members = redis.pcall('SMEMBERS', levels_key())
+  for _, level in ipairs(members.err and {} or members) do
+    listed[level] = true
+  end
+  local drained = {}
+  for p = MAX_PRIORITY, MIN_PRIORITY, -1 do
+    local list = p == 0 and Q.pending or Q.pending .. ':' .. ms(p)
+    if p == 0 or listed[ms(p)] then
+      if stopped or claims >= room then
+        waiting = waiting or (p ~= 0 and redis.call('LLEN', list) > (trims[list] or 0))
+      else
+        local took, empty = take(list, room - claims, nil)
+        waiting = waiting or (p ~= 0 and not empty)
+        if p ~= 0 and empty and took == 0 and not trims[list] then
+          -- Nothing there: the level leaves `levels`.
+          drained[#drained + 1] = ms(p)
+        end
+      end
     end
   end
 
@@ -447,7 +472,10 @@ else
   local KEYS_PER_CALL = 32
   local ready_keys = {}
   if not stopped and claims < room then
-    ready_keys = redis.call('ZRANGEBYSCORE', keyset, '-inf', now, 'LIMIT', 0, KEYS_PER_CALL)
+    ready_keys = redis.pcall('ZRANGEBYSCORE', keyset, '-inf', now, 'LIMIT', 0, KEYS_PER_CALL)
+    if ready_keys.err then
+      ready_keys = {}
+    end
   end
   local key_overrides = base .. 'key-limits'
   for _, k in ipairs(ready_keys) do
@@ -538,6 +566,9 @@ else
   -- LTRIM; one LPUSH lists the claimed ids in processing in the order one
   -- move per id would (on every Redis version).
   forget_answered()
+  if #drained > 0 then
+    redis.pcall('SREM', levels_key(), unpack(drained))
+  end
   if #plan > 0 then
     for _, list in ipairs(trim_order) do
       redis.call('LTRIM', list, 0, -(trims[list] + 1))

@@ -491,6 +491,14 @@ local function priority_lanes()
   return lanes
 end
 
+-- `levels`: the set of priority levels (other than 0) whose lanes may hold
+-- jobs, so a claim reads only those lanes (a queue without priorities pays
+-- one SMEMBERS, not six list reads). make_ready adds a level; a claim that
+-- finds its lane empty removes it.
+local function levels_key()
+  return queue_base() .. 'levels'
+end
+
 -- Leaves one token in the queue's wake list (never more): an idle runner
 -- blocks on it as well as on pending, so a job in a lane that BLMOVE on
 -- pending cannot see, a freed slot under a cap, or a change of limits wakes
@@ -517,6 +525,8 @@ local function make_ready(id, priority, rate_key, front)
   end
   if k then
     redis.pcall('ZADD', queue_base() .. 'keys', 'NX', '0', k)
+  elseif list ~= Q.pending then
+    redis.pcall('SADD', levels_key(), ms(priority_level(priority)))
   end
   if list ~= Q.pending then
     wake()

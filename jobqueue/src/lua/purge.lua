@@ -15,7 +15,7 @@
 --
 -- KEYS[1..] "cut": the fixed keys (pending first, processing, completed,
 --           failed, leases, scheduled, stats, paused, the priority lanes and
---           the flow-control state: keys, wake, throttle); the lanes of the
+--           the flow-control state: levels, keys, wake, throttle); the lanes of the
 --           rate keys listed in `keys` go with them (derived from the
 --           pending key: the documented exception). "sweep": the keys to
 --           judge. A rate key's lane made after the cut is left alone, and

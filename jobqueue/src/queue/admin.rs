@@ -161,7 +161,7 @@ impl Queue {
     /// Safe to repeat: a dropped purge leaves part of the job hashes, with no
     /// list naming them, for the next purge.
     pub async fn purge(&self) -> Result<u64> {
-        let fixed = [
+        let mut fixed = vec![
             self.keys.pending(),
             self.keys.processing(),
             self.keys.completed(),
@@ -171,9 +171,23 @@ impl Queue {
             self.keys.scheduled(),
             self.keys.stats(),
             self.keys.paused(),
+            self.keys.levels(),
+            self.keys.rate_keys(),
+            self.keys.wake(),
+            self.keys.throttle(),
         ];
+        fixed.extend(
+            (crate::keys::MIN_PRIORITY..=crate::keys::MAX_PRIORITY)
+                .filter(|p| *p != 0)
+                .map(|p| self.keys.priority_lane(p)),
+        );
         let mut cut = SCRIPTS.purge.prepare_invoke();
         cut.key(&fixed).arg("cut");
+        // The queue's limits are configuration, not jobs: a purge keeps
+        // them (the sweep leaves alone every key named after "sweep").
+        let mut kept = fixed.clone();
+        kept.push(self.keys.limits());
+        kept.push(self.keys.key_limits());
         let (at, mut deleted): (i64, u64) = self.invoke(&cut).await?;
         // Scans again until a pass deletes nothing: a pass on a cluster node
         // that lost its slot midway sees only part of the keys.
@@ -191,7 +205,7 @@ impl Queue {
                         .arg("sweep")
                         .arg(at)
                         .arg(self.keys.job_prefix())
-                        .arg(&fixed);
+                        .arg(&kept);
                     let n: u64 = self.invoke(&sweep).await?;
                     pass += n;
                 }
