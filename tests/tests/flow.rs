@@ -841,6 +841,65 @@ async fn a_purge_empties_every_lane_and_keeps_the_limits(redis: TestRedis) {
         .unwrap();
     assert_eq!(q.claim(Duration::ZERO).await.unwrap().unwrap().id(), id);
 }
+
+/// Redis < 6.2 has no BLMOVE: an idle runner blocks in BRPOPLPUSH, which
+/// moves a job before the claim script sees the limits (forced here, as the
+/// server is newer). A job it took while the rate is spent goes back first
+/// in line unclaimed, and a job in another lane wakes the runner within
+/// about a second (the wake list is looked at between waits).
+#[tokio::test(flavor = "multi_thread")]
+async fn with_brpoplpush_a_rate_still_holds_and_other_lanes_wake_the_runner() {
+    let server = RedisServer::start();
+    let conn = jobqueue::connection::Connection::connect_with(
+        server.url().as_str(),
+        jobqueue::connection::ConnectionOptions::new().force_legacy_claim(true),
+    )
+    .await
+    .unwrap();
+    assert!(conn.legacy_claim());
+    let client = Client::new(&conn);
+    client
+        .set_limits(
+            "flow",
+            Limits::new()
+                .rate(Rate::new(2, Duration::from_secs(1)))
+                .burst(1),
+        )
+        .await
+        .unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["flow"])
+        .claim_block(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let key = unique_key("legacy");
+    // Arriving one by one at an idle runner: each is taken by BRPOPLPUSH.
+    let mut handles = Vec::new();
+    for i in 0..5 {
+        handles.push(client.enqueue::<step>((key.clone(), i, 0)).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for handle in &handles {
+        handle.wait(Duration::from_secs(10)).await.unwrap();
+    }
+    let times: Vec<Instant> = starts(&key).into_iter().map(|(_, t)| t).collect();
+    let gaps: Vec<Duration> = times.windows(2).map(|p| p[1] - p[0]).collect();
+    println!("starts under 2/s with BRPOPLPUSH, apart by {gaps:?}");
+    for gap in &gaps {
+        assert!(*gap >= Duration::from_millis(450), "{gaps:?}");
+    }
+    client.set_limits("flow", Limits::new()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let began = Instant::now();
+    let high = client.enqueue::<urgent>((key.clone(), 99)).await.unwrap();
+    high.wait(Duration::from_secs(5)).await.unwrap();
+    let took = began.elapsed();
+    stop_runner(token, task).await;
+    println!("a priority job woke the BRPOPLPUSH runner after {took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+}
 on_each_topology! {
     #[tokio::test(flavor = "multi_thread")] priorities_order_claims_highest_level_first_fifo_within,
     #[tokio::test(flavor = "multi_thread")] an_idle_runner_wakes_at_once_for_a_job_in_any_lane,
