@@ -97,6 +97,10 @@ async fn per_key(args: (String, String)) {
     }
 }
 
+/// Declares its queue's limits.
+#[job(queue = "flow-declared", rate = "20/s", burst = 2, max_running = 3)]
+async fn declared(_n: u32) {}
+
 /// A high-priority job by declaration.
 #[job(queue = "flow", priority = 2)]
 async fn urgent(args: (String, u32)) {
@@ -900,6 +904,47 @@ async fn with_brpoplpush_a_rate_still_holds_and_other_lanes_wake_the_runner() {
     println!("a priority job woke the BRPOPLPUSH runner after {took:?}");
     assert!(took < Duration::from_millis(2500), "{took:?}");
 }
+
+async fn declared_limits_are_written_once_and_never_revert_an_operators(redis: TestRedis) {
+    let client = redis.client().await;
+    let declared_limits = Limits::new()
+        .rate(Rate::new(20, Duration::from_secs(1)))
+        .burst(2)
+        .max_running(3);
+    let start = || start_runner(flow_runner(client.clone(), "flow-declared", 2));
+    let (token, task) = start();
+    let written = eventually(Duration::from_secs(5), || async {
+        client.limits("flow-declared").await.unwrap().queue == declared_limits
+    })
+    .await;
+    stop_runner(token, task).await;
+    assert!(written, "the runner wrote the declared limits");
+    // An operator lifts the cap; a restarted runner (a deploy) keeps it so.
+    let operators = Limits::new().rate(Rate::new(5, Duration::from_secs(1)));
+    client.set_limits("flow-declared", operators).await.unwrap();
+    let (token, task) = start();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop_runner(token, task).await;
+    let after = client.limits("flow-declared").await.unwrap().queue;
+    assert_eq!(after.rate, operators.rate);
+    assert_eq!(after.max_running, None, "the operator's removal stands");
+    // Cleared by the operator: still not reverted.
+    client
+        .set_limits("flow-declared", Limits::new())
+        .await
+        .unwrap();
+    let (token, task) = start();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop_runner(token, task).await;
+    assert!(
+        client
+            .limits("flow-declared")
+            .await
+            .unwrap()
+            .queue
+            .is_empty()
+    );
+}
 on_each_topology! {
     #[tokio::test(flavor = "multi_thread")] priorities_order_claims_highest_level_first_fifo_within,
     #[tokio::test(flavor = "multi_thread")] an_idle_runner_wakes_at_once_for_a_job_in_any_lane,
@@ -916,4 +961,5 @@ on_each_topology! {
     #[tokio::test(flavor = "multi_thread")] malformed_limits_refuse_the_claim_and_write_nothing,
     #[tokio::test(flavor = "multi_thread")] a_lane_key_of_another_type_loses_no_job,
     #[tokio::test(flavor = "multi_thread")] a_purge_empties_every_lane_and_keeps_the_limits,
+    #[tokio::test(flavor = "multi_thread")] declared_limits_are_written_once_and_never_revert_an_operators,
 }

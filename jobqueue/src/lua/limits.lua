@@ -4,10 +4,13 @@
 -- claim; the wake token also ends the wait of idle runners, and a runner
 -- held back by a rate sleeps at most half a second before it claims again.
 --
--- "set" replaces the fields it is given (an empty value removes one).
--- "seed" writes only fields that are not set yet: what #[job(rate = ...)]
--- declares is a default every runner puts at start, and a restart or a
--- deploy must never revert an operator's change.
+-- "set" replaces the fields it is given (an empty value removes one); a
+-- set of the queue's own limits also marks them as the operator's
+-- (`operator_set`).
+-- "seed" writes the queue's own limits only while no operator has set them
+-- (not even to nothing), and then only fields that are not set yet: what
+-- #[job(rate = ...)] declares is a default every runner puts at start, and
+-- a restart or a deploy must never revert an operator's change.
 -- "key" sets (or, with an empty value, removes) one rate key's own limits.
 --
 -- KEYS[1]  limits hash
@@ -66,6 +69,9 @@ if mode == 'key' then
     written = 1
   end
 elseif mode == 'set' or mode == 'seed' then
+  if mode == 'seed' and redis.call('HEXISTS', KEYS[1], 'operator_set') == 1 then
+    return 0
+  end
   if #ARGV % 2 ~= 0 then
     return redis.error_reply('ERR limits: fields and values do not pair up; nothing written')
   end
@@ -77,6 +83,9 @@ elseif mode == 'set' or mode == 'seed' then
   end
   for i = 3, #ARGV, 2 do
     local field, value = ARGV[i], ARGV[i + 1]
+    if mode == 'set' and string.sub(field, 1, 4) ~= 'key_' then
+      redis.call('HSET', KEYS[1], 'operator_set', '1')
+    end
     if mode == 'seed' then
       if value ~= '' then
         written = written + redis.call('HSETNX', KEYS[1], field, value)
