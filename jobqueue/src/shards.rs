@@ -80,9 +80,30 @@ pub(crate) fn shard_of(id: &str, shards: usize) -> usize {
     (hash % shards as u64) as usize
 }
 
+/// A fresh random id whose shard (by [`shard_of`]) is `shard` of `shards`:
+/// a job placed by its key (a unique key, a rate key) keeps the rule that a
+/// job's shard follows from its id. About `shards` draws on average.
+pub(crate) fn id_in_shard(shard: usize, shards: usize) -> String {
+    loop {
+        let id = crate::id::random_hex();
+        if shard_of(&id, shards) == shard {
+            return id;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_can_be_drawn_for_any_shard() {
+        for shards in [1, 2, 6, 256] {
+            for shard in [0, shards / 2, shards - 1] {
+                assert_eq!(shard_of(&id_in_shard(shard, shards), shards), shard);
+            }
+        }
+    }
 
     #[test]
     fn slots_follow_the_cluster_specification() {

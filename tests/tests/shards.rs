@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use jobqueue::queue::{JobStatus, QueueOptions};
+use jobqueue::client::EnqueueOptions;
+use jobqueue::queue::{CancelOutcome, JobStatus, QueueOptions};
 use jobqueue::{Client, JobContext, Runner, job};
 use jobqueue_tests::*;
 
@@ -117,6 +118,51 @@ async fn a_sharded_queue_spreads_its_jobs_and_runs_each_once(redis: TestRedis) {
     );
 }
 
+/// A job placed by its key (a rate key, a unique key) gets an id of the
+/// same shard, so a handle built from the id alone finds it, and a cancel
+/// by id reaches it.
+async fn a_job_placed_by_its_key_is_found_from_its_id_alone(redis: TestRedis) {
+    let client = Client::builder(&redis.connection().await)
+        .shards("hot", 6)
+        .build()
+        .unwrap();
+    let key = unique_key("placed");
+    let mut shards = BTreeSet::new();
+    for i in 0..12 {
+        let handle = client
+            .enqueue_with::<heat>(
+                (key.clone(), i),
+                EnqueueOptions::new().rate_key(format!("tenant-{i}")),
+            )
+            .await
+            .unwrap();
+        shards.insert(handle.queue().name().to_owned());
+        let found = client.handle::<heat>(handle.id()).unwrap();
+        assert_eq!(
+            found.queue().name(),
+            handle.queue().name(),
+            "{}",
+            handle.id()
+        );
+        assert_eq!(found.status().await.unwrap(), Some(JobStatus::Pending));
+    }
+    assert!(
+        shards.len() > 1,
+        "rate keys spread over the shards: {shards:?}"
+    );
+    let unique = client
+        .enqueue_with::<heat>(
+            (key.clone(), 99),
+            EnqueueOptions::new().unique_key("only-one"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client.cancel::<heat>(unique.id()).await.unwrap(),
+        CancelOutcome::Cancelled(JobStatus::Pending)
+    );
+}
+
 #[test]
 fn shard_counts_outside_the_allowed_range_are_refused() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -135,4 +181,5 @@ fn shard_counts_outside_the_allowed_range_are_refused() {
 
 on_each_topology! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_sharded_queue_spreads_its_jobs_and_runs_each_once,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)] a_job_placed_by_its_key_is_found_from_its_id_alone,
 }

@@ -335,17 +335,34 @@ impl Client {
             if options.rate_key.is_none() {
                 options.rate_key = T::rate_key(payload);
             }
-            let id = options.id.get_or_insert_with(crate::id::random_hex).clone();
-            let job = NewJob::new(payload)?.name(T::NAME).options(options);
+            let chosen = options.id.clone();
+            let mut job = NewJob::new(payload)?.name(T::NAME).options(options.clone());
             // A unique job's shard follows its lock, so that the same key
-            // always meets the same lock.
-            let shard = match (job.unique_digest()?, &job.enqueue_options().rate_key) {
-                (Some(digest), _) => crate::shards::shard_of(&digest, queues.len()),
-                // A rate key's jobs all go to one shard, so its limits hold
-                // exactly (each shard keeps its own limit state).
-                (None, Some(key)) => crate::shards::shard_of(key, queues.len()),
-                (None, None) => crate::shards::shard_of(&id, queues.len()),
+            // always meets the same lock; a rate key's jobs all go to one
+            // shard, so its limits hold exactly (each shard keeps its own
+            // limit state).
+            let by_key = match (job.unique_digest()?, &job.enqueue_options().rate_key) {
+                (Some(digest), _) => Some(crate::shards::shard_of(&digest, queues.len())),
+                (None, Some(key)) => Some(crate::shards::shard_of(key, queues.len())),
+                (None, None) => None,
             };
+            let (id, shard) = match (chosen, by_key) {
+                (Some(id), Some(shard)) => (id, shard),
+                (Some(id), None) => {
+                    let shard = crate::shards::shard_of(&id, queues.len());
+                    (id, shard)
+                }
+                // An id of that same shard, so a handle built from the id
+                // alone (`Client::handle`, `cancel`) finds the job.
+                (None, Some(shard)) => (crate::shards::id_in_shard(shard, queues.len()), shard),
+                (None, None) => {
+                    let id = crate::id::random_hex();
+                    let shard = crate::shards::shard_of(&id, queues.len());
+                    (id, shard)
+                }
+            };
+            options.id = Some(id);
+            job = job.options(options);
             places.push((shard, batches[shard].len()));
             batches[shard].push(job);
         }
