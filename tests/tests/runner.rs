@@ -821,11 +821,33 @@ async fn an_idle_runner_asks_redis_for_work_once_per_job_that_arrives() {
         assert_eq!(handle.wait(Duration::from_secs(10)).await.unwrap(), n);
     }
     let stats = commandstats(&mut raw).await;
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
     stop_runner(token, task).await;
     let claims = command_calls(&stats, "lrange");
     assert!(
         (JOBS..=JOBS + 2).contains(&claims),
         "{claims} claim calls for {JOBS} jobs arriving one at a time"
+    );
+    // The idle wait's two blocking reads (pending, the wake list) cost no
+    // new connection per job: the wake-list read outlives the waits instead
+    // of being dropped with its connection each time a job arrives. (Each
+    // `wait` above subscribes to events on a connection of its own: one per
+    // job. Dropping the losing read cost one more per job: 40 for 20.)
+    let connections: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    println!("{claims} claim calls and {connections} new connections for {JOBS} jobs");
+    assert!(
+        connections <= JOBS + 3,
+        "{connections} new connections for {JOBS} jobs"
     );
 }
 

@@ -94,6 +94,7 @@ impl Queue {
                     self.wait_for_wake(left.min(wait)).await?;
                     None
                 }
+
                 Hold::Keys(wait) => self.wait_for_job(left.min(wait)).await?,
                 Hold::None => self.wait_for_job(left).await?,
             };
@@ -139,13 +140,13 @@ impl Queue {
     /// `left` passes: the wait of a runner held back by max_running, which
     /// a settle freeing a slot ends. Pending is not watched: it may hold
     /// jobs the cap keeps back.
-    pub(crate) async fn wait_for_wake(&self, left: Duration) -> Result<()> {
+    pub(crate) async fn wait_for_wake(&self, left: Duration) -> Result<bool> {
         let block = left.max(Duration::from_millis(10));
         let mut cmd = redis::cmd("BLPOP");
         cmd.arg(self.keys.wake())
             .arg(format!("{:.3}", block.as_secs_f64()));
-        let _: Option<(String, String)> = self.blocking_query(cmd, block).await?.flatten();
-        Ok(())
+        let token: Option<(String, String)> = self.blocking_query(cmd, block).await?.flatten();
+        Ok(token.is_some())
     }
 
     /// Runs one blocking command on a dedicated connection, bounded by
@@ -194,6 +195,19 @@ impl Queue {
     /// abandoned half way, so there the wake list is looked at between
     /// waits of at most a second.
     pub(crate) async fn wait_for_job(&self, left: Duration) -> Result<Option<Vec<ClaimedJob>>> {
+        self.wait_for_job_or(left, async { self.wait_for_wake(left).await.map(|_| ()) })
+            .await
+    }
+
+    /// [`wait_for_job`](Self::wait_for_job) with the wake-list wait given
+    /// by the caller: a runner keeps one `BLPOP` of its own running across
+    /// waits (a wait dropped half way closes its connection, and opening
+    /// one per job that arrives would cost more than the job).
+    pub(crate) async fn wait_for_job_or(
+        &self,
+        left: Duration,
+        woken: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<Option<Vec<ClaimedJob>>> {
         let block = left.max(Duration::from_millis(10));
         if self.conn.legacy_claim() {
             // BRPOPLPUSH takes whole seconds before Redis 6.0.
@@ -229,7 +243,7 @@ impl Queue {
             .arg(format!("{:.3}", block.as_secs_f64()));
         tokio::select! {
             got = self.blocking_query::<Option<String>>(pending, block) => { got?; }
-            got = self.wait_for_wake(block) => got?,
+            got = woken => got?,
         }
         Ok(None)
     }

@@ -90,6 +90,8 @@ pub(super) async fn claim_loop(
         claiming: Retry::default(),
         settling: Retry::default(),
         waiting: None,
+        watcher: None,
+        woken: Arc::new(tokio::sync::Notify::new()),
     }
     .run()
     .await;
@@ -107,6 +109,13 @@ struct ClaimLoop {
     claiming: Retry,
     settling: Retry,
     waiting: Option<Wait>,
+    /// The `BLPOP` on the queue's wake list, while the loop is idle: it
+    /// outlives single waits, so a job that arrives in pending (which ends
+    /// the wait) costs no new connection.
+    watcher: Option<tokio::task::JoinHandle<()>>,
+    /// Fed by the watcher when it takes a wake token (kept until the next
+    /// wait if none is running).
+    woken: Arc<tokio::sync::Notify>,
 }
 
 impl ClaimLoop {
@@ -234,6 +243,9 @@ impl ClaimLoop {
                 hand_back(&q, job).await;
             }
         }
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
         flush_at_exit(&q).await;
         tracing::debug!(queue = self.name, "claim loop stopped");
     }
@@ -315,18 +327,28 @@ impl ClaimLoop {
                         }
                         Hold::Capped(wait) => {
                             let block = block.min(wait).max(Duration::from_millis(10));
+                            self.watch_wake();
+                            let woken = Arc::clone(&self.woken);
                             self.waiting = Some(Box::pin(async move {
-                                queue.wait_for_wake(block).await.map(|()| None)
+                                let _ = tokio::time::timeout(block, woken.notified()).await;
+                                Ok(None)
                             }));
                         }
-                        Hold::Keys(wait) => {
-                            let block = block.min(wait);
-                            self.waiting =
-                                Some(Box::pin(async move { queue.wait_for_job(block).await }));
-                        }
-                        Hold::None => {
-                            self.waiting =
-                                Some(Box::pin(async move { queue.wait_for_job(block).await }));
+                        Hold::Keys(_) | Hold::None => {
+                            let block = match hold {
+                                Hold::Keys(wait) => block.min(wait),
+                                _ => block,
+                            };
+                            self.watch_wake();
+                            let woken = Arc::clone(&self.woken);
+                            self.waiting = Some(Box::pin(async move {
+                                queue
+                                    .wait_for_job_or(block, async move {
+                                        woken.notified().await;
+                                        Ok(())
+                                    })
+                                    .await
+                            }));
                         }
                     }
                 }
@@ -342,6 +364,30 @@ impl ClaimLoop {
                 self.claiming.failed(&self.name, &e);
             }
         }
+    }
+
+    /// Starts the wake-list watcher unless one runs: it blocks on the wake
+    /// list for up to the claim block, and on a token wakes the idle wait.
+    fn watch_wake(&mut self) {
+        if self.watcher.as_ref().is_some_and(|w| !w.is_finished()) {
+            return;
+        }
+        let queue = self.q.queue.clone();
+        let (woken, stop) = (Arc::clone(&self.woken), self.shutdown.clone());
+        let block = self.shared.claim_block;
+        self.watcher = Some(tokio::spawn(async move {
+            tokio::select! {
+                got = queue.wait_for_wake(block) => match got {
+                    Ok(true) => woken.notify_one(),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!(queue = queue.name(), error = %e, "waiting on the wake list failed");
+                        tokio::time::sleep(Backoff::COMMAND.delay(0)).await;
+                    }
+                },
+                () = stop.cancelled() => {}
+            }
+        }));
     }
 
     /// Tells the arbiter, if any, whether this queue has more waiting.
