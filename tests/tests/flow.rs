@@ -101,6 +101,17 @@ async fn per_key(args: (String, String)) {
 #[job(queue = "flow-declared", rate = "20/s", burst = 2, max_running = 3)]
 async fn declared(_n: u32) {}
 
+/// Fails for good when its payload says so, else sleeps 50 ms.
+#[job(queue = "flow-capped")]
+async fn capped_step(args: (String, u32, bool)) -> Result<(), JobError> {
+    started(&args.0, args.1);
+    if args.2 {
+        return Err(JobError::permanent("no"));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
 /// A high-priority job by declaration.
 #[job(queue = "flow", priority = 2)]
 async fn urgent(args: (String, u32)) {
@@ -948,6 +959,101 @@ async fn declared_limits_are_written_once_and_never_revert_an_operators(redis: T
             .is_empty()
     );
 }
+
+async fn a_slot_freed_by_a_dead_letter_wakes_a_runner_waiting_at_the_cap(redis: TestRedis) {
+    let client = redis.client().await;
+    client
+        .set_limits("flow-capped", Limits::new().max_running(1))
+        .await
+        .unwrap();
+    let key = unique_key("cap-wake");
+    let q = client.queue("flow-capped").unwrap();
+    client
+        .enqueue::<capped_step>((key.clone(), 0, false))
+        .await
+        .unwrap();
+    let next = client
+        .enqueue::<capped_step>((key.clone(), 1, false))
+        .await
+        .unwrap();
+    // Another worker holds the one slot...
+    let held = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    let runner = Runner::builder(client.clone())
+        .queues(["flow-capped"])
+        .claim_block(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(starts(&key).is_empty(), "the cap holds the runner back");
+    // ... and fails its job for good.
+    let failed = Instant::now();
+    assert_eq!(
+        q.fail_permanently(&held, "no").await.unwrap(),
+        jobqueue::queue::Ack::Failed
+    );
+    next.wait(Duration::from_secs(10)).await.unwrap();
+    stop_runner(token, task).await;
+    let gap = starts(&key)[0].1 - failed;
+    println!(
+        "the waiting runner started the next job {gap:?} after the slot was freed by a dead letter"
+    );
+    // Before, only a completion or a retry woke the waiter; a dead letter
+    // left it to the lease deadline (5 s).
+    assert!(gap < Duration::from_secs(2), "{gap:?}");
+}
+
+async fn a_claim_a_reference_sweeper_took_back_frees_its_key_slot(redis: TestRedis) {
+    let q = redis
+        .queue(
+            "flow-leak",
+            QueueOptions::new().visibility(Duration::from_millis(200)),
+        )
+        .await;
+    q.set_key_limits(&Limits::new().max_running(1))
+        .await
+        .unwrap();
+    let id = q
+        .submit(with(&1, EnqueueOptions::new().rate_key("t1")))
+        .await
+        .unwrap();
+    let job = q.claim(Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(job.id(), id);
+    let mut conn = redis.conn().await;
+    let key_leases = key_of(&redis, "flow-leak", "key-leases:t1");
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(&key_leases)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(held, 1);
+    // A reference sweeper takes the job back on its own (it knows nothing
+    // of leases), and its lease then runs out.
+    exec(
+        &mut conn,
+        &["LREM", &key_of(&redis, "flow-leak", "processing"), "0", &id],
+    )
+    .await;
+    exec(
+        &mut conn,
+        &["LPUSH", &key_of(&redis, "flow-leak", "pending"), &id],
+    )
+    .await;
+    hset(
+        &mut conn,
+        &key_of(&redis, "flow-leak", &format!("job:{id}")),
+        &[("status", "pending"), ("claim_token", "")],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    q.reclaim_stuck().await.unwrap();
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(&key_leases)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "the key's slot is free again");
+}
 on_each_topology! {
     #[tokio::test(flavor = "multi_thread")] priorities_order_claims_highest_level_first_fifo_within,
     #[tokio::test(flavor = "multi_thread")] an_idle_runner_wakes_at_once_for_a_job_in_any_lane,
@@ -965,4 +1071,6 @@ on_each_topology! {
     #[tokio::test(flavor = "multi_thread")] a_lane_key_of_another_type_loses_no_job,
     #[tokio::test(flavor = "multi_thread")] a_purge_empties_every_lane_and_keeps_the_limits,
     #[tokio::test(flavor = "multi_thread")] declared_limits_are_written_once_and_never_revert_an_operators,
+    #[tokio::test(flavor = "multi_thread")] a_slot_freed_by_a_dead_letter_wakes_a_runner_waiting_at_the_cap,
+    #[tokio::test(flavor = "multi_thread")] a_claim_a_reference_sweeper_took_back_frees_its_key_slot,
 }

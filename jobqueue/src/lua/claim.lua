@@ -200,6 +200,19 @@ local function gcra(rate, tat, n)
   return math.min(n, math.floor((now + rate.tau - start) / rate.T) + 1), 0
 end
 
+-- How long until the earliest of a lease set's deadlines (ZRANGE 0 0
+-- WITHSCORES): the latest a waiter under a cap waits before looking again.
+-- A deadline already past (a lease the sweep has not taken back yet, a
+-- renewed claim whose key lease kept its first deadline) says nothing:
+-- a second then, never a busy loop.
+local function until_first(first)
+  local deadline = first[2] and tonumber(first[2])
+  if deadline and deadline > now then
+    return math.ceil(deadline - now)
+  end
+  return 1000
+end
+
 -- The TAT after c jobs started under rate.
 local function charged(rate, tat, c)
   return string.format('%.3f', math.max(tat, now) + c * rate.T)
@@ -233,7 +246,7 @@ if qcap then
     room = math.max(qcap - running, 0)
     if room == 0 then
       local first = redis.call('ZRANGE', Q.leases, 0, 0, 'WITHSCORES')
-      hold, hold_ms = 'capped', math.max(first[2] and math.ceil(tonumber(first[2]) - now) or 1000, 1)
+      hold, hold_ms = 'capped', math.max(until_first(first), 1)
     end
   end
 end
@@ -345,7 +358,7 @@ local function apply(id, step, token)
     leases[#leases + 1] = deadline_s
     leases[#leases + 1] = member
     if step.rate_key then
-      redis.call('ZADD', key_leases(step.rate_key), deadline_s, member)
+      redis.pcall('ZADD', key_leases(step.rate_key), deadline_s, member)
     end
     made[#made + 1] = member
     -- REPLY_FIELDS, from what judge read.
@@ -452,7 +465,8 @@ else
     local list = p == 0 and Q.pending or Q.pending .. ':' .. ms(p)
     if p == 0 or listed[ms(p)] then
       if stopped or claims >= room then
-        waiting = waiting or (p ~= 0 and redis.call('LLEN', list) > (trims[list] or 0))
+        local len = redis.pcall('LLEN', list)
+        waiting = waiting or (p ~= 0 and type(len) == 'number' and len > (trims[list] or 0))
       else
         local took, empty = take(list, room - claims, nil)
         waiting = waiting or (p ~= 0 and not empty)
@@ -517,7 +531,7 @@ else
           -- Ready again when one of its jobs settles (drop_key_lease), or
           -- at the latest when the earliest of its leases runs out.
           local first = redis.call('ZRANGE', key_leases(k), 0, 0, 'WITHSCORES')
-          wait = math.max(wait, first[2] and math.ceil(tonumber(first[2]) - now) or 1000, 1)
+          wait = math.max(wait, until_first(first), 1)
         end
       end
     end
@@ -531,8 +545,16 @@ else
         w_.tat = charged(krate, ktat, took)
       end
       if empty then
-        w_.remove = true
-        if ktat <= now and not w_.tat then
+        -- Its state (TAT, hold) is needed until it passes: the key stays
+        -- listed until then, and a later claim that finds its lane still
+        -- empty removes it with its state (the throttle hash never keeps
+        -- the state of keys gone for good).
+        local last = math.max(w_.tat and stamp(w_.tat) or 0, ktat, kuntil)
+        if last > now then
+          w_.score = math.ceil(last)
+          w_.idle = true
+        else
+          w_.remove = true
           w_.clear = true
         end
       elseif took >= kroom and kroom < avail then
@@ -548,11 +570,13 @@ else
         end
         w_.score = now + again
       else
-        -- Served: behind the keys that were waiting longer.
+        -- Served: behind the keys that were waiting longer. Jobs are left:
+        -- another idle runner may take them.
         w_.score = now
+        waiting = true
       end
     end
-    if w_.score and w_.score > now then
+    if w_.score and w_.score > now and not w_.idle then
       key_wait = key_wait and math.min(key_wait, w_.score - now) or (w_.score - now)
     end
     key_writes[#key_writes + 1] = w_
@@ -609,7 +633,7 @@ else
   if hold == '' and qcap and claims == room and room < want then
     hold = 'capped'
     local first = redis.call('ZRANGE', Q.leases, 0, 0, 'WITHSCORES')
-    hold_ms = math.max(first[2] and math.ceil(tonumber(first[2]) - now) or 1000, 1)
+    hold_ms = math.max(until_first(first), 1)
     redis.call('HSET', throttle, 'capped', '1')
   end
   if hold == '' and key_wait and claims < want then

@@ -55,6 +55,9 @@ end
 removed = removed + redis.call('ZREM', KEYS[7], id)
 if token and token ~= '' then
   redis.call('ZREM', KEYS[8], lease(id, token))
+  if redis.pcall('HDEL', queue_base() .. 'throttle', 'capped') == 1 then
+    wake()
+  end
 end
 if KEYS[9] then
   redis.call('ZREM', KEYS[9], lease(id, ''))

@@ -153,6 +153,11 @@ local function leases()
     elseif j.f[1] == 'processing' and j.token ~= '' and j.f[5] == j.token then
       settle(j.id, j.f[2], j.f[3], j.f[4], 'lease expired (visibility timeout)', j.token,
         j.f[6] and (j.f[7] or 'cancelled'))
+    else
+      -- The claim ended otherwise (a reference sweeper took the job back):
+      -- its key lease goes with its lease, or the key's cap would stay
+      -- lower for good.
+      drop_key_lease(j.id, j.token)
     end
   end
 

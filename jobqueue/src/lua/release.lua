@@ -58,6 +58,9 @@ if f[5] then
   remember(id, token, now + tonumber(ARGV[4]))
   forget(now, tonumber(ARGV[5]))
   end_cancelled(id, f[6] or 'cancelled', now, token, 'cancelled_total')
+  if redis.pcall('HDEL', queue_base() .. 'throttle', 'capped') == 1 then
+    wake()
+  end
   return 3
 end
 local fields = { 'status', 'pending', 'claim_token', '', 'claimed_at_ms', '0', 'settled_token', token }

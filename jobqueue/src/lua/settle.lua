@@ -254,6 +254,9 @@ for _, s in ipairs(plan) do
     else
       redis.call('HSET', s.key, 'settled_token', s.token)
       bury(s.id, s.bury or s.data, now, s.token)
+      -- bury dropped the lease; listed here too so the freed slot wakes a
+      -- runner waiting under max_running (a second ZREM is a no-op).
+      leases[#leases + 1] = member
       codes[s.i] = 2
     end
     ended[#ended + 1] = ms_once(until_ms)
