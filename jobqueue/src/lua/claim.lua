@@ -253,7 +253,7 @@ end
 if room == 0 then
   forget_answered()
   if hold == 'capped' then
-    redis.call('HSET', throttle, 'capped', '1')
+    redis.pcall('HSET', throttle, 'capped', '1')
   end
   if mode == 'adopt' and redis.call('LREM', Q.processing, 1, ARGV[7]) == 1 then
     -- BRPOPLPUSH took it before the limits were known: it goes back first
@@ -387,7 +387,7 @@ if mode == 'adopt' then
     end
     apply(id, step, token)
     if qrate and step.action == 'claim' then
-      redis.call('HSET', throttle, 'tat', charged(qrate, qtat, 1))
+      redis.pcall('HSET', throttle, 'tat', charged(qrate, qtat, 1))
     end
   end
 else
@@ -614,18 +614,18 @@ else
     if w_.remove then
       redis.call('ZREM', keyset, w_.key)
       if w_.clear then
-        redis.call('HDEL', throttle, 'tat:' .. w_.key, 'until:' .. w_.key)
+        redis.pcall('HDEL', throttle, 'tat:' .. w_.key, 'until:' .. w_.key)
       end
     else
       redis.call('ZADD', keyset, ms(w_.score), w_.key)
     end
     if w_.tat then
-      redis.call('HSET', throttle, 'tat:' .. w_.key, w_.tat)
+      redis.pcall('HSET', throttle, 'tat:' .. w_.key, w_.tat)
     end
   end
   if qrate and claims > 0 then
     local tat = charged(qrate, qtat, claims)
-    redis.call('HSET', throttle, 'tat', tat)
+    redis.pcall('HSET', throttle, 'tat', tat)
     if claims == room and room < want then
       hold, hold_ms = 'throttled', math.max(math.ceil(stamp(tat) - qrate.tau - now), 1)
     end
@@ -634,7 +634,7 @@ else
     hold = 'capped'
     local first = redis.call('ZRANGE', Q.leases, 0, 0, 'WITHSCORES')
     hold_ms = math.max(until_first(first), 1)
-    redis.call('HSET', throttle, 'capped', '1')
+    redis.pcall('HSET', throttle, 'capped', '1')
   end
   if hold == '' and key_wait and claims < want then
     hold, hold_ms = 'keys', key_wait

@@ -186,6 +186,8 @@ end
 
 -- Then the writes, none of which can fail.
 local done, leases, ended = {}, {}, {}
+-- True once a lease is dropped here (in leases, or by bury).
+local freed = false
 local retried, snoozed = 0, 0
 for _, s in ipairs(plan) do
   -- Claims are pushed at the head of processing and mostly settle oldest
@@ -254,9 +256,9 @@ for _, s in ipairs(plan) do
     else
       redis.call('HSET', s.key, 'settled_token', s.token)
       bury(s.id, s.bury or s.data, now, s.token)
-      -- bury dropped the lease; listed here too so the freed slot wakes a
-      -- runner waiting under max_running (a second ZREM is a no-op).
-      leases[#leases + 1] = member
+      -- bury dropped the lease (not listed again: a second ZREM of a key
+      -- the first emptied fails on a node whose slot is migrating).
+      freed = true
       codes[s.i] = 2
     end
     ended[#ended + 1] = ms_once(until_ms)
@@ -266,11 +268,12 @@ for _, s in ipairs(plan) do
 end
 if #leases > 0 then
   redis.call('ZREM', Q.leases, unpack(leases))
-  -- A claim refused at the queue's max_running left the flag: the slots
-  -- freed here wake a runner waiting for one.
-  if redis.pcall('HDEL', queue_base() .. 'throttle', 'capped') == 1 then
-    wake()
-  end
+  freed = true
+end
+-- A claim refused at the queue's max_running left the flag: the slots
+-- freed here wake a runner waiting for one.
+if freed and redis.pcall('HDEL', queue_base() .. 'throttle', 'capped') == 1 then
+  wake()
 end
 if #ended > 0 then
   redis.call('ZADD', Q.settled, unpack(ended))
