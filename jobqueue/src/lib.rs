@@ -96,6 +96,9 @@ pub mod definition;
 mod error;
 mod id;
 mod keys;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod otel;
 pub mod outcome;
 pub mod queue;
 pub mod registry;
@@ -103,6 +106,9 @@ mod retry;
 pub mod runner;
 mod scripts;
 mod shards;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub mod docs {
     //! Guides.

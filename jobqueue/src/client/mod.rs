@@ -1,5 +1,6 @@
 //! [`Client`]: typed enqueue of `#[job]`s, and [`JobHandle`] to follow one.
 
+mod events;
 mod handle;
 
 use std::collections::{BTreeMap, HashMap};
@@ -325,6 +326,9 @@ impl Client {
             defaults = defaults.priority(T::PRIORITY);
         }
         let options = options.or(&defaults);
+        // The enqueuing code's trace context, stored with each job so that
+        // its run continues the trace (feature `otel`; empty otherwise).
+        let trace = crate::otel::current_context_fields(T::QUEUE);
         // The queues (shards) once per call, not one Queue per job.
         let queues = self.shard_queues(T::QUEUE)?;
         let mut batches: Vec<Vec<NewJob>> = vec![Vec::new(); queues.len()];
@@ -336,7 +340,10 @@ impl Client {
                 options.rate_key = T::rate_key(payload);
             }
             let chosen = options.id.clone();
-            let mut job = NewJob::new(payload)?.name(T::NAME).options(options.clone());
+            let mut job = NewJob::new(payload)?
+                .name(T::NAME)
+                .options(options.clone())
+                .context_fields(&trace);
             // A unique job's shard follows its lock, so that the same key
             // always meets the same lock; a rate key's jobs all go to one
             // shard, so its limits hold exactly (each shard keeps its own

@@ -221,6 +221,8 @@ pub struct NewJob {
     pub(crate) payload: String,
     pub(crate) name: Option<String>,
     pub(crate) options: EnqueueOptions,
+    /// Hash fields carrying the enqueuing code's trace context.
+    pub(crate) context: Vec<(&'static str, String)>,
 }
 
 impl NewJob {
@@ -235,6 +237,7 @@ impl NewJob {
             payload: payload.into(),
             name: None,
             options: EnqueueOptions::default(),
+            context: Vec::new(),
         }
     }
 
@@ -248,6 +251,13 @@ impl NewJob {
     /// Sets the job's [`EnqueueOptions`].
     pub fn options(mut self, options: EnqueueOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// The same job, storing `fields` (the enqueuing code's trace context)
+    /// in its hash.
+    pub(crate) fn context_fields(mut self, fields: &[(&'static str, String)]) -> Self {
+        self.context.extend_from_slice(fields);
         self
     }
 
@@ -270,7 +280,7 @@ impl NewJob {
 
     /// The extra hash fields this job stores besides the reference's.
     pub(crate) fn extra_fields(&self) -> Result<Vec<(&'static str, String)>> {
-        let mut fields = Vec::new();
+        let mut fields = self.context.clone();
         if let Some(name) = &self.name {
             crate::keys::validate_name(name)?;
             fields.push(("job", name.clone()));

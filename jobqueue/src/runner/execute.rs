@@ -59,7 +59,14 @@ pub(super) async fn execute(
         id = job.id(),
         attempt = job.attempt(),
         name = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        messaging.system = tracing::field::Empty,
+        messaging.operation.name = tracing::field::Empty,
+        messaging.destination.name = tracing::field::Empty,
+        messaging.message.id = tracing::field::Empty,
     );
+    crate::otel::continue_trace(&span, job.record());
     run(&shared, &q, Arc::new(job), slot, &interrupt)
         .instrument(span)
         .await;

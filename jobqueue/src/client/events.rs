@@ -1,0 +1,1 @@
+//! `Client::events`: a typed stream of a queue's events.
