@@ -2,7 +2,11 @@
 
 use std::time::SystemTime;
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
 
 /// Passed to a job's handler (as its optional second argument): which job
 /// this is, which attempt of how many, and a cancellation signal for
@@ -27,6 +31,7 @@ pub struct JobContext {
     enqueued_at: Option<SystemTime>,
     claim_token: String,
     cancel: CancellationToken,
+    client: Option<Arc<Client>>,
 }
 
 impl JobContext {
@@ -42,7 +47,24 @@ impl JobContext {
             enqueued_at: None,
             claim_token: String::new(),
             cancel: CancellationToken::new(),
+            client: None,
         }
+    }
+
+    /// A context for a unit test of a handler: job `test-job`, queue and
+    /// name `test`, first attempt of one, never cancelled unless the test
+    /// cancels it ([`with_cancellation`](Self::with_cancellation)). Adjust
+    /// it with the `with_*` methods.
+    ///
+    /// ```
+    /// let ctx = jobqueue::JobContext::for_test().with_attempt(3, 3);
+    /// assert_eq!(ctx.id(), "test-job");
+    /// assert!(ctx.attempt() == ctx.max_attempts());
+    /// ```
+    #[cfg(feature = "testing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+    pub fn for_test() -> Self {
+        Self::new("test-job").with_queue("test").with_name("test")
     }
 
     /// The same context, for a job of `queue`.
@@ -81,6 +103,34 @@ impl JobContext {
     pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
         self
+    }
+
+    /// The same context, giving the handler `client` (see
+    /// [`client`](Self::client)).
+    pub fn with_client(mut self, client: Client) -> Self {
+        self.client = Some(Arc::new(client));
+        self
+    }
+
+    /// The same context, sharing a runner's client.
+    pub(crate) fn with_shared_client(mut self, client: Arc<Client>) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The client of the runner running the job: a handler that enqueues
+    /// more jobs uses it (River's `ClientFromContext`), so that in a test,
+    /// [`testing::drain`](crate::testing::drain) also runs what the jobs
+    /// enqueue. `None` for a context built by hand without
+    /// [`with_client`](Self::with_client).
+    pub fn client(&self) -> Option<&Client> {
+        self.client.as_deref()
+    }
+
+    /// The cancellation token of the run (a test's run stops on it).
+    #[cfg(feature = "testing")]
+    pub(crate) fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
     }
 
     /// The job's id.

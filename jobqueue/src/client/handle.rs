@@ -40,7 +40,7 @@ impl<T: Job> fmt::Debug for JobHandle<T> {
 }
 
 impl<T: Job> JobHandle<T> {
-    pub(super) fn new(queue: Queue, id: String, enqueued: bool) -> Self {
+    pub(crate) fn new(queue: Queue, id: String, enqueued: bool) -> Self {
         Self {
             queue,
             id,

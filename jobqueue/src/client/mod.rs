@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 pub use crate::queue::{EnqueueOptions, When};
+pub use events::{EventKind, EventStream};
 pub use handle::JobHandle;
 
 use crate::connection::{Connection, ConnectionOptions};
@@ -39,6 +40,10 @@ pub struct Client {
     /// many tasks share its combined enqueue calls (and its name is checked
     /// once).
     queues: Arc<Mutex<HashMap<String, Queue>>>,
+    /// Where a recording client (`jobqueue::testing`) keeps what it was
+    /// asked to enqueue, instead of sending it.
+    #[cfg(feature = "testing")]
+    recorder: Option<Arc<crate::testing::Recorder>>,
 }
 
 impl Client {
@@ -68,7 +73,57 @@ impl Client {
             queue_options: QueueOptions::default(),
             shards: Arc::default(),
             queues: Arc::default(),
+            #[cfg(feature = "testing")]
+            recorder: None,
         }
+    }
+
+    /// A client that records what it is asked to enqueue instead of
+    /// sending it, for unit tests of code that enqueues (Sidekiq's
+    /// `Testing.fake!`, River's `rivertest`). Payloads are serialized and
+    /// every option checked as for a real enqueue, so a payload that cannot
+    /// be encoded fails here too. Read what it recorded with
+    /// [`testing::enqueued`](crate::testing::enqueued) and
+    /// [`testing::assert_enqueued`](crate::testing::assert_enqueued), run
+    /// it with [`testing::drain`](crate::testing::drain). Each recording
+    /// client (and its clones) has its own record, so tests running at once
+    /// do not see each other's jobs. Everything else that needs Redis (a
+    /// handle's `wait`, `cancel`, limits, schedules) fails with an error
+    /// saying this is a recording client.
+    ///
+    /// ```
+    /// use jobqueue::{job, testing, Client};
+    ///
+    /// #[job(queue = "email")]
+    /// async fn send_welcome(to: String) -> Result<(), String> {
+    ///     Ok(())
+    /// }
+    ///
+    /// /// The application code under test.
+    /// async fn sign_up(client: &Client, email: &str) -> jobqueue::Result<()> {
+    ///     client.enqueue::<send_welcome>(email.to_owned()).await?;
+    ///     Ok(())
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobqueue::Result<()> {
+    /// let client = Client::recording();
+    /// sign_up(&client, "ada@example.com").await?;
+    /// testing::assert_enqueued::<send_welcome>(&client, |to| to == "ada@example.com");
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "testing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+    pub fn recording() -> Self {
+        Self {
+            recorder: Some(Arc::default()),
+            ..Self::new(&Connection::detached())
+        }
+    }
+
+    /// The record of a recording client.
+    #[cfg(feature = "testing")]
+    pub(crate) fn recorder(&self) -> Option<&Arc<crate::testing::Recorder>> {
+        self.recorder.as_ref()
     }
 
     /// A builder for a client with queue options or sharded queues.
@@ -373,6 +428,10 @@ impl Client {
             places.push((shard, batches[shard].len()));
             batches[shard].push(job);
         }
+        #[cfg(feature = "testing")]
+        if let Some(recorder) = &self.recorder {
+            return recorder.record::<T>(&queues, batches, places);
+        }
         let written = futures_util::future::try_join_all(queues.iter().zip(batches).map(
             |(queue, jobs)| async move {
                 if jobs.is_empty() {
@@ -383,6 +442,12 @@ impl Client {
             },
         ))
         .await?;
+        #[cfg(feature = "metrics")]
+        crate::metrics::enqueued(
+            T::QUEUE,
+            T::NAME,
+            written.iter().flatten().filter(|e| !e.existing).count() as u64,
+        );
         Ok(places
             .into_iter()
             .map(|(shard, n)| {
@@ -448,6 +513,8 @@ impl ClientBuilder {
             queue_options: self.queue_options,
             shards: Arc::new(shards),
             queues: Arc::default(),
+            #[cfg(feature = "testing")]
+            recorder: None,
         })
     }
 }

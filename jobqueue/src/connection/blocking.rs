@@ -36,6 +36,8 @@ impl Connection {
                     blocking_client, ..
                 },
             ) => Conn::Cluster(blocking_client.get_async_connection().await?),
+            #[cfg(feature = "testing")]
+            (None, Backend::Detached) => Conn::Detached,
         };
         Ok(BlockingConnection {
             conn,

@@ -38,6 +38,11 @@ impl Connection {
     pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub> {
         match &self.inner.backend {
             Backend::Single { client, .. } => Ok(client.get_async_pubsub().await?),
+            #[cfg(feature = "testing")]
+            Backend::Detached => Err(crate::error::Error::malformed(
+                "connection",
+                super::DETACHED,
+            )),
             Backend::Cluster { seeds, .. } => {
                 let mut primaries = self.primaries().await.unwrap_or_default();
                 if !primaries.is_empty() {

@@ -67,7 +67,16 @@ enum Backend {
         /// them when the cluster's own node list cannot be read.
         seeds: Vec<ConnectionInfo>,
     },
+    /// No server: a recording client's (`jobqueue::testing`). Every
+    /// command fails with [`DETACHED`].
+    #[cfg(feature = "testing")]
+    Detached,
 }
+
+/// What every command of a detached connection answers.
+#[cfg(feature = "testing")]
+pub(crate) const DETACHED: &str =
+    "this is a recording client (jobqueue::testing): it has no Redis to send commands to";
 
 /// One of the connections commands run on: the shared single-server
 /// connection, a dedicated single-server connection, or a cluster connection.
@@ -76,6 +85,17 @@ pub(crate) enum Conn {
     Shared(ConnectionManager),
     Dedicated(MultiplexedConnection),
     Cluster(ClusterConnection),
+    #[cfg(feature = "testing")]
+    Detached,
+}
+
+#[cfg(feature = "testing")]
+fn detached<'a, T: Send + 'a>() -> RedisFuture<'a, T> {
+    Box::pin(std::future::ready(Err(redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "no server",
+        DETACHED.to_owned(),
+    )))))
 }
 
 impl ConnectionLike for Conn {
@@ -84,6 +104,8 @@ impl ConnectionLike for Conn {
             Self::Shared(c) => c.req_packed_command(cmd),
             Self::Dedicated(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "testing")]
+            Self::Detached => detached(),
         }
     }
 
@@ -97,6 +119,8 @@ impl ConnectionLike for Conn {
             Self::Shared(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "testing")]
+            Self::Detached => detached(),
         }
     }
 
@@ -105,6 +129,8 @@ impl ConnectionLike for Conn {
             Self::Shared(c) => c.get_db(),
             Self::Dedicated(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            #[cfg(feature = "testing")]
+            Self::Detached => 0,
         }
     }
 }
@@ -278,6 +304,23 @@ impl Connection {
         Ok(conn)
     }
 
+    /// A connection to no server, for a recording client: every command
+    /// fails with [`DETACHED`].
+    #[cfg(feature = "testing")]
+    pub(crate) fn detached() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend: Backend::Detached,
+                blocking: Mutex::new(Vec::new()),
+                options: ConnectionOptions::default(),
+                version: (7, 0, 0),
+                legacy_claim: false,
+                address: "(recording client: no server)".to_owned(),
+                maxmemory_policy: OnceLock::new(),
+            }),
+        }
+    }
+
     /// Reads `maxmemory-policy` (from `INFO memory`, which managed Redis
     /// services answer even where `CONFIG` is disabled) and warns when it is
     /// not `noeviction`: under memory pressure Redis would then delete keys
@@ -288,6 +331,8 @@ impl Connection {
         let cmd = redis::cmd("INFO").arg("memory").clone();
         let replies: Vec<String> = match &self.inner.backend {
             Backend::Single { .. } => self.query::<String>(&cmd).await.into_iter().collect(),
+            #[cfg(feature = "testing")]
+            Backend::Detached => Vec::new(),
             Backend::Cluster { .. } => {
                 let mut replies = Vec::new();
                 for primary in self.primaries().await.unwrap_or_default() {
@@ -361,6 +406,8 @@ impl Connection {
         match &self.inner.backend {
             Backend::Single { manager, .. } => Conn::Shared(manager.clone()),
             Backend::Cluster { shared, .. } => Conn::Cluster(shared.clone()),
+            #[cfg(feature = "testing")]
+            Backend::Detached => Conn::Detached,
         }
     }
 

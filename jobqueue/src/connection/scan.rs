@@ -42,6 +42,8 @@ impl Connection {
         };
         let mut targets = match (&self.inner.backend, slot_of) {
             (Backend::Single { .. }, _) => vec![None],
+            #[cfg(feature = "testing")]
+            (Backend::Detached, _) => vec![None],
             (Backend::Cluster { .. }, Some(key)) => {
                 vec![by_slot(Route::with_key(key, SlotAddr::Master))]
             }

@@ -28,6 +28,8 @@ pub(super) struct Finished {
     pub(super) span: tracing::Span,
     /// Failed attempts to write the outcome so far.
     pub(super) tries: u32,
+    /// Where the written outcome is counted.
+    pub(super) meter: super::meter::Meter,
 }
 
 /// The outcomes waiting for one queue's claim loop.

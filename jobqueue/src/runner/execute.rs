@@ -7,33 +7,26 @@
 //! cancelled.
 //!
 //! Cancelling a run cancels its `JobContext` first and keeps polling the
-//! handler for up to `CANCEL_GRACE`, so a handler waiting on
+//! handler for up to `CANCEL_GRACE` (middleware.rs), so a handler waiting on
 //! `ctx.cancelled()` sees it and can stop cleanly; only then is it dropped.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::acks::Finished;
+use super::meter::Meter;
 use super::slot::Slot;
 use super::{QueueRt, Shared};
 use crate::backoff::Backoff;
 use crate::context::JobContext;
+use crate::middleware::{JobOutcome, JobRequest, Stops};
 use crate::outcome::{Disposition, JobError};
 use crate::queue::{Ack, ClaimedJob, Settlement};
 use crate::retry;
-
-/// How long a handler whose run was cancelled (timeout, shutdown, lost
-/// lease) gets to return after its context says stop, before it is dropped.
-/// A handler that watches its context returns at its next poll; one that
-/// ignores it keeps its slot this much longer than it would have.
-const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
 /// How a run ended.
 enum Outcome {
@@ -84,11 +77,13 @@ async fn run(
         Err(e) => {
             tracing::error!(error = %e, "no handler for the job; failing it");
             let outcome = Outcome::Failed(JobError::permanent(e));
-            finish(q, job, outcome, Backoff::None, slot, interrupt).await;
+            let meter = shared.meter(None, &q.logical);
+            finish(q, job, outcome, Backoff::None, slot, interrupt, meter).await;
             return;
         }
     };
     tracing::Span::current().record("name", def.name());
+    let meter = shared.meter(Some(def.name()), &q.logical);
     let ticket = q.in_flight.insert(&job);
     shared.started(&job);
     let cancel = CancellationToken::new();
@@ -103,59 +98,31 @@ async fn run(
         .with_name(def.name())
         .with_attempt(job.attempt(), max_attempts)
         .with_claim_token(job.token())
-        .with_cancellation(cancel.clone());
+        .with_cancellation(cancel.clone())
+        .with_shared_client(Arc::clone(&shared.client));
     if let Ok(Some(time)) = job.record().enqueued_at() {
         ctx = ctx.with_enqueued_at(time);
     }
     tracing::debug!("job started");
-    let handler = AssertUnwindSafe(def.run(job.payload_json().get(), ctx)).catch_unwind();
-    tokio::pin!(handler);
-    let timeout = def.timeout();
-    let time_up = async {
-        match timeout {
-            Some(limit) => tokio::time::sleep(limit).await,
-            None => std::future::pending().await,
-        }
+    let stops = Stops {
+        interrupt: interrupt.clone(),
+        lease_lost: ticket.lost.clone(),
+        cancelled: ticket.cancel.clone(),
+        context: cancel,
     };
-    // Either the handler returned, or the run was stopped, for the reason
-    // that becomes its outcome.
-    let ran = tokio::select! {
-        ran = &mut handler => Ok(ran),
-        () = time_up => Err(Outcome::Failed(JobError::retry(format!(
-            "timed out after {} ms", timeout.map_or(0, |t| t.as_millis())
-        )))),
-        () = interrupt.cancelled() => Err(Outcome::Interrupted),
-        () = ticket.lost.cancelled() => Err(Outcome::LeaseLost),
-        () = ticket.cancel.cancelled() => Err(Outcome::Cancelled),
+    let running = meter.started(&job);
+    let request = JobRequest::claimed(ctx, def, Arc::clone(&job), stops);
+    let outcome = match shared.stack.call(request).await.into_error() {
+        Err(error) => Outcome::Failed(error),
+        Ok(JobOutcome::Completed(result)) => Outcome::Completed(result),
+        Ok(JobOutcome::Cancelled) => Outcome::Cancelled,
+        Ok(JobOutcome::Interrupted) => Outcome::Interrupted,
+        Ok(JobOutcome::LeaseLost) => Outcome::LeaseLost,
+        Ok(other) => unreachable!("into_error keeps only the outcomes above: {other:?}"),
     };
-    // Whatever ended the run, the handler's context says stop.
-    cancel.cancel();
-    let outcome = match ran {
-        Ok(Ok(Ok(result))) => Outcome::Completed(result),
-        Ok(Ok(Err(error))) => Outcome::Failed(error),
-        Ok(Err(panic)) => Outcome::Failed(JobError::retry(format!(
-            "the handler panicked: {}",
-            panic_message(&*panic)
-        ))),
-        Err(stopped) => {
-            // The handler is still running: it sees the cancellation only if
-            // it is polled again, so it gets a grace to return (what it
-            // returns is not used: the reason it was stopped is the outcome),
-            // and is dropped if it does not.
-            if tokio::time::timeout(CANCEL_GRACE, &mut handler)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    grace = ?CANCEL_GRACE,
-                    "the handler ignored its cancellation; dropped"
-                );
-            }
-            stopped
-        }
-    };
+    drop(running);
     ticket.settling.store(true, Ordering::SeqCst);
-    finish(q, job, outcome, def.backoff(), slot, interrupt).await;
+    finish(q, job, outcome, def.backoff(), slot, interrupt, meter).await;
 }
 
 /// Hands a completed or failed job's outcome to the claim loop, which writes
@@ -169,6 +136,7 @@ async fn finish(
     policy: Backoff,
     slot: Slot,
     interrupt: &CancellationToken,
+    meter: Meter,
 ) {
     let settlement = match outcome {
         Outcome::Completed(result) => Settlement::Complete(result),
@@ -181,16 +149,18 @@ async fn finish(
             Some(settlement) => settlement,
             None => {
                 tracing::warn!(reason = error.message(), "job abandoned: left to the sweep");
+                meter.written(None, Ack::LeaseLost);
                 q.in_flight.remove(&job);
                 return;
             }
         },
         Outcome::Interrupted => {
-            write(q, &job, None, interrupt).await;
+            write(q, &job, None, interrupt, &meter).await;
             q.in_flight.remove(&job);
             return;
         }
         Outcome::LeaseLost => {
+            meter.written(None, Ack::LeaseLost);
             q.in_flight.remove(&job);
             return;
         }
@@ -201,10 +171,18 @@ async fn finish(
         slot,
         span: tracing::Span::current(),
         tries: 0,
+        meter,
     };
     if let Some(finished) = q.acks.push(finished) {
         // The claim loop has stopped (shutdown): written here.
-        write(q, &finished.job, Some(&finished.settlement), interrupt).await;
+        write(
+            q,
+            &finished.job,
+            Some(&finished.settlement),
+            interrupt,
+            &finished.meter,
+        )
+        .await;
         q.in_flight.remove(&finished.job);
     }
 }
@@ -268,6 +246,7 @@ async fn write(
     job: &ClaimedJob,
     settlement: Option<&Settlement>,
     interrupt: &CancellationToken,
+    meter: &Meter,
 ) {
     let mut failures = 0;
     loop {
@@ -278,6 +257,7 @@ async fn write(
         match written {
             Ok(ack) => {
                 log_written(settlement, ack);
+                meter.written(settlement, ack);
                 return;
             }
             Err(e) if failures < MAX_WRITE_TRIES && !(interrupt.is_cancelled() && failures > 2) => {
@@ -291,12 +271,4 @@ async fn write(
             }
         }
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_owned())
 }

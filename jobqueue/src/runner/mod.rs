@@ -13,6 +13,7 @@ mod acks;
 mod claim;
 mod execute;
 mod leases;
+mod meter;
 mod slot;
 mod sweeper;
 mod ticker;
@@ -28,6 +29,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::middleware::{BoxJobService, JobOutcome, JobRequest, Stack};
 use crate::queue::Queue;
 use crate::registry::Registry;
 
@@ -49,9 +51,29 @@ pub struct RunnerBuilder {
     auto_sweep: bool,
     weights: BTreeMap<String, u32>,
     strict: bool,
+    stack: Stack,
 }
 
 impl RunnerBuilder {
+    /// Wraps every job's run in `layer`, a tower [`Layer`](tower::Layer)
+    /// (see [`middleware`](crate::middleware)): the layer's service gets a
+    /// [`JobRequest`] and returns the run's [`JobOutcome`], whether the
+    /// handler completed, failed, panicked, timed out or was stopped. The
+    /// layer added last is the outermost, as with axum's `Router::layer`.
+    /// A layer's own error fails the run (retried like any error), and a
+    /// panic in a layer counts as the run's panic.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<BoxJobService>,
+        L::Service:
+            tower::Service<JobRequest, Response = JobOutcome> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<JobRequest>>::Error: Into<tower::BoxError>,
+        <L::Service as tower::Service<JobRequest>>::Future: Send + 'static,
+    {
+        self.stack.push(layer);
+        self
+    }
+
     /// Shares the runner's slots between its queues by weight when more
     /// than one has jobs waiting (Sidekiq's weighted queues): with weights
     /// 3 and 1, a busy `critical` queue gets three slots for each one of a
@@ -220,6 +242,18 @@ impl RunnerBuilder {
             None
         }
         .map(|sharing| Arc::new(Arbiter::new(sharing, lanes, self.concurrency)));
+        #[cfg(feature = "metrics")]
+        let metrics = {
+            let logical: std::collections::BTreeSet<&str> =
+                queues.iter().map(|q| q.logical.as_str()).collect();
+            crate::metrics::RunnerMetrics::new(
+                logical.iter().copied(),
+                registry
+                    .jobs()
+                    .filter(|d| logical.contains(d.queue()))
+                    .map(|d| (d.queue(), d.name())),
+            )
+        };
         Ok(Runner {
             shared: Arc::new(Shared {
                 registry,
@@ -233,6 +267,10 @@ impl RunnerBuilder {
                 auto_sweep: self.auto_sweep,
                 job_started: tokio::sync::Notify::new(),
                 renew_basis: AtomicU64::new(u64::MAX),
+                stack: self.stack,
+                client: Arc::new(self.client),
+                #[cfg(feature = "metrics")]
+                metrics,
             }),
         })
     }
@@ -284,9 +322,28 @@ struct Shared {
     /// The shortest lease (ms) the renewer's tick is based on; `u64::MAX`
     /// when no job runs.
     renew_basis: AtomicU64,
+    /// The layers every run goes through.
+    stack: Stack,
+    /// The client handlers get in their context.
+    client: Arc<Client>,
+    /// The handles the runner reports to (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    metrics: crate::metrics::RunnerMetrics,
 }
 
 impl Shared {
+    /// The metric handles of a run of `job` (`None`: no handler) from
+    /// `queue` (logical).
+    fn meter(&self, job: Option<&'static str>, queue: &str) -> meter::Meter {
+        #[cfg(feature = "metrics")]
+        return meter::Meter::new(self.metrics.job(queue, job));
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = (job, queue);
+            meter::Meter::default()
+        }
+    }
+
     /// Called when `job` starts: wakes the lease renewer only when the job's
     /// lease is shorter than the one its tick is based on (most jobs share
     /// their queue's lease, so most starts wake nothing).
@@ -342,6 +399,7 @@ impl Runner {
             auto_sweep: true,
             weights: BTreeMap::new(),
             strict: false,
+            stack: Stack::default(),
         }
     }
 
@@ -391,6 +449,8 @@ impl Runner {
         ]);
         let renewer = tokio::spawn(leases::renew(Arc::clone(shared), background.clone()));
         let ticker = tokio::spawn(ticker::tick(Arc::clone(shared), background.clone()));
+        #[cfg(feature = "metrics")]
+        let sampler = tokio::spawn(meter::sample(Arc::clone(shared), background.clone()));
         let sweeper = shared
             .auto_sweep
             .then(|| tokio::spawn(sweeper::sweep(Arc::clone(shared), background.clone())));
@@ -429,6 +489,8 @@ impl Runner {
         background.cancel();
         let _ = renewer.await;
         let _ = ticker.await;
+        #[cfg(feature = "metrics")]
+        let _ = sampler.await;
         if let Some(sweeper) = sweeper {
             let _ = sweeper.await;
         }

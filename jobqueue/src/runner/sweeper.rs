@@ -47,6 +47,10 @@ pub(super) async fn sweep(shared: Arc<Shared>, stop: CancellationToken) {
             match report {
                 Ok(r) => {
                     if !r.reclaimed.is_empty() {
+                        #[cfg(feature = "metrics")]
+                        if let Some(gauges) = shared.metrics.queue(&q.logical) {
+                            gauges.reclaimed.increment(r.reclaimed.len() as u64);
+                        }
                         tracing::warn!(queue = queue.name(), jobs = ?r.reclaimed, "reclaimed jobs whose lease expired");
                     }
                     if !r.failed.is_empty() {
