@@ -80,6 +80,16 @@
 //! - `tls`: `rediss://` URLs, through rustls.
 //! - `anyhow`: a handler returning `anyhow::Result` keeps the
 //!   [`Disposition`](outcome::Disposition) of a [`JobError`] it carries.
+//! - `otel`: traces across enqueue and run. `enqueue` opens a `send {queue}`
+//!   producer span under the current span and stores its W3C trace context
+//!   in the job hash (`traceparent`, `tracestate`); each run's `job` span
+//!   (a consumer `process` span) takes it as its parent, retries and
+//!   reclaims included. Built on `tracing-opentelemetry` 0.34 with
+//!   `opentelemetry` 0.33 (the two move as a pair: use the same versions).
+//!   The application installs the propagator, as the global default is a
+//!   noop that stores nothing:
+//!   `opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new())`
+//!   (`opentelemetry_sdk::propagation`).
 //! - `test-hooks`: fault-injection knobs for this workspace's tests and
 //!   demo. Not a stable API.
 

@@ -108,9 +108,9 @@ impl ClaimedJob {
     }
 
     /// The fields of the job's hash the claim read, as it left them:
-    /// `payload`, `job`, `enqueued_at_ms`, `max_attempts`, `visibility_ms`
-    /// (those present), and the stamp `status`, `attempts`, `claimed_at_ms`
-    /// and `claim_token`. Not the whole hash: reading every field into the
+    /// `payload`, `job`, `enqueued_at_ms`, `max_attempts`, `visibility_ms`,
+    /// `traceparent`, `tracestate` (those present), and the stamp `status`,
+    /// `attempts`, `claimed_at_ms` and `claim_token`. Not the whole hash: reading every field into the
     /// claim script and back cost more than the rest of the claim. Read the
     /// whole hash with [`Queue::get_job`](super::Queue::get_job).
     pub fn record(&self) -> &JobRecord {

@@ -296,14 +296,18 @@ impl ClaimReply {
 type RawEntry = Vec<Option<Vec<u8>>>;
 
 /// The job fields a claimed entry carries after its first four values, in
-/// the order claim.lua's `REPLY_FIELDS` sends them.
-const REPLY_FIELDS: [&str; 6] = [
+/// the order claim.lua's `REPLY_FIELDS` sends them. The last two are the
+/// trace context enqueue stored (feature `otel`), read whatever the
+/// features so a runner continues the trace of any client that wrote it.
+const REPLY_FIELDS: [&str; 8] = [
     "attempts",
     "max_attempts",
     "visibility_ms",
     "payload",
     "job",
     "enqueued_at_ms",
+    "traceparent",
+    "tracestate",
 ];
 
 /// One claimed entry; any part that is not UTF-8 becomes the job's problem.
@@ -392,6 +396,8 @@ mod tests {
                 bulk(b"{}"),
                 Value::Nil,
                 Value::Nil,
+                Value::Nil,
+                Value::Nil,
             ])
         };
         let reply = Value::Array(vec![
@@ -422,6 +428,37 @@ mod tests {
                 .contains("not UTF-8")
         );
         assert_eq!(rejected[0].refusal, Refusal::Dropped);
+    }
+
+    /// The trace context a claim carries ends up in the claimed job's
+    /// record, where the runner's `job` span reads it.
+    #[test]
+    fn the_trace_context_a_claim_carries_is_in_the_record() {
+        let traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let entry = Value::Array(vec![
+            bulk(b"id1"),
+            bulk(b"tok"),
+            bulk(b"10"),
+            bulk(b"20"),
+            bulk(b"1"),
+            Value::Nil,
+            Value::Nil,
+            bulk(b"{}"),
+            Value::Nil,
+            Value::Nil,
+            bulk(traceparent),
+            bulk(b"vendor=1"),
+        ]);
+        let reply = Value::Array(vec![Value::Array(vec![entry]), Value::Array(vec![])]);
+        let ClaimReply::Claimed { claimed, .. } = ClaimReply::decode(reply).unwrap() else {
+            panic!("not a claim");
+        };
+        let record = claimed[0].0.record();
+        assert_eq!(
+            record.field("traceparent").map(str::as_bytes),
+            Some(&traceparent[..])
+        );
+        assert_eq!(record.field("tracestate"), Some("vendor=1"));
     }
 
     /// claim.lua sends a claimed entry's fields in the order decode_entry
