@@ -108,6 +108,7 @@ mod id;
 mod keys;
 #[cfg(feature = "metrics")]
 mod metrics;
+pub mod middleware;
 mod otel;
 pub mod outcome;
 pub mod queue;

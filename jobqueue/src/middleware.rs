@@ -104,6 +104,7 @@ pub struct JobRequest {
 /// test's run).
 enum Payload {
     Claimed(Arc<ClaimedJob>),
+    #[cfg(feature = "testing")]
     Owned(Box<RawValue>),
 }
 
@@ -147,6 +148,7 @@ impl JobRequest {
     }
 
     /// A run with its own payload and stops (a test's).
+    #[cfg(feature = "testing")]
     pub(crate) fn owned(
         ctx: JobContext,
         definition: JobDefinition,
@@ -185,6 +187,7 @@ impl JobRequest {
     pub fn payload_json(&self) -> &RawValue {
         match &self.payload {
             Payload::Claimed(job) => job.payload_json(),
+            #[cfg(feature = "testing")]
             Payload::Owned(json) => json,
         }
     }
@@ -320,6 +323,7 @@ pub(crate) async fn run_handler(request: JobRequest) -> JobOutcome {
     } = request;
     let json = match &payload {
         Payload::Claimed(job) => job.payload_json().get(),
+        #[cfg(feature = "testing")]
         Payload::Owned(json) => json.get(),
     };
     let handler = AssertUnwindSafe(definition.run(json, ctx)).catch_unwind();

@@ -74,7 +74,7 @@ pub(crate) fn current_context_fields(queue: &str) -> Vec<(&'static str, String)>
 /// any: each attempt of a job is a new span under the same `send` span. A
 /// span the OpenTelemetry layer does not see, or one already started, keeps
 /// its own parent (logged at debug).
-pub(crate) fn continue_trace(span: &tracing::Span, record: &JobRecord) {
+pub(crate) fn continue_trace(span: &tracing::Span, queue: &str, record: &JobRecord) {
     #[cfg(feature = "otel")]
     {
         use opentelemetry::trace::TraceContextExt;
@@ -83,7 +83,9 @@ pub(crate) fn continue_trace(span: &tracing::Span, record: &JobRecord) {
         if span.is_disabled() {
             return;
         }
+        span.record("otel.name", format!("process {queue}"));
         span.record("otel.kind", "consumer");
+        span.record("messaging.destination.name", queue);
         span.record("messaging.system", "jobqueue");
         span.record("messaging.operation.name", "process");
         span.record("messaging.message.id", record.id());
@@ -109,6 +111,6 @@ pub(crate) fn continue_trace(span: &tracing::Span, record: &JobRecord) {
     }
     #[cfg(not(feature = "otel"))]
     {
-        let _ = (span, record);
+        let _ = (span, queue, record);
     }
 }

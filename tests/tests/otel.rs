@@ -194,6 +194,11 @@ async fn enqueue_and_run_are_one_trace(redis: TestRedis) {
     assert_eq!(attr(&run, "messaging.operation.name"), Some("process"));
     assert_eq!(attr(&run, "messaging.operation.type"), Some("process"));
     assert_eq!(attr(&run, "queue"), Some("otel-traced"));
+    assert_eq!(run.name, "process otel-traced");
+    assert_eq!(
+        attr(&run, "messaging.destination.name"),
+        Some("otel-traced")
+    );
 }
 
 async fn a_job_enqueued_outside_a_span_runs_in_a_trace_of_its_own(redis: TestRedis) {

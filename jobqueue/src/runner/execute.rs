@@ -59,7 +59,7 @@ pub(super) async fn execute(
         messaging.destination.name = tracing::field::Empty,
         messaging.message.id = tracing::field::Empty,
     );
-    crate::otel::continue_trace(&span, job.record());
+    crate::otel::continue_trace(&span, &q.logical, job.record());
     run(&shared, &q, Arc::new(job), slot, &interrupt)
         .instrument(span)
         .await;

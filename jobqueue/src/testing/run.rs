@@ -31,7 +31,10 @@ use crate::outcome::JobError;
 /// assert_eq!(outcome.output::<i64>().unwrap(), 42);
 ///
 /// let outcome = testing::run::<divide>((1, 0)).await;
-/// assert!(outcome.error().unwrap().is_permanent());
+/// assert_eq!(
+///     outcome.error().unwrap().disposition(),
+///     jobqueue::outcome::Disposition::Permanent
+/// );
 /// # }
 /// ```
 pub async fn run<T: Job>(payload: T::Payload) -> JobOutcome {
