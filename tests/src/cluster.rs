@@ -8,7 +8,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-use crate::{RedisServer, free_port};
+use crate::{RedisServer, ServerExt, free_port};
 
 /// A private Redis Cluster: `masters` primaries, each with `replicas`
 /// replicas, every node a [`RedisServer`] with `cluster-enabled yes`, joined
@@ -432,13 +432,13 @@ macro_rules! on_each_topology {
     };
 }
 
-/// `redis-cli`: beside `REDIS_SERVER` if that is set, else on PATH.
+/// `redis-cli`: beside `REDIS_SERVER` if that is set (the variable
+/// [`RedisServer`] honours), else on PATH.
 pub(crate) fn redis_cli_path() -> String {
-    let server = crate::redis_server_path();
-    let beside = std::path::Path::new(&server).with_file_name("redis-cli");
-    if beside.is_file() {
-        beside.to_string_lossy().into_owned()
-    } else {
-        "redis-cli".into()
+    let beside = std::env::var_os("REDIS_SERVER")
+        .map(|server| std::path::PathBuf::from(server).with_file_name("redis-cli"));
+    match beside {
+        Some(path) if path.is_file() => path.to_string_lossy().into_owned(),
+        _ => "redis-cli".into(),
     }
 }

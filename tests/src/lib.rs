@@ -5,397 +5,82 @@
 //! Tests therefore run in parallel, may restart, pause or kill their server,
 //! and never touch a Redis they did not start. A missing `redis-server`
 //! fails the test with a message that says what to install.
+//!
+//! The server is jobqueue's public [`jobqueue::testing::RedisServer`], the
+//! one users get for their own tests; what only these tests need on top of
+//! it (raw replies, `redis-cli`) is in [`ServerExt`].
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
+pub use jobqueue::testing::{PortReservation, RedisServer, RedisServerBuilder};
 
 mod cluster;
 pub mod floor;
 pub use cluster::{RawConn, RedisCluster, TestRedis, Topology};
 
-/// How to start a server: extra `redis-server` arguments and an optional
-/// command to wrap it in (for example `faketime`).
-#[derive(Debug, Default, Clone)]
-pub struct ServerBuilder {
-    args: Vec<String>,
-    wrapper: Vec<String>,
-    binary: Option<String>,
-    password: Option<String>,
-}
-
-impl ServerBuilder {
-    /// Adds `redis-server` arguments, such as `["--appendonly", "yes"]`.
-    pub fn args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.args.extend(args.into_iter().map(Into::into));
-        self
-    }
-
-    /// Runs `redis-server` through `wrapper` (program and its arguments).
-    pub fn wrapper<I, S>(mut self, wrapper: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.wrapper = wrapper.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Runs this binary instead of the `redis-server` found on PATH.
-    pub fn binary(mut self, path: impl Into<String>) -> Self {
-        self.binary = Some(path.into());
-        self
-    }
-
-    /// Starts a server started with `--requirepass password`: the harness
-    /// authenticates its own checks with it.
-    pub fn start_with_auth(mut self, password: &str) -> RedisServer {
-        self.password = Some(password.to_owned());
-        self.start()
-    }
-
-    /// Starts the server and waits until it answers PING.
-    pub fn start(self) -> RedisServer {
-        let dir = tempfile::tempdir().expect("temporary directory for redis-server");
-        let mut last_error = String::new();
-        let mut dir = dir;
-        for _ in 0..5 {
-            let reserved = PortReservation::new();
-            let mut server = RedisServer {
-                port: reserved.port(),
-                dir,
-                child: None,
-                reserved: Some(reserved),
-                builder: self.clone(),
-            };
-            match server.spawn() {
-                Ok(()) => return server,
-                Err(e) => {
-                    last_error = e;
-                    dir = server.into_dir();
-                }
-            }
-        }
-        panic!("redis-server did not start: {last_error}");
-    }
-}
-
-/// A private `redis-server`, killed on drop.
-///
-/// While no server listens on its port (before the first start, between a
-/// kill and a restart) the port is held by a [`PortReservation`], so a test
-/// starting a server beside this one can never be handed the port, and a
-/// restart never finds it taken or, worse, finds another test's server on it.
-#[derive(Debug)]
-pub struct RedisServer {
-    port: u16,
-    dir: TempDir,
-    child: Option<Child>,
-    reserved: Option<PortReservation>,
-    builder: ServerBuilder,
-}
-
-/// A loopback port held for a server that does not listen on it right now.
-///
-/// The socket is bound with `SO_REUSEADDR` but never listens. So the kernel
-/// hands the port to no other `bind` to port 0 (every test picks its ports
-/// that way), a client connecting to it is refused exactly as at a closed
-/// port, and `redis-server`, which binds with `SO_REUSEADDR` as well, can
-/// still bind and listen on it: Linux lets sockets with `SO_REUSEADDR` share
-/// a port as long as at most one of them listens. Dropping it frees the port.
-#[derive(Debug)]
-pub struct PortReservation {
-    port: u16,
-    _socket: tokio::net::TcpSocket,
-}
-
-impl PortReservation {
-    /// Holds a free loopback port the kernel picks.
-    pub fn new() -> Self {
-        let reservation = Self::bind(0).expect("a free loopback port");
-        assert_ne!(reservation.port, 0);
-        reservation
-    }
-
-    /// Holds `port`, or `None` if something else is bound to it.
-    pub fn of(port: u16) -> Option<Self> {
-        Self::bind(port).ok()
-    }
-
-    fn bind(port: u16) -> std::io::Result<Self> {
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))?;
-        let port = socket.local_addr()?.port();
-        Ok(Self {
-            port,
-            _socket: socket,
-        })
-    }
-
-    /// The port held.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-}
-
-impl Default for PortReservation {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RedisServer {
-    /// Starts a server with no persistence.
-    pub fn start() -> Self {
-        Self::builder().start()
-    }
-
-    /// A builder for servers with extra arguments.
-    pub fn builder() -> ServerBuilder {
-        ServerBuilder::default()
-    }
-
-    /// `redis://127.0.0.1:{port}/`
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// The server's port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The server's data directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// An async connection for raw commands in assertions.
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the private redis-server")
-    }
-
-    /// Stops the server, saving its data to disk, and starts it again on the
-    /// same port and directory: clients see their connections drop and the
-    /// data come back.
-    pub fn restart(&mut self) {
-        self.command(&["SHUTDOWN", "SAVE"]);
-        self.wait_for_exit();
-        self.reserve();
-        self.spawn().expect("redis-server restarts");
-    }
-
-    /// Pauses every client of the server for `duration` (`CLIENT PAUSE … ALL`):
-    /// commands sent meanwhile wait for the pause to end.
-    pub fn pause(&self, duration: Duration) {
-        let ms = duration.as_millis().to_string();
-        assert_eq!(self.command(&["CLIENT", "PAUSE", &ms, "ALL"]), "+OK");
-    }
-
-    /// Kills the server at once (SIGKILL), without saving. Its port stays
-    /// reserved for a [`restart`](Self::restart): connecting to it is
-    /// refused meanwhile, as at any dead server.
-    pub fn kill(&mut self) {
-        if self.kill_child() {
-            self.reserve();
-        }
-    }
-
-    /// SIGKILLs the server and reaps it; false if none was running.
-    fn kill_child(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = child.kill();
-        let _ = child.wait();
-        true
-    }
-
-    /// Holds the port while no server listens on it (see [`PortReservation`]).
-    fn reserve(&mut self) {
-        if self.reserved.is_none() {
-            self.reserved = PortReservation::of(self.port);
-        }
-    }
-
-    /// True until the server is killed (or stopped by a restart).
-    pub fn is_running(&self) -> bool {
-        self.child.is_some()
-    }
-
+/// What these tests do with a [`RedisServer`] beyond its public API: read
+/// replies as the wire and `redis-cli` show them, without a client library
+/// (and from code that is not async). Not public API because users have
+/// [`RedisServer::conn`] for raw commands.
+pub trait ServerExt {
     /// Runs `redis-cli -p PORT args…` and returns its whole output, for
     /// replies of many lines (`CLUSTER NODES`, `INFO`).
-    pub fn cli(&self, args: &[&str]) -> String {
+    fn cli(&self, args: &[&str]) -> String;
+
+    /// Sends one command over a fresh connection, without authenticating,
+    /// and returns the first line of the raw reply (`+OK`, `:3`, `-ERR …`),
+    /// or `-connect: …` if the server cannot be reached.
+    fn command(&self, args: &[&str]) -> String;
+}
+
+impl ServerExt for RedisServer {
+    fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(cluster::redis_cli_path())
             .arg("-p")
-            .arg(self.port.to_string())
+            .arg(self.port().to_string())
             .args(args)
             .output()
             .expect("run redis-cli (package redis-tools)");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Like [`command`](Self::command), authenticating first.
-    pub fn command_with_auth(&self, password: &str, args: &[&str]) -> String {
-        self.raw(Some(password), args)
-    }
-
-    /// Sends one command over a fresh connection and returns the raw reply
-    /// line (for commands that do not need a client library).
-    pub fn command(&self, args: &[&str]) -> String {
-        self.raw(self.builder.password.as_deref(), args)
-    }
-
-    fn raw(&self, password: Option<&str>, args: &[&str]) -> String {
-        let mut stream = match TcpStream::connect(("127.0.0.1", self.port)) {
+    fn command(&self, args: &[&str]) -> String {
+        let mut stream = match TcpStream::connect(("127.0.0.1", self.port())) {
             Ok(s) => s,
             Err(e) => return format!("-connect: {e}"),
         };
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("read timeout");
-        let encode = |args: &[&str]| {
-            let mut req = format!("*{}\r\n", args.len());
-            for a in args {
-                req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-            }
-            req
-        };
-        let mut req = String::new();
-        if let Some(password) = password {
-            req.push_str(&encode(&["AUTH", password]));
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
-        req.push_str(&encode(args));
         if stream.write_all(req.as_bytes()).is_err() {
             return String::new();
         }
-        let mut reader = BufReader::new(stream);
         let mut line = String::new();
-        if password.is_some() {
-            let _ = reader.read_line(&mut line);
-            line.clear();
-        }
-        let _ = reader.read_line(&mut line);
+        let _ = BufReader::new(stream).read_line(&mut line);
         line.trim_end().to_owned()
     }
-
-    fn spawn(&mut self) -> Result<(), String> {
-        let mut argv: Vec<String> = self.builder.wrapper.clone();
-        argv.push(match &self.builder.binary {
-            Some(path) => path.clone(),
-            None => redis_server_path(),
-        });
-        argv.extend(
-            [
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-                "--dir",
-                self.dir.path().to_str().expect("utf-8 temp dir"),
-                "--logfile",
-                "redis.log",
-            ]
-            .map(String::from),
-        );
-        argv.extend(self.builder.args.iter().cloned());
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {:?}: {e}. {INSTALL_HINT}", argv[0]))?;
-        self.child = Some(child);
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if self.command(&["PING"]) == "+PONG" {
-                // The server listens on the port now: it holds it itself.
-                self.reserved = None;
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                let mut stderr = String::new();
-                if let Some(mut e) = self.child.take().and_then(|mut c| c.stderr.take()) {
-                    let _ = e.read_to_string(&mut stderr);
-                }
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
-                return Err(format!("redis-server exited with {status}: {stderr} {log}"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.kill();
-        Err("redis-server did not answer PING within 10 s".into())
-    }
-
-    /// Waits for a server told to shut down to exit, polling often: from its
-    /// exit until [`restart`](Self::restart) reserves the port, it is free.
-    fn wait_for_exit(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn into_dir(mut self) -> TempDir {
-        self.kill_child();
-        let dir = tempfile::tempdir().expect("temporary directory");
-        std::mem::replace(&mut self.dir, dir)
-    }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill_child();
-    }
+/// [`ServerExt`]'s counterpart for the builder.
+pub trait ServerBuilderExt {
+    /// Starts a server that requires `password` (see
+    /// [`RedisServerBuilder::password`]).
+    fn start_with_auth(self, password: &str) -> RedisServer;
 }
 
-const INSTALL_HINT: &str = "The tests need a real Redis: install redis-server \
-    (`apt-get install redis-server`, or run scripts/test, which does) or set REDIS_SERVER";
-
-/// The `redis-server` binary: `REDIS_SERVER` if set, else the one on PATH.
-pub(crate) fn redis_server_path() -> String {
-    if let Ok(path) = std::env::var("REDIS_SERVER") {
-        return path;
+impl ServerBuilderExt for RedisServerBuilder {
+    fn start_with_auth(self, password: &str) -> RedisServer {
+        self.password(password).start()
     }
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|p| p.join("redis-server").is_file()))
-        .unwrap_or(false);
-    assert!(found, "redis-server is not on PATH. {INSTALL_HINT}");
-    "redis-server".into()
 }
 
 pub(crate) fn free_port() -> u16 {

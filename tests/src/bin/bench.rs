@@ -1453,7 +1453,7 @@ mod peers {
 
     use jobqueue::connection::Connection;
     use jobqueue::queue::{Queue, QueueOptions};
-    use jobqueue_tests::RedisServer;
+    use jobqueue_tests::{RedisServer, ServerExt};
     use serde_json::{Value, json};
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
     use tokio::process::{Child, ChildStdin, ChildStdout, Command};
