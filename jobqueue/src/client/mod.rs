@@ -6,8 +6,9 @@ mod handle;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+pub use crate::queue::EventKind;
 pub use crate::queue::{EnqueueOptions, When};
-pub use events::{EventKind, EventStream};
+pub use events::EventStream;
 pub use handle::JobHandle;
 
 use crate::connection::{Connection, ConnectionOptions};

@@ -13,7 +13,6 @@ use redis::aio::{PubSubSink, PubSubStream};
 use serde::{Deserialize, Serialize};
 
 use super::{JobStatus, Queue};
-use crate::client::EventKind;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
@@ -183,6 +182,64 @@ impl Queue {
     /// Safe: dropping the future drops the half-open subscription.
     pub async fn subscribe(&self) -> Result<Events> {
         Events::open(&self.conn, self.name(), &[self.keys.events()]).await
+    }
+}
+
+/// What happened to a job: the `status` word of an event. Enqueues and
+/// claims publish nothing, so there is no kind for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// `completed`: the job finished with a result.
+    Completed,
+    /// `retry`: a run failed with attempts left; the job waits for another
+    /// run (after its backoff).
+    Retry,
+    /// `failed`: the job failed for good (out of attempts, a permanent
+    /// error, or failed by a claim or a sweep) and is a dead letter.
+    Failed,
+    /// `cancelled`: the job was cancelled, or expired before it started.
+    Cancelled,
+    /// `reclaimed`: a sweep took the job back from a worker whose lease ran
+    /// out; it is pending again.
+    Reclaimed,
+    /// `released`: a worker handed the job back unrun (at shutdown); it is
+    /// pending again, first in line, the attempt given back.
+    Released,
+    /// `snoozed`: the handler asked to run the job again later; the attempt
+    /// is given back.
+    Snoozed,
+}
+
+impl EventKind {
+    /// The word on the channel.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Reclaimed => "reclaimed",
+            Self::Released => "released",
+            Self::Snoozed => "snoozed",
+        }
+    }
+
+    /// The state the change leaves the job in (see [`Event::status`]).
+    pub fn status(self) -> JobStatus {
+        match self {
+            Self::Completed => JobStatus::Completed,
+            Self::Failed => JobStatus::Failed,
+            Self::Cancelled => JobStatus::Cancelled,
+            Self::Retry | Self::Reclaimed | Self::Released | Self::Snoozed => JobStatus::Pending,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
