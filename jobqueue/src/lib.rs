@@ -44,13 +44,16 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`client`] | [`Client`], its builder, [`EnqueueOptions`](client::EnqueueOptions), [`JobHandle`](client::JobHandle) |
+//! | [`client`] (also) | [`Client::events`]: a `Stream` of a queue's [`Event`](queue::Event)s |
 //! | [`runner`] | [`Runner`] and its builder |
+//! | [`middleware`] | tower layers around every run: [`JobRequest`](middleware::JobRequest), [`JobOutcome`](middleware::JobOutcome), [`on_outcome`](middleware::on_outcome) |
 //! | [`outcome`] | [`JobError`], its [`Disposition`](outcome::Disposition), the [`JobResultExt`](outcome::JobResultExt) shorthands |
 //! | [`definition`] | the [`Job`](definition::Job) trait `#[job]` implements, [`Backoff`](definition::Backoff), what it registers |
 //! | [`registry`] | the [`Registry`](registry::Registry) of linked jobs |
 //! | [`queue`] | the raw queue layer: [`Queue`](queue::Queue), claimed jobs, records, stats, [`Event`](queue::Event)s |
 //! | [`connection`] | [`Connection`](connection::Connection) to a server or a cluster |
-//! | `dashboard` | the web dashboard as an axum router (feature `dashboard`) |
+//! | `dashboard` | the web dashboard as an axum router, and `metrics_router`, the fleet's Prometheus figures read from Redis (feature `dashboard`) |
+//! | `testing` | helpers for your tests: `run`, `Client::recording`, `assert_enqueued`, `drain`, `RedisServer` (feature `testing`) |
 //! | [`docs`] | guides: the data model, the delivery guarantee, the reference's bugs |
 //!
 //! Under the typed layer sits [`queue::Queue`], one queue of the Redis
@@ -90,6 +93,12 @@
 //!   noop that stores nothing:
 //!   `opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new())`
 //!   (`opentelemetry_sdk::propagation`).
+//! - `metrics`: in-process counters, histograms and gauges through the
+//!   `metrics` facade (the application installs the exporter before it
+//!   builds its [`Runner`]); the names are listed in the README's "In
+//!   production". Nothing is compiled in without it.
+//! - `testing`: `jobqueue::testing`, for the tests of an application's own
+//!   jobs (enable it under `[dev-dependencies]`).
 //! - `test-hooks`: fault-injection knobs for this workspace's tests and
 //!   demo. Not a stable API.
 
@@ -202,7 +211,14 @@ pub mod __private {
     }
 }
 
-/// The README's Rust examples, compiled as doctests.
+/// The README's Rust examples, compiled as doctests (with the features
+/// they show; `scripts/test` and `cargo test --workspace` turn them on).
 #[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
+#[cfg(all(
+    doctest,
+    feature = "dashboard",
+    feature = "metrics",
+    feature = "otel",
+    feature = "testing"
+))]
 pub struct ReadmeDoctests;

@@ -28,7 +28,7 @@ impl Client {
     /// happened, and `queue`), in the format the scripts (and reference
     /// clients) publish on `queue:{name}:events`. Enqueues and claims publish
     /// nothing; completions, retries, dead letters, cancellations, snoozes,
-    /// releases and reclaims do ([`EventKind`]).
+    /// releases and reclaims do ([`EventKind`](crate::queue::EventKind)).
     ///
     /// - **Sharded queues**: one subscription hears every shard of `queue`
     ///   (see [`ClientBuilder::shards`](super::ClientBuilder::shards)); each
