@@ -20,6 +20,11 @@ async fn mx_ok(n: u64) -> Result<u64, String> {
     Ok(n)
 }
 
+#[job(queue = "mx-work")]
+async fn mx_later(n: u64) -> u64 {
+    n
+}
+
 #[job(queue = "mx-work", max_attempts = 2, backoff = "none")]
 async fn mx_fails(n: u64) -> Result<(), JobError> {
     Err(JobError::retry(format!("{n} always fails")))
@@ -106,6 +111,13 @@ async fn the_counters_equal_the_jobs_run_and_the_histograms_have_a_sample_per_ru
         );
         let handles = client.enqueue_many::<mx_ok>(0..OK).await.unwrap();
         let failing = client.enqueue_many::<mx_fails>(0..FAILING).await.unwrap();
+        // Delayed 3 s: their wait counts from their due time, not from the
+        // enqueue (the sweep promotes them within a second of it).
+        let mut later = Vec::new();
+        for n in 0..3 {
+            let options = jobqueue::client::EnqueueOptions::new().delay(Duration::from_secs(3));
+            later.push(client.enqueue_with::<mx_later>(n, options).await.unwrap());
+        }
         let (token, task) = start_runner(runner);
         for handle in &handles {
             handle.wait(Duration::from_secs(20)).await.unwrap();
@@ -113,12 +125,15 @@ async fn the_counters_equal_the_jobs_run_and_the_histograms_have_a_sample_per_ru
         for handle in &failing {
             assert!(handle.wait(Duration::from_secs(20)).await.is_err());
         }
+        for handle in &later {
+            handle.wait(Duration::from_secs(20)).await.unwrap();
+        }
         // The last outcomes are counted once written.
         let queue = client.queue("mx-work").unwrap();
         assert!(
             eventually(Duration::from_secs(5), || async {
                 let s = queue.stats().await.unwrap();
-                s.completed_total == OK && s.failed_total == FAILING && s.processing_depth == 0
+                s.completed_total == OK + 3 && s.failed_total == FAILING && s.processing_depth == 0
             })
             .await
         );
@@ -174,6 +189,16 @@ async fn the_counters_equal_the_jobs_run_and_the_histograms_have_a_sample_per_ru
             samples(&after, "jobqueue_job_wait_seconds", &bad).len() as u64,
             FAILING,
             "{topology:?}: retries record no wait"
+        );
+        let later_waits = samples(
+            &after,
+            "jobqueue_job_wait_seconds",
+            &[("queue", "mx-work"), ("job", "mx_later")],
+        );
+        assert_eq!(later_waits.len(), 3);
+        assert!(
+            later_waits.iter().all(|w| *w < 2.5),
+            "{topology:?}: a delayed job waits from its due time: {later_waits:?}"
         );
         assert_eq!(
             gauge(&after, "jobqueue_running_jobs", &[("queue", "mx-work")]),

@@ -42,7 +42,8 @@
 --          claimed:  list of { id, token, claimed_at_ms, lease_deadline_ms,
 --                    then REPLY_FIELDS: attempts (the new count),
 --                    max_attempts, visibility_ms, payload, job,
---                    enqueued_at_ms, traceparent, tracestate }, false
+--                    enqueued_at_ms, traceparent, tracestate,
+--                    scheduled_for_ms }, false
 --                    (nil) for a field the hash lacks
 --          rejected: list of { id, outcome ("failed" | "dropped" |
 --                    "expired"), reason }
@@ -101,13 +102,13 @@ end
 -- field into Lua and back cost more than the rest of the claim. The rest of
 -- the stamp (status, claim_token, claimed_at_ms) is the entry's own; the
 -- client fills it in. protocol.rs reads the same order.
-local REPLY_FIELDS = { 'attempts', 'max_attempts', 'visibility_ms', 'payload', 'job', 'enqueued_at_ms', 'traceparent', 'tracestate' }
+local REPLY_FIELDS = { 'attempts', 'max_attempts', 'visibility_ms', 'payload', 'job', 'enqueued_at_ms', 'traceparent', 'tracestate', 'scheduled_for_ms' }
 
 -- The reply entry for a claim this request made (its hash is here: it was
 -- read before).
 local function entry(id, token, claimed_at, deadline)
   local v = redis.call('HMGET', Q.prefix .. id, unpack(REPLY_FIELDS))
-  return { id, token, claimed_at, deadline, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8] }
+  return { id, token, claimed_at, deadline, v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9] }
 end
 
 -- A repeat comes first, paused or not: the jobs the first run took are this
@@ -284,11 +285,11 @@ end
 -- not look at it.
 local function judge(id, ascii)
   -- One read: the fields judged here, and those the reply carries (f[3],
-  -- f[4], f[7..9], f[13..14]).
+  -- f[4], f[7..9], f[13..15]).
   local key = Q.prefix .. id
   local kind, f = read_job(key, 'status', 'attempts', 'max_attempts', 'visibility_ms',
     'claim_token', 'unstamped_seen', 'payload', 'job', 'enqueued_at_ms', 'expires_at_ms',
-    'unique_digest', 'unique_mode', 'traceparent', 'tracestate')
+    'unique_digest', 'unique_mode', 'traceparent', 'tracestate', 'scheduled_for_ms')
   if kind == 'elsewhere' then
     return nil
   elseif kind ~= 'hash' then
@@ -363,7 +364,7 @@ local function apply(id, step, token)
     made[#made + 1] = member
     -- REPLY_FIELDS, from what judge read.
     local f = step.fields
-    claimed[#claimed + 1] = { id, token, now_s, deadline_s, attempts, f[3], f[4], f[7], f[8], f[9], f[13], f[14] }
+    claimed[#claimed + 1] = { id, token, now_s, deadline_s, attempts, f[3], f[4], f[7], f[8], f[9], f[13], f[14], f[15] }
   else
     if step.action == 'failed' then
       bury(id, step.reason, now, '')

@@ -296,10 +296,12 @@ impl ClaimReply {
 type RawEntry = Vec<Option<Vec<u8>>>;
 
 /// The job fields a claimed entry carries after its first four values, in
-/// the order claim.lua's `REPLY_FIELDS` sends them. The last two are the
-/// trace context enqueue stored (feature `otel`), read whatever the
-/// features so a runner continues the trace of any client that wrote it.
-const REPLY_FIELDS: [&str; 8] = [
+/// the order claim.lua's `REPLY_FIELDS` sends them. `traceparent` and
+/// `tracestate` are the trace context enqueue stored (feature `otel`), read
+/// whatever the features so a runner continues the trace of any client that
+/// wrote it; `scheduled_for_ms` dates the wait of a delayed job (feature
+/// `metrics`).
+const REPLY_FIELDS: [&str; 9] = [
     "attempts",
     "max_attempts",
     "visibility_ms",
@@ -308,6 +310,7 @@ const REPLY_FIELDS: [&str; 8] = [
     "enqueued_at_ms",
     "traceparent",
     "tracestate",
+    "scheduled_for_ms",
 ];
 
 /// One claimed entry; any part that is not UTF-8 becomes the job's problem.
@@ -398,6 +401,7 @@ mod tests {
                 Value::Nil,
                 Value::Nil,
                 Value::Nil,
+                Value::Nil,
             ])
         };
         let reply = Value::Array(vec![
@@ -448,6 +452,7 @@ mod tests {
             Value::Nil,
             bulk(traceparent),
             bulk(b"vendor=1"),
+            Value::Nil,
         ]);
         let reply = Value::Array(vec![Value::Array(vec![entry]), Value::Array(vec![])]);
         let ClaimReply::Claimed { claimed, .. } = ClaimReply::decode(reply).unwrap() else {
