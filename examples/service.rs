@@ -1,15 +1,28 @@
 //! Run with: `cargo run -p jobqueue-examples --example service` (Redis on
-//! 127.0.0.1:6379, or set `REDIS_URL`). Stop it with Ctrl-C or SIGTERM.
+//! 127.0.0.1:6379, or set `REDIS_URL`; `PORT` moves the web server off
+//! 8793). Stop it with Ctrl-C or SIGTERM.
 //!
 //! A service's `main`: two `#[job]`s, application code that enqueues them
 //! (one delayed), a `Runner` that works them off until a signal cancels its
 //! token, then drains, and the dashboard mounted in the service's own axum
 //! app on http://127.0.0.1:8793/jobs/.
+//!
+//! And both kinds of metrics, for Prometheus to scrape:
+//! - http://127.0.0.1:8793/metrics: the fleet-wide figures of every queue,
+//!   read from Redis at each scrape (`jobqueue::dashboard::metrics_router`):
+//!   depths, totals, the oldest pending job's age. The same whichever
+//!   process serves it.
+//! - http://127.0.0.1:8793/metrics/process: this process's own figures
+//!   (jobqueue's feature `metrics`, exported by metrics-exporter-prometheus):
+//!   jobs started, completed, failed by this runner, their run and wait
+//!   times, plus the application's own metrics.
 
 use std::time::Duration;
 
+use axum::http::header;
 use jobqueue::client::EnqueueOptions;
 use jobqueue::{CancellationToken, Client, JobContext, JobError, Runner, job};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
@@ -33,6 +46,8 @@ async fn send_welcome(args: Welcome, ctx: JobContext) -> Result<Receipt, JobErro
         )));
     }
     tokio::time::sleep(Duration::from_millis(100)).await; // the SMTP round trip
+    // The application's own metrics land on the same page as the runner's.
+    metrics::counter!("service_welcome_mails_sent_total").increment(1);
     Ok(Receipt {
         message_id: format!("{}-{}", ctx.id(), ctx.attempt()),
     })
@@ -55,7 +70,16 @@ async fn main() -> jobqueue::Result<()> {
                 .unwrap_or_else(|_| EnvFilter::new("info,jobqueue=debug")),
         )
         .init();
+    // The recorder first: the Runner takes its metric handles when it is
+    // built, and a handle taken before any recorder exists reports nowhere.
+    let prometheus = PrometheusBuilder::new()
+        .install_recorder()
+        .expect("no other metrics recorder is installed");
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let port: u16 = match std::env::var("PORT") {
+        Ok(port) => port.parse().expect("PORT is a port number"),
+        Err(_) => 8793,
+    };
     let client = Client::connect(&url).await?;
 
     // Application code: typed enqueue.
@@ -84,21 +108,49 @@ async fn main() -> jobqueue::Result<()> {
             Err(e) => tracing::warn!(error = %e, "no report"),
         }
     });
-    // The dashboard, mounted in the service's own router.
+    tokio::spawn(upkeep(prometheus.clone(), shutdown.clone()));
+    // The dashboard and both metrics pages, in the service's own router.
     let app = axum::Router::new()
         .route(
             "/",
             axum::routing::get(|| async { "my service; jobs at /jobs/" }),
         )
+        .route(
+            "/metrics/process",
+            axum::routing::get(move || async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    prometheus.render(),
+                )
+            }),
+        )
+        .merge(jobqueue::dashboard::metrics_router(client.clone()))
         .nest("/jobs", jobqueue::dashboard::router(client));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8793")
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
-        .expect("port 8793 is free");
-    tracing::info!("dashboard on http://127.0.0.1:8793/jobs/");
+        .unwrap_or_else(|e| panic!("port {port} is free: {e}"));
+    println!("dashboard on http://127.0.0.1:{port}/jobs/");
+    println!(
+        "metrics on http://127.0.0.1:{port}/metrics (fleet-wide, from Redis) \
+         and http://127.0.0.1:{port}/metrics/process (this process)"
+    );
     let web = tokio::spawn(jobqueue::dashboard::serve(listener, app, shutdown.clone()));
     runner.run(shutdown).await;
     let _ = web.await;
     Ok(())
+}
+
+/// The exporter's upkeep, which `install_recorder` leaves to the caller
+/// (only the exporter's own HTTP listener runs it): without it the samples
+/// histograms record pile up between scrapes.
+async fn upkeep(prometheus: PrometheusHandle, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    while shutdown.run_until_cancelled(every.tick()).await.is_some() {
+        prometheus.run_upkeep();
+    }
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

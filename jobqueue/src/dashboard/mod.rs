@@ -20,9 +20,18 @@
 //! parsed as HTML. With a bearer token set, every request must present it;
 //! without one, only a loopback `Host` is served. Routes of your own served
 //! beside the dashboard get the same rules with [`protect`].
+//!
+//! The dashboard also serves `/metrics`, linked from its page: the
+//! fleet-wide figures of every queue (depths, totals, the oldest pending
+//! job's age, paused) read from Redis at each scrape, in the Prometheus text
+//! format, under the same rules (a scraper presents the token as
+//! `Authorization: Bearer …`, Prometheus's `authorization` setting). For a
+//! scraper that should reach only the figures, serve [`metrics_router`]
+//! instead; its docs list the names.
 
 mod api;
 mod guard;
+mod metrics;
 mod summary;
 
 use std::net::SocketAddr;
@@ -39,6 +48,7 @@ use axum::routing::{get, post};
 use crate::client::Client;
 use crate::error::{Error, Result};
 
+pub use self::metrics::metrics_router;
 pub use guard::protect;
 pub use summary::JobSummary;
 
@@ -163,7 +173,11 @@ pub fn router_with(client: Client, options: DashboardOptions) -> Router {
             Arc::clone(&state),
             guard::csrf,
         ))
-        .with_state(Arc::clone(&state));
+        .with_state(Arc::clone(&state))
+        .merge(metrics::routes(
+            state.client.clone(),
+            state.options.queues.clone(),
+        ));
     protect(router, &state.options)
 }
 

@@ -33,6 +33,7 @@
 //! ```
 
 mod admin;
+mod age;
 mod cancel;
 mod claim;
 mod claimed;
