@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -14,7 +13,6 @@ use serde_json::{Value, json};
 
 use super::{Dashboard, JobSummary};
 use crate::error::Error;
-use crate::keys::Keys;
 use crate::queue::{JobStatus, Limits, Queue, Rate};
 use crate::registry::Registry;
 
@@ -33,12 +31,6 @@ pub(super) fn jobs_by_queue() -> BTreeMap<String, Vec<&'static str>> {
     by_queue
 }
 
-/// How long a scan of Redis for queue names is reused.
-const DISCOVERY_TTL: Duration = Duration::from_secs(10);
-
-/// `SCAN` steps (of `COUNT 1000`) per node when discovering queues: bounds
-/// the work on a Redis holding millions of keys.
-const DISCOVERY_STEPS: usize = 50;
 /// Most jobs one page lists.
 const MAX_PAGE: usize = 200;
 
@@ -96,26 +88,9 @@ pub(super) async fn overview(State(state): State<Arc<Dashboard>>) -> ApiResult {
     Ok(Json(json!({ "queues": queues })).into_response())
 }
 
-/// Queue names with keys in Redis, from a bounded `SCAN`, reused for a while.
+/// Queue names with keys in Redis.
 async fn discover(state: &Dashboard) -> crate::error::Result<Vec<String>> {
-    if let Some((at, names)) = state.discovered.lock().expect("discovery lock").as_ref()
-        && at.elapsed() < DISCOVERY_TTL
-    {
-        return Ok(names.clone());
-    }
-    let keys = state
-        .client
-        .connection()
-        .scan(Keys::EVERY_QUEUE_PATTERN, None, DISCOVERY_STEPS)
-        .await?;
-    let found: BTreeSet<String> = keys
-        .iter()
-        .filter_map(|k| Keys::queue_name_of(k))
-        .map(str::to_owned)
-        .collect();
-    let names: Vec<String> = found.into_iter().collect();
-    *state.discovered.lock().expect("discovery lock") = Some((Instant::now(), names.clone()));
-    Ok(names)
+    state.discovery.names(&state.client).await
 }
 
 #[derive(Debug, Deserialize)]

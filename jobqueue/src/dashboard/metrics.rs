@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{Display, Write as _};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -17,22 +17,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::future::{join_all, try_join_all};
 
+use super::discovery::Discovery;
 use crate::client::Client;
 use crate::error::Result;
-use crate::keys::Keys;
 use crate::queue::{Queue, Stats};
 
 /// The `Content-Type` of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// How long a scan of Redis for queue names is reused: as long as the
-/// dashboard's (api.rs), so several scrapers (replicas of Prometheus) share
-/// one scan.
-const DISCOVERY_TTL: Duration = Duration::from_secs(10);
-
-/// `SCAN` steps (of `COUNT 1000`) per node when discovering queues, as the
-/// dashboard's: bounds the work on a Redis holding millions of keys.
-const DISCOVERY_STEPS: usize = 50;
 
 /// A router serving `GET /metrics`: the fleet-wide figures of every queue,
 /// read from Redis at each scrape, in the Prometheus text exposition format
@@ -103,7 +94,7 @@ pub(super) fn routes(client: Client, queues: Vec<String>) -> Router {
         client,
         configured: queues,
         registered: super::api::jobs_by_queue().into_keys().collect(),
-        discovered: Mutex::new(None),
+        discovery: Discovery::default(),
         errors: AtomicU64::new(0),
     };
     Router::new()
@@ -120,7 +111,7 @@ struct Fleet {
     /// Queues of the registered jobs (registration is static).
     registered: Vec<String>,
     /// Queue names found by scanning Redis, and when.
-    discovered: Mutex<Option<(Instant, Vec<String>)>>,
+    discovery: Discovery,
     /// Reads that failed since the router was built: the
     /// `jobqueue_scrape_errors_total` counter.
     errors: AtomicU64,
@@ -205,23 +196,9 @@ impl Fleet {
         by_queue
     }
 
-    /// Queue names with keys in Redis, from a bounded `SCAN`, reused for a
-    /// while.
+    /// Queue names with keys in Redis (the dashboard's discovery).
     async fn discover(&self) -> Result<Vec<String>> {
-        if let Some((at, names)) = self.discovered.lock().expect("discovery lock").as_ref()
-            && at.elapsed() < DISCOVERY_TTL
-        {
-            return Ok(names.clone());
-        }
-        let keys = self
-            .client
-            .connection()
-            .scan(Keys::EVERY_QUEUE_PATTERN, None, DISCOVERY_STEPS)
-            .await?;
-        let found: BTreeSet<&str> = keys.iter().filter_map(|k| Keys::queue_name_of(k)).collect();
-        let names: Vec<String> = found.into_iter().map(str::to_owned).collect();
-        *self.discovered.lock().expect("discovery lock") = Some((Instant::now(), names.clone()));
-        Ok(names)
+        self.discovery.names(&self.client).await
     }
 
     /// Reads one logical queue: every shard's stats and oldest wait, all at

@@ -30,13 +30,13 @@
 //! instead; its docs list the names.
 
 mod api;
+mod discovery;
 mod guard;
 mod metrics;
 mod summary;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -140,7 +140,7 @@ pub fn router_with(client: Client, options: DashboardOptions) -> Router {
         csrf: format!("{}{}", crate::id::random_hex(), crate::id::random_hex()),
         options,
         registered: api::jobs_by_queue(),
-        discovered: Mutex::new(None),
+        discovery: discovery::Discovery::default(),
     });
     let router = Router::new()
         .route("/", get(page))
@@ -203,7 +203,7 @@ pub(crate) struct Dashboard {
     /// Registered jobs by queue.
     registered: std::collections::BTreeMap<String, Vec<&'static str>>,
     /// Queue names found by scanning Redis, and when (scans are rationed).
-    discovered: Mutex<Option<(Instant, Vec<String>)>>,
+    discovery: discovery::Discovery,
 }
 
 const PAGE: &str = include_str!("page.html");

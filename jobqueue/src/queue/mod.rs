@@ -58,7 +58,7 @@ pub use crate::keys::{KeyLayout, Keys};
 pub use cancel::CancelOutcome;
 pub use claimed::{Ack, ClaimedJob};
 pub use enqueue::Enqueued;
-pub use events::{Event, Events};
+pub use events::{Event, EventKind, Events};
 pub use new_job::{EnqueueOptions, NewJob, When};
 pub use options::QueueOptions;
 pub use read::Stats;

@@ -117,7 +117,13 @@ pub(super) async fn sample(
                     tracing::debug!(queue = q.queue.name(), error = %e, "sampling depths failed");
                 }
             }
-            // AGE-PENDING: the oldest pending job's age (queue/age.rs).
+            match q.queue.oldest_pending_age().await {
+                Ok(Some(age)) => entry.1 = Some(entry.1.map_or(age, |a| a.max(age))),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(queue = q.queue.name(), error = %e, "sampling the oldest wait failed");
+                }
+            }
         }
         for (queue, (pending, age)) in by_queue {
             if let Some(gauges) = shared.metrics.queue(queue) {

@@ -1,0 +1,43 @@
+//! Finding the queues that have keys in Redis, for the page and for the
+//! metrics endpoint: a bounded `SCAN`, reused for a while so that neither a
+//! busy page nor a frequent scraper walks the keyspace each time.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+use crate::error::Result;
+use crate::keys::Keys;
+
+/// How long a scan of Redis for queue names is reused.
+const DISCOVERY_TTL: Duration = Duration::from_secs(10);
+
+/// `SCAN` steps (of `COUNT 1000`) per node when discovering queues: bounds
+/// the work on a Redis holding millions of keys.
+const DISCOVERY_STEPS: usize = 50;
+
+/// The queue names the last scan found, and when.
+#[derive(Debug, Default)]
+pub(super) struct Discovery {
+    found: Mutex<Option<(Instant, Vec<String>)>>,
+}
+
+impl Discovery {
+    /// Queue names with keys in Redis (shards by their own names).
+    pub(super) async fn names(&self, client: &Client) -> Result<Vec<String>> {
+        if let Some((at, names)) = self.found.lock().expect("discovery lock").as_ref()
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(names.clone());
+        }
+        let keys = client
+            .connection()
+            .scan(Keys::EVERY_QUEUE_PATTERN, None, DISCOVERY_STEPS)
+            .await?;
+        let found: BTreeSet<&str> = keys.iter().filter_map(|k| Keys::queue_name_of(k)).collect();
+        let names: Vec<String> = found.into_iter().map(str::to_owned).collect();
+        *self.found.lock().expect("discovery lock") = Some((Instant::now(), names.clone()));
+        Ok(names)
+    }
+}
