@@ -2,15 +2,17 @@
 //! (feature `testing`).
 
 mod drain;
+mod port;
 mod record;
 mod run;
 mod server;
 
 pub use drain::{Drained, drain};
+pub use port::PortReservation;
 pub(crate) use record::Recorder;
 pub use record::{
     Enqueued, EnqueuedJob, all_enqueued, assert_enqueued, assert_enqueued_with, clear, enqueued,
     refute_enqueued,
 };
 pub use run::{run, run_with};
-pub use server::{PortReservation, RedisServer, RedisServerBuilder};
+pub use server::{RedisServer, RedisServerBuilder};
