@@ -78,13 +78,19 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
-use tower::util::BoxCloneSyncService;
 
 use crate::context::JobContext;
 use crate::definition::JobDefinition;
 use crate::error::{Error, Result};
 use crate::outcome::JobError;
 use crate::queue::ClaimedJob;
+
+mod on_outcome;
+mod stack;
+
+pub use on_outcome::{JobInfo, OnOutcome, OnOutcomeLayer, on_outcome};
+pub use stack::BoxJobService;
+pub(crate) use stack::Stack;
 
 /// How long a handler whose run was stopped (timeout, shutdown, lost lease,
 /// cancel) gets to return after its context says stop, before it is
@@ -376,224 +382,4 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-string panic payload".to_owned())
-}
-
-/// A runner's stack of services, boxed: what each layer wraps.
-pub type BoxJobService = BoxCloneSyncService<JobRequest, JobOutcome, Infallible>;
-
-/// A stack of layers around [`JobService`], or none (the handler is called
-/// directly, with no boxing).
-#[derive(Clone, Default)]
-pub(crate) struct Stack {
-    service: Option<BoxJobService>,
-}
-
-impl fmt::Debug for Stack {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Stack")
-            .field("layered", &self.service.is_some())
-            .finish()
-    }
-}
-
-impl Stack {
-    /// The stack with `layer` around it. A layer whose service fails (its
-    /// error type is not `Infallible`, tower's `Timeout` for one) fails the
-    /// run with that error, retried like any error.
-    pub(crate) fn push<L>(&mut self, layer: L)
-    where
-        L: tower::Layer<BoxJobService>,
-        L::Service: Service<JobRequest, Response = JobOutcome> + Clone + Send + Sync + 'static,
-        <L::Service as Service<JobRequest>>::Error: Into<tower::BoxError>,
-        <L::Service as Service<JobRequest>>::Future: Send + 'static,
-    {
-        let inner = self
-            .service
-            .take()
-            .unwrap_or_else(|| BoxCloneSyncService::new(JobService));
-        self.service = Some(BoxCloneSyncService::new(Absorb {
-            inner: layer.layer(inner),
-            not_ready: None,
-        }));
-    }
-
-    /// Runs `request` through the stack. A panic in a layer ends the run
-    /// as a panic (the handler's own panics are caught inside).
-    pub(crate) async fn call(&self, request: JobRequest) -> JobOutcome {
-        use tower::ServiceExt;
-        match &self.service {
-            None => run_handler(request).await,
-            Some(service) => {
-                let run = service.clone().oneshot(request);
-                match AssertUnwindSafe(run).catch_unwind().await {
-                    Ok(Ok(outcome)) => outcome,
-                    Ok(Err(never)) => match never {},
-                    Err(panic) => JobOutcome::Panicked(panic_message(&*panic)),
-                }
-            }
-        }
-    }
-}
-
-/// A layer's service whose errors become the run's failure, so the stack
-/// is infallible.
-#[derive(Clone)]
-struct Absorb<S> {
-    inner: S,
-    /// The error the inner service's `poll_ready` returned: the next call
-    /// fails with it instead of calling a service that is not ready.
-    not_ready: Option<String>,
-}
-
-impl<S> Service<JobRequest> for Absorb<S>
-where
-    S: Service<JobRequest, Response = JobOutcome>,
-    S::Error: Into<tower::BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = JobOutcome;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, std::result::Result<JobOutcome, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Infallible>> {
-        match self.inner.poll_ready(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => {
-                self.not_ready = Some(e.into().to_string());
-                Poll::Ready(Ok(()))
-            }
-        }
-    }
-
-    fn call(&mut self, request: JobRequest) -> Self::Future {
-        if let Some(e) = self.not_ready.take() {
-            return Box::pin(std::future::ready(Ok(middleware_failed(&e))));
-        }
-        let run = self.inner.call(request);
-        Box::pin(async move {
-            Ok(run
-                .await
-                .unwrap_or_else(|e| middleware_failed(&e.into().to_string())))
-        })
-    }
-}
-
-/// The outcome of a run whose layer failed.
-fn middleware_failed(error: &str) -> JobOutcome {
-    JobOutcome::Failed(JobError::retry(format!("middleware: {error}")))
-}
-
-/// A layer that calls `f` with every run's request and outcome once it
-/// ends, before the runner writes it: error reporting, logging, counting.
-/// `f` may replace the outcome.
-///
-/// ```
-/// use jobqueue::middleware::{on_outcome, JobOutcome};
-///
-/// # fn build(client: jobqueue::Client) -> jobqueue::Result<()> {
-/// let runner = jobqueue::Runner::builder(client)
-///     .layer(on_outcome(|info, outcome| {
-///         if let JobOutcome::Panicked(message) = &outcome {
-///             eprintln!("job {} panicked: {message}", info.ctx().id());
-///         }
-///         outcome
-///     }))
-///     .build()?;
-/// # Ok(()) }
-/// ```
-pub fn on_outcome<F>(f: F) -> OnOutcomeLayer<F>
-where
-    F: Fn(&JobInfo, JobOutcome) -> JobOutcome + Clone + Send + Sync + 'static,
-{
-    OnOutcomeLayer { f }
-}
-
-/// What [`on_outcome`]'s closure knows of the run: the request's context
-/// and definition (the payload is gone by then).
-#[derive(Debug, Clone)]
-pub struct JobInfo {
-    ctx: JobContext,
-    definition: JobDefinition,
-}
-
-impl JobInfo {
-    /// The run's context (id, queue, attempt).
-    pub fn ctx(&self) -> &JobContext {
-        &self.ctx
-    }
-
-    /// The job's registered name.
-    pub fn name(&self) -> &'static str {
-        self.definition.name()
-    }
-
-    /// The job's definition.
-    pub fn definition(&self) -> &JobDefinition {
-        &self.definition
-    }
-}
-
-/// The layer [`on_outcome`] makes.
-#[derive(Clone)]
-pub struct OnOutcomeLayer<F> {
-    f: F,
-}
-
-impl<F> fmt::Debug for OnOutcomeLayer<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OnOutcomeLayer").finish_non_exhaustive()
-    }
-}
-
-impl<S, F: Clone> tower::Layer<S> for OnOutcomeLayer<F> {
-    type Service = OnOutcome<S, F>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        OnOutcome {
-            inner,
-            f: self.f.clone(),
-        }
-    }
-}
-
-/// The service of [`OnOutcomeLayer`].
-#[derive(Clone)]
-pub struct OnOutcome<S, F> {
-    inner: S,
-    f: F,
-}
-
-impl<S, F> fmt::Debug for OnOutcome<S, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OnOutcome").finish_non_exhaustive()
-    }
-}
-
-impl<S, F> Service<JobRequest> for OnOutcome<S, F>
-where
-    S: Service<JobRequest, Response = JobOutcome, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    F: Fn(&JobInfo, JobOutcome) -> JobOutcome + Clone + Send + Sync + 'static,
-{
-    type Response = JobOutcome;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, std::result::Result<JobOutcome, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: JobRequest) -> Self::Future {
-        let info = JobInfo {
-            ctx: request.ctx.clone(),
-            definition: request.definition,
-        };
-        let run = self.inner.call(request);
-        let f = self.f.clone();
-        Box::pin(async move {
-            let outcome = run.await?;
-            Ok(f(&info, outcome))
-        })
-    }
 }
