@@ -6,10 +6,13 @@
 //! rates (W2), enqueue-to-start latency (W3), the sweep (W4) and the cost per
 //! job in Redis commands, Redis CPU and memory (W5), and one hot queue on a
 //! private three-primary cluster in 1, 3 and 6 shards (W6), what a
-//! unique enqueue and a schedule tick cost Redis (W7), and the claim's cost
-//! per job with fleet-wide limits set, next to without (W8). Prints a table
-//! and writes `target/bench.json`. `--only W8` (`scripts/bench --only W8`)
-//! runs that step alone and updates only its figures there.
+//! unique enqueue and a schedule tick cost Redis (W7), the claim's cost
+//! per job with fleet-wide limits set, next to without (W8), and the
+//! runner's own CPU per job with in-process metrics on (a Prometheus
+//! exporter installed and scraped every second), next to off, each side in
+//! runner processes of its own, interleaved (W9). Prints a table and writes
+//! `target/bench.json`. `--only W8` (`scripts/bench --only W8`, or `W9`, or
+//! `W8,W9`) runs those steps alone and updates only their figures there.
 //!
 //! With `--peers PATH` (`scripts/bench --peers`) it instead runs jobqueue side
 //! by side with bullmq-official, whose harness (`bench/peers`, built apart
@@ -50,11 +53,19 @@ struct Args {
     /// Internal: run as a worker process against this Redis URL.
     #[arg(long, hide = true)]
     worker: Option<String>,
+    /// Internal: run as W9's runner process against this Redis URL.
+    #[arg(long, hide = true, value_name = "URL")]
+    metered_worker: Option<String>,
+    /// Internal, with `--metered-worker`: install the Prometheus exporter
+    /// before the runner is built, and render it every second.
+    #[arg(long, hide = true)]
+    metrics_exporter: bool,
     /// Runs jobqueue side by side with bullmq-official instead of the
     /// W1..W6 suite; the value is the path of the built `bullmq-peer`.
     #[arg(long, value_name = "BULLMQ_PEER")]
     peers: Option<std::path::PathBuf>,
-    /// Rounds of the side-by-side run and of W8 (medians are reported).
+    /// Rounds of the side-by-side run, of W8 and of W9 (medians are
+    /// reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Runs only these steps (comma-separated) on a private redis-server
@@ -73,6 +84,10 @@ enum Step {
     /// The claim's cost per job with fleet-wide limits set, next to without.
     #[value(name = "W8")]
     W8,
+    /// The runner's CPU per job with metrics on (a Prometheus exporter
+    /// installed and scraped), next to off.
+    #[value(name = "W9")]
+    W9,
 }
 
 /// The side-by-side protocol: the orchestrator (`--peers`) starts each step
@@ -204,6 +219,15 @@ async fn main() {
     }
     if let Some(url) = &args.worker {
         return worker(url, args.concurrency).await;
+    }
+    if let Some(url) = &args.metered_worker {
+        return runner_cpu::child(
+            url,
+            args.jobs.max(1),
+            args.concurrency,
+            args.metrics_exporter,
+        )
+        .await;
     }
     if let Some(bullmq) = args.peers.clone() {
         return peers::run(&args, &bullmq).await;
@@ -676,6 +700,8 @@ async fn main() {
     )
     .await;
 
+    runner_cpu::run(&args, &conn, &url, &mut table, &mut report).await;
+
     finish(&table, report, false);
 }
 
@@ -703,6 +729,9 @@ async fn only(args: &Args) {
                     &mut report,
                 )
                 .await;
+            }
+            Step::W9 => {
+                runner_cpu::run(args, &conn, &server.url(), &mut table, &mut report).await;
             }
         }
     }
@@ -1199,6 +1228,384 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// W9: the runner's own CPU per job with the `metrics` feature's recorder
+/// installed (metrics-exporter-prometheus, its exposition rendered every
+/// second as a scraper would, with its upkeep) next to none (off: the
+/// feature compiled in, nothing installed, the facade's no-op). A recorder
+/// is global to a process and cannot be removed, so each slice is a runner
+/// process of its own: this binary with `--metered-worker`. The queue is
+/// filled with `jobs` no-op jobs first; the process builds its runner and
+/// says ready; its CPU (every thread's time on a CPU, in ns, from
+/// /proc/PID/task/*/schedstat; the 10 ms ticks of /proc/PID/stat are kept
+/// as a cross-check) is read before it is told to go and after it has run
+/// them all and stopped its runner. Process start, connecting and the
+/// enqueues are not counted; the parent waits on the process's stdout, so
+/// nothing polls Redis meanwhile. Each round runs five blocks of off, on,
+/// on, off, so drift in the machine falls on both; reported: the medians,
+/// and the median and quartiles (the middle half) of the on/off ratios of
+/// the slices taken back to back.
+mod runner_cpu {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use jobqueue::connection::Connection;
+    use jobqueue::{CancellationToken, Client, Runner, job};
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+    use serde_json::{Value, json};
+    use tokio::sync::Notify;
+
+    use super::Args;
+    use super::peers::Worker;
+    use super::progress;
+    use super::protocol::{emit, stdin_lines, until_told_to_stop};
+
+    /// The queue of W9's jobs ([`metered`]).
+    const QUEUE: &str = "bench-meter";
+    /// What the issue allows metrics to cost: under 5% more CPU per job.
+    const TARGET: f64 = 1.05;
+    /// How often the process with the exporter renders its exposition.
+    const SCRAPE_EVERY: Duration = Duration::from_secs(1);
+    /// The longest a slice may take.
+    const SLICE_LIMIT: Duration = Duration::from_secs(600);
+    /// Blocks of off, on, on, off per round: a slice of 20,000 jobs takes
+    /// about a second, and on a busy machine a 5% difference needs tens of
+    /// pairs to show through the noise.
+    const BLOCKS: usize = 5;
+
+    /// Jobs the runner process has run.
+    static RAN: AtomicU64 = AtomicU64::new(0);
+    /// Jobs it runs before it stops.
+    static WANTED: AtomicU64 = AtomicU64::new(u64::MAX);
+    /// Signalled by the job that brings [`RAN`] to [`WANTED`].
+    static ALL_IN: Notify = Notify::const_new();
+
+    /// W9's no-op job: counts itself, and tells when the last one has run.
+    #[job(queue = "bench-meter")]
+    async fn metered(_payload: String) {
+        if RAN.fetch_add(1, Ordering::Relaxed) + 1 == WANTED.load(Ordering::Relaxed) {
+            ALL_IN.notify_one();
+        }
+    }
+
+    /// The runner process (`--metered-worker URL [--metrics-exporter]`):
+    /// installs the Prometheus recorder if asked, builds a runner on
+    /// [`QUEUE`] at `concurrency`, prints `{"ready":true}`, and on a line
+    /// on stdin runs until `jobs` jobs have run; then stops its runner,
+    /// prints `{"done":true,...}` and waits for stdin to close.
+    pub(crate) async fn child(url: &str, jobs: usize, concurrency: usize, exporter: bool) {
+        // Before the runner is built: it takes its metric handles then.
+        // Before "ready" too, so the exporter's one-time set-up (quanta
+        // calibrates its clock, a busy loop of up to 200 ms) is not counted:
+        // a long-running worker pays it once.
+        let handle = exporter.then(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .expect("install the Prometheus recorder")
+        });
+        WANTED.store(jobs as u64, Ordering::Relaxed);
+        let client = Client::connect(url).await.expect("connect");
+        let runner = Runner::builder(client)
+            .queues([QUEUE])
+            .concurrency(concurrency)
+            .build()
+            .expect("runner");
+        emit(json!({ "ready": true }));
+        let mut stdin = stdin_lines();
+        if stdin.recv().await.is_none() {
+            return;
+        }
+        let stop = CancellationToken::new();
+        let scraper = handle
+            .clone()
+            .map(|handle| tokio::spawn(scrape(handle, stop.clone())));
+        let running = tokio::spawn(runner.run(stop.clone()));
+        ALL_IN.notified().await;
+        stop.cancel();
+        running.await.expect("the runner");
+        if let Some(scraper) = scraper {
+            scraper.await.expect("the scraper");
+        }
+        // A last scrape (counted, as a scraper's would be): it must count
+        // every start, or the exporter was not what the runner reported to.
+        let started = handle.map(|handle| started_total(&handle.render()));
+        emit(json!({
+            "done": true,
+            "jobs": RAN.load(Ordering::Relaxed),
+            "exposition_started_total": started,
+        }));
+        until_told_to_stop(stdin).await;
+    }
+
+    /// Renders the exposition every [`SCRAPE_EVERY`] and runs the
+    /// exporter's upkeep, as a process serving `/metrics` would, until
+    /// `stop`.
+    async fn scrape(handle: PrometheusHandle, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SCRAPE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    std::hint::black_box(handle.render());
+                    handle.run_upkeep();
+                }
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// `jobqueue_jobs_started_total` of [`QUEUE`] in an exposition.
+    fn started_total(exposition: &str) -> u64 {
+        let label = format!("queue=\"{QUEUE}\"");
+        exposition
+            .lines()
+            .filter(|l| l.starts_with("jobqueue_jobs_started_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Each thread of process `pid`, by id: its time on a CPU in ns.
+    fn thread_cpu_ns(pid: u32) -> BTreeMap<String, u64> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return BTreeMap::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|task| {
+                let text = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+                let ns = text.split_whitespace().next()?.parse().ok()?;
+                Some((task.file_name().to_string_lossy().into_owned(), ns))
+            })
+            .collect()
+    }
+
+    /// User + system clock ticks process `pid` has used (all its threads,
+    /// exited ones too).
+    fn process_ticks(pid: u32) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        jobqueue_tests::cpu_ticks_in(&stat)
+    }
+
+    /// One slice: one runner process, metrics on or off.
+    #[derive(Debug)]
+    struct Slice {
+        on: bool,
+        /// CPU µs per job from the threads' schedstat.
+        cpu_us: f64,
+        /// The same from /proc/PID/stat's ticks.
+        ticks_us: f64,
+        /// From go to done.
+        secs: f64,
+        /// Threads gone by the end (their time after the start is lost).
+        threads_exited: usize,
+    }
+
+    /// Runs one slice: fills the queue, starts the process, measures.
+    async fn slice(
+        args: &Args,
+        client: &Client,
+        url: &str,
+        payload: &str,
+        clk_tck: f64,
+        on: bool,
+    ) -> Slice {
+        let jobs = args.jobs.max(1);
+        let mut left = jobs;
+        while left > 0 {
+            let n = left.min(1000);
+            client
+                .enqueue_many::<metered>((0..n).map(|_| payload.to_owned()))
+                .await
+                .expect("enqueue");
+            left -= n;
+        }
+        let mut child_args = vec![
+            "--metered-worker".to_owned(),
+            url.to_owned(),
+            "--jobs".into(),
+            jobs.to_string(),
+            "--concurrency".into(),
+            args.concurrency.to_string(),
+        ];
+        if on {
+            child_args.push("--metrics-exporter".into());
+        }
+        let exe = std::env::current_exe().expect("own path");
+        let (mut worker, _) = Worker::start(&exe, &child_args).await;
+        let (threads0, ticks0) = (thread_cpu_ns(worker.pid), process_ticks(worker.pid));
+        worker.go().await;
+        let started = Instant::now();
+        let done = worker.line(SLICE_LIMIT).await;
+        let secs = started.elapsed().as_secs_f64();
+        let (threads1, ticks1) = (thread_cpu_ns(worker.pid), process_ticks(worker.pid));
+        worker.stop().await;
+        assert_eq!(
+            done["jobs"].as_u64(),
+            Some(jobs as u64),
+            "W9: the runner process said {done}"
+        );
+        if on {
+            assert_eq!(
+                done["exposition_started_total"].as_u64(),
+                Some(jobs as u64),
+                "W9: the exporter did not count every start: {done}"
+            );
+        }
+        let mut ns = 0;
+        let mut threads_exited = 0;
+        for (tid, before) in &threads0 {
+            match threads1.get(tid) {
+                Some(after) => ns += after.saturating_sub(*before),
+                None => threads_exited += 1,
+            }
+        }
+        ns += threads1
+            .iter()
+            .filter(|(tid, _)| !threads0.contains_key(*tid))
+            .map(|(_, after)| after)
+            .sum::<u64>();
+        let ticks_us = ticks1.saturating_sub(ticks0) as f64 / clk_tck * 1e6 / jobs as f64;
+        Slice {
+            on,
+            // Without schedstat (a kernel without CONFIG_SCHED_INFO), the
+            // ticks.
+            cpu_us: if ns > 0 {
+                ns as f64 / 1e3 / jobs as f64
+            } else {
+                ticks_us
+            },
+            ticks_us,
+            secs,
+            threads_exited,
+        }
+    }
+
+    /// The lower quartile, the median and the upper quartile of `values`.
+    fn quartiles(mut values: Vec<f64>) -> (f64, f64, f64) {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        (values[n / 4], median, values[(3 * n) / 4])
+    }
+
+    /// W9, in this process: the slices, the table rows, the report.
+    pub(crate) async fn run(
+        args: &Args,
+        conn: &Connection,
+        url: &str,
+        table: &mut Vec<(String, String, String)>,
+        report: &mut serde_json::Map<String, Value>,
+    ) {
+        let rounds = args.rounds.max(1);
+        let payload = "x".repeat(args.payload.saturating_sub(10));
+        let clk_tck = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0);
+        let client = Client::new(conn);
+        client
+            .queue(QUEUE)
+            .expect("queue")
+            .purge()
+            .await
+            .expect("purge");
+        let mut slices = Vec::new();
+        for round in 0..rounds {
+            progress(&format!(
+                "W9 runner CPU with metrics off and on, round {} of {rounds}: {BLOCKS} x (off, on, on, off), {} jobs each at concurrency {}",
+                round + 1,
+                args.jobs.max(1),
+                args.concurrency
+            ));
+            for on in [false, true, true, false].repeat(BLOCKS) {
+                let s = slice(args, &client, url, &payload, clk_tck, on).await;
+                client
+                    .queue(QUEUE)
+                    .expect("queue")
+                    .purge()
+                    .await
+                    .expect("purge");
+                slices.push(s);
+            }
+        }
+        let of = |on: bool, f: fn(&Slice) -> f64| -> Vec<f64> {
+            slices.iter().filter(|s| s.on == on).map(f).collect()
+        };
+        // Back to back: off then on, and on then off, in every round.
+        let ratios: Vec<f64> = slices
+            .chunks(4)
+            .flat_map(|r| [r[1].cpu_us / r[0].cpu_us, r[2].cpu_us / r[3].cpu_us])
+            .collect();
+        let (_, off, _) = quartiles(of(false, |s| s.cpu_us));
+        let (_, on, _) = quartiles(of(true, |s| s.cpu_us));
+        let (_, off_ticks, _) = quartiles(of(false, |s| s.ticks_us));
+        let (_, on_ticks, _) = quartiles(of(true, |s| s.ticks_us));
+        let jobs = args.jobs.max(1) as f64;
+        let (_, off_rate, _) = quartiles(of(false, |s| s.secs).iter().map(|s| jobs / s).collect());
+        let (_, on_rate, _) = quartiles(of(true, |s| s.secs).iter().map(|s| jobs / s).collect());
+        let (q1, ratio, q3) = quartiles(ratios.clone());
+        let verdict = if ratio < TARGET { "met" } else { "NOT met" };
+        let line = format!(
+            "W9 runner CPU per job: metrics off {off:.1} µs, on {on:.1} µs = {ratio:.3}x (middle half {q1:.2}-{q3:.2}x)"
+        );
+        progress(&line);
+        table.push((
+            "W9 runner CPU per job, metrics off / on".into(),
+            format!("off {off:.1} µs, on {on:.1} µs"),
+            format!(
+                "= {ratio:.3}x (middle half {q1:.2}-{q3:.2}x), {} pairs; target under {TARGET}x: {verdict}",
+                ratios.len()
+            ),
+        ));
+        table.push((
+            "W9 runner rate, metrics off / on".into(),
+            format!("{off_rate:.0} / {on_rate:.0} jobs/s"),
+            format!(
+                "per /proc ticks: off {off_ticks:.1} µs, on {on_ticks:.1} µs = {:.2}x",
+                on_ticks / off_ticks
+            ),
+        ));
+        report.insert(
+            "runner_cpu_metrics".into(),
+            json!({
+                "summary": line,
+                "jobs": jobs,
+                "concurrency": args.concurrency,
+                "rounds": rounds,
+                "blocks_per_round": BLOCKS,
+                "order": "off, on, on, off per block, each slice a runner process of its own",
+                "on": "metrics-exporter-prometheus installed before the runner is built, rendered and upkept every second",
+                "off": "feature metrics compiled in, no recorder installed",
+                "cpu_source": "/proc/PID/task/*/schedstat (ns)",
+                "off_cpu_us_per_job": off,
+                "on_cpu_us_per_job": on,
+                "ratio": ratio,
+                "ratio_quartiles": [q1, q3],
+                "ratio_of_medians": on / off,
+                "target_ratio_below": TARGET,
+                "target_met": ratio < TARGET,
+                "ticks_off_cpu_us_per_job": off_ticks,
+                "ticks_on_cpu_us_per_job": on_ticks,
+                "off_jobs_per_s": off_rate,
+                "on_jobs_per_s": on_rate,
+                "pair_ratios": ratios,
+                "slices": slices.iter().map(|s| json!({
+                    "metrics": if s.on { "on" } else { "off" },
+                    "cpu_us_per_job": s.cpu_us,
+                    "ticks_cpu_us_per_job": s.ticks_us,
+                    "secs": s.secs,
+                    "threads_exited": s.threads_exited,
+                })).collect::<Vec<_>>(),
+            }),
+        );
+    }
+}
+
 /// jobqueue's side of the side-by-side protocol (see [`Mode`]); bullmq's
 /// side is `bench/peers`. Only the public API: `Client` enqueues, `Runner`
 /// runs, with its defaults apart from the queues and the concurrency.
@@ -1280,7 +1687,7 @@ mod protocol {
     }
 
     /// Prints the one result line and makes sure it leaves the process.
-    fn emit(line: Value) {
+    pub(crate) fn emit(line: Value) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
@@ -1370,7 +1777,7 @@ mod protocol {
     /// The lines the parent writes on stdin, read by a plain thread (the
     /// parent writes one line, "go", then only closes the pipe, so a thread
     /// costs nothing while measuring); `None` once stdin ends.
-    fn stdin_lines() -> UnboundedReceiver<String> {
+    pub(crate) fn stdin_lines() -> UnboundedReceiver<String> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         std::thread::spawn(move || {
             for line in std::io::stdin().lines() {
@@ -1385,7 +1792,7 @@ mod protocol {
 
     /// Returns when stdin reaches its end (the parent closed it or died) or
     /// SIGTERM arrives.
-    async fn until_told_to_stop(mut stdin: UnboundedReceiver<String>) {
+    pub(crate) async fn until_told_to_stop(mut stdin: UnboundedReceiver<String>) {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).ok();
         let sigterm = async {
@@ -1641,17 +2048,18 @@ mod peers {
         rows
     }
 
-    /// A worker-mode child: ready line read, then told to go, then killed.
-    struct Worker {
+    /// A worker-mode child: ready line read, then told to go, then killed
+    /// (W9's runner processes too).
+    pub(crate) struct Worker {
         child: Child,
         stdin: Option<ChildStdin>,
         stdout: Lines<BufReader<ChildStdout>>,
-        pid: u32,
+        pub(crate) pid: u32,
     }
 
     impl Worker {
         /// Starts `exe args…` and waits for its ready line; returns it too.
-        async fn start(exe: &Path, args: &[String]) -> (Self, Value) {
+        pub(crate) async fn start(exe: &Path, args: &[String]) -> (Self, Value) {
             let mut child = Command::new(exe)
                 .args(args)
                 .stdin(Stdio::piped())
@@ -1680,7 +2088,7 @@ mod peers {
         }
 
         /// The next line of stdout, as JSON.
-        async fn line(&mut self, within: Duration) -> Value {
+        pub(crate) async fn line(&mut self, within: Duration) -> Value {
             let line = tokio::time::timeout(within, self.stdout.next_line())
                 .await
                 .unwrap_or_else(|_| panic!("worker {} said nothing for {within:?}", self.pid))
@@ -1690,7 +2098,7 @@ mod peers {
                 .unwrap_or_else(|e| panic!("worker {} printed {line:?}, not JSON: {e}", self.pid))
         }
 
-        async fn go(&mut self) {
+        pub(crate) async fn go(&mut self) {
             let stdin = self.stdin.as_mut().expect("stdin kept until the end");
             stdin
                 .write_all(b"go\n")
@@ -1699,7 +2107,7 @@ mod peers {
             stdin.flush().await.expect("tell the worker to go");
         }
 
-        async fn stop(mut self) {
+        pub(crate) async fn stop(mut self) {
             drop(self.stdin.take());
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;
