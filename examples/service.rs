@@ -22,7 +22,7 @@ use std::time::Duration;
 use axum::http::header;
 use jobqueue::client::EnqueueOptions;
 use jobqueue::{CancellationToken, Client, JobContext, JobError, Runner, job};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
@@ -72,7 +72,14 @@ async fn main() -> jobqueue::Result<()> {
         .init();
     // The recorder first: the Runner takes its metric handles when it is
     // built, and a handle taken before any recorder exists reports nowhere.
+    // Buckets for jobqueue's histograms: summaries (the exporter's default)
+    // cannot be added up across a fleet's workers.
     let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Prefix("jobqueue_".into()),
+            jobqueue::metrics::BUCKETS,
+        )
+        .expect("buckets are not empty")
         .install_recorder()
         .expect("no other metrics recorder is installed");
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());

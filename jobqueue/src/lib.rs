@@ -116,7 +116,8 @@ mod error;
 mod id;
 mod keys;
 #[cfg(feature = "metrics")]
-mod metrics;
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod middleware;
 mod otel;
 pub mod outcome;
