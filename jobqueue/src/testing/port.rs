@@ -7,9 +7,9 @@
 /// between the pick and the server's `bind`, a test running in parallel
 /// can be handed the same port. A reservation holds the port instead: no
 /// other `bind` to port 0 on this machine gets it until the reservation
-/// drops. [`RedisServer`] holds its own port so while it starts, and
-/// between a [`kill`](RedisServer::kill) and a
-/// [`restart`](RedisServer::restart).
+/// drops. [`RedisServer`](super::RedisServer) holds its own port so while it starts, and
+/// between a [`kill`](super::RedisServer::kill) and a
+/// [`restart`](super::RedisServer::restart).
 ///
 /// The socket is bound with `SO_REUSEADDR` but never listens, so a client
 /// connecting to the port is refused, as at any closed port. On Linux, a

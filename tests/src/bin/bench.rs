@@ -1260,7 +1260,7 @@ mod runner_cpu {
     use super::progress;
     use super::protocol::{emit, stdin_lines, until_told_to_stop};
 
-    /// The queue of W9's jobs ([`metered`]).
+    /// The queue of W9's jobs ([`metered()`](fn@metered)).
     const QUEUE: &str = "bench-meter";
     /// What the issue allows metrics to cost: under 5% more CPU per job.
     const TARGET: f64 = 1.05;
