@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jobqueue_tests::RedisServer;
+use jobqueue_tests::{PortReservation, RedisServer};
 
 /// The example's process, killed on drop.
 struct Service {
@@ -75,18 +75,12 @@ fn example_executable() -> String {
         .expect("cargo names the example's executable")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the example on `redis` and waits for it to print its metrics
 /// URLs (it prints them once it listens).
 fn service(redis: &RedisServer) -> Service {
-    let port = free_port();
+    // A free loopback port (the reservation is released at once, for the
+    // example to bind).
+    let port = PortReservation::new().port();
     let mut child = Command::new(example_executable())
         .env("REDIS_URL", redis.url())
         .env("PORT", port.to_string())

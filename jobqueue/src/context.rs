@@ -51,10 +51,11 @@ impl JobContext {
         }
     }
 
-    /// A context for a unit test of a handler: job `test-job`, queue and
-    /// name `test`, first attempt of one, never cancelled unless the test
-    /// cancels it ([`with_cancellation`](Self::with_cancellation)). Adjust
-    /// it with the `with_*` methods.
+    /// A context for a unit test of a handler: job `test-job`, first
+    /// attempt of one, never cancelled unless the test cancels it
+    /// ([`with_cancellation`](Self::with_cancellation)). Its queue and name
+    /// are empty: [`testing::run`](crate::testing::run) fills them from the
+    /// job's definition. Adjust it with the `with_*` methods.
     ///
     /// ```
     /// let ctx = jobqueue::JobContext::for_test().with_attempt(3, 3);
@@ -64,7 +65,7 @@ impl JobContext {
     #[cfg(feature = "testing")]
     #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
     pub fn for_test() -> Self {
-        Self::new("test-job").with_queue("test").with_name("test")
+        Self::new("test-job")
     }
 
     /// The same context, for a job of `queue`.

@@ -44,7 +44,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
@@ -168,9 +167,4 @@ impl RunnerMetrics {
     pub(crate) fn queue(&self, queue: &str) -> Option<&QueueGauges> {
         self.queues.get(queue)
     }
-}
-
-/// Seconds as the histograms record them.
-pub(crate) fn seconds(d: Duration) -> f64 {
-    d.as_secs_f64()
 }

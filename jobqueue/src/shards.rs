@@ -51,6 +51,25 @@ pub(crate) fn shard_names(name: &str, shards: usize) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The logical queue of a physical queue name: `email` for the shards
+/// `email~3` and `email~3.1` (see [`shard_names`]), the name itself
+/// otherwise.
+pub(crate) fn logical_name(name: &str) -> &str {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match name.rsplit_once('~') {
+        Some((base, suffix))
+            if !base.is_empty()
+                && match suffix.split_once('.') {
+                    Some((i, k)) => digits(i) && digits(k),
+                    None => digits(suffix),
+                } =>
+        {
+            base
+        }
+        _ => name,
+    }
+}
+
 /// Slots of a Redis Cluster.
 const SLOTS: usize = 16_384;
 
@@ -95,6 +114,17 @@ pub(crate) fn id_in_shard(shard: usize, shards: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_collapse_into_their_queue() {
+        assert_eq!(logical_name("email"), "email");
+        assert_eq!(logical_name("email~3"), "email");
+        assert_eq!(logical_name("email~3.12"), "email");
+        assert_eq!(logical_name("a~b"), "a~b");
+        assert_eq!(logical_name("~3"), "~3");
+        assert_eq!(logical_name("email~"), "email~");
+        assert_eq!(logical_name("email~3."), "email~3.");
+    }
 
     #[test]
     fn an_id_can_be_drawn_for_any_shard() {

@@ -183,7 +183,7 @@ impl Fleet {
                 continue;
             }
             by_queue
-                .entry(logical_name(&name).to_owned())
+                .entry(crate::shards::logical_name(&name).to_owned())
                 .or_default()
                 .insert(name);
         }
@@ -217,25 +217,6 @@ impl Fleet {
             shards: stats,
             oldest: ages.into_iter().flatten().max(),
         })
-    }
-}
-
-/// The logical queue of a physical queue name: `email` for the shards
-/// `email~3` and `email~3.1` (see `shards::shard_names`), the name itself
-/// otherwise.
-fn logical_name(name: &str) -> &str {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    match name.rsplit_once('~') {
-        Some((base, suffix))
-            if !base.is_empty()
-                && match suffix.split_once('.') {
-                    Some((i, k)) => digits(i) && digits(k),
-                    None => digits(suffix),
-                } =>
-        {
-            base
-        }
-        _ => name,
     }
 }
 
@@ -417,17 +398,6 @@ fn escape(text: &str, quote: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shards_collapse_into_their_queue() {
-        assert_eq!(logical_name("email"), "email");
-        assert_eq!(logical_name("email~3"), "email");
-        assert_eq!(logical_name("email~3.12"), "email");
-        assert_eq!(logical_name("a~b"), "a~b");
-        assert_eq!(logical_name("~3"), "~3");
-        assert_eq!(logical_name("email~"), "email~");
-        assert_eq!(logical_name("email~3."), "email~3.");
-    }
 
     #[test]
     fn label_values_and_help_are_escaped() {

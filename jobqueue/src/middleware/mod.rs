@@ -281,21 +281,6 @@ impl JobOutcome {
             _ => None,
         }
     }
-
-    /// The error a failed, panicked or timed-out run is recorded with.
-    pub(crate) fn into_error(self) -> std::result::Result<Self, JobError> {
-        match self {
-            Self::Failed(error) => Err(error),
-            Self::Panicked(message) => {
-                Err(JobError::retry(format!("the handler panicked: {message}")))
-            }
-            Self::TimedOut(limit) => Err(JobError::retry(format!(
-                "timed out after {} ms",
-                limit.as_millis()
-            ))),
-            other => Ok(other),
-        }
-    }
 }
 
 /// The innermost service of every runner: runs the job's handler with its

@@ -385,27 +385,27 @@ mod tests {
         ));
     }
 
+    /// A claimed entry as claim.lua sends it: job `id`, claimed at 10 with
+    /// its lease to 20, on attempt 1 with payload `{}`, and `fields` (the
+    /// other reply fields absent), in `REPLY_FIELDS` order.
+    fn entry(id: &[u8], fields: &[(&str, &[u8])]) -> Value {
+        let mut values = vec![bulk(id), bulk(b"tok"), bulk(b"10"), bulk(b"20")];
+        values.extend(REPLY_FIELDS.iter().map(|&name| {
+            let given = fields.iter().find(|(field, _)| *field == name);
+            match (name, given) {
+                (_, Some((_, value))) => bulk(value),
+                ("attempts", None) => bulk(b"1"),
+                ("payload", None) => bulk(b"{}"),
+                _ => Value::Nil,
+            }
+        }));
+        Value::Array(values)
+    }
+
     #[test]
     fn one_entry_that_is_not_utf8_fails_alone() {
-        let entry = |id: &[u8]| {
-            Value::Array(vec![
-                bulk(id),
-                bulk(b"tok"),
-                bulk(b"10"),
-                bulk(b"20"),
-                bulk(b"1"),
-                Value::Nil,
-                Value::Nil,
-                bulk(b"{}"),
-                Value::Nil,
-                Value::Nil,
-                Value::Nil,
-                Value::Nil,
-                Value::Nil,
-            ])
-        };
         let reply = Value::Array(vec![
-            Value::Array(vec![entry(b"good"), entry(b"bad\xff")]),
+            Value::Array(vec![entry(b"good", &[]), entry(b"bad\xff", &[])]),
             Value::Array(vec![Value::Array(vec![
                 bulk(b"gone"),
                 bulk(b"dropped"),
@@ -439,21 +439,10 @@ mod tests {
     #[test]
     fn the_trace_context_a_claim_carries_is_in_the_record() {
         let traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-        let entry = Value::Array(vec![
-            bulk(b"id1"),
-            bulk(b"tok"),
-            bulk(b"10"),
-            bulk(b"20"),
-            bulk(b"1"),
-            Value::Nil,
-            Value::Nil,
-            bulk(b"{}"),
-            Value::Nil,
-            Value::Nil,
-            bulk(traceparent),
-            bulk(b"vendor=1"),
-            Value::Nil,
-        ]);
+        let entry = entry(
+            b"id1",
+            &[("traceparent", traceparent), ("tracestate", b"vendor=1")],
+        );
         let reply = Value::Array(vec![Value::Array(vec![entry]), Value::Array(vec![])]);
         let ClaimReply::Claimed { claimed, .. } = ClaimReply::decode(reply).unwrap() else {
             panic!("not a claim");

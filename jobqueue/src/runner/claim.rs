@@ -268,7 +268,7 @@ impl ClaimLoop {
                 for (done, ack) in finished.into_iter().zip(acks) {
                     done.span
                         .in_scope(|| execute::log_written(Some(&done.settlement), ack));
-                    done.meter.written(Some(&done.settlement), ack);
+                    done.meter.written(ack);
                     q.in_flight.remove(&done.job);
                     pool.push(done.slot);
                 }
@@ -479,7 +479,7 @@ async fn flush_at_exit(q: &QueueRt) {
                 for (done, ack) in rest.iter().zip(acks) {
                     done.span
                         .in_scope(|| execute::log_written(Some(&done.settlement), ack));
-                    done.meter.written(Some(&done.settlement), ack);
+                    done.meter.written(ack);
                     q.in_flight.remove(&done.job);
                 }
                 return;

@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -27,17 +26,6 @@ use crate::middleware::{JobOutcome, JobRequest, Stops};
 use crate::outcome::{Disposition, JobError};
 use crate::queue::{Ack, ClaimedJob, Settlement};
 use crate::retry;
-
-/// How a run ended.
-enum Outcome {
-    /// The handler's result, JSON since it was serialized.
-    Completed(Box<RawValue>),
-    Failed(JobError),
-    Interrupted,
-    LeaseLost,
-    /// The job's cancel was requested while it ran.
-    Cancelled,
-}
 
 pub(super) async fn execute(
     shared: Arc<Shared>,
@@ -76,7 +64,7 @@ async fn run(
         Ok(def) => *def,
         Err(e) => {
             tracing::error!(error = %e, "no handler for the job; failing it");
-            let outcome = Outcome::Failed(JobError::permanent(e));
+            let outcome = JobOutcome::Failed(JobError::permanent(e));
             let meter = shared.meter(None, &q.logical);
             finish(q, job, outcome, Backoff::None, slot, interrupt, meter).await;
             return;
@@ -112,14 +100,7 @@ async fn run(
     };
     let running = meter.started(&job);
     let request = JobRequest::claimed(ctx, def, Arc::clone(&job), stops);
-    let outcome = match shared.stack.call(request).await.into_error() {
-        Err(error) => Outcome::Failed(error),
-        Ok(JobOutcome::Completed(result)) => Outcome::Completed(result),
-        Ok(JobOutcome::Cancelled) => Outcome::Cancelled,
-        Ok(JobOutcome::Interrupted) => Outcome::Interrupted,
-        Ok(JobOutcome::LeaseLost) => Outcome::LeaseLost,
-        Ok(other) => unreachable!("into_error keeps only the outcomes above: {other:?}"),
-    };
+    let outcome = shared.stack.call(request).await;
     drop(running);
     ticket.settling.store(true, Ordering::SeqCst);
     finish(q, job, outcome, def.backoff(), slot, interrupt, meter).await;
@@ -132,39 +113,61 @@ async fn run(
 async fn finish(
     q: &QueueRt,
     job: Arc<ClaimedJob>,
-    outcome: Outcome,
+    outcome: JobOutcome,
     policy: Backoff,
     slot: Slot,
     interrupt: &CancellationToken,
     meter: Meter,
 ) {
-    let settlement = match outcome {
-        Outcome::Completed(result) => Settlement::Complete(result),
+    let error = match outcome {
+        JobOutcome::Completed(result) => {
+            let settlement = Settlement::Complete(result);
+            return hand_over(q, job, settlement, slot, interrupt, meter).await;
+        }
         // Any settlement ends a job whose cancel was requested as
         // cancelled; failing it for good says so if the flag were gone.
-        Outcome::Cancelled => Settlement::Fail {
-            error: "cancelled while running".to_owned(),
-        },
-        Outcome::Failed(error) => match failure(&job, &error, policy) {
-            Some(settlement) => settlement,
-            None => {
-                tracing::warn!(reason = error.message(), "job abandoned: left to the sweep");
-                meter.written(None, Ack::LeaseLost);
-                q.in_flight.remove(&job);
-                return;
-            }
-        },
-        Outcome::Interrupted => {
+        JobOutcome::Cancelled => {
+            let settlement = Settlement::Fail {
+                error: "cancelled while running".to_owned(),
+            };
+            return hand_over(q, job, settlement, slot, interrupt, meter).await;
+        }
+        JobOutcome::Interrupted => {
             write(q, &job, None, interrupt, &meter).await;
             q.in_flight.remove(&job);
             return;
         }
-        Outcome::LeaseLost => {
-            meter.written(None, Ack::LeaseLost);
+        JobOutcome::LeaseLost => {
             q.in_flight.remove(&job);
             return;
         }
+        JobOutcome::Failed(error) => error,
+        JobOutcome::Panicked(message) => {
+            JobError::retry(format!("the handler panicked: {message}"))
+        }
+        JobOutcome::TimedOut(limit) => {
+            JobError::retry(format!("timed out after {} ms", limit.as_millis()))
+        }
     };
+    match failure(&job, &error, policy) {
+        Some(settlement) => hand_over(q, job, settlement, slot, interrupt, meter).await,
+        None => {
+            tracing::warn!(reason = error.message(), "job abandoned: left to the sweep");
+            q.in_flight.remove(&job);
+        }
+    }
+}
+
+/// Queues a settlement for the claim loop, or writes it here once the loop
+/// has stopped (shutdown).
+async fn hand_over(
+    q: &QueueRt,
+    job: Arc<ClaimedJob>,
+    settlement: Settlement,
+    slot: Slot,
+    interrupt: &CancellationToken,
+    meter: Meter,
+) {
     let finished = Finished {
         job,
         settlement,
@@ -174,7 +177,6 @@ async fn finish(
         meter,
     };
     if let Some(finished) = q.acks.push(finished) {
-        // The claim loop has stopped (shutdown): written here.
         write(
             q,
             &finished.job,
@@ -257,7 +259,7 @@ async fn write(
         match written {
             Ok(ack) => {
                 log_written(settlement, ack);
-                meter.written(settlement, ack);
+                meter.written(ack);
                 return;
             }
             Err(e) if failures < MAX_WRITE_TRIES && !(interrupt.is_cancelled() && failures > 2) => {

@@ -2,7 +2,7 @@
 //! run, holding the handles of its (queue, job). Without the feature it is
 //! empty and every call compiles to nothing.
 
-use crate::queue::{Ack, ClaimedJob, Settlement};
+use crate::queue::{Ack, ClaimedJob};
 
 /// The metric handles of one run's queue and job.
 #[derive(Debug, Clone, Default)]
@@ -27,8 +27,7 @@ impl Drop for Running {
         #[cfg(feature = "metrics")]
         if let Some((job, started)) = self.started.take() {
             job.running.decrement(1.0);
-            job.duration
-                .record(crate::metrics::seconds(started.elapsed()));
+            job.duration.record(started.elapsed().as_secs_f64());
         }
     }
 }
@@ -63,20 +62,19 @@ impl Meter {
         }
     }
 
-    /// Counts what writing a run's outcome did (`None`: the job was handed
-    /// back at shutdown).
-    pub(super) fn written(&self, settlement: Option<&Settlement>, ack: Ack) {
+    /// Counts what writing a run's outcome did.
+    pub(super) fn written(&self, ack: Ack) {
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.job {
-            match (settlement, ack) {
-                (_, Ack::Completed) => metrics.completed.increment(1),
-                (_, Ack::Retrying) => metrics.retried.increment(1),
-                (_, Ack::Failed) => metrics.failed.increment(1),
-                (_, Ack::Cancelled) => metrics.cancelled.increment(1),
+            match ack {
+                Ack::Completed => metrics.completed.increment(1),
+                Ack::Retrying => metrics.retried.increment(1),
+                Ack::Failed => metrics.failed.increment(1),
+                Ack::Cancelled => metrics.cancelled.increment(1),
                 _ => {}
             }
         }
-        let _ = (settlement, ack);
+        let _ = ack;
     }
 }
 

@@ -5,7 +5,7 @@ use crate::context::JobContext;
 use crate::middleware::JobOutcome;
 
 use super::record::{EnqueuedJob, recorder_of};
-use super::run::{definition_of, run_json};
+use super::run::{registered, run_json};
 
 /// How many rounds [`drain`] runs before it decides the jobs enqueue each
 /// other forever.
@@ -71,12 +71,9 @@ pub async fn drain(client: &Client) -> Drained {
             return drained;
         }
         for job in jobs {
-            let outcome = match definition_of(&job.name) {
-                None => JobOutcome::Failed(crate::outcome::JobError::permanent(format!(
-                    "no handler is registered for job {:?}",
-                    job.name
-                ))),
-                Some(definition) => {
+            let outcome = match registered(&job.name) {
+                Err(error) => JobOutcome::Failed(error),
+                Ok(definition) => {
                     let max_attempts = job
                         .options
                         .max_attempts

@@ -46,11 +46,9 @@ pub async fn run<T: Job>(payload: T::Payload) -> JobOutcome {
 /// [`JobOutcome::Cancelled`] once the handler returns or its grace ends),
 /// a client for the handler to enqueue through.
 pub async fn run_with<T: Job>(payload: T::Payload, ctx: JobContext) -> JobOutcome {
-    let Some(definition) = definition_of(T::NAME) else {
-        return JobOutcome::Failed(JobError::permanent(format!(
-            "no handler is registered for job {:?}: is it a #[job] linked into this test?",
-            T::NAME
-        )));
+    let definition = match registered(T::NAME) {
+        Ok(definition) => definition,
+        Err(error) => return JobOutcome::Failed(error),
     };
     let json = match serde_json::to_string(&payload).map_err(Error::from) {
         Ok(json) => json,
@@ -70,10 +68,10 @@ pub(crate) async fn run_json(definition: JobDefinition, json: &str, ctx: JobCont
         }
     };
     let mut ctx = ctx;
-    if ctx.queue().is_empty() || ctx.queue() == "test" {
+    if ctx.queue().is_empty() {
         ctx = ctx.with_queue(definition.queue());
     }
-    if ctx.name().is_empty() || ctx.name() == "test" {
+    if ctx.name().is_empty() {
         ctx = ctx.with_name(definition.name());
     }
     let stops = Stops {
@@ -84,10 +82,19 @@ pub(crate) async fn run_json(definition: JobDefinition, json: &str, ctx: JobCont
     run_handler(JobRequest::owned(ctx, definition, payload, stops)).await
 }
 
-/// The registered definition named `name`.
-pub(crate) fn definition_of(name: &str) -> Option<JobDefinition> {
+/// The definition registered as `name`, or the error a run without a
+/// handler ends with. It scans what `#[job]` registered rather than building
+/// a [`Registry`](crate::registry::Registry): that refuses two jobs of one
+/// name, and a binary of merged doctests (edition 2024) may well hold two
+/// examples' `send_welcome`.
+pub(crate) fn registered(name: &str) -> Result<JobDefinition, JobError> {
     inventory::iter::<JobDefinition>
         .into_iter()
         .find(|d| d.name() == name)
         .copied()
+        .ok_or_else(|| {
+            JobError::permanent(format!(
+                "no handler is registered for job {name:?}: is it a #[job] linked into this test?"
+            ))
+        })
 }

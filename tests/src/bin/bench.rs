@@ -413,15 +413,7 @@ async fn main() {
                 .build()
                 .expect("shards");
             let queues = client.shard_queues("bench").expect("shard queues");
-            let mut left = args.jobs;
-            while left > 0 {
-                let n = left.min(1000);
-                client
-                    .enqueue_many::<noop>((0..n).map(|_| payload.clone()))
-                    .await
-                    .expect("enqueue");
-                left -= n;
-            }
+            enqueue_jobs::<noop>(&client, args.jobs, &payload).await;
             let cpu0: Vec<f64> = cluster.nodes().iter().map(redis_cpu).collect();
             let started = Instant::now();
             let runner = Runner::builder(client.clone())
@@ -1045,6 +1037,24 @@ async fn enqueue_batch(q: &Queue, n: usize, payload: &str) {
     }
 }
 
+/// Enqueues `n` jobs `T` carrying `payload` through `client`, 1,000 per
+/// call (the typed path, as an application enqueues).
+async fn enqueue_jobs<T: jobqueue::definition::Job<Payload = String>>(
+    client: &Client,
+    n: usize,
+    payload: &str,
+) {
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(1000);
+        client
+            .enqueue_many::<T>((0..chunk).map(|_| payload.to_owned()))
+            .await
+            .expect("enqueue");
+        left -= chunk;
+    }
+}
+
 async fn wait_completed(q: &Queue, n: usize) {
     let started = Instant::now();
     loop {
@@ -1416,15 +1426,7 @@ mod runner_cpu {
         on: bool,
     ) -> Slice {
         let jobs = args.jobs.max(1);
-        let mut left = jobs;
-        while left > 0 {
-            let n = left.min(1000);
-            client
-                .enqueue_many::<metered>((0..n).map(|_| payload.to_owned()))
-                .await
-                .expect("enqueue");
-            left -= n;
-        }
+        super::enqueue_jobs::<metered>(client, jobs, payload).await;
         let mut child_args = vec![
             "--metered-worker".to_owned(),
             url.to_owned(),
