@@ -128,6 +128,24 @@ pub enum Error {
         holder: String,
     },
 
+    /// A step of a chain failed, or was cancelled or deleted: the steps
+    /// after it never run.
+    #[error("chain {chain} stopped at step {step} of {of} ({job}, job {id}): {error}")]
+    ChainStopped {
+        /// The chain's id.
+        chain: String,
+        /// The step that stopped it, from 1.
+        step: usize,
+        /// How many steps the chain has.
+        of: usize,
+        /// The step's job name.
+        job: String,
+        /// The step's job id.
+        id: String,
+        /// Why: its `last_error`, or its cancel reason.
+        error: String,
+    },
+
     /// The job was cancelled, or expired before it started.
     #[error("job {id} was cancelled: {reason}")]
     JobCancelled {

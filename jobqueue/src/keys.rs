@@ -207,6 +207,43 @@ impl Keys {
         self.key("events")
     }
 
+    /// `queue:{name}:outbox`: sorted set of the jobs of this queue that
+    /// ended as a batch's child or a chain's step and whose end is not yet
+    /// relayed (id -> when it ended, ms); each has an entry hash
+    /// [`outbox_entry`](Self::outbox_entry).
+    pub fn outbox(&self) -> String {
+        self.key("outbox")
+    }
+
+    /// `queue:{name}:outbox:`: the prefix of the outbox entries.
+    pub fn outbox_prefix(&self) -> String {
+        self.key("outbox:")
+    }
+
+    /// `queue:{name}:outbox:{id}`: how job `id` ended (outcome, detail, its
+    /// batch, the rest of its chain), kept until it is relayed.
+    pub fn outbox_entry(&self, id: &str) -> String {
+        format!("{}:outbox:{id}", self.base)
+    }
+
+    /// `queue:{name}:batch:{id}`: one batch whose callbacks are on this
+    /// queue (totals, state, callback ids).
+    pub fn batch(&self, id: &str) -> String {
+        format!("{}:batch:{id}", self.base)
+    }
+
+    /// `queue:{name}:batch:{id}:settled`: each settled child of batch `id`
+    /// (child id -> outcome, queue and reason), written once per child.
+    pub fn batch_settled(&self, id: &str) -> String {
+        format!("{}:batch:{id}:settled", self.base)
+    }
+
+    /// `queue:{name}:batches`: the batches homed on this queue, scored by
+    /// when each was created (ms).
+    pub fn batches(&self) -> String {
+        self.key("batches")
+    }
+
     /// `queue:{name}:job:`: the prefix of every job hash.
     pub fn job_prefix(&self) -> String {
         self.key("job:")

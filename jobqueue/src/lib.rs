@@ -127,6 +127,7 @@ mod retry;
 pub mod runner;
 mod scripts;
 mod shards;
+pub mod workflow;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

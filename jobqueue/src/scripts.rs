@@ -36,10 +36,13 @@ pub(crate) struct Scripts {
     pub(crate) schedule: Script,
     pub(crate) tick: Script,
     pub(crate) limits: Script,
+    pub(crate) batch_open: Script,
+    pub(crate) batch_record: Script,
+    pub(crate) relayed: Script,
 }
 
 impl Scripts {
-    pub(crate) fn all(&self) -> [&Script; 16] {
+    pub(crate) fn all(&self) -> [&Script; 19] {
         [
             &self.enqueue,
             &self.claim,
@@ -57,6 +60,9 @@ impl Scripts {
             &self.schedule,
             &self.tick,
             &self.limits,
+            &self.batch_open,
+            &self.batch_record,
+            &self.relayed,
         ]
     }
 }
@@ -78,12 +84,15 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     schedule: lua!("schedule"),
     tick: lua!("tick"),
     limits: lua!("limits"),
+    batch_open: lua!("batch_open"),
+    batch_record: lua!("batch_record"),
+    relayed: lua!("relayed"),
 });
 
 #[cfg(test)]
 mod tests {
     /// Each operation's source, without the shared prelude.
-    const OPERATIONS: [(&str, &str); 15] = [
+    const OPERATIONS: [(&str, &str); 19] = [
         ("enqueue", include_str!("lua/enqueue.lua")),
         ("claim", include_str!("lua/claim.lua")),
         ("settle", include_str!("lua/settle.lua")),
@@ -99,6 +108,10 @@ mod tests {
         ("purge", include_str!("lua/purge.lua")),
         ("stats", include_str!("lua/stats.lua")),
         ("read", include_str!("lua/read.lua")),
+        ("limits", include_str!("lua/limits.lua")),
+        ("batch_open", include_str!("lua/batch_open.lua")),
+        ("batch_record", include_str!("lua/batch_record.lua")),
+        ("relayed", include_str!("lua/relayed.lua")),
     ];
 
     /// The comment lines of a script, as one line of words.
@@ -157,7 +170,7 @@ mod tests {
         // helper, are exactly these.
         for name in [
             "claim", "settle", "reclaim", "promote", "retry", "release", "cancel", "enqueue",
-            "delete",
+            "delete", "batch_record", "relayed",
         ] {
             let src = OPERATIONS.iter().find(|(n, _)| *n == name).unwrap().1;
             assert!(header(src).contains("documented exception"), "{name}");

@@ -164,7 +164,7 @@ impl Client {
     /// The physical queue of `name` that holds (or will hold) job `id`, by
     /// the one routing rule, `shards::shard_of` (which `submit` applies to
     /// the shard list it builds once per call).
-    fn queue_of(&self, name: &str, id: &str) -> Result<Queue> {
+    pub(crate) fn queue_of(&self, name: &str, id: &str) -> Result<Queue> {
         match self.shards.get(name) {
             Some(names) => self.queue(&names[crate::shards::shard_of(id, names.len())]),
             None => self.queue(name),
@@ -243,6 +243,58 @@ impl Client {
     /// Safe: cancelling twice answers what the first cancel left.
     pub async fn cancel<T: Job>(&self, id: &str) -> Result<CancelOutcome> {
         self.handle::<T>(id)?.cancel().await
+    }
+
+    /// Starts a batch: children added with
+    /// [`add`](crate::workflow::BatchBuilder::add), callbacks that run once
+    /// every child has settled, then
+    /// [`enqueue`](crate::workflow::BatchBuilder::enqueue). See
+    /// [`workflow`](crate::workflow).
+    pub fn batch(&self) -> crate::workflow::BatchBuilder<'_> {
+        crate::workflow::BatchBuilder::new(self)
+    }
+
+    /// Starts a chain whose first step is job `T` with `payload`; each
+    /// [`then`](crate::workflow::ChainBuilder::then) adds a step that takes
+    /// the previous step's output. See [`workflow`](crate::workflow).
+    pub fn chain<T: Job>(&self, payload: T::Payload) -> crate::workflow::ChainBuilder<'_, T> {
+        crate::workflow::ChainBuilder::new(self, payload)
+    }
+
+    /// A handle on batch `id`, living on queue `queue` (its callbacks'
+    /// queue; for a sharded queue, the shard is found from the id).
+    pub fn batch_handle(&self, queue: &str, id: &str) -> Result<crate::workflow::BatchHandle> {
+        Ok(crate::workflow::BatchHandle::existing(
+            self.queue_of(queue, id)?,
+            id.to_owned(),
+        ))
+    }
+
+    /// The batches living on queue `queue` (every shard), newest first, at
+    /// most `limit` per shard; batches whose keys expired are dropped from
+    /// the queue's index on the way.
+    ///
+    /// # Cancellation safety
+    /// Safe: reads, and index entries of expired batches removed.
+    pub async fn batches(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::workflow::BatchStatus>> {
+        let mut out = Vec::new();
+        for shard in self.shard_queues(queue)? {
+            let mut gone = Vec::new();
+            for id in shard.batch_ids(limit).await? {
+                let handle = crate::workflow::BatchHandle::existing(shard.clone(), id.clone());
+                match handle.status().await? {
+                    Some(status) => out.push(status),
+                    None => gone.push(id),
+                }
+            }
+            shard.forget_batches(&gone).await?;
+        }
+        out.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms));
+        Ok(out)
     }
 
     /// Replaces the fleet-wide limits of queue `queue` (a rate with its
@@ -362,13 +414,9 @@ impl Client {
             .ok_or_else(|| Error::invalid_option("queue", "a queue has at least one shard"))
     }
 
-    /// Writes jobs `T`, each to the queue (or shard) its id picks, the
-    /// queues at once, each in bounded chunks; handles in input order.
-    async fn submit<T: Job>(
-        &self,
-        payloads: Vec<T::Payload>,
-        options: EnqueueOptions,
-    ) -> Result<Vec<JobHandle<T>>> {
+    /// The options a job `T` gets when the call leaves them unset: its
+    /// `#[job]` attribute's.
+    pub(crate) fn job_defaults<T: Job>() -> EnqueueOptions {
         let mut defaults = EnqueueOptions::new()
             .max_attempts(T::MAX_ATTEMPTS)
             .visibility(T::VISIBILITY);
@@ -381,7 +429,68 @@ impl Client {
         if T::PRIORITY != 0 {
             defaults = defaults.priority(T::PRIORITY);
         }
-        let options = options.or(&defaults);
+        defaults
+    }
+
+    /// Job `T` with `payload`, as it will be written: its name, `options`
+    /// (already merged with the defaults), the payload's rate key when the
+    /// options name none, and the enqueuing code's trace context.
+    pub(crate) fn new_job<T: Job>(
+        payload: &T::Payload,
+        options: &EnqueueOptions,
+        trace: &[(&'static str, String)],
+    ) -> Result<NewJob> {
+        let mut options = options.clone();
+        if options.rate_key.is_none() {
+            options.rate_key = T::rate_key(payload);
+        }
+        Ok(NewJob::new(payload)?
+            .name(T::NAME)
+            .options(options)
+            .context_fields(trace))
+    }
+
+    /// Gives `job` its id (the one its options name, or a new one) and
+    /// picks its shard among `shards` (1 for a queue that is not sharded):
+    /// a unique job's shard follows its lock, so that the same key always
+    /// meets the same lock; a rate key's jobs all go to one shard, so its
+    /// limits hold exactly (each shard keeps its own limit state); any
+    /// other job goes where its id says, so a handle built from the id
+    /// alone (`Client::handle`, `cancel`) finds it.
+    pub(crate) fn place(job: NewJob, shards: usize) -> Result<(NewJob, usize)> {
+        let by_key = match (job.unique_digest()?, &job.enqueue_options().rate_key) {
+            (Some(digest), _) => Some(crate::shards::shard_of(&digest, shards)),
+            (None, Some(key)) => Some(crate::shards::shard_of(key, shards)),
+            (None, None) => None,
+        };
+        let mut options = job.enqueue_options().clone();
+        let (id, shard) = match (options.id.take(), by_key) {
+            (Some(id), Some(shard)) => (id, shard),
+            (Some(id), None) => {
+                let shard = crate::shards::shard_of(&id, shards);
+                (id, shard)
+            }
+            // An id of that same shard, so a handle built from the id
+            // alone finds the job.
+            (None, Some(shard)) => (crate::shards::id_in_shard(shard, shards), shard),
+            (None, None) => {
+                let id = crate::id::random_hex();
+                let shard = crate::shards::shard_of(&id, shards);
+                (id, shard)
+            }
+        };
+        options.id = Some(id);
+        Ok((job.options(options), shard))
+    }
+
+    /// Writes jobs `T`, each to the queue (or shard) its id picks, the
+    /// queues at once, each in bounded chunks; handles in input order.
+    async fn submit<T: Job>(
+        &self,
+        payloads: Vec<T::Payload>,
+        options: EnqueueOptions,
+    ) -> Result<Vec<JobHandle<T>>> {
+        let options = options.or(&Self::job_defaults::<T>());
         // The enqueuing code's trace context, stored with each job so that
         // its run continues the trace (feature `otel`; empty otherwise).
         let trace = crate::otel::current_context_fields(T::QUEUE);
@@ -391,41 +500,8 @@ impl Client {
         // Where each job goes: its shard, and its place in that shard's batch.
         let mut places = Vec::with_capacity(payloads.len());
         for payload in &payloads {
-            let mut options = options.clone();
-            if options.rate_key.is_none() {
-                options.rate_key = T::rate_key(payload);
-            }
-            let chosen = options.id.clone();
-            let mut job = NewJob::new(payload)?
-                .name(T::NAME)
-                .options(options.clone())
-                .context_fields(&trace);
-            // A unique job's shard follows its lock, so that the same key
-            // always meets the same lock; a rate key's jobs all go to one
-            // shard, so its limits hold exactly (each shard keeps its own
-            // limit state).
-            let by_key = match (job.unique_digest()?, &job.enqueue_options().rate_key) {
-                (Some(digest), _) => Some(crate::shards::shard_of(&digest, queues.len())),
-                (None, Some(key)) => Some(crate::shards::shard_of(key, queues.len())),
-                (None, None) => None,
-            };
-            let (id, shard) = match (chosen, by_key) {
-                (Some(id), Some(shard)) => (id, shard),
-                (Some(id), None) => {
-                    let shard = crate::shards::shard_of(&id, queues.len());
-                    (id, shard)
-                }
-                // An id of that same shard, so a handle built from the id
-                // alone (`Client::handle`, `cancel`) finds the job.
-                (None, Some(shard)) => (crate::shards::id_in_shard(shard, queues.len()), shard),
-                (None, None) => {
-                    let id = crate::id::random_hex();
-                    let shard = crate::shards::shard_of(&id, queues.len());
-                    (id, shard)
-                }
-            };
-            options.id = Some(id);
-            job = job.options(options);
+            let job = Self::new_job::<T>(payload, &options, &trace)?;
+            let (job, shard) = Self::place(job, queues.len())?;
             places.push((shard, batches[shard].len()));
             batches[shard].push(job);
         }

@@ -83,7 +83,7 @@ local BUDGET = 100
 
 expect_queue_keys()
 expect(request, 'string')
-expect(Q.cancelled, 'list')
+expect_ends()
 local now = now_ms()
 
 -- The first write of every path below: the request keys of earlier claims

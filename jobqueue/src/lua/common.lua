@@ -577,6 +577,58 @@ local function drop_key_lease(id, token, rate_key)
   end
 end
 
+-- Workflows (docs/data-model.md#workflows). A child of a batch (its hash
+-- has `batch`, "<queue>/<batch id>") and a step of a chain with a step
+-- after it (`chain`, the rest of the chain as JSON) report how they ended
+-- through their queue's outbox: a sorted set `outbox` (id -> when written,
+-- ms) and a hash `outbox:<id>` per entry (outcome, detail, batch, chain),
+-- written in the same script as the end itself, so a crash cannot come
+-- between the two. Runners relay the entries to the batch (or enqueue the
+-- next step) and delete them after; a relay repeated is harmless. The
+-- outbox keys derive from the job-hash prefix (the documented exception)
+-- and share the queue's slot.
+local function outbox_keys()
+  local base = string.sub(Q.prefix, 1, -5)
+  return base .. 'outbox', base .. 'outbox:'
+end
+
+-- Checks, before the first write, the keys a job's end writes that its
+-- script did not get in KEYS checked already: the cancelled history and the
+-- outbox (Q.prefix and Q.cancelled set first).
+local function expect_ends()
+  expect(Q.cancelled, 'list')
+  expect((outbox_keys()), 'zset')
+end
+
+-- Records in the outbox that job id ended: outcome 'ok', 'failed',
+-- 'cancelled' or 'deleted'; detail is the result JSON of a chain step that
+-- completed, else the reason. batch and chain are the job's fields when the
+-- caller read them (false when absent), nil to read them here. A job that is
+-- in no batch, or a chain step that did not complete, writes nothing. The
+-- outbox was checked by expect_ends; DEL first makes the entry's hash a hash
+-- whatever the key held.
+local function report_end(id, outcome, detail, now, batch, chain)
+  if batch == nil then
+    local f = redis.pcall('HMGET', Q.prefix .. id, 'batch', 'chain')
+    if type(f) ~= 'table' or f.err then
+      return
+    end
+    batch, chain = f[1], f[2]
+  end
+  if outcome ~= 'ok' then
+    chain = false
+  end
+  if not batch and not chain then
+    return
+  end
+  local outbox, entry = outbox_keys()
+  entry = entry .. id
+  redis.call('DEL', entry)
+  redis.call('HSET', entry, 'outcome', outcome, 'detail', chain and detail or (outcome == 'ok' and '' or detail),
+    'batch', batch or '', 'chain', chain or '', 'at_ms', ms(now))
+  redis.call('ZADD', outbox, ms(now), id)
+end
+
 -- Moves a job to the dead letters with a reason. The caller has read the
 -- job's hash here and taken the id out of whatever list held it; token is
 -- the claim whose lease goes with it ('' when there is none).
@@ -586,6 +638,8 @@ local function bury(id, reason, now, token)
   redis.call('HSET', key, 'status', 'failed', 'last_error', reason,
     'last_error_at_ms', ms(now), 'failed_at_ms', ms(now), 'claim_token', '')
   redis.call('PERSIST', key)
+  -- Before the history push, which may trim hashes.
+  report_end(id, 'failed', reason, now)
   if token ~= '' then
     redis.call('ZREM', Q.leases, lease(id, token))
     drop_key_lease(id, token)
@@ -609,6 +663,7 @@ local function end_cancelled(id, reason, now, token, counter)
   redis.call('HSET', key, 'status', 'cancelled', 'cancel_reason', reason,
     'cancelled_at_ms', ms(now), 'claim_token', '')
   redis.call('PERSIST', key)
+  report_end(id, 'cancelled', reason, now)
   if token ~= '' then
     redis.call('ZREM', Q.leases, lease(id, token))
     drop_key_lease(id, token)

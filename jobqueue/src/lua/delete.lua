@@ -6,6 +6,10 @@
 -- exception). So are the lane it may wait in (its priority's or its rate
 -- key's) and its key lease, derived from the pending key.
 --
+-- A child of a batch that had not ended yet is recorded as deleted in its
+-- queue's outbox (see report_end in common.lua), so its batch still
+-- completes.
+--
 -- KEYS[1]  job hash
 -- KEYS[2]  pending list
 -- KEYS[3]  processing list
@@ -28,7 +32,16 @@ expect(KEYS[8], 'zset')
 if KEYS[9] then
   expect(KEYS[9], 'zset')
 end
-local kind, f = read_job(KEYS[1], 'claim_token', 'unique_digest', 'unique_mode')
+local kind, f = read_job(KEYS[1], 'claim_token', 'unique_digest', 'unique_mode', 'batch', 'status')
+-- A child of a batch that had not ended tells its batch it is gone (its
+-- outbox is derived from the job's key: the documented exception).
+local reports = kind == 'hash' and f[4] and string.sub(KEYS[1], -#id) == id
+  and f[5] ~= 'completed' and f[5] ~= 'failed' and f[5] ~= 'cancelled'
+if reports then
+  Q.prefix = string.sub(KEYS[1], 1, #KEYS[1] - #id)
+  expect((outbox_keys()), 'zset')
+end
+local now = reports and now_ms()
 local token = kind == 'hash' and f[1] or nil
 if kind == 'hash' and f[2] and string.sub(KEYS[1], -#id) == id then
   Q.prefix = string.sub(KEYS[1], 1, #KEYS[1] - #id)
@@ -47,6 +60,9 @@ if kind == 'hash' and string.sub(KEYS[1], -#id) == id then
   if token and token ~= '' then
     drop_key_lease(id, token)
   end
+end
+if reports then
+  report_end(id, 'deleted', 'deleted', now, f[4], false)
 end
 local removed = lanes + redis.call('DEL', KEYS[1])
 for k = 2, 6 do

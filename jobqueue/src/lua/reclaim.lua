@@ -93,7 +93,7 @@ local function leases()
   Q.failed_cap = tonumber(ARGV[6])
   local default_vis, default_max = ARGV[4], ARGV[5]
   expect_queue_keys()
-  expect(Q.cancelled, 'list')
+  expect_ends()
   local out = { reclaimed = {}, failed = {}, dropped = {}, cancelled = {} }
 
   local function drop(id, reason)

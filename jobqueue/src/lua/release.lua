@@ -35,7 +35,7 @@ expect(KEYS[2], 'list')
 expect(KEYS[3], 'list')
 expect(KEYS[4], 'zset')
 expect(Q.settled, 'zset')
-expect(Q.cancelled, 'list')
+expect_ends()
 expect(Q.stats, 'hash')
 local kind, f = read_job(key, 'status', 'claim_token', 'settled_token', 'attempts',
   'cancel_requested_at_ms', 'cancel_reason')

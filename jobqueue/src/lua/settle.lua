@@ -27,6 +27,11 @@
 -- claim drops its key lease, and slots freed under max_running wake a
 -- waiting runner (the throttle hash's capped flag).
 --
+-- A child of a batch or a step of a chain that ends here (completed,
+-- failed for good, cancelled or expired) leaves its outbox entry in this
+-- same call (report_end in common.lua; the outbox keys derive from the
+-- job-hash prefix: the documented exception).
+--
 -- Every job is read and judged before the first write.
 --
 -- KEYS[1]  processing list
@@ -84,7 +89,7 @@ expect(Q.leases, 'zset')
 expect(Q.stats, 'hash')
 expect(scheduled, 'zset')
 expect(Q.settled, 'zset')
-expect(Q.cancelled, 'list')
+expect_ends()
 -- The clock is read first (a read): whether a retry or snooze would start
 -- past its job's deadline is judged with it.
 local now = now_ms()
@@ -123,7 +128,7 @@ for i = 1, n do
   else
     local kind, f = read_job(s.key, 'status', 'claim_token', 'settled_token', 'completed_ttl_s',
       'attempts', 'max_attempts', 'expires_at_ms', 'cancel_requested_at_ms', 'cancel_reason', 'snoozes',
-      'unique_digest', 'unique_mode', 'priority', 'rate_key')
+      'unique_digest', 'unique_mode', 'priority', 'rate_key', 'batch', 'chain')
     if kind ~= 'hash' or f[2] ~= s.token then
       if (kind == 'hash' and f[3] == s.token) or redis.call('ZSCORE', Q.settled, lease(s.id, s.token)) then
         codes[i] = -1
@@ -132,6 +137,7 @@ for i = 1, n do
       taken[s.id] = s.token
       s.unique_digest, s.unique_mode = f[11], f[12]
       s.priority, s.rate_key = f[13], f[14] or false
+      s.batch, s.chain = f[15] or false, f[16] or false
       if s.action == 'throttle' then
         -- An upstream rate limit: a snooze to the front of the job's lane,
         -- with the queue (or the job's rate key) held back meanwhile.
@@ -237,6 +243,7 @@ for _, s in ipairs(plan) do
       end
       until_ms = now + math.max(keep, s.ttl * 1000)
       release_unique(s.id, s.unique_digest, s.unique_mode)
+      report_end(s.id, 'ok', s.data, now, s.batch, s.chain)
       leases[#leases + 1] = member
       done[#done + 1] = s.id
       codes[s.i] = 1

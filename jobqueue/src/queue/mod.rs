@@ -50,6 +50,7 @@ mod schedules;
 mod settle;
 mod sweep;
 mod unique;
+mod workflow;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +68,8 @@ pub use schedules::{Misfire, ScheduleInfo, ScheduleOptions, tick_time};
 pub use settle::{SETTLE_BATCH, Settlement};
 pub use sweep::SweepReport;
 pub use unique::{DEFAULT_UNIQUE_WINDOW, Unique, UniqueMode};
+pub use workflow::MAX_BATCH_CHILDREN;
+pub(crate) use workflow::{Callback, ChildEnd, OutboxEntry, Recorded};
 
 pub use crate::keys::{MAX_PRIORITY, MAX_RATE_KEY, MIN_PRIORITY};
 pub(crate) use claim::{ClaimNow, MAX_THROTTLE_SLEEP, PAUSED_POLL};

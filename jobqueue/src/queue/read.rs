@@ -76,6 +76,8 @@ impl Stats {
             JobStatus::Failed => self.failed_depth,
             JobStatus::Scheduled => self.scheduled_depth,
             JobStatus::Cancelled => self.cancelled_depth,
+            // Batch callbacks waiting are in no list.
+            JobStatus::Waiting => 0,
         }
     }
 }
@@ -212,6 +214,8 @@ impl Queue {
             JobStatus::Failed => self.list_failed(range).await,
             JobStatus::Scheduled => self.list_scheduled(range).await,
             JobStatus::Cancelled => self.list_cancelled(range).await,
+            // In no list: a batch's callbacks are found through the batch.
+            JobStatus::Waiting => Ok(Vec::new()),
         }
     }
 

@@ -30,6 +30,9 @@ pub enum JobStatus {
     /// Cancelled, or expired before it started (`cancel_reason` says which),
     /// listed in `cancelled`.
     Cancelled,
+    /// A batch's callback waiting for its batch to complete, in no list
+    /// (not in [`ALL`](Self::ALL), which lists the states with a list).
+    Waiting,
 }
 
 impl JobStatus {
@@ -42,6 +45,7 @@ impl JobStatus {
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Waiting => "waiting",
         }
     }
 
@@ -64,6 +68,7 @@ impl FromStr for JobStatus {
     fn from_str(s: &str) -> Result<Self> {
         Self::ALL
             .into_iter()
+            .chain([Self::Waiting])
             .find(|status| status.as_str() == s)
             .ok_or_else(|| Error::InvalidStatus {
                 status: s.to_owned(),

@@ -15,6 +15,7 @@ mod execute;
 mod leases;
 mod meter;
 mod slot;
+mod relayer;
 mod sweeper;
 mod ticker;
 
@@ -449,6 +450,10 @@ impl Runner {
         ]);
         let renewer = tokio::spawn(leases::renew(Arc::clone(shared), background.clone()));
         let ticker = tokio::spawn(ticker::tick(Arc::clone(shared), background.clone()));
+        let relayer = tokio::spawn(relayer::relay_loop(
+            Arc::clone(shared),
+            background.clone(),
+        ));
         #[cfg(feature = "metrics")]
         let sampler = tokio::spawn(meter::sample(Arc::clone(shared), background.clone()));
         let sweeper = shared
@@ -489,6 +494,7 @@ impl Runner {
         background.cancel();
         let _ = renewer.await;
         let _ = ticker.await;
+        let _ = relayer.await;
         #[cfg(feature = "metrics")]
         let _ = sampler.await;
         if let Some(sweeper) = sweeper {
