@@ -15,6 +15,15 @@
 //! `jobqueue-test-worker REDIS_URL cron` runs a runner on queue `proc-cron`
 //! only, whose `every_second` job is scheduled every second.
 //!
+//! `jobqueue-test-worker REDIS_URL workflow` runs a runner of 20 slots on
+//! queues `wfp-a`, `wfp-b`, `wfp-c` (batch children: `wfp_a`, `wfp_b`,
+//! `wfp_c`, each taking 30-70 ms and failing for good when its number is a
+//! multiple of 10) and `wfp-done` (the callback `wfp_done`, which appends
+//! `PID TOTAL SUCCEEDED FAILED FAILURES CHILDREN` to the file named by
+//! `JOBQUEUE_TEST_CALLBACKS`). `jobqueue-test-worker REDIS_URL
+//! enqueue-batch N` writes a batch of N children over the three queues with
+//! `wfp_done` as its callback and prints `batch QUEUE ID`.
+//!
 //! `jobqueue-test-worker REDIS_URL paced` runs a runner of 10 slots on queue
 //! `proc-rate` only, whose `paced` jobs complete at once: the fleet-wide
 //! rate limit test sets the queue's limits and counts completions.
@@ -25,6 +34,7 @@ use std::time::Duration;
 use jobqueue::client::EnqueueOptions;
 use jobqueue::connection::{Connection, ConnectionOptions};
 use jobqueue::queue::QueueOptions;
+use jobqueue::workflow::BatchSummary;
 use jobqueue::{CancellationToken, Client, JobContext, Runner, job};
 
 /// Never finishes on its own: the process must die or shut down.
@@ -69,6 +79,55 @@ async fn paced(_n: u32) {}
 /// Enqueued every second by its schedule, once across all the runners.
 #[job(queue = "proc-cron", cron = "* * * * * *")]
 async fn every_second(_unit: ()) {}
+
+/// A batch child (see the module doc): fails for good on multiples of 10.
+async fn wfp_child(n: u64) -> Result<u64, jobqueue::JobError> {
+    tokio::time::sleep(Duration::from_millis(30 + n % 41)).await;
+    if n % 10 == 0 {
+        return Err(jobqueue::JobError::permanent(format!(
+            "{n} fails for good"
+        )));
+    }
+    Ok(n)
+}
+
+#[job(queue = "wfp-a", visibility = "2s", max_attempts = 5)]
+async fn wfp_a(n: u64) -> Result<u64, jobqueue::JobError> {
+    wfp_child(n).await
+}
+
+#[job(queue = "wfp-b", visibility = "2s", max_attempts = 5)]
+async fn wfp_b(n: u64) -> Result<u64, jobqueue::JobError> {
+    wfp_child(n).await
+}
+
+#[job(queue = "wfp-c", visibility = "2s", max_attempts = 5)]
+async fn wfp_c(n: u64) -> Result<u64, jobqueue::JobError> {
+    wfp_child(n).await
+}
+
+/// The batch's callback: records its run and the summary's counts.
+#[job(queue = "wfp-done", visibility = "2s")]
+async fn wfp_done(summary: BatchSummary<String>) -> Result<(), String> {
+    if let Ok(path) = std::env::var("JOBQUEUE_TEST_CALLBACKS") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| e.to_string())?;
+        let line = format!(
+            "{} {} {} {} {} {}\n",
+            std::process::id(),
+            summary.total,
+            summary.succeeded,
+            summary.failed,
+            summary.failures.len(),
+            summary.children.len()
+        );
+        file.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
 
 /// Appends `PID ID` to the file named by JOBQUEUE_TEST_RECORD, if set.
 fn note_start(ctx: &JobContext) -> Result<(), String> {
@@ -128,10 +187,31 @@ async fn main() -> jobqueue::Result<()> {
         }
         return Ok(());
     }
+    if mode.as_deref() == Some("enqueue-batch") {
+        let n: u64 = args.next().expect("a count").parse().expect("a number");
+        let client = Client::new(&conn);
+        let mut batch = client.batch();
+        for i in 1..=n {
+            batch = match i % 3 {
+                0 => batch.add::<wfp_a>(i),
+                1 => batch.add::<wfp_b>(i),
+                _ => batch.add::<wfp_c>(i),
+            };
+        }
+        let handle = batch
+            .on_complete::<wfp_done, _>("processes".to_owned())
+            .enqueue()
+            .await?;
+        println!("batch {} {}", handle.queue().name(), handle.id());
+        return Ok(());
+    }
     let cron = mode.as_deref() == Some("cron");
+    let workflow = mode.as_deref() == Some("workflow");
     let paced = mode.as_deref() == Some("paced");
     let concurrency = if cron || paced {
         10
+    } else if workflow {
+        20
     } else {
         mode.map_or(10, |n| n.parse().expect("a number"))
     };
@@ -139,14 +219,17 @@ async fn main() -> jobqueue::Result<()> {
         .queue_options(QueueOptions::new().completed_history(100_000))
         .build()
         .unwrap();
+    let queues: &[&str] = if cron {
+        &["proc-cron"]
+    } else if paced {
+        &["proc-rate"]
+    } else if workflow {
+        &["wfp-a", "wfp-b", "wfp-c", "wfp-done"]
+    } else {
+        &["proc"]
+    };
     let runner = Runner::builder(client)
-        .queues([if cron {
-            "proc-cron"
-        } else if paced {
-            "proc-rate"
-        } else {
-            "proc"
-        }])
+        .queues(queues.iter().copied())
         .concurrency(concurrency)
         .sweep_interval(Duration::from_millis(100))
         .shutdown_timeout(Duration::from_secs(1))
