@@ -128,8 +128,8 @@ pub enum Error {
         holder: String,
     },
 
-    /// A step of a chain failed, or was cancelled or deleted: the steps
-    /// after it never run.
+    /// A step of a chain failed for good or was cancelled: the steps after
+    /// it never run.
     #[error("chain {chain} stopped at step {step} of {of} ({job}, job {id}): {error}")]
     ChainStopped {
         /// The chain's id.

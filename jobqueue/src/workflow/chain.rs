@@ -243,8 +243,10 @@ impl<Last: Job> ChainHandle<Last> {
     /// within a moment of the step before it completing) and complete.
     ///
     /// # Errors
-    /// [`Error::ChainStopped`] naming the step that failed, was cancelled or
-    /// was deleted; [`Error::WaitTimeout`] when the time runs out.
+    /// [`Error::ChainStopped`] naming the step that failed or was
+    /// cancelled; [`Error::WaitTimeout`] when the time runs out (also when
+    /// a step was deleted, or its completed hash expired before the wait
+    /// read it: give steps a `completed_ttl` longer than the wait).
     ///
     /// # Cancellation safety
     /// Safe: read only.
