@@ -100,6 +100,18 @@ enum Command {
         #[arg(long, default_value = "cancelled from the command line")]
         reason: String,
     },
+    /// Batches living on the queue (the queue of their callbacks), newest
+    /// first, with their progress: how many children settled of how many.
+    Batches {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One batch: its state, progress and callbacks.
+    Batch {
+        /// The batch's id.
+        id: String,
+    },
     /// Periodic schedules of the queue, with their last and next run (UTC).
     Schedules,
     /// Removes a periodic schedule; the jobs it enqueued stay.
@@ -307,6 +319,37 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 &json!({ "id": id, "outcome": outcome.as_str(), "status": outcome.status() }),
             );
         }
+        Command::Batches { limit } => {
+            let batches = client.batches(&cli.queue, limit).await?;
+            let rows: Vec<Value> = batches.iter().map(batch_row).collect();
+            out.table(
+                &rows,
+                &[
+                    "id",
+                    "state",
+                    "progress",
+                    "succeeded",
+                    "failed",
+                    "created_at_ms",
+                ],
+            );
+        }
+        Command::Batch { id } => {
+            let status = client
+                .batch_handle(&cli.queue, &id)?
+                .status()
+                .await?
+                .ok_or_else(|| {
+                    Failure(
+                        3,
+                        format!(
+                            "no batch {id} on queue {} (it may have expired)",
+                            cli.queue
+                        ),
+                    )
+                })?;
+            out.record(&batch_row(&status));
+        }
         Command::Schedules => {
             let schedules = queue.schedules().await?;
             let rows: Vec<Value> = schedules.iter().map(|s| json!(s)).collect();
@@ -381,6 +424,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// A batch as the CLI prints it: its fields and `progress` ("n/m").
+fn batch_row(status: &jobqueue::workflow::BatchStatus) -> Value {
+    let mut row = serde_json::to_value(status).expect("a batch status serializes");
+    row["progress"] = json!(format!("{}/{}", status.settled(), status.total));
+    row
 }
 
 async fn dashboard(

@@ -557,3 +557,67 @@ fn stats_count_the_jobs_of_every_lane() {
         );
     }
 }
+
+#[jobqueue::job(queue = "cli-kids")]
+async fn cli_kid(n: u64) -> u64 {
+    n
+}
+
+#[jobqueue::job(queue = "cli-done")]
+async fn cli_done(summary: jobqueue::workflow::BatchSummary<()>) {
+    let _ = summary;
+}
+
+#[test]
+fn batches_show_their_progress() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (client, id) = rt.block_on(async {
+        let client = jobqueue::Client::connect(&url).await.unwrap();
+        let batch = client
+            .batch()
+            .add::<cli_kid>(1)
+            .add::<cli_kid>(2)
+            .add::<cli_kid>(3)
+            .on_complete::<cli_done, _>(())
+            .enqueue()
+            .await
+            .unwrap();
+        (client, batch.id().to_owned())
+    });
+    // Nothing ran yet: open, 0 of 3.
+    let listed = json(&url, &["-q", "cli-done", "batches"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["state"], "open");
+    assert_eq!(listed[0]["progress"], "0/3");
+    // A runner runs the children and relays their ends: done, 3 of 3.
+    rt.block_on(async {
+        let runner = jobqueue::Runner::builder(client.clone())
+            .queues(["cli-kids", "cli-done"])
+            .build()
+            .unwrap();
+        let (token, task) = jobqueue_tests::start_runner(runner);
+        client
+            .batch_handle("cli-done", &id)
+            .unwrap()
+            .wait(std::time::Duration::from_secs(20))
+            .await
+            .unwrap();
+        jobqueue_tests::stop_runner(token, task).await;
+    });
+    let one = json(&url, &["-q", "cli-done", "batch", &id]);
+    assert_eq!(one["state"], "done");
+    assert_eq!(one["progress"], "3/3");
+    assert_eq!(one["succeeded"], 3);
+    assert_eq!(one["failed"], 0);
+    // The plain table says it too.
+    let table = jobqueue(&url, &["-q", "cli-done", "batches"]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains(&id) && text.contains("3/3"), "{text}");
+    // An unknown batch is an error with its exit code.
+    let missing = jobqueue(&url, &["-q", "cli-done", "batch", "nope"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no batch nope"));
+}
