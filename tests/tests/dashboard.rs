@@ -618,10 +618,76 @@ async fn setting_limits_is_guarded_like_every_change(redis: TestRedis) {
     assert!(q.limits().await.unwrap().queue.rate.is_some());
 }
 
+#[jobqueue::job(queue = "dash-kids")]
+async fn dash_kid(n: u64) -> u64 {
+    n
+}
+
+#[jobqueue::job(queue = "dash-done")]
+async fn dash_done(summary: jobqueue::workflow::BatchSummary<String>) {
+    let _ = summary;
+}
+
+/// The batches of a queue, with their progress ("n of m"), as the page
+/// shows them.
+async fn batches_are_listed_with_their_progress(redis: TestRedis) {
+    let client = redis.client().await;
+    let open = client
+        .batch()
+        .add::<dash_kid>(1)
+        .add::<dash_kid>(2)
+        .on_complete::<dash_done, _>("<b>not markup</b>".to_owned())
+        .enqueue()
+        .await
+        .unwrap();
+    let app = router_with(
+        client.clone(),
+        DashboardOptions::new().queues(["dash-done", "dash-kids"]),
+    );
+    let (status, _, body) = call(&app, get("/api/queues/dash-done/batches")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let batches = listed["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 1, "{body}");
+    assert_eq!(batches[0]["id"], open.id());
+    assert_eq!(batches[0]["state"], "open");
+    assert_eq!(
+        (
+            batches[0]["total"].as_u64(),
+            batches[0]["succeeded"].as_u64()
+        ),
+        (Some(2), Some(0))
+    );
+
+    let runner = jobqueue::Runner::builder(client.clone())
+        .queues(["dash-kids", "dash-done"])
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    open.wait(Duration::from_secs(20)).await.unwrap();
+    stop_runner(token, task).await;
+    let (_, _, body) = call(&app, get("/api/queues/dash-done/batches")).await;
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["batches"][0]["state"], "done");
+    assert_eq!(listed["batches"][0]["succeeded"], 2);
+    // The page renders them, as text.
+    let (_, _, html) = call(&app, get("/")).await;
+    assert!(html.contains("refreshBatches") && html.contains(r#"<table id="batches">"#));
+    // A queue with no batch lists none; an invalid queue name is refused.
+    let (_, _, body) = call(&app, get("/api/queues/dash-kids/batches")).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["batches"],
+        json!([])
+    );
+    let (status, _, _) = call(&app, get("/api/queues/a%20b/batches")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
 on_each_topology! {
     #[tokio::test] the_page_and_api_list_queues_jobs_and_details,
     #[tokio::test] changes_need_post_with_the_pages_csrf_token,
     #[tokio::test] the_limits_are_shown_and_set,
     #[tokio::test] bad_limits_answer_400_and_change_nothing,
     #[tokio::test] setting_limits_is_guarded_like_every_change,
+    #[tokio::test] batches_are_listed_with_their_progress,
 }

@@ -182,6 +182,17 @@ pub(super) async fn schedules(
     Ok(Json(json!({ "queue": name, "schedules": schedules })).into_response())
 }
 
+/// The batches living on the queue, newest first (at most 50 per shard),
+/// each with its progress.
+pub(super) async fn batches(
+    State(state): State<Arc<Dashboard>>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    queue(&state, &name)?;
+    let batches = state.client.batches(&name, 50).await.map_err(internal)?;
+    Ok(Json(json!({ "queue": name, "batches": batches })).into_response())
+}
+
 pub(super) async fn limits(
     State(state): State<Arc<Dashboard>>,
     Path(name): Path<String>,

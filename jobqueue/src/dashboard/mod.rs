@@ -154,6 +154,7 @@ pub fn router_with(client: Client, options: DashboardOptions) -> Router {
             post(api::cancel_job),
         )
         .route("/api/queues/{queue}/schedules", get(api::schedules))
+        .route("/api/queues/{queue}/batches", get(api::batches))
         .route(
             "/api/queues/{queue}/limits",
             get(api::limits).post(api::set_limits),
