@@ -46,6 +46,7 @@
 //! | [`client`] | [`Client`], its builder, [`EnqueueOptions`](client::EnqueueOptions), [`JobHandle`](client::JobHandle) |
 //! | [`client`] (also) | [`Client::events`]: a `Stream` of a queue's [`Event`](queue::Event)s |
 //! | [`runner`] | [`Runner`] and its builder |
+//! | [`workflow`] | batches with callbacks ([`BatchBuilder`](workflow::BatchBuilder), [`BatchHandle`](workflow::BatchHandle), [`BatchSummary`](workflow::BatchSummary)) and typed chains ([`ChainBuilder`](workflow::ChainBuilder), [`ChainHandle`](workflow::ChainHandle)) |
 //! | [`middleware`] | tower layers around every run: [`JobRequest`](middleware::JobRequest), [`JobOutcome`](middleware::JobOutcome), [`on_outcome`](middleware::on_outcome) |
 //! | [`outcome`] | [`JobError`], its [`Disposition`](outcome::Disposition), the [`JobResultExt`](outcome::JobResultExt) shorthands |
 //! | [`definition`] | the [`Job`](definition::Job) trait `#[job]` implements, [`Backoff`](definition::Backoff), what it registers |
@@ -127,10 +128,10 @@ mod retry;
 pub mod runner;
 mod scripts;
 mod shards;
-pub mod workflow;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod workflow;
 
 pub mod docs {
     //! Guides.
