@@ -169,8 +169,17 @@ mod tests {
         // The operations that derive job keys, through their own code or a
         // helper, are exactly these.
         for name in [
-            "claim", "settle", "reclaim", "promote", "retry", "release", "cancel", "enqueue",
-            "delete", "batch_record", "relayed",
+            "claim",
+            "settle",
+            "reclaim",
+            "promote",
+            "retry",
+            "release",
+            "cancel",
+            "enqueue",
+            "delete",
+            "batch_record",
+            "relayed",
         ] {
             let src = OPERATIONS.iter().find(|(n, _)| *n == name).unwrap().1;
             assert!(header(src).contains("documented exception"), "{name}");

@@ -61,7 +61,10 @@ async fn a_batch_survives_a_killed_runner_and_calls_back_once(redis: TestRedis) 
     doomed.kill().unwrap();
     doomed.wait().unwrap();
     let at_kill = batch.status().await.unwrap().unwrap();
-    assert!(!at_kill.is_done(), "the batch was done before the kill: {at_kill}");
+    assert!(
+        !at_kill.is_done(),
+        "the batch was done before the kill: {at_kill}"
+    );
 
     let done = batch.wait(Duration::from_secs(120)).await.unwrap();
     assert_eq!(done.total, CHILDREN);
@@ -84,9 +87,18 @@ async fn a_batch_survives_a_killed_runner_and_calls_back_once(redis: TestRedis) 
     // passes and sweeps of the surviving runner.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let runs = lines();
-    assert_eq!(runs.len(), 1, "the callback ran {} times: {runs:?}", runs.len());
+    assert_eq!(
+        runs.len(),
+        1,
+        "the callback ran {} times: {runs:?}",
+        runs.len()
+    );
     let fields: Vec<&str> = runs[0].split_whitespace().collect();
-    assert_eq!(&fields[1..], ["1000", "900", "100", "100", "1000"], "{runs:?}");
+    assert_eq!(
+        &fields[1..],
+        ["1000", "900", "100", "100", "1000"],
+        "{runs:?}"
+    );
 
     // The killed runner held children: they were reclaimed and run again,
     // and still counted once (900 + 100 above).

@@ -56,7 +56,7 @@ async fn wf_strict(body: String) -> Result<usize, JobError> {
 /// A child: fails for good when `n` is a multiple of 5.
 #[job(queue = "wf-kids", max_attempts = 1)]
 async fn wf_child(n: u64) -> Result<u64, JobError> {
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         return Err(JobError::permanent(format!("{n} is a multiple of 5")));
     }
     Ok(n * 2)
@@ -77,10 +77,7 @@ async fn wf_idle(n: u64) -> u64 {
 #[job(queue = "wf-done")]
 async fn wf_done(summary: BatchSummary<String>) {
     let value = serde_json::to_value(&summary).unwrap();
-    CALLBACKS
-        .lock()
-        .unwrap()
-        .push(("complete".into(), value));
+    CALLBACKS.lock().unwrap().push(("complete".into(), value));
 }
 
 #[job(queue = "wf-done")]
@@ -118,7 +115,10 @@ async fn three_typed_steps_return_the_last_output(redis: TestRedis) {
             .unwrap();
         assert_eq!(record.status(), Some(JobStatus::Completed));
         assert_eq!(record.field("chain_id"), Some(chain.id()));
-        assert_eq!(record.field("chain_step"), Some(format!("{step}/3").as_str()));
+        assert_eq!(
+            record.field("chain_step"),
+            Some(format!("{step}/3").as_str())
+        );
     }
     stop_runner(token, task).await;
 }
@@ -384,7 +384,11 @@ async fn ends_wait_in_the_outbox_and_count_once(redis: TestRedis) {
         .await
     );
     let status = handle.status().await.unwrap().unwrap();
-    assert_eq!((status.succeeded, status.failed), (0, 2), "a repeat counted");
+    assert_eq!(
+        (status.succeeded, status.failed),
+        (0, 2),
+        "a repeat counted"
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(callbacks_of(&id).len(), 1, "a repeat released the callback");
     stop_runner(token, task).await;

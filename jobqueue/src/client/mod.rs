@@ -293,7 +293,7 @@ impl Client {
             }
             shard.forget_batches(&gone).await?;
         }
-        out.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms));
+        out.sort_by_key(|b| std::cmp::Reverse(b.created_at_ms));
         Ok(out)
     }
 

@@ -82,9 +82,7 @@ impl Queue {
         callbacks: &[Callback],
     ) -> Result<bool> {
         let mut invocation = SCRIPTS.batch_open.prepare_invoke();
-        invocation
-            .key(self.keys.batch(id))
-            .key(self.keys.batches());
+        invocation.key(self.keys.batch(id)).key(self.keys.batches());
         for cb in callbacks {
             invocation.key(self.keys.job(&cb.id));
         }
@@ -144,7 +142,9 @@ impl Queue {
 
     /// The ids of the batches homed on this queue, newest first.
     pub(crate) async fn batch_ids(&self, limit: usize) -> Result<Vec<String>> {
-        let stop = isize::try_from(limit).unwrap_or(isize::MAX).saturating_sub(1);
+        let stop = isize::try_from(limit)
+            .unwrap_or(isize::MAX)
+            .saturating_sub(1);
         self.conn
             .query(
                 redis::cmd("ZRANGE")
@@ -172,7 +172,9 @@ impl Queue {
     /// whose entry hash is gone (relayed by another runner in between) is
     /// left out.
     pub(crate) async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
-        let stop = isize::try_from(limit).unwrap_or(isize::MAX).saturating_sub(1);
+        let stop = isize::try_from(limit)
+            .unwrap_or(isize::MAX)
+            .saturating_sub(1);
         let listed: Vec<(String, String)> = self
             .conn
             .query(

@@ -14,8 +14,8 @@ mod claim;
 mod execute;
 mod leases;
 mod meter;
-mod slot;
 mod relayer;
+mod slot;
 mod sweeper;
 mod ticker;
 
@@ -450,10 +450,7 @@ impl Runner {
         ]);
         let renewer = tokio::spawn(leases::renew(Arc::clone(shared), background.clone()));
         let ticker = tokio::spawn(ticker::tick(Arc::clone(shared), background.clone()));
-        let relayer = tokio::spawn(relayer::relay_loop(
-            Arc::clone(shared),
-            background.clone(),
-        ));
+        let relayer = tokio::spawn(relayer::relay_loop(Arc::clone(shared), background.clone()));
         #[cfg(feature = "metrics")]
         let sampler = tokio::spawn(meter::sample(Arc::clone(shared), background.clone()));
         let sweeper = shared

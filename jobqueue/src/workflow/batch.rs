@@ -78,6 +78,9 @@ impl<'c> BatchBuilder<'c> {
 
     /// Adds a child: job `T` with `payload` (checked at compile time), with
     /// the options of its `#[job]`.
+    // The name every batch API uses (Sidekiq, BullMQ's flows); a builder's
+    // `add` takes a turbofish and a payload, nothing like `ops::Add`.
+    #[allow(clippy::should_implement_trait)]
     pub fn add<T: Job>(self, payload: T::Payload) -> Self {
         self.add_with::<T>(payload, EnqueueOptions::default())
     }
@@ -170,7 +173,10 @@ impl<'c> BatchBuilder<'c> {
         }
         let client = self.client;
         if self.children.is_empty() {
-            return Err(Error::invalid_option("batch", "a batch needs at least one child"));
+            return Err(Error::invalid_option(
+                "batch",
+                "a batch needs at least one child",
+            ));
         }
         if self.children.len() > MAX_BATCH_CHILDREN {
             return Err(Error::invalid_option(
@@ -371,7 +377,8 @@ impl BatchHandle {
             by_queue.entry(queue).or_default().push(id);
         }
         for (name, ids) in by_queue {
-            let queue = Queue::new_with(self.queue.connection(), name, self.queue.options().clone())?;
+            let queue =
+                Queue::new_with(self.queue.connection(), name, self.queue.options().clone())?;
             let records = queue.get_jobs(&ids).await?;
             for (id, record) in ids.into_iter().zip(records) {
                 if record.is_none() {

@@ -83,10 +83,8 @@ async fn every_second(_unit: ()) {}
 /// A batch child (see the module doc): fails for good on multiples of 10.
 async fn wfp_child(n: u64) -> Result<u64, jobqueue::JobError> {
     tokio::time::sleep(Duration::from_millis(30 + n % 41)).await;
-    if n % 10 == 0 {
-        return Err(jobqueue::JobError::permanent(format!(
-            "{n} fails for good"
-        )));
+    if n.is_multiple_of(10) {
+        return Err(jobqueue::JobError::permanent(format!("{n} fails for good")));
     }
     Ok(n)
 }
