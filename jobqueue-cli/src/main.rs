@@ -342,10 +342,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .ok_or_else(|| {
                     Failure(
                         3,
-                        format!(
-                            "no batch {id} on queue {} (it may have expired)",
-                            cli.queue
-                        ),
+                        format!("no batch {id} on queue {} (it may have expired)", cli.queue),
                     )
                 })?;
             out.record(&batch_row(&status));
