@@ -63,7 +63,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         offset: usize,
     },
-    /// One job's every field.
+    /// One job's every field (a running job's `progress`, as JSON, and
+    /// `progress_at_ms` among them).
     Show {
         /// The job's id.
         id: String,
@@ -250,6 +251,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     "id",
                     "status",
                     "attempts",
+                    "progress",
                     "payload",
                     "last_error",
                     "result",

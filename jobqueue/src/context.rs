@@ -4,13 +4,17 @@ use std::time::SystemTime;
 
 use std::sync::Arc;
 
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
+use crate::error::Result;
+use crate::runner::ProgressBuffer;
 
 /// Passed to a job's handler (as its optional second argument): which job
-/// this is, which attempt of how many, and a cancellation signal for
-/// cooperative stops.
+/// this is, which attempt of how many, a cancellation signal for
+/// cooperative stops, and where to report progress
+/// ([`progress`](Self::progress)).
 ///
 /// Runners build contexts. To call a handler directly, in a unit test for
 /// example, build one with [`JobContext::new`] and the `with_*` methods:
@@ -32,6 +36,8 @@ pub struct JobContext {
     claim_token: String,
     cancel: CancellationToken,
     client: Option<Arc<Client>>,
+    /// Shared by the context's clones and the runner's lease renewal.
+    progress: Arc<ProgressBuffer>,
 }
 
 impl JobContext {
@@ -48,6 +54,7 @@ impl JobContext {
             claim_token: String::new(),
             cancel: CancellationToken::new(),
             client: None,
+            progress: Arc::default(),
         }
     }
 
@@ -119,6 +126,12 @@ impl JobContext {
         self
     }
 
+    /// The same context, reporting progress into the runner's `buffer`.
+    pub(crate) fn with_progress_buffer(mut self, buffer: Arc<ProgressBuffer>) -> Self {
+        self.progress = buffer;
+        self
+    }
+
     /// The client of the runner running the job: a handler that enqueues
     /// more jobs uses it (River's `ClientFromContext`), so that in a test,
     /// [`testing::drain`](crate::testing::drain) also runs what the jobs
@@ -186,5 +199,96 @@ impl JobContext {
     /// Safe: waiting again later sees the same signal.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await;
+    }
+
+    /// Reports how far the run has got, as a fraction: 0.0 nothing done,
+    /// 1.0 all done. Readers see it through
+    /// [`JobHandle::progress`](crate::client::JobHandle::progress), the job's
+    /// [`JobRecord::progress`](crate::queue::JobRecord::progress), the
+    /// dashboard and `jobqueue show`.
+    ///
+    /// Cheap enough for a tight loop: no round trip. The value is only kept
+    /// (the latest replaces the one before), and the runner's next lease
+    /// renewal, which it sends anyway (every third of the shortest running
+    /// lease, at most 10 s apart), writes it in the same script call, fenced
+    /// by the claim token. Readers therefore see a value up to a third of
+    /// the job's lease late; [`flush_progress`](Self::flush_progress)
+    /// writes it at once. The last value a run reports is written before its
+    /// outcome, and stays after it.
+    ///
+    /// ```
+    /// # async fn demo(ctx: jobqueue::JobContext, files: Vec<String>) -> jobqueue::Result<()> {
+    /// for (n, file) in files.iter().enumerate() {
+    ///     // ... process the file ...
+    ///     ctx.progress((n + 1) as f64 / files.len() as f64)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidProgress`](crate::Error::InvalidProgress) for a
+    /// fraction that is NaN, infinite or outside 0.0..=1.0; the value kept
+    /// before stays.
+    pub fn progress(&self, fraction: f64) -> Result<()> {
+        self.progress.report(crate::queue::fraction_json(fraction)?);
+        Ok(())
+    }
+
+    /// Reports progress as a small JSON value of the handler's own (items
+    /// done of how many, the current step), as
+    /// [`progress`](Self::progress) does a fraction: kept, and written by
+    /// the next lease renewal.
+    ///
+    /// ```
+    /// # async fn demo(ctx: jobqueue::JobContext) -> jobqueue::Result<()> {
+    /// ctx.progress_json(&serde_json::json!({"done": 40, "of": 100}))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidProgress`](crate::Error::InvalidProgress) for a value
+    /// that cannot be encoded as JSON, or whose JSON is over
+    /// [`MAX_PROGRESS_BYTES`](crate::queue::MAX_PROGRESS_BYTES): progress is
+    /// rewritten and published while the job runs, so it must stay small.
+    /// The value kept before stays.
+    pub fn progress_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.progress.report(crate::queue::value_json(value)?);
+        Ok(())
+    }
+
+    /// Writes the latest progress now instead of at the next lease renewal:
+    /// one renewal of this job's lease, fenced by its claim token, carrying
+    /// the value. Does nothing when the value is written already, nothing
+    /// was reported, or the context was built by hand (no runner).
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`](crate::Error::LeaseLost) when the run's claim no
+    /// longer holds the job (nothing is written; the runner stops the run);
+    /// a Redis error once the connection's retries are spent (the value
+    /// stays kept, for the next renewal).
+    ///
+    /// # Cancellation safety
+    /// Safe: a dropped flush may or may not have written the value, which
+    /// stays kept until a renewal is known to have written it; writing it
+    /// twice stores and publishes it once.
+    pub async fn flush_progress(&self) -> Result<()> {
+        self.progress.flush().await
+    }
+
+    /// The latest progress this run reported, written yet or not: for unit
+    /// tests of a handler run with a context of their own
+    /// ([`testing::run_with`](crate::testing::run_with) keeps a clone's
+    /// reports). `None` before any report.
+    ///
+    /// ```
+    /// let ctx = jobqueue::JobContext::new("job-1");
+    /// ctx.progress(0.25).unwrap();
+    /// assert_eq!(ctx.reported_progress(), Some(serde_json::json!(0.25)));
+    /// assert!(ctx.progress(f64::NAN).is_err());
+    /// assert_eq!(ctx.reported_progress(), Some(serde_json::json!(0.25)));
+    /// ```
+    pub fn reported_progress(&self) -> Option<serde_json::Value> {
+        let latest = self.progress.latest()?;
+        serde_json::from_str(latest.get()).ok()
     }
 }

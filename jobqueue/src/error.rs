@@ -164,6 +164,26 @@ pub enum Error {
         status: String,
     },
 
+    /// A progress value a job reported that cannot be stored: a fraction
+    /// that is NaN or outside 0.0..=1.0, a value that is not JSON, or JSON
+    /// over [`MAX_PROGRESS_BYTES`](crate::queue::MAX_PROGRESS_BYTES).
+    /// Refused when reported, so the handler hears of it; nothing is
+    /// buffered.
+    #[error("invalid progress: {reason}")]
+    InvalidProgress {
+        /// Why the value was refused.
+        reason: String,
+    },
+
+    /// The run's claim no longer holds its job (its lease ran out and a
+    /// sweep took the job back, or the job ended): what the run tried to
+    /// write (its progress) was not written.
+    #[error("job {id}: this run's claim no longer holds the job; nothing was written")]
+    LeaseLost {
+        /// The job's id.
+        id: String,
+    },
+
     /// An option outside its allowed range.
     #[error("invalid option {option}: {reason}")]
     InvalidOption {

@@ -244,6 +244,15 @@ impl Keys {
         self.key("batches")
     }
 
+    /// `queue:{name}:progress`: the pub/sub channel (not a key) on which a
+    /// lease renewal announces a running job's new progress, as
+    /// `{"id": "...", "progress": <JSON>}`. A channel of its own, so that
+    /// subscribers of `events` (reference clients among them) keep getting
+    /// only the reference's `{"id", "status"}` messages.
+    pub fn progress(&self) -> String {
+        self.key("progress")
+    }
+
     /// `queue:{name}:job:`: the prefix of every job hash.
     pub fn job_prefix(&self) -> String {
         self.key("job:")
@@ -286,6 +295,7 @@ mod tests {
         assert_eq!(keys.completed(), "queue:jobs:completed");
         assert_eq!(keys.failed(), "queue:jobs:failed");
         assert_eq!(keys.events(), "queue:jobs:events");
+        assert_eq!(keys.progress(), "queue:jobs:progress");
         assert_eq!(keys.stats(), "queue:jobs:stats");
         assert_eq!(keys.scheduled(), "queue:jobs:scheduled");
         assert_eq!(keys.settled(), "queue:jobs:settled");
@@ -299,6 +309,7 @@ mod tests {
         assert_eq!(keys.pending(), "queue:{email}:pending");
         assert_eq!(keys.job("ab"), "queue:{email}:job:ab");
         assert_eq!(keys.job_prefix(), "queue:{email}:job:");
+        assert_eq!(keys.progress(), "queue:{email}:progress");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! [`Client::events`]: a typed stream of a queue's events, over every shard
-//! of the queue, that resubscribes when its connection is lost.
+//! of the queue, that resubscribes when its connection is lost; and
+//! [`Client::progress_events`], the same over the progress channels.
 
 use std::fmt;
 use std::pin::Pin;
@@ -12,7 +13,7 @@ use futures_util::stream::{self, BoxStream};
 use super::Client;
 use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::queue::{Event, Events};
+use crate::queue::{Decode, Event, Events, ProgressEvent};
 use crate::retry::Backoff;
 
 /// How long a subscription may hear nothing before it is asked whether its
@@ -89,10 +90,64 @@ impl Client {
             .iter()
             .map(|shard| shard.keys().events())
             .collect();
+        self.subscribe(queue, channels, Event::decode).await
+    }
+
+    /// Subscribes to the progress of queue `queue`'s running jobs: a
+    /// [`Stream`] with one [`ProgressEvent`] each time a job's stored
+    /// progress changes ([`JobContext::progress`](crate::JobContext::progress)
+    /// reports it, the job's next lease renewal stores it and publishes it
+    /// on `queue:{name}:progress`). A value reported again unchanged is not
+    /// published again.
+    ///
+    /// Everything [`events`](Self::events) says holds here too: every shard
+    /// of a sharded queue, one job's changes in order, at most once (read
+    /// [`JobHandle::progress`](super::JobHandle::progress) after
+    /// subscribing, and after a gap), a lost connection as one `Err` and a
+    /// new subscription, a malformed message as an `Err`, a connection of
+    /// its own.
+    ///
+    /// ```no_run
+    /// use futures_util::StreamExt;
+    ///
+    /// # async fn run(client: jobqueue::Client) -> jobqueue::Result<()> {
+    /// let mut progress = client.progress_events("video").await?;
+    /// while let Some(Ok(event)) = progress.next().await {
+    ///     match event.fraction() {
+    ///         Some(done) => println!("{}: {:.0}%", event.id, done * 100.0),
+    ///         None => println!("{}: {}", event.id, event.progress),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`events`](Self::events).
+    ///
+    /// # Cancellation safety
+    /// Safe: dropping the future drops the half-open subscription.
+    pub async fn progress_events(&self, queue: &str) -> Result<EventStream<ProgressEvent>> {
+        let channels = self
+            .shard_queues(queue)?
+            .iter()
+            .map(|shard| shard.keys().progress())
+            .collect();
+        self.subscribe(queue, channels, ProgressEvent::decode).await
+    }
+
+    /// A stream of `channels`, the channels of logical queue `queue`, each
+    /// message decoded by `decode`.
+    async fn subscribe<M: Send + 'static>(
+        &self,
+        queue: &str,
+        channels: Vec<String>,
+        decode: Decode<M>,
+    ) -> Result<EventStream<M>> {
         let subscription = Subscription {
             conn: self.conn.clone(),
             queue: queue.to_owned(),
             channels,
+            decode,
         };
         let events = subscription.open().await?;
         Ok(EventStream {
@@ -110,18 +165,19 @@ impl Client {
 }
 
 /// The events of one queue, from [`Client::events`]: a [`Stream`] of
-/// `Result<Event>` that ends only when dropped.
+/// `Result<Event>` that ends only when dropped; or its progress, from
+/// [`Client::progress_events`]: `Result<ProgressEvent>` items.
 ///
 /// Polling it is cancellation safe: the subscription lives in the stream, so
 /// dropping a pending `next()` loses no event.
 #[must_use = "streams do nothing unless polled"]
-pub struct EventStream {
+pub struct EventStream<M = Event> {
     queue: String,
     channels: Vec<String>,
-    inner: BoxStream<'static, Result<Event>>,
+    inner: BoxStream<'static, Result<M>>,
 }
 
-impl fmt::Debug for EventStream {
+impl<M> fmt::Debug for EventStream<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventStream")
             .field("queue", &self.queue)
@@ -130,7 +186,7 @@ impl fmt::Debug for EventStream {
     }
 }
 
-impl EventStream {
+impl<M> EventStream<M> {
     /// The queue whose events this is (the logical name, for a sharded
     /// queue).
     pub fn queue(&self) -> &str {
@@ -138,27 +194,29 @@ impl EventStream {
     }
 }
 
-impl Stream for EventStream {
-    type Item = Result<Event>;
+impl<M> Stream for EventStream<M> {
+    type Item = Result<M>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)
     }
 }
 
-/// What a subscription is to: the channels of one logical queue.
-struct Subscription {
+/// What a subscription is to: the channels of one logical queue, and how
+/// their messages decode.
+struct Subscription<M> {
     conn: Connection,
     queue: String,
     channels: Vec<String>,
+    decode: Decode<M>,
 }
 
-impl Subscription {
+impl<M> Subscription<M> {
     /// One attempt at subscribing, bounded in time.
-    async fn open(&self) -> Result<Events> {
+    async fn open(&self) -> Result<Events<M>> {
         tokio::time::timeout(
             ANSWER_WITHIN,
-            Events::open(&self.conn, &self.queue, &self.channels),
+            Events::open(&self.conn, &self.queue, &self.channels, self.decode),
         )
         .await
         .unwrap_or_else(|_| {
@@ -170,7 +228,7 @@ impl Subscription {
     }
 
     /// Subscribes again, retrying with back-off until it works.
-    async fn reopen(&self) -> Events {
+    async fn reopen(&self) -> Events<M> {
         let mut failures = 0;
         loop {
             match self.open().await {
@@ -190,15 +248,15 @@ impl Subscription {
 }
 
 /// The stream's state: the subscription and its current connection.
-struct Listening {
-    subscription: Subscription,
-    events: Events,
+struct Listening<M> {
+    subscription: Subscription<M>,
+    events: Events<M>,
 }
 
-impl Listening {
+impl<M> Listening<M> {
     /// The next item: an event, a malformed message's error, or, after the
     /// connection was lost and replaced, the error that says so.
-    async fn step(mut self) -> Option<(Result<Event>, Self)> {
+    async fn step(mut self) -> Option<(Result<M>, Self)> {
         if let Some(item) = self.next_while_alive().await {
             return Some((item, self));
         }
@@ -223,7 +281,7 @@ impl Listening {
 
     /// The next message, or `None` once the connection is gone: closed, or
     /// silent for [`IDLE_CHECK`] and then not answering a `PING`.
-    async fn next_while_alive(&mut self) -> Option<Result<Event>> {
+    async fn next_while_alive(&mut self) -> Option<Result<M>> {
         loop {
             if let Ok(item) = tokio::time::timeout(IDLE_CHECK, self.events.next()).await {
                 return item;

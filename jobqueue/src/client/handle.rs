@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::definition::Job;
 use crate::error::{Error, Result};
-use crate::queue::{CancelOutcome, JobRecord, JobStatus, Queue};
+use crate::queue::{CancelOutcome, JobRecord, JobStatus, Progress, Queue};
 
 /// A job `T` that was enqueued: its id, its status, and its result.
 pub struct JobHandle<T: Job> {
@@ -82,6 +82,36 @@ impl<T: Job> JobHandle<T> {
     /// Safe: read only.
     pub async fn status(&self) -> Result<Option<JobStatus>> {
         Ok(self.queue.get_job(&self.id).await?.and_then(|r| r.status()))
+    }
+
+    /// The progress the job last reported
+    /// ([`JobContext::progress`](crate::JobContext::progress)), with the time
+    /// Redis stored it; `None` before it reported any, or once its hash is
+    /// gone. While the job runs, the value is up to a third of its lease
+    /// (at most 10 s) old: a lease renewal carries it. Once the job ended,
+    /// it is the last value its run reported. Reads the two progress fields
+    /// alone, so polling it is cheap;
+    /// [`Client::progress_events`](crate::Client::progress_events) pushes
+    /// each change instead.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: jobqueue::client::JobHandle<impl jobqueue::definition::Job>) -> jobqueue::Result<()> {
+    /// if let Some(progress) = handle.progress().await? {
+    ///     match progress.fraction() {
+    ///         Some(done) => println!("{:.0}% done", done * 100.0),
+    ///         None => println!("progress: {}", progress.value),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] when the stored value is not JSON.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn progress(&self) -> Result<Option<Progress>> {
+        self.queue.progress(&self.id).await
     }
 
     /// The job's whole hash, if it still exists.

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 pub use crate::queue::EventKind;
 pub use crate::queue::{EnqueueOptions, When};
+pub use crate::queue::{Progress, ProgressEvent};
 pub use events::EventStream;
 pub use handle::JobHandle;
 

@@ -129,6 +129,7 @@ pub(super) async fn list_jobs(
                     "completed_at_ms",
                     "scheduled_for_ms",
                     "cancel_reason",
+                    "progress_at_ms",
                 ],
             )
         })

@@ -28,6 +28,11 @@ pub struct JobSummary {
     /// The last error, when not empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The progress the job last reported, parsed (or the raw text when it
+    /// is not JSON); absent when it reported none. Its time is the raw
+    /// field `progress_at_ms`, which the dashboard adds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Value>,
     /// More raw fields shown beside these (the dashboard's lists add the
     /// handler name and the timestamps).
     #[serde(flatten)]
@@ -45,6 +50,7 @@ impl JobSummary {
             payload: Value::Object(serde_json::Map::new()),
             result: None,
             last_error: None,
+            progress: None,
             fields: BTreeMap::new(),
         };
         let Some(record) = record else {
@@ -61,6 +67,12 @@ impl JobSummary {
             serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
         });
         summary.last_error = record.last_error().map(str::to_owned);
+        summary.progress = record
+            .field("progress")
+            .filter(|text| !text.is_empty())
+            .map(|text| {
+                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+            });
         summary
     }
 

@@ -2,7 +2,8 @@
 //! `queue:{name}:events` channel as `{"id": "...", "status": "..."}`, the
 //! reference design's format. [`Queue::subscribe`] reads them typed;
 //! [`Client::events`](crate::Client::events) adds sharded queues and
-//! resubscribing after a lost connection.
+//! resubscribing after a lost connection. The progress channel
+//! (`queue:{name}:progress`, [`ProgressEvent`]) is read the same way.
 
 use std::fmt;
 use std::pin::Pin;
@@ -12,7 +13,7 @@ use futures_util::{Stream, StreamExt};
 use redis::aio::{PubSubSink, PubSubStream};
 use serde::{Deserialize, Serialize};
 
-use super::{JobStatus, Queue};
+use super::{JobStatus, ProgressEvent, Queue};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
@@ -82,7 +83,7 @@ impl Event {
     }
 
     /// Decodes one message of `channel`, an events channel of `queue`.
-    fn decode(channel: &str, queue: &str, message: &[u8]) -> Result<Self> {
+    pub(crate) fn decode(channel: &str, queue: &str, message: &[u8]) -> Result<Self> {
         let wire: Wire = serde_json::from_slice(message).map_err(|e| {
             Error::malformed(
                 channel,
@@ -106,18 +107,24 @@ impl Event {
     }
 }
 
+/// Decodes one message of a channel (named first) of a queue (second).
+pub(crate) type Decode<M> = fn(&str, &str, &[u8]) -> Result<M>;
+
 /// A subscription to one queue's events (see [`Queue::subscribe`]): a
-/// [`Stream`] of them, which ends when its connection drops.
-pub struct Events {
+/// [`Stream`] of them, which ends when its connection drops. `M` is what
+/// the channel carries: an [`Event`], or a [`ProgressEvent`] for
+/// [`Queue::subscribe_progress`].
+pub struct Events<M = Event> {
     /// The name stamped on every event.
     queue: String,
     channels: Vec<String>,
     /// Kept for [`ping`](Self::ping): the stream stops when it is dropped.
     sink: PubSubSink,
     messages: PubSubStream,
+    decode: Decode<M>,
 }
 
-impl fmt::Debug for Events {
+impl<M> fmt::Debug for Events<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Events")
             .field("queue", &self.queue)
@@ -126,10 +133,15 @@ impl fmt::Debug for Events {
     }
 }
 
-impl Events {
-    /// Subscribes to `channels` on a new pub/sub connection of `conn`; the
-    /// events carry `queue` as their queue.
-    pub(crate) async fn open(conn: &Connection, queue: &str, channels: &[String]) -> Result<Self> {
+impl<M> Events<M> {
+    /// Subscribes to `channels` on a new pub/sub connection of `conn`; each
+    /// message is decoded by `decode`, with `queue` as its queue.
+    pub(crate) async fn open(
+        conn: &Connection,
+        queue: &str,
+        channels: &[String],
+        decode: Decode<M>,
+    ) -> Result<Self> {
         let (mut sink, messages) = conn.pubsub().await?.split();
         sink.subscribe(channels).await?;
         Ok(Self {
@@ -137,6 +149,7 @@ impl Events {
             channels: channels.to_vec(),
             sink,
             messages,
+            decode,
         })
     }
 
@@ -146,7 +159,7 @@ impl Events {
     ///
     /// # Cancellation safety
     /// Safe: a message is taken only when the future completes.
-    pub async fn next(&mut self) -> Option<Result<Event>> {
+    pub async fn next(&mut self) -> Option<Result<M>> {
         StreamExt::next(self).await
     }
 
@@ -158,13 +171,13 @@ impl Events {
     }
 }
 
-impl Stream for Events {
-    type Item = Result<Event>;
+impl<M> Stream for Events<M> {
+    type Item = Result<M>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         this.messages.poll_next_unpin(cx).map(|message| {
-            message.map(|m| Event::decode(m.get_channel_name(), &this.queue, m.get_payload_bytes()))
+            message.map(|m| (this.decode)(m.get_channel_name(), &this.queue, m.get_payload_bytes()))
         })
     }
 }
@@ -181,7 +194,27 @@ impl Queue {
     /// # Cancellation safety
     /// Safe: dropping the future drops the half-open subscription.
     pub async fn subscribe(&self) -> Result<Events> {
-        Events::open(&self.conn, self.name(), &[self.keys.events()]).await
+        Events::open(
+            &self.conn,
+            self.name(),
+            &[self.keys.events()],
+            Event::decode,
+        )
+        .await
+    }
+
+    /// Subscribes to the queue's progress channel (`queue:{name}:progress`)
+    /// on a connection of its own: one [`ProgressEvent`] each time a lease
+    /// renewal stores a running job's new progress. At most once, as
+    /// [`subscribe`](Self::subscribe); for a subscription that resubscribes
+    /// and covers a sharded queue, see
+    /// [`Client::progress_events`](crate::Client::progress_events).
+    ///
+    /// # Cancellation safety
+    /// Safe: dropping the future drops the half-open subscription.
+    pub async fn subscribe_progress(&self) -> Result<Events<ProgressEvent>> {
+        let channels = [self.keys.progress()];
+        Events::open(&self.conn, self.name(), &channels, ProgressEvent::decode).await
     }
 }
 

@@ -7,7 +7,8 @@
 //! jobs, and tests. Each operation lives in the file named for it:
 //! `enqueue`, `claim` (with its blocking wait), `settle` (complete, fail,
 //! release, extend), `sweep` (reclaim and promote), `admin` (pause, retry
-//! dead letters, delete, purge), `read` (stats, jobs, lists) and `events`.
+//! dead letters, delete, purge), `read` (stats, jobs, lists), `progress`
+//! (what a running job reports, carried by extend) and `events`.
 //! Every state change is one Lua script (see [`docs::data_model`](crate::docs::data_model)).
 //!
 //! ```no_run
@@ -43,6 +44,7 @@ mod events;
 mod limits;
 mod new_job;
 mod options;
+mod progress;
 mod protocol;
 mod read;
 mod record;
@@ -59,9 +61,12 @@ pub use crate::keys::{KeyLayout, Keys};
 pub use cancel::CancelOutcome;
 pub use claimed::{Ack, ClaimedJob};
 pub use enqueue::Enqueued;
+pub(crate) use events::Decode;
 pub use events::{Event, EventKind, Events};
 pub use new_job::{EnqueueOptions, NewJob, When};
 pub use options::QueueOptions;
+pub use progress::{MAX_PROGRESS_BYTES, Progress, ProgressEvent};
+pub(crate) use progress::{fraction_json, value_json};
 pub use read::Stats;
 pub use record::{JobRecord, JobStatus};
 pub use schedules::{Misfire, ScheduleInfo, ScheduleOptions, tick_time};

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::Progress;
 use crate::error::{Error, Result};
 
 /// The state a job's `status` field names.
@@ -187,6 +188,14 @@ impl JobRecord {
     /// since its cancel was requested while it runs.
     pub fn cancel_reason(&self) -> Option<&str> {
         self.field("cancel_reason")
+    }
+
+    /// The progress the job last reported (`progress`, `progress_at_ms`),
+    /// `None` when it reported none; see
+    /// [`JobContext::progress`](crate::JobContext::progress). It stays after
+    /// the run ends, as the last value reported.
+    pub fn progress(&self) -> Result<Option<Progress>> {
+        Progress::of(self)
     }
 
     /// A numeric field: decimal digits only, as the scripts require (Rust's

@@ -262,21 +262,62 @@ impl Queue {
     /// # Cancellation safety
     /// Safe: renewing twice is harmless.
     pub async fn extend_many(&self, jobs: &[&ClaimedJob]) -> Result<Vec<Ack>> {
+        let jobs: Vec<_> = jobs.iter().map(|job| (*job, None)).collect();
+        self.extend_with_progress(&jobs).await
+    }
+
+    /// [`extend_many`](Self::extend_many), writing each job's progress given
+    /// in the same call: the lease renewal a running job needs anyway
+    /// carries it, so progress costs no round trip of its own (the runner
+    /// sends what [`JobContext::progress`](crate::JobContext::progress)
+    /// buffered this way).
+    ///
+    /// A job's value is written to its hash (`progress`, and
+    /// `progress_at_ms` by Redis's clock) only while the claim holds the job
+    /// (a stale token writes nothing), and only when it differs from the
+    /// stored one; each change is published on `queue:{name}:progress`
+    /// ([`Keys::progress`](super::Keys::progress)) as
+    /// `{"id": "...", "progress": <value>}`. `None` renews the lease alone.
+    ///
+    /// # Errors
+    /// [`Error::InvalidProgress`] when a value is over
+    /// [`MAX_PROGRESS_BYTES`](super::MAX_PROGRESS_BYTES); nothing is sent.
+    ///
+    /// # Cancellation safety
+    /// Safe: renewing twice is harmless, and a value sent twice is written
+    /// and published once.
+    pub async fn extend_with_progress(
+        &self,
+        jobs: &[(&ClaimedJob, Option<&RawValue>)],
+    ) -> Result<Vec<Ack>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
+        }
+        for (_, progress) in jobs {
+            if let Some(progress) = progress {
+                super::progress::check_size(progress)?;
+            }
         }
         let mut invocation = SCRIPTS.extend.prepare_invoke();
         invocation
             .key(self.keys.leases())
             .key(self.keys.processing())
-            .arg(self.visibility_ms());
-        for job in jobs {
+            .arg(self.visibility_ms())
+            .arg(self.keys.progress());
+        for (job, progress) in jobs {
             invocation
                 .key(self.keys.job(job.id()))
                 .arg(job.id())
-                .arg(job.token());
+                .arg(job.token())
+                .arg(progress.map_or("", |p| p.get()));
         }
         let deadlines: Vec<Value> = self.invoke(&invocation).await?;
+        if deadlines.len() != jobs.len() {
+            return Err(Error::malformed(
+                "extend script reply",
+                format!("{} replies for {} jobs", deadlines.len(), jobs.len()),
+            ));
+        }
         Ok(deadlines
             .iter()
             .map(|d| match d {

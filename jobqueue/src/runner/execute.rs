@@ -6,18 +6,24 @@
 //! was cancelled (a lease renewal says so) is stopped, and its job ends as
 //! cancelled.
 //!
+//! The progress a run reported and no lease renewal carried yet is written
+//! (one renewal of its own) before its outcome, so the stored progress is
+//! the last value the job reported.
+//!
 //! Cancelling a run cancels its `JobContext` first and keeps polling the
 //! handler for up to `CANCEL_GRACE` (middleware.rs), so a handler waiting on
 //! `ctx.cancelled()` sees it and can stop cleanly; only then is it dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::acks::Finished;
 use super::meter::Meter;
+use super::progress::ProgressBuffer;
 use super::slot::Slot;
 use super::{QueueRt, Shared};
 use crate::backoff::Backoff;
@@ -72,7 +78,8 @@ async fn run(
     };
     tracing::Span::current().record("name", def.name());
     let meter = shared.meter(Some(def.name()), &q.logical);
-    let ticket = q.in_flight.insert(&job);
+    let progress = Arc::new(ProgressBuffer::for_claim(q.queue.clone(), Arc::clone(&job)));
+    let ticket = q.in_flight.insert(&job, &progress);
     shared.started(&job);
     let cancel = CancellationToken::new();
     let max_attempts = job
@@ -87,7 +94,8 @@ async fn run(
         .with_attempt(job.attempt(), max_attempts)
         .with_claim_token(job.token())
         .with_cancellation(cancel.clone())
-        .with_shared_client(Arc::clone(&shared.client));
+        .with_shared_client(Arc::clone(&shared.client))
+        .with_progress_buffer(Arc::clone(&progress));
     if let Ok(Some(time)) = job.record().enqueued_at() {
         ctx = ctx.with_enqueued_at(time);
     }
@@ -102,8 +110,26 @@ async fn run(
     let request = JobRequest::claimed(ctx, def, Arc::clone(&job), stops);
     let outcome = shared.stack.call(request).await;
     drop(running);
+    if !matches!(outcome, JobOutcome::LeaseLost) {
+        flush_last_progress(&progress).await;
+    }
     ticket.settling.store(true, Ordering::SeqCst);
     finish(q, job, outcome, def.backoff(), slot, interrupt, meter).await;
+}
+
+/// How long writing a run's last progress may hold up its outcome.
+const LAST_PROGRESS_WITHIN: Duration = Duration::from_secs(2);
+
+/// Writes the progress a run reported that no renewal carried yet (nothing
+/// to do, and no round trip, when there is none). Bounded in time: the
+/// outcome matters more than the progress, which stays unwritten when Redis
+/// does not answer.
+async fn flush_last_progress(progress: &ProgressBuffer) {
+    match tokio::time::timeout(LAST_PROGRESS_WITHIN, progress.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "the last progress reported was not written"),
+        Err(_) => tracing::debug!("the last progress reported was not written in time"),
+    }
 }
 
 /// Hands a completed or failed job's outcome to the claim loop, which writes

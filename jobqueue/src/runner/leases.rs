@@ -1,6 +1,7 @@
 //! Lease renewal: one task renews every running job's lease, batched into
 //! one round trip per queue per tick, so a healthy job is never reclaimed
-//! however long it runs.
+//! however long it runs. Each renewal also carries the progress its job
+//! reported since the last one (`progress.rs`): no round trip of its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::progress::{Outgoing, ProgressBuffer};
 use crate::queue::{Ack, ClaimedJob};
 
 /// The running jobs of one queue, by claim token (each claim has its own):
@@ -32,6 +34,8 @@ struct Running {
     /// Set once the outcome is being written: a renewal refused then is the
     /// settle racing it, not a lost lease.
     settling: Arc<AtomicBool>,
+    /// What the run reported and no renewal carried yet.
+    progress: Arc<ProgressBuffer>,
 }
 
 /// What the executing task keeps of its registration.
@@ -43,7 +47,7 @@ pub(super) struct Ticket {
 }
 
 impl InFlight {
-    pub(super) fn insert(&self, job: &Arc<ClaimedJob>) -> Ticket {
+    pub(super) fn insert(&self, job: &Arc<ClaimedJob>, progress: &Arc<ProgressBuffer>) -> Ticket {
         let lost = CancellationToken::new();
         let cancel = CancellationToken::new();
         let settling = Arc::new(AtomicBool::new(false));
@@ -54,6 +58,7 @@ impl InFlight {
                 lost: lost.clone(),
                 cancel: cancel.clone(),
                 settling: Arc::clone(&settling),
+                progress: Arc::clone(progress),
             },
         );
         Ticket {
@@ -70,12 +75,13 @@ impl InFlight {
             .remove(job.token());
     }
 
-    fn snapshot(&self) -> Vec<Arc<ClaimedJob>> {
+    /// Every running job, with the progress its renewal should carry.
+    fn snapshot(&self) -> Vec<(Arc<ClaimedJob>, Option<Outgoing>)> {
         self.jobs
             .lock()
             .expect("in-flight lock")
             .values()
-            .map(|r| Arc::clone(&r.job))
+            .map(|r| (Arc::clone(&r.job), r.progress.outgoing()))
             .collect()
     }
 
@@ -167,14 +173,24 @@ pub(super) async fn renew(shared: Arc<Shared>, stop: CancellationToken) {
             if jobs.is_empty() {
                 return;
             }
-            let refs: Vec<&ClaimedJob> = jobs.iter().map(|j| &**j).collect();
-            match tokio::time::timeout(limit, q.queue.extend_many(&refs)).await {
+            let batch: Vec<_> = jobs
+                .iter()
+                .map(|(job, progress)| (&**job, progress.as_ref().map(Outgoing::value)))
+                .collect();
+            let renewed = tokio::time::timeout(limit, q.queue.extend_with_progress(&batch)).await;
+            drop(batch);
+            match renewed {
                 Ok(Ok(acks)) => {
-                    for (job, ack) in jobs.iter().zip(acks) {
+                    for ((job, progress), ack) in jobs.into_iter().zip(acks) {
                         match ack {
-                            Ack::LeaseLost => q.in_flight.lose(job),
-                            Ack::CancelRequested => q.in_flight.cancel_requested(job),
+                            Ack::LeaseLost => q.in_flight.lose(&job),
+                            Ack::CancelRequested => q.in_flight.cancel_requested(&job),
                             _ => {}
+                        }
+                        if ack != Ack::LeaseLost
+                            && let Some(progress) = progress
+                        {
+                            progress.written();
                         }
                     }
                 }

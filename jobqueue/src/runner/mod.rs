@@ -3,7 +3,8 @@
 //!
 //! One task per queue claims jobs only when a slot is free to run them
 //! (`claim`); each job runs in its own task (`execute`); one task renews
-//! every running job's lease, one round trip per queue per tick (`leases`);
+//! every running job's lease, one round trip per queue per tick, carrying
+//! the progress the jobs reported (`leases`, `progress`);
 //! one task sweeps (`sweeper`). Cancelling the token passed to
 //! [`Runner::run`] stops claiming at once, gives running jobs
 //! `shutdown_timeout` to finish, then cancels them and hands their jobs back
@@ -14,6 +15,7 @@ mod claim;
 mod execute;
 mod leases;
 mod meter;
+mod progress;
 mod relayer;
 mod slot;
 mod sweeper;
@@ -35,6 +37,7 @@ use crate::queue::Queue;
 use crate::registry::Registry;
 
 use leases::InFlight;
+pub(crate) use progress::ProgressBuffer;
 use slot::{Arbiter, Sharing};
 
 /// Builds a [`Runner`]; see [`Runner::builder`].
