@@ -68,6 +68,14 @@ async fn wf_other(n: u64) -> u64 {
     n
 }
 
+/// A child on a third queue, with a short random-ish nap so that ends
+/// interleave across runners.
+#[job(queue = "wf-race")]
+async fn wf_race(n: u64) -> u64 {
+    tokio::time::sleep(Duration::from_millis(n % 7)).await;
+    n
+}
+
 /// A child that waits (queue nobody runs in some tests).
 #[job(queue = "wf-idle")]
 async fn wf_idle(n: u64) -> u64 {
@@ -428,6 +436,58 @@ async fn bad_batches_are_refused_with_nothing_written(redis: TestRedis) {
     assert_eq!(client.batches("wf-other", 10).await.unwrap().len(), 0);
 }
 
+/// Many small batches whose children run on three runners at once: the
+/// last children of a batch often end on different runners within the
+/// same moment, and their relays race. Every batch calls back exactly once.
+async fn racing_last_children_release_each_callback_once(redis: TestRedis) {
+    const BATCHES: usize = 30;
+    let client = redis.client().await;
+    let runners: Vec<_> = (0..3)
+        .map(|_| {
+            let runner = Runner::builder(client.clone())
+                .queues(["wf-other", "wf-race", "wf-done"])
+                .concurrency(4)
+                .build()
+                .unwrap();
+            start_runner(runner)
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for b in 0..BATCHES as u64 {
+        let handle = client
+            .batch()
+            .add::<wf_other>(b)
+            .add::<wf_race>(b)
+            .add::<wf_other>(b + 1)
+            .add::<wf_race>(b + 1)
+            .on_complete::<wf_done, _>(format!("race {b}"))
+            .enqueue()
+            .await
+            .unwrap();
+        handles.push(handle);
+    }
+    for handle in &handles {
+        let status = handle.wait(Duration::from_secs(30)).await.unwrap();
+        assert_eq!((status.succeeded, status.failed), (4, 0));
+    }
+    let ids: Vec<String> = handles.iter().map(|h| h.id().to_owned()).collect();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            ids.iter().all(|id| !callbacks_of(id).is_empty())
+        })
+        .await,
+        "some callbacks never ran"
+    );
+    // Several relay passes of every runner later, still one run each.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for id in &ids {
+        assert_eq!(callbacks_of(id).len(), 1, "batch {id}");
+    }
+    for (token, task) in runners {
+        stop_runner(token, task).await;
+    }
+}
+
 on_each_topology!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     three_typed_steps_return_the_last_output,
@@ -441,4 +501,6 @@ on_each_topology!(
     ends_wait_in_the_outbox_and_count_once,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     bad_batches_are_refused_with_nothing_written,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    racing_last_children_release_each_callback_once,
 );
