@@ -209,21 +209,17 @@ impl Keys {
 
     /// `queue:{name}:outbox`: sorted set of the jobs of this queue that
     /// ended as a batch's child or a chain's step and whose end is not yet
-    /// relayed (id -> when it ended, ms); each has an entry hash
-    /// [`outbox_entry`](Self::outbox_entry).
+    /// relayed (id -> when it ended, ms); each has its entry in
+    /// [`outbox_entries`](Self::outbox_entries).
     pub fn outbox(&self) -> String {
         self.key("outbox")
     }
 
-    /// `queue:{name}:outbox:`: the prefix of the outbox entries.
-    pub fn outbox_prefix(&self) -> String {
-        self.key("outbox:")
-    }
-
-    /// `queue:{name}:outbox:{id}`: how job `id` ended (outcome, detail, its
-    /// batch, the rest of its chain), kept until it is relayed.
-    pub fn outbox_entry(&self, id: &str) -> String {
-        format!("{}:outbox:{id}", self.base)
+    /// `queue:{name}:outbox:entries`: hash of how each job in the outbox
+    /// ended (id -> JSON: outcome, detail, its batch, the rest of its
+    /// chain), kept until it is relayed.
+    pub fn outbox_entries(&self) -> String {
+        self.key("outbox:entries")
     }
 
     /// `queue:{name}:batch:{id}`: one batch whose callbacks are on this

@@ -527,7 +527,7 @@ async fn claim_of(q: &Queue, id: &str) -> ClaimedJob {
 /// exists (a script whose keys are all on the node it runs on is served
 /// there, so these scripts run on the node the slot moves from). Returns a
 /// job left pending.
-async fn every_key_in_use(q: &Queue) -> String {
+async fn every_key_in_use(q: &Queue, c: &mut RawConn) -> String {
     let ids = q
         .enqueue_many(&[
             json!("done"),
@@ -548,6 +548,12 @@ async fn every_key_in_use(q: &Queue) -> String {
         q.fail_permanently(&dead, "dead").await.unwrap(),
         Ack::Failed
     );
+    // The outbox of batch children and chain steps (no runner relays it
+    // here): an entry of a job that is not there.
+    let keys = q.keys();
+    let entry = r#"{"outcome":"ok","detail":"","batch":"","chain":""}"#;
+    exec(c, &["HSET", &keys.outbox_entries(), "gone", entry]).await;
+    exec(c, &["ZADD", &keys.outbox(), "0", "gone"]).await;
     ids[2].clone()
 }
 
@@ -559,7 +565,7 @@ async fn every_key_in_use(q: &Queue) -> String {
 async fn promote_meeting_a_job_hash_already_moved_leaves_the_job_scheduled() {
     let (cluster, q, mut c) = migrating_queue("moving_promote").await;
     let keys = q.keys().clone();
-    let pending = every_key_in_use(&q).await;
+    let pending = every_key_in_use(&q, &mut c).await;
     let due = enqueue_due_in_an_hour(&q, "due").await;
     exec(&mut c, &["ZADD", &keys.scheduled(), "XX", "0", &due]).await;
     let moving = begin_move(&cluster, &keys.pending());
@@ -591,7 +597,7 @@ async fn promote_meeting_a_job_hash_already_moved_leaves_the_job_scheduled() {
 async fn the_sweep_meeting_a_job_hash_already_moved_keeps_the_lease() {
     let (cluster, q, mut c) = migrating_queue("moving_sweep").await;
     let keys = q.keys().clone();
-    every_key_in_use(&q).await;
+    every_key_in_use(&q, &mut c).await;
     let stuck = q.enqueue(&json!("stuck")).await.unwrap();
     // Oldest first: the job left pending by every_key_in_use comes first.
     let _first = q.claim(Duration::ZERO).await.unwrap().unwrap();
@@ -651,8 +657,8 @@ async fn settling_while_the_trimmed_job_hash_moved_is_whole() {
     );
     let done = claim_of(&q, &ids[2]).await;
     let dead = claim_of(&q, &ids[3]).await;
-    // Pending, the scheduled set and the cancelled list exist too (settle
-    // declares them).
+    // Pending, the scheduled set, the cancelled list and the outbox exist
+    // too (settle declares them).
     q.enqueue(&json!("waits")).await.unwrap();
     enqueue_due_in_an_hour(&q, "later").await;
     let unwanted = q.enqueue(&json!("unwanted")).await.unwrap();
@@ -660,6 +666,10 @@ async fn settling_while_the_trimmed_job_hash_moved_is_whole() {
         q.cancel(&unwanted, "unwanted").await.unwrap(),
         jobqueue::queue::CancelOutcome::Cancelled(JobStatus::Pending)
     );
+    // And the outbox (an entry no runner relays here).
+    let entry = r#"{"outcome":"ok","detail":"","batch":"","chain":""}"#;
+    exec(&mut c, &["HSET", &keys.outbox_entries(), "gone", entry]).await;
+    exec(&mut c, &["ZADD", &keys.outbox(), "0", "gone"]).await;
     let mut events = q.subscribe().await.unwrap();
     let moving = begin_move(&cluster, &keys.pending());
     migrate(&cluster, &moving, &[keys.job(&ids[0]), keys.job(&ids[1])]);
@@ -733,7 +743,7 @@ async fn counter(c: &mut RawConn, keys: &jobqueue::queue::Keys, field: &str) -> 
 async fn a_script_served_by_the_importing_node_leaves_hashes_not_yet_moved_alone() {
     let (cluster, q, mut c) = migrating_queue("importing").await;
     let keys = q.keys().clone();
-    every_key_in_use(&q).await;
+    every_key_in_use(&q, &mut c).await;
     let stuck = q.enqueue(&json!("stuck")).await.unwrap();
     let _first = q.claim(Duration::ZERO).await.unwrap().unwrap();
     let job = claim_of(&q, &stuck).await;
@@ -788,8 +798,8 @@ async fn a_script_served_by_the_importing_node_leaves_hashes_not_yet_moved_alone
 /// the connection's back-off, like the cluster's other "not now" answers.
 #[tokio::test]
 async fn reads_and_writes_outlast_nodes_that_disagree_on_a_moving_slot() {
-    let (cluster, q, _raw) = migrating_queue("disagree").await;
-    let id = every_key_in_use(&q).await;
+    let (cluster, q, mut raw) = migrating_queue("disagree").await;
+    let id = every_key_in_use(&q, &mut raw).await;
     let keys = q.keys().clone();
     let moving = begin_move(&cluster, &keys.pending());
     let rest = keys_left(&cluster, &moving);

@@ -82,6 +82,18 @@ async fn wf_idle(n: u64) -> u64 {
     n
 }
 
+/// Outputs more than a job payload may hold (512 KiB by default).
+#[job(queue = "wf-fetch")]
+async fn wf_huge(n: usize) -> Result<String, String> {
+    Ok("x".repeat(n))
+}
+
+/// Unique by its payload for a minute.
+#[job(queue = "wf-other", unique_for = "1m")]
+async fn wf_unique(n: u64) -> u64 {
+    n
+}
+
 #[job(queue = "wf-done")]
 async fn wf_done(summary: BatchSummary<String>) {
     let value = serde_json::to_value(&summary).unwrap();
@@ -361,21 +373,13 @@ async fn ends_wait_in_the_outbox_and_count_once(redis: TestRedis) {
 
     // The same two ends again, as a crashed relay would leave them.
     for (_, child) in handle.children() {
-        let entry = idle.keys().outbox_entry(child);
+        let entry = serde_json::json!({
+            "outcome": "ok", "detail": "", "batch": format!("wf-done/{id}"), "chain": ""
+        })
+        .to_string();
         exec(
             &mut conn,
-            &[
-                "HSET",
-                &entry,
-                "outcome",
-                "ok",
-                "detail",
-                "",
-                "batch",
-                &format!("wf-done/{id}"),
-                "chain",
-                "",
-            ],
+            &["HSET", &idle.keys().outbox_entries(), child, &entry],
         )
         .await;
         exec(&mut conn, &["ZADD", &idle.keys().outbox(), "1", child]).await;
@@ -488,6 +492,124 @@ async fn racing_last_children_release_each_callback_once(redis: TestRedis) {
     }
 }
 
+/// Children the enqueue leaves unwritten (a unique child whose lock is
+/// held, an id of the caller's that names an existing job) are recorded as
+/// failed at once, so the batch still completes; a batch given a callback
+/// twice, or a child id twice, is refused before anything is written.
+async fn children_that_cannot_be_written_still_let_the_batch_complete(redis: TestRedis) {
+    let client = redis.client().await;
+    let holder = client.enqueue::<wf_unique>(7).await.unwrap();
+    let taken = client
+        .enqueue_with::<wf_other>(1, jobqueue::client::EnqueueOptions::new().id("taken-id"))
+        .await
+        .unwrap();
+    let handle = client
+        .batch()
+        .add::<wf_unique>(7)
+        .add_with::<wf_other>(2, jobqueue::client::EnqueueOptions::new().id("taken-id"))
+        .add::<wf_other>(3)
+        .on_complete::<wf_done, _>("unwritten".to_owned())
+        .enqueue()
+        .await
+        .unwrap();
+    let status = handle.status().await.unwrap().unwrap();
+    assert_eq!((status.failed, status.succeeded), (2, 0), "{status}");
+    let runner = Runner::builder(client.clone())
+        .queues(["wf-other", "wf-done"])
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    let status = handle.wait(Duration::from_secs(20)).await.unwrap();
+    assert_eq!((status.succeeded, status.failed), (1, 2), "{status}");
+    let id = handle.id().to_owned();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            callbacks_of(&id).len() == 1
+        })
+        .await
+    );
+    let mut reasons: Vec<String> = callbacks_of(&id)[0]["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["reason"].as_str().unwrap().to_owned())
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "not enqueued: a job with id taken-id exists already".to_owned(),
+            format!(
+                "not enqueued: its unique lock is held by job {}",
+                holder.id()
+            ),
+        ]
+    );
+    // The job that held the id is untouched (not part of the batch).
+    let record = client
+        .queue("wf-other")
+        .unwrap()
+        .get_job(taken.id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.field("batch"), None);
+    stop_runner(token, task).await;
+
+    let twice = client
+        .batch()
+        .add::<wf_other>(1)
+        .on_complete::<wf_done, _>("a".to_owned())
+        .on_complete::<wf_done, _>("b".to_owned())
+        .enqueue()
+        .await
+        .unwrap_err();
+    assert!(
+        twice.to_string().contains("on_complete is given twice"),
+        "{twice}"
+    );
+    let same_id = client
+        .batch()
+        .add_with::<wf_other>(1, jobqueue::client::EnqueueOptions::new().id("dup"))
+        .add_with::<wf_other>(2, jobqueue::client::EnqueueOptions::new().id("dup"))
+        .enqueue()
+        .await
+        .unwrap_err();
+    assert!(same_id.to_string().contains("given twice"), "{same_id}");
+    assert_eq!(client.batches("wf-done", 10).await.unwrap().len(), 1);
+}
+
+/// A step whose output cannot be the next step's payload (over the
+/// payload limit) stops the chain, and the wait says where and why.
+async fn a_step_the_relay_cannot_write_stops_the_chain(redis: TestRedis) {
+    let client = redis.client().await;
+    let runner = Runner::builder(client.clone())
+        .queues(["wf-fetch", "wf-measure"])
+        .build()
+        .unwrap();
+    let (token, task) = start_runner(runner);
+    let chain = client
+        .chain::<wf_huge>(600 * 1024)
+        .then::<wf_measure>()
+        .enqueue()
+        .await
+        .unwrap();
+    let err = chain.wait(Duration::from_secs(20)).await.unwrap_err();
+    match &err {
+        Error::ChainStopped {
+            step, of, error, ..
+        } => {
+            assert_eq!((*step, *of), (2, 2));
+            assert!(
+                error.starts_with("the next step could not be written"),
+                "{error}"
+            );
+        }
+        other => panic!("expected ChainStopped, got {other}"),
+    }
+    stop_runner(token, task).await;
+}
+
 on_each_topology!(
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     three_typed_steps_return_the_last_output,
@@ -503,4 +625,8 @@ on_each_topology!(
     bad_batches_are_refused_with_nothing_written,
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     racing_last_children_release_each_callback_once,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    children_that_cannot_be_written_still_let_the_batch_complete,
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    a_step_the_relay_cannot_write_stops_the_chain,
 );

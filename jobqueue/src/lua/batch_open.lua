@@ -21,7 +21,9 @@
 --           JSON, number of extra fields E, then E field/value pairs
 -- Returns:  1 written; 0 a batch with this id exists already (nothing
 --           written); an error reply, with nothing written, when a key holds
---           another type or a callback's job exists already
+--           another type, the arguments are malformed (more than two
+--           callbacks, a role twice, field pairs that do not add up) or a
+--           callback's job exists already
 
 local MAX_CHILDREN = 10000
 local key, index, id = KEYS[1], KEYS[2], ARGV[1]
@@ -41,12 +43,17 @@ elseif t ~= 'none' then
   return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a hash; nothing written')
 end
 -- Read and check every callback before the first write.
-local callbacks, at = {}, 5
+if #KEYS > 4 then
+  return redis.error_reply('ERR batch_open: at most two callbacks; nothing written')
+end
+local callbacks, at, roles = {}, 5, {}
 for k = 3, #KEYS do
   local role, cb, payload, extra = ARGV[at], ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
-  if (role ~= 'complete' and role ~= 'success') or not extra or extra < 0 or extra > 64 then
+  if (role ~= 'complete' and role ~= 'success') or roles[role] or not extra or extra < 0 or extra > 64
+      or at + 3 + extra * 2 > #ARGV then
     return redis.error_reply('ERR batch_open: callback ' .. (k - 2) .. ' is malformed; nothing written')
   end
+  roles[role] = true
   if redis.call('EXISTS', KEYS[k]) == 1 then
     return redis.error_reply('ERR batch_open: the callback job ' .. cb .. ' exists already; nothing written')
   end
@@ -55,6 +62,9 @@ for k = 3, #KEYS do
   at = at + 4 + extra * 2
 end
 
+if at ~= #ARGV + 1 then
+  return redis.error_reply('ERR batch_open: ' .. (#ARGV + 1 - at) .. ' arguments left over; nothing written')
+end
 local now = ms(now_ms())
 local fields = { 'id', id, 'queue', ARGV[4], 'state', 'open', 'total', ms(total), 'succeeded', '0',
   'failed', '0', 'created_at_ms', now, 'keep_s', ms(keep), 'on_complete', '', 'on_success', '' }

@@ -22,6 +22,8 @@
 -- KEYS[3]  scheduled sorted set
 -- KEYS[4]  cancelled list
 -- KEYS[5]  stats hash
+-- KEYS[6]  outbox sorted set (ends of batch children and chain steps)
+-- KEYS[7]  outbox entries hash
 -- ARGV[1]  job id
 -- ARGV[2]  the reason, stored as cancel_reason
 -- ARGV[3]  events channel
@@ -38,6 +40,7 @@
 Q.prefix, Q.channel, Q.cancelled, Q.stats = ARGV[5], ARGV[3], KEYS[4], KEYS[5]
 Q.failed_cap = tonumber(ARGV[4])
 Q.pending = KEYS[2]
+Q.outbox, Q.entries = KEYS[6], KEYS[7]
 local key, id, reason = KEYS[1], ARGV[1], ARGV[2]
 expect(KEYS[2], 'list')
 expect(KEYS[3], 'zset')
@@ -62,6 +65,8 @@ elseif status == 'pending' then
   unlist(id)
 elseif status == 'scheduled' then
   redis.call('ZREM', KEYS[3], id)
+elseif status == 'waiting' then
+  -- A batch's callback, in no list: its batch will not release it.
 else
   return redis.error_reply('ERR cancel: job ' .. id .. ' has status "' .. tostring(status) ..
     '", which this library does not know; nothing written')

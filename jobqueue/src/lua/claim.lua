@@ -24,7 +24,9 @@
 -- KEYS[7]  paused flag: while it exists, nothing new is claimed
 -- KEYS[8]  settled sorted set (a job failed here is recorded as a dead letter)
 -- KEYS[9]  cancelled list (an expired job is listed there)
--- KEYS[10..] keys of earlier requests whose replies arrived: deleted here, so
+-- KEYS[10] outbox sorted set (ends of batch children and chain steps)
+-- KEYS[11] outbox entries hash
+-- KEYS[12..] keys of earlier requests whose replies arrived: deleted here, so
 --          request keys live only while a reply may still be lost
 -- ARGV[1]  job hash prefix (ids come from pending, so their hash keys are
 --          derived here: the documented exception)
@@ -73,6 +75,7 @@
 Q.prefix, Q.channel = ARGV[1], ARGV[2]
 Q.pending, Q.processing, Q.leases, Q.failed, Q.stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 Q.settled, Q.cancelled = KEYS[8], KEYS[9]
+Q.outbox, Q.entries = KEYS[10], KEYS[11]
 Q.failed_cap = tonumber(ARGV[5])
 local default_vis, default_max = ARGV[3], ARGV[4]
 local mode = ARGV[6]
@@ -89,7 +92,7 @@ local now = now_ms()
 -- The first write of every path below: the request keys of earlier claims
 -- whose replies arrived.
 local function forget_answered()
-  for k = 10, #KEYS do
+  for k = 12, #KEYS do
     if KEYS[k] ~= request then
       redis.call('DEL', KEYS[k])
     end

@@ -580,24 +580,20 @@ end
 -- Workflows (docs/data-model.md#workflows). A child of a batch (its hash
 -- has `batch`, "<queue>/<batch id>") and a step of a chain with a step
 -- after it (`chain`, the rest of the chain as JSON) report how they ended
--- through their queue's outbox: a sorted set `outbox` (id -> when written,
--- ms) and a hash `outbox:<id>` per entry (outcome, detail, batch, chain),
--- written in the same script as the end itself, so a crash cannot come
--- between the two. Runners relay the entries to the batch (or enqueue the
--- next step) and delete them after; a relay repeated is harmless. The
--- outbox keys derive from the job-hash prefix (the documented exception)
--- and share the queue's slot.
-local function outbox_keys()
-  local base = string.sub(Q.prefix, 1, -5)
-  return base .. 'outbox', base .. 'outbox:'
-end
+-- through their queue's outbox: the sorted set Q.outbox (id -> when
+-- written, ms) and the hash Q.entries (id -> the entry as JSON: outcome,
+-- detail, batch, chain), written in the same script as the end itself, so
+-- a crash cannot come between the two. Both come in KEYS. Runners relay
+-- the entries to the batch (or enqueue the next step) and delete them
+-- after; a relay repeated is harmless.
 
--- Checks, before the first write, the keys a job's end writes that its
--- script did not get in KEYS checked already: the cancelled history and the
--- outbox (Q.prefix and Q.cancelled set first).
+-- Checks, before the first write, the keys a job's end writes besides the
+-- job's own: the cancelled history and the outbox (Q.cancelled, Q.outbox
+-- and Q.entries set first).
 local function expect_ends()
   expect(Q.cancelled, 'list')
-  expect((outbox_keys()), 'zset')
+  expect(Q.outbox, 'zset')
+  expect(Q.entries, 'hash')
 end
 
 -- Records in the outbox that job id ended: outcome 'ok', 'failed',
@@ -605,8 +601,8 @@ end
 -- completed, else the reason. batch and chain are the job's fields when the
 -- caller read them (false when absent), nil to read them here. A job that is
 -- in no batch, or a chain step that did not complete, writes nothing. The
--- outbox was checked by expect_ends; DEL first makes the entry's hash a hash
--- whatever the key held.
+-- outbox was checked by expect_ends. A later end of the same job (a dead
+-- letter revived) replaces an entry not yet relayed.
 local function report_end(id, outcome, detail, now, batch, chain)
   if batch == nil then
     local f = redis.pcall('HMGET', Q.prefix .. id, 'batch', 'chain')
@@ -621,12 +617,14 @@ local function report_end(id, outcome, detail, now, batch, chain)
   if not batch and not chain then
     return
   end
-  local outbox, entry = outbox_keys()
-  entry = entry .. id
-  redis.call('DEL', entry)
-  redis.call('HSET', entry, 'outcome', outcome, 'detail', chain and detail or (outcome == 'ok' and '' or detail),
-    'batch', batch or '', 'chain', chain or '', 'at_ms', ms(now))
-  redis.call('ZADD', outbox, ms(now), id)
+  local entry = cjson.encode({
+    outcome = outcome,
+    detail = (chain or outcome ~= 'ok') and detail or '',
+    batch = batch or '',
+    chain = chain or '',
+  })
+  redis.call('HSET', Q.entries, id, entry)
+  redis.call('ZADD', Q.outbox, ms(now), id)
 end
 
 -- Moves a job to the dead letters with a reason. The caller has read the

@@ -20,6 +20,9 @@
 -- KEYS[8]  leases sorted set
 -- KEYS[9]  settled sorted set, optional: the job's dead-letter record goes
 --          with it (without it, the sweep's next full pass drops the record)
+-- KEYS[10] outbox sorted set, optional (with KEYS[9] and KEYS[11]): a batch
+--          child's end is recorded there
+-- KEYS[11] outbox entries hash
 -- ARGV[1]  job id
 -- Returns: 1 deleted, 0 no such job
 
@@ -33,13 +36,14 @@ if KEYS[9] then
   expect(KEYS[9], 'zset')
 end
 local kind, f = read_job(KEYS[1], 'claim_token', 'unique_digest', 'unique_mode', 'batch', 'status')
--- A child of a batch that had not ended tells its batch it is gone (its
--- outbox is derived from the job's key: the documented exception).
-local reports = kind == 'hash' and f[4] and string.sub(KEYS[1], -#id) == id
+-- A child of a batch that had not ended tells its batch it is gone.
+local reports = KEYS[11] and kind == 'hash' and f[4] and string.sub(KEYS[1], -#id) == id
   and f[5] ~= 'completed' and f[5] ~= 'failed' and f[5] ~= 'cancelled'
 if reports then
   Q.prefix = string.sub(KEYS[1], 1, #KEYS[1] - #id)
-  expect((outbox_keys()), 'zset')
+  Q.outbox, Q.entries = KEYS[10], KEYS[11]
+  expect(Q.outbox, 'zset')
+  expect(Q.entries, 'hash')
 end
 local now = reports and now_ms()
 local token = kind == 'hash' and f[1] or nil

@@ -15,6 +15,8 @@
 -- KEYS[2]  pending list
 -- KEYS[3]  cancelled list
 -- KEYS[4]  stats hash
+-- KEYS[5]  outbox sorted set (ends of batch children and chain steps)
+-- KEYS[6]  outbox entries hash
 -- ARGV[1]  job hash prefix (ids come from the scheduled set, so their hash
 --          keys are derived here: the documented exception)
 -- ARGV[2]  most jobs to move in this call
@@ -24,6 +26,7 @@
 
 Q.prefix, Q.cancelled, Q.stats, Q.channel = ARGV[1], KEYS[3], KEYS[4], ARGV[3]
 Q.pending = KEYS[2]
+Q.outbox, Q.entries = KEYS[5], KEYS[6]
 Q.failed_cap = tonumber(ARGV[4])
 expect(KEYS[1], 'zset')
 expect(KEYS[2], 'list')

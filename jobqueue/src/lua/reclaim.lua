@@ -38,6 +38,8 @@
 -- KEYS[5]  stats hash
 -- KEYS[6]  settled sorted set (a job failed here is recorded as a dead letter)
 -- KEYS[7]  cancelled list
+-- KEYS[8]  outbox sorted set (ends of batch children and chain steps)
+-- KEYS[9]  outbox entries hash
 -- ARGV[3]  events channel
 -- ARGV[4]  default visibility ms
 -- ARGV[5]  default max attempts
@@ -90,6 +92,7 @@ local function leases()
   Q.channel = ARGV[3]
   Q.pending, Q.processing, Q.leases, Q.failed, Q.stats, Q.settled, Q.cancelled =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+  Q.outbox, Q.entries = KEYS[8], KEYS[9]
   Q.failed_cap = tonumber(ARGV[6])
   local default_vis, default_max = ARGV[4], ARGV[5]
   expect_queue_keys()

@@ -4,26 +4,24 @@
 -- meanwhile (retried from the dead letters) keeps its new entry.
 -- (docs/data-model.md#workflows)
 --
--- The entry hashes are derived from the outbox entry prefix and the ids
--- (the documented exception); they share the outbox's slot.
---
 -- KEYS[1]  outbox sorted set
--- ARGV[1]  outbox entry prefix (queue:{name}:outbox:)
--- ARGV[2..] pairs: job id, the entry's time as read (ms)
+-- KEYS[2]  outbox entries hash
+-- ARGV[1..] pairs: job id, the entry's time as read (ms)
 -- Returns: the number of entries deleted
 
-local outbox, prefix = KEYS[1], ARGV[1]
+local outbox, entries = KEYS[1], KEYS[2]
 expect(outbox, 'zset')
+expect(entries, 'hash')
 local gone = {}
-for at = 2, #ARGV, 2 do
+for at = 1, #ARGV - 1, 2 do
   local id = ARGV[at]
   local score = redis.call('ZSCORE', outbox, id)
   if score and tonumber(score) == tonumber(ARGV[at + 1]) then
     gone[#gone + 1] = id
   end
 end
-for _, id in ipairs(gone) do
-  redis.call('ZREM', outbox, id)
-  redis.call('DEL', prefix .. id)
+if #gone > 0 then
+  redis.call('ZREM', outbox, unpack(gone))
+  redis.call('HDEL', entries, unpack(gone))
 end
 return #gone

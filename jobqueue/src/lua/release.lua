@@ -14,6 +14,8 @@
 -- KEYS[5]  settled sorted set (this claim is recorded as ended)
 -- KEYS[6]  cancelled list
 -- KEYS[7]  stats hash
+-- KEYS[8]  outbox sorted set (ends of batch children and chain steps)
+-- KEYS[9]  outbox entries hash
 -- ARGV[1]  job id
 -- ARGV[2]  claim token
 -- ARGV[3]  events channel
@@ -27,6 +29,7 @@
 
 Q.channel, Q.settled, Q.leases, Q.pending = ARGV[3], KEYS[5], KEYS[4], KEYS[3]
 Q.prefix, Q.cancelled, Q.stats, Q.failed_cap = ARGV[6], KEYS[6], KEYS[7], tonumber(ARGV[7])
+Q.outbox, Q.entries = KEYS[8], KEYS[9]
 local key, id, token = KEYS[1], ARGV[1], ARGV[2]
 if token == '' then
   return 0

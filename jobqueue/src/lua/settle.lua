@@ -29,8 +29,7 @@
 --
 -- A child of a batch or a step of a chain that ends here (completed,
 -- failed for good, cancelled or expired) leaves its outbox entry in this
--- same call (report_end in common.lua; the outbox keys derive from the
--- job-hash prefix: the documented exception).
+-- same call (report_end in common.lua).
 --
 -- Every job is read and judged before the first write.
 --
@@ -43,7 +42,9 @@
 -- KEYS[7]  scheduled sorted set (id -> due time, ms)
 -- KEYS[8]  settled sorted set (each claim settled here is recorded as ended)
 -- KEYS[9]  cancelled list
--- KEYS[10..] the job hash of each settlement, in order
+-- KEYS[10] outbox sorted set (ends of batch children and chain steps)
+-- KEYS[11] outbox entries hash
+-- KEYS[12..] the job hash of each settlement, in order
 -- ARGV[1]  job hash prefix (to delete the hashes of ids trimmed off a
 --          history: the documented exception)
 -- ARGV[2]  events channel
@@ -56,7 +57,7 @@
 --          completed job's own TTL when longer)
 -- ARGV[8]  most ended claims remembered
 -- ARGV[9]  most snoozes a job may take; the next one is a failure for good
--- ARGV[10..] five per settlement, in the order of KEYS[10..]:
+-- ARGV[10..] five per settlement, in the order of KEYS[12..]:
 --          job id; claim token; "complete", "retry" (retry while attempts
 --          remain), "permanent" (fail now), "snooze" or "throttle" (an
 --          upstream rate limit: a snooze to the front of the job's lane that
@@ -72,13 +73,15 @@
 Q.prefix, Q.channel = ARGV[1], ARGV[2]
 Q.processing, Q.pending, Q.failed, Q.leases, Q.stats = KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6]
 Q.settled, Q.cancelled = KEYS[8], KEYS[9]
+Q.outbox, Q.entries = KEYS[10], KEYS[11]
 Q.failed_cap = tonumber(ARGV[5])
 local completed, scheduled = KEYS[3], KEYS[7]
 local queue_ttl = math.min(tonumber(ARGV[3]), MAX_TTL_S)
 local completed_cap, default_max = tonumber(ARGV[4]), ARGV[6]
 local keep, settled_cap = tonumber(ARGV[7]), tonumber(ARGV[8])
 local max_snoozes = tonumber(ARGV[9])
-local FIXED = 9
+-- The fixed KEYS and ARGV before the per-settlement ones.
+local FIXED, FIXED_ARGV = 11, 9
 local n = #KEYS - FIXED
 
 expect(Q.processing, 'list')
@@ -113,7 +116,7 @@ local codes, plan = {}, {}
 -- job is a repeat (same token) or a stale claim (another token).
 local taken = {}
 for i = 1, n do
-  local at = FIXED + (i - 1) * 5
+  local at = FIXED_ARGV + (i - 1) * 5
   local s = {
     i = i, key = KEYS[FIXED + i], id = ARGV[at + 1], token = ARGV[at + 2],
     action = ARGV[at + 3], data = ARGV[at + 4], delay = ARGV[at + 5],

@@ -125,6 +125,9 @@ impl Queue {
             .key(self.keys.cancelled())
             .key(self.keys.scheduled())
             .key(self.keys.leases())
+            .key(self.keys.settled())
+            .key(self.keys.outbox())
+            .key(self.keys.outbox_entries())
             .arg(id);
         let deleted: u8 = self.invoke(&invocation).await?;
         Ok(deleted == 1)

@@ -87,6 +87,8 @@ impl Queue {
             .key(self.keys.scheduled())
             .key(self.keys.cancelled())
             .key(self.keys.stats())
+            .key(self.keys.outbox())
+            .key(self.keys.outbox_entries())
             .arg(id)
             .arg(reason)
             .arg(self.keys.events())

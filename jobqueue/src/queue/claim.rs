@@ -275,6 +275,8 @@ impl Queue {
             .key(self.keys.paused())
             .key(self.keys.settled())
             .key(self.keys.cancelled())
+            .key(self.keys.outbox())
+            .key(self.keys.outbox_entries())
             .key(&answered)
             .arg(self.keys.job_prefix())
             .arg(self.keys.events())

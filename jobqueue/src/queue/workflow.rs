@@ -7,10 +7,8 @@
 
 use std::collections::HashMap;
 
-use redis::{RedisResult, Value};
-
 use super::Queue;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::scripts::SCRIPTS;
 
 /// Most children one batch may have: the call that completes a batch reads
@@ -46,14 +44,16 @@ pub(crate) struct ChildEnd {
 }
 
 /// What [`Queue::batch_record`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Recorded {
-    /// Children recorded now, repeats ignored, and whether this call
-    /// completed the batch.
+    /// Children recorded now, repeats ignored, whether this call completed
+    /// the batch, and the callbacks it could not release (not waiting:
+    /// cancelled or deleted by hand).
     Batch {
         recorded: u64,
         repeats: u64,
         completed: bool,
+        unreleased: Vec<String>,
     },
     /// There is no such batch (it expired, or was never written).
     NoBatch,
@@ -111,6 +111,8 @@ impl Queue {
             .key(self.keys.pending())
             .key(self.keys.stats())
             .key(self.keys.cancelled())
+            .key(self.keys.outbox())
+            .key(self.keys.outbox_entries())
             .arg(self.keys.job_prefix())
             .arg(self.keys.events())
             .arg(self.options.failed_history);
@@ -121,7 +123,8 @@ impl Queue {
                 .arg(&end.outcome)
                 .arg(&end.reason);
         }
-        let (recorded, repeats, completed): (i64, u64, u64) = self.invoke(&invocation).await?;
+        let (recorded, repeats, completed, unreleased): (i64, u64, u64, Vec<String>) =
+            self.invoke(&invocation).await?;
         Ok(if recorded < 0 {
             Recorded::NoBatch
         } else {
@@ -129,6 +132,7 @@ impl Queue {
                 recorded: recorded.unsigned_abs(),
                 repeats,
                 completed: completed == 1,
+                unreleased,
             }
         })
     }
@@ -147,11 +151,11 @@ impl Queue {
             .saturating_sub(1);
         self.conn
             .query(
-                redis::cmd("ZRANGE")
+                // ZREVRANGE, not ZRANGE REV: Redis before 6.2 has no REV.
+                redis::cmd("ZREVRANGE")
                     .arg(self.keys.batches())
                     .arg(0)
-                    .arg(stop)
-                    .arg("REV"),
+                    .arg(stop),
             )
             .await
     }
@@ -168,9 +172,10 @@ impl Queue {
     }
 
     /// The oldest entries of this queue's outbox, at most `limit`: two
-    /// round trips (the ids, then their entry hashes, pipelined). An id
-    /// whose entry hash is gone (relayed by another runner in between) is
-    /// left out.
+    /// round trips (the ids with their times, then their entries). An id
+    /// whose entry is gone (relayed by another runner in between) is left
+    /// out; an entry that does not decode (written by hand) is logged and
+    /// returned with an empty outcome, so the relay deletes it.
     pub(crate) async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
         let stop = isize::try_from(limit)
             .unwrap_or(isize::MAX)
@@ -188,37 +193,87 @@ impl Queue {
         if listed.is_empty() {
             return Ok(Vec::new());
         }
-        let mut reads = redis::pipe();
-        for (id, _) in &listed {
-            reads.cmd("HGETALL").arg(self.keys.outbox_entry(id));
-        }
-        reads.ignore_errors();
-        let replies: Vec<RedisResult<Value>> = self
+        let raw: Vec<Option<Vec<u8>>> = self
             .conn
-            .run(|mut c| {
-                let reads = &reads;
-                async move { reads.query_async(&mut c).await }
-            })
+            .query(
+                redis::cmd("HMGET")
+                    .arg(self.keys.outbox_entries())
+                    .arg(listed.iter().map(|(id, _)| id).collect::<Vec<_>>()),
+            )
             .await?;
         let mut entries = Vec::with_capacity(listed.len());
-        for ((id, at_ms), reply) in listed.into_iter().zip(replies) {
-            let Ok(value) = reply else { continue };
-            let mut fields: HashMap<String, String> = redis::from_redis_value(value)
-                .map_err(|e| Error::malformed(self.keys.outbox_entry(&id), e.to_string()))?;
-            if fields.is_empty() {
-                continue;
+        for ((id, at_ms), raw) in listed.into_iter().zip(raw) {
+            let Some(raw) = raw else { continue };
+            #[derive(serde::Deserialize)]
+            struct Stored {
+                outcome: String,
+                #[serde(default)]
+                detail: String,
+                #[serde(default)]
+                batch: String,
+                #[serde(default)]
+                chain: String,
             }
-            let mut take = |name: &str| fields.remove(name).unwrap_or_default();
-            entries.push(OutboxEntry {
-                outcome: take("outcome"),
-                detail: take("detail"),
-                batch: take("batch"),
-                chain: take("chain"),
-                id,
-                at_ms,
-            });
+            let entry = match serde_json::from_slice::<Stored>(&raw) {
+                Ok(stored) => OutboxEntry {
+                    id,
+                    at_ms,
+                    outcome: stored.outcome,
+                    detail: stored.detail,
+                    batch: stored.batch,
+                    chain: stored.chain,
+                },
+                Err(e) => {
+                    tracing::error!(queue = self.name(), job = %id, error = %e, "an outbox entry does not decode; dropped, its batch or chain does not hear of this job");
+                    OutboxEntry {
+                        id,
+                        at_ms,
+                        outcome: String::new(),
+                        detail: String::new(),
+                        batch: String::new(),
+                        chain: String::new(),
+                    }
+                }
+            };
+            entries.push(entry);
         }
         Ok(entries)
+    }
+
+    /// Moves entries that could not be relayed now a minute later in the
+    /// outbox's order, so entries stuck on an error do not hold back the
+    /// others (each pass reads the oldest).
+    pub(crate) async fn outbox_defer(&self, entries: &[&OutboxEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(self.keys.outbox()).arg("XX");
+        for entry in entries {
+            let later = entry.at_ms.parse::<f64>().unwrap_or(0.0) + 60_000.0;
+            cmd.arg(later).arg(&entry.id);
+        }
+        self.conn.query::<i64>(&cmd).await.map(drop)
+    }
+
+    /// Notes on the completed step `id` that its chain stopped after it,
+    /// and why (the next step could not be written), for
+    /// [`ChainHandle::wait`](crate::workflow::ChainHandle::wait) to report.
+    /// Nothing is written when the step's hash is gone.
+    pub(crate) async fn mark_chain_stopped(&self, id: &str, reason: &str) -> Result<()> {
+        let key = self.keys.job(id);
+        let exists: bool = self.conn.query(redis::cmd("EXISTS").arg(&key)).await?;
+        if exists {
+            self.conn
+                .query::<i64>(
+                    redis::cmd("HSET")
+                        .arg(&key)
+                        .arg("chain_stopped")
+                        .arg(reason),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Deletes outbox entries that were relayed, each only if it is still
@@ -230,7 +285,7 @@ impl Queue {
         let mut invocation = SCRIPTS.relayed.prepare_invoke();
         invocation
             .key(self.keys.outbox())
-            .arg(self.keys.outbox_prefix());
+            .key(self.keys.outbox_entries());
         for entry in entries {
             invocation.arg(&entry.id).arg(&entry.at_ms);
         }

@@ -14,30 +14,36 @@ use crate::workflow::RELAY_INTERVAL;
 use crate::workflow::relay::relay;
 
 pub(super) async fn relay_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut failures: u32 = 0;
+    // Per queue: failures in a row, and when to try it next, so a queue
+    // whose relay keeps failing does not slow the others down.
+    let mut failures = vec![0_u32; shared.queues.len()];
+    let mut next = vec![tokio::time::Instant::now(); shared.queues.len()];
     loop {
-        let pause = if failures == 0 {
-            RELAY_INTERVAL
-        } else {
-            RELAY_INTERVAL.max(Backoff::LOOP.delay(failures))
-        };
         let last = tokio::select! {
-            () = tokio::time::sleep(pause) => false,
+            () = tokio::time::sleep(RELAY_INTERVAL) => false,
             () = stop.cancelled() => true,
         };
-        let mut failed = false;
-        for q in &shared.queues {
+        let now = tokio::time::Instant::now();
+        for (i, q) in shared.queues.iter().enumerate() {
+            if !last && now < next[i] {
+                continue;
+            }
             match relay(&shared.client, &q.queue).await {
-                Ok(r) if r.entries > 0 => tracing::debug!(
-                    queue = q.queue.name(),
-                    relayed = r.entries,
-                    batches_done = r.batches_done,
-                    chain_steps = r.steps,
-                    "outbox relayed"
-                ),
-                Ok(_) => {}
+                Ok(r) => {
+                    failures[i] = 0;
+                    if r.entries > 0 {
+                        tracing::debug!(
+                            queue = q.queue.name(),
+                            relayed = r.entries,
+                            batches_done = r.batches_done,
+                            chain_steps = r.steps,
+                            "outbox relayed"
+                        );
+                    }
+                }
                 Err(e) => {
-                    failed = true;
+                    failures[i] = failures[i].saturating_add(1);
+                    next[i] = now + Backoff::LOOP.delay(failures[i]);
                     tracing::warn!(queue = q.queue.name(), error = %e, "relaying the outbox failed; retrying");
                 }
             }
@@ -45,10 +51,5 @@ pub(super) async fn relay_loop(shared: Arc<Shared>, stop: CancellationToken) {
         if last {
             return;
         }
-        failures = if failed {
-            failures.saturating_add(1)
-        } else {
-            0
-        };
     }
 }

@@ -126,6 +126,13 @@ impl<'c> BatchBuilder<'c> {
     }
 
     fn callback<C: Job, P: Serialize>(mut self, role: &'static str, payload: P) -> Self {
+        if self.callbacks.iter().any(|(r, _, _)| *r == role) {
+            self.error.get_or_insert(Error::invalid_option(
+                "batch",
+                format!("on_{role} is given twice: a batch has one of each callback"),
+            ));
+            return self;
+        }
         let defaults = Client::job_defaults::<C>();
         let job = NewJob::new(&payload).map(|job| job.name(C::NAME).options(defaults));
         self.callbacks.push((role, C::QUEUE, job));
@@ -231,23 +238,41 @@ impl<'c> BatchBuilder<'c> {
             });
         }
         let reference = format!("{}/{id}", queue.name());
-        // Every child, placed, before anything is written.
-        let mut writes: BTreeMap<String, (Queue, Vec<NewJob>)> = BTreeMap::new();
+        // Every child, placed, before anything is written. A child's id is
+        // unique within its queue: a second one would never report.
+        let mut writes: BTreeMap<String, (Queue, Vec<NewJob>, Vec<String>)> = BTreeMap::new();
         let mut children = Vec::with_capacity(self.children.len());
+        let mut seen = std::collections::HashSet::new();
+        // Children whose id the caller chose: one may name a job that
+        // exists, which the enqueue leaves alone.
+        let mut chosen = Vec::new();
         #[cfg(feature = "metrics")]
         let kinds: Vec<_> = self.children.iter().map(|c| (c.queue, c.name)).collect();
         for child in self.children {
+            let was_chosen = child.job.enqueue_options().id.is_some();
             let job = child.job.context_fields(&[("batch", reference.clone())]);
             let shards = client.shard_queues(child.queue)?;
             let (job, shard) = Client::place(job, shards.len())?;
             let target = &shards[shard];
             let child_id = job.enqueue_options().id.clone().unwrap_or_default();
-            children.push((target.name().to_owned(), child_id));
-            writes
+            if !seen.insert((target.name().to_owned(), child_id.clone())) {
+                return Err(Error::invalid_option(
+                    "batch",
+                    format!(
+                        "child id {child_id} is given twice on queue {}",
+                        target.name()
+                    ),
+                ));
+            }
+            if was_chosen {
+                chosen.push((target.clone(), child_id.clone()));
+            }
+            children.push((target.name().to_owned(), child_id.clone()));
+            let entry = writes
                 .entry(target.name().to_owned())
-                .or_insert_with(|| (target.clone(), Vec::new()))
-                .1
-                .push(job);
+                .or_insert_with(|| (target.clone(), Vec::new(), Vec::new()));
+            entry.1.push(job);
+            entry.2.push(child_id);
         }
         let keep_s = self.retention.as_secs().clamp(1, MAX_RETENTION_S);
         if !queue
@@ -264,19 +289,56 @@ impl<'c> BatchBuilder<'c> {
             id: id.clone(),
             children,
         };
-        let results = futures_util::future::join_all(
-            writes
-                .into_values()
-                .map(|(target, jobs)| async move { (target.submit_all(jobs).await, target) }),
-        )
+        let results = futures_util::future::join_all(writes.into_values().map(
+            |(target, jobs, ids)| async move { (target.submit_all(jobs).await, target, ids) },
+        ))
         .await;
-        if let Some(error) = results.iter().find_map(|(r, _)| r.as_ref().err()) {
+        if let Some(error) = results.iter().find_map(|(r, _, _)| r.as_ref().err()) {
             let reason = format!("not enqueued: {error}");
-            handle.record_missing(&reason).await?;
+            // Best effort: the error that stopped the writes is what the
+            // caller needs; a failure to record is logged.
+            if let Err(e) = handle.record_missing(&reason).await {
+                tracing::error!(batch = %id, error = %e, "recording the children not enqueued failed: the batch may stay open");
+            }
             return Err(results
                 .into_iter()
-                .find_map(|(r, _)| r.err())
+                .find_map(|(r, _, _)| r.err())
                 .expect("an error was found"));
+        }
+        // Children written as nothing: a unique child whose lock another
+        // job holds, or a chosen id that names an existing job. They will
+        // never report: the batch records them now.
+        let mut refused = Vec::new();
+        for (result, target, ids) in &results {
+            let written = result.as_ref().expect("errors returned above");
+            for (e, child) in written.iter().zip(ids) {
+                if e.existing {
+                    refused.push(ChildEnd {
+                        id: child.clone(),
+                        queue: target.name().to_owned(),
+                        outcome: "failed".to_owned(),
+                        reason: format!("not enqueued: its unique lock is held by job {}", e.id),
+                    });
+                }
+            }
+        }
+        for (target, child) in &chosen {
+            let record = target.get_job(child).await?;
+            if record.as_ref().and_then(|r| r.field("batch")) != Some(reference.as_str())
+                && !refused
+                    .iter()
+                    .any(|r| &r.id == child && r.queue == target.name())
+            {
+                refused.push(ChildEnd {
+                    id: child.clone(),
+                    queue: target.name().to_owned(),
+                    outcome: "failed".to_owned(),
+                    reason: format!("not enqueued: a job with id {child} exists already"),
+                });
+            }
+        }
+        for chunk in refused.chunks(500) {
+            queue.batch_record(&id, chunk).await?;
         }
         #[cfg(feature = "metrics")]
         for (queue, name) in kinds {

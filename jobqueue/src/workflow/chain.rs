@@ -12,8 +12,11 @@ use crate::definition::Job;
 use crate::error::{Error, Result};
 use crate::queue::{JobStatus, NewJob};
 
-/// What a step needs to be written by the relay: its queue, its job and
-/// the options of its `#[job]`.
+/// What a step needs to be written by the relay: its queue (the physical
+/// one, a shard's name for a sharded queue, chosen when the chain is built,
+/// so the relay and the handle agree whatever their own shard settings),
+/// its job and the options of its `#[job]`. A rate key or uniqueness is not
+/// carried: the relay has the step's payload as JSON only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StepSpec {
     pub(crate) queue: String,
@@ -157,21 +160,43 @@ impl<'c, Last: Job> ChainBuilder<'c, Last> {
     /// Dropping the future may or may not have written the first step.
     pub async fn enqueue(self) -> Result<ChainHandle<Last>> {
         let (queue, job) = self.first?;
+        let mut steps = self.steps;
         let id = crate::id::random_hex();
-        let of = self.steps.len();
+        let of = steps.len();
+        // Every step's physical queue, now: the first by the usual routing
+        // (its rate key's shard, else its id's), the others by their ids.
         let first_id = step_id(&id, 1);
-        let fields = step_fields(&id, 1, of, &self.steps[1..])?;
         let mut options = job.enqueue_options().clone();
         options.id = Some(first_id.clone());
-        let job = job.options(options).context_fields(&fields);
-        let target = self.client.queue_of(queue, &first_id)?;
-        target.submit_all(vec![job]).await?;
+        // A step is written once by its derived id; a unique lock would
+        // only make the chain stop silently when another job holds it.
+        options.unique = None;
+        options.unique_key = None;
+        let shards = self.client.shard_queues(queue)?;
+        let (job, shard) = Client::place(job.options(options), shards.len())?;
+        let target = &shards[shard];
+        steps[0].queue = target.name().to_owned();
+        for (n, step) in steps.iter_mut().enumerate().skip(1) {
+            step.queue = self
+                .client
+                .queue_of(&step.queue, &step_id(&id, n + 1))?
+                .name()
+                .to_owned();
+        }
+        let fields = step_fields(&id, 1, of, &steps[1..])?;
+        let written = target.submit_all(vec![job.context_fields(&fields)]).await?;
+        if written.iter().any(|e| e.existing) {
+            return Err(Error::invalid_option(
+                "chain",
+                format!("its first step {first_id} exists already"),
+            ));
+        }
         #[cfg(feature = "metrics")]
-        crate::metrics::enqueued(queue, self.steps[0].job_static(), 1);
+        crate::metrics::enqueued(queue, steps[0].job_static(), 1);
         Ok(ChainHandle {
             client: self.client.clone(),
             id,
-            steps: self.steps,
+            steps,
             last: PhantomData,
         })
     }
@@ -191,6 +216,9 @@ impl StepSpec {
 
 /// A chain that was written; [`wait`](Self::wait) gives the last step's
 /// output.
+///
+/// Steps after the first get no rate key and no unique lock: the relay
+/// writes them from the previous step's output as JSON.
 #[derive(Debug)]
 pub struct ChainHandle<Last: Job> {
     client: Client,
@@ -211,6 +239,16 @@ impl<Last: Job> Clone for ChainHandle<Last> {
 }
 
 impl<Last: Job> ChainHandle<Last> {
+    /// Why the relay could not write the step after step `step` (from 1),
+    /// if it noted that on the step's hash.
+    async fn stopped_after(&self, step: usize) -> Result<Option<String>> {
+        let queue = self.client.queue(&self.steps[step - 1].queue)?;
+        Ok(queue
+            .get_job(&self.step_id(step))
+            .await?
+            .and_then(|r| r.field("chain_stopped").map(str::to_owned)))
+    }
+
     /// The chain's id; step `n` (from 1) has job id `{id}-{n}`.
     pub fn id(&self) -> &str {
         &self.id
@@ -233,7 +271,12 @@ impl<Last: Job> ChainHandle<Last> {
 
     /// A handle on the last step's job.
     pub fn last(&self) -> Result<JobHandle<Last>> {
-        self.client.handle::<Last>(self.step_id(self.steps.len()))
+        let last = self.steps.last().expect("a chain has a step");
+        Ok(JobHandle::new(
+            self.client.queue(&last.queue)?,
+            self.step_id(self.steps.len()),
+            false,
+        ))
     }
 
     /// Waits up to `timeout` for the last step to complete and returns its
@@ -259,9 +302,22 @@ impl<Last: Job> ChainHandle<Last> {
             for (n, step) in self.steps.iter().enumerate() {
                 let step_no = n + 1;
                 let id = self.step_id(step_no);
-                let queue = self.client.queue_of(&step.queue, &id)?;
+                let queue = self.client.queue(&step.queue)?;
                 let mut pause = Duration::from_millis(20);
                 let record = loop {
+                    // The step before may have been refused by the relay.
+                    if n > 0
+                        && let Some(why) = self.stopped_after(n).await?
+                    {
+                        return Err(Error::ChainStopped {
+                            chain: self.id.clone(),
+                            step: step_no,
+                            of,
+                            job: step.job.clone(),
+                            id: id.clone(),
+                            error: why,
+                        });
+                    }
                     let record = queue.get_job(&id).await?;
                     let status = record.as_ref().and_then(|r| r.status());
                     match status {

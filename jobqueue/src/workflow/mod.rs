@@ -33,7 +33,8 @@
 //! ```
 //!
 //! # How it works
-//! A batch lives on its callbacks' queue: `batch_open.lua` writes it (and
+//! A batch lives on its callbacks' queue (without callbacks, on its first
+//! child's): `batch_open.lua` writes it (and
 //! its callbacks, waiting in no list) before any child exists. Each child's
 //! hash names its batch; when a child ends for good (completed, failed,
 //! cancelled, expired, deleted), the script that ends it also writes an
@@ -96,8 +97,12 @@ pub struct BatchSummary<P> {
     pub failed: u64,
     /// Every child's id.
     pub children: Vec<String>,
-    /// Each child that did not succeed, with why.
+    /// Each child that did not succeed, with why: the first 1,000 (each
+    /// reason cut to 256 bytes), so the summary stays small.
     pub failures: Vec<ChildFailure>,
+    /// How many failures are not listed in `failures`.
+    #[serde(default)]
+    pub failures_omitted: u64,
     /// The payload given to `on_complete` or `on_success`.
     pub payload: P,
 }

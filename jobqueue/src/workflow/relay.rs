@@ -32,10 +32,10 @@ pub(crate) struct Relayed {
 }
 
 /// Relays up to [`PASS`] entries of `queue`'s outbox. An entry that cannot
-/// be relayed because it is malformed (written by hand: a batch reference
-/// or chain that does not parse) is logged as an error and deleted; one
-/// whose batch is gone is logged and deleted; one that fails on a Redis
-/// error stays for the next pass.
+/// be relayed because it is malformed (written by hand: an entry, a batch
+/// reference or a chain that does not parse) is logged as an error and
+/// deleted; one whose batch is gone is logged and deleted; one that fails
+/// on a Redis error stays, moved behind the others, for a later pass.
 pub(crate) async fn relay(client: &Client, queue: &Queue) -> Result<Relayed> {
     let entries = queue.outbox(PASS).await?;
     let mut done = Relayed::default();
@@ -43,28 +43,39 @@ pub(crate) async fn relay(client: &Client, queue: &Queue) -> Result<Relayed> {
         return Ok(done);
     }
     let mut relayed: Vec<&OutboxEntry> = Vec::with_capacity(entries.len());
+    let mut kept: Vec<&OutboxEntry> = Vec::new();
     // Batch entries, grouped by batch: one call per batch per pass.
     let mut batches: BTreeMap<(&str, &str), Vec<&OutboxEntry>> = BTreeMap::new();
     let mut first_error = None;
     for entry in &entries {
-        let mut ok = true;
+        if entry.outcome.is_empty() {
+            // Did not decode (logged by `outbox`): nothing to relay.
+            relayed.push(entry);
+            continue;
+        }
         if !entry.chain.is_empty() && entry.outcome == "ok" {
             match next_step(client, entry).await {
                 Ok(()) => done.steps += 1,
-                Err(e) if e.is_connection_error() || matches!(e, Error::Redis(_)) => {
-                    ok = false;
+                Err(e) if matches!(e, Error::Redis(_)) => {
+                    kept.push(entry);
                     first_error.get_or_insert(e);
+                    continue;
                 }
-                Err(e) => tracing::error!(
-                    queue = queue.name(),
-                    job = %entry.id,
-                    error = %e,
-                    "the next step of a chain could not be written; the chain stops here"
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        queue = queue.name(),
+                        job = %entry.id,
+                        error = %e,
+                        "the next step of a chain could not be written; the chain stops here"
+                    );
+                    let reason = format!("the next step could not be written: {e}");
+                    if let Err(e) = queue.mark_chain_stopped(&entry.id, &reason).await {
+                        kept.push(entry);
+                        first_error.get_or_insert(e);
+                        continue;
+                    }
+                }
             }
-        }
-        if !ok {
-            continue;
         }
         if entry.batch.is_empty() {
             relayed.push(entry);
@@ -99,10 +110,17 @@ pub(crate) async fn relay(client: &Client, queue: &Queue) -> Result<Relayed> {
             })
             .collect();
         match home_queue.batch_record(id, &ends).await {
-            Ok(Recorded::Batch { completed, .. }) => {
+            Ok(Recorded::Batch {
+                completed,
+                unreleased,
+                ..
+            }) => {
                 if completed {
                     done.batches_done += 1;
                     tracing::info!(queue = home, batch = id, "batch done: callbacks released");
+                }
+                if !unreleased.is_empty() {
+                    tracing::error!(queue = home, batch = id, callbacks = ?unreleased, "batch done, but these callbacks were no longer waiting (cancelled or deleted): not released");
                 }
                 relayed.extend(children);
             }
@@ -111,23 +129,23 @@ pub(crate) async fn relay(client: &Client, queue: &Queue) -> Result<Relayed> {
                 relayed.extend(children);
             }
             Err(e) => {
+                tracing::warn!(queue = queue.name(), batch = %format!("{home}/{id}"), error = %e, "recording children in their batch failed; kept for a later pass");
+                kept.extend(children);
                 first_error.get_or_insert(e);
             }
         }
     }
     done.entries = queue.outbox_done(&relayed).await?;
+    queue.outbox_defer(&kept).await?;
     match first_error {
         Some(e) if done.entries == 0 => Err(e),
-        Some(e) => {
-            tracing::warn!(queue = queue.name(), error = %e, "some outbox entries stay for the next relay");
-            Ok(done)
-        }
-        None => Ok(done),
+        _ => Ok(done),
     }
 }
 
-/// Writes the step after the one that completed in `entry`, with its
-/// result as the payload. The step's id is derived from the chain's, so
+/// Writes the step after the one that completed in `entry`,
+/// with its result as the payload, to the physical queue the chain chose
+/// for it when it was built. The step's id is derived from the chain's, so
 /// when it exists already (a repeated relay) nothing is written.
 async fn next_step(client: &Client, entry: &OutboxEntry) -> Result<()> {
     let spec: ChainSpec = serde_json::from_str(&entry.chain)
@@ -142,7 +160,7 @@ async fn next_step(client: &Client, entry: &OutboxEntry) -> Result<()> {
         .name(next.job.clone())
         .options(next.options(id.clone()))
         .context_fields(&fields);
-    let target = client.queue_of(&next.queue, &id)?;
+    let target = client.queue(&next.queue)?;
     target.submit_all(vec![job]).await?;
     Ok(())
 }
