@@ -179,7 +179,6 @@ mod tests {
             "enqueue",
             "delete",
             "batch_record",
-            "relayed",
         ] {
             let src = OPERATIONS.iter().find(|(n, _)| *n == name).unwrap().1;
             assert!(header(src).contains("documented exception"), "{name}");
