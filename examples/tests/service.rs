@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use jobqueue_tests::{PortReservation, RedisServer};
 
+mod common;
+
 /// The example's process, killed on drop.
 struct Service {
     child: Child,
@@ -25,63 +27,13 @@ impl Drop for Service {
     }
 }
 
-/// The example's executable, built by Cargo on demand: a test target gets
-/// the path of its package's binaries (`CARGO_BIN_EXE_*`) but not of its
-/// examples. Run from the same Cargo as the test, with the same features
-/// and without the variables Cargo sets for a test process (build scripts
-/// such as ring's track `CARGO_MANIFEST_DIR`, and would rebuild), this build
-/// finds everything fresh but the example itself.
-fn example_executable() -> String {
-    let mut cargo = Command::new(env!("CARGO"));
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let set_for_tests = ["CARGO_PKG_", "CARGO_BIN_", "CARGO_MANIFEST_"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-                "OUT_DIR",
-            ]
-            .contains(&name.as_ref());
-        if set_for_tests {
-            cargo.env_remove(name.as_ref());
-        }
-    }
-    let output = cargo
-        .args([
-            "build",
-            "--package",
-            "jobqueue-examples",
-            "--example",
-            "service",
-            "--all-features",
-            "--message-format",
-            "json",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(output.status.success(), "the example builds");
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "service")
-        .find_map(|m| m["executable"].as_str().map(str::to_owned))
-        .expect("cargo names the example's executable")
-}
-
 /// Starts the example on `redis` and waits for it to print its metrics
 /// URLs (it prints them once it listens).
 fn service(redis: &RedisServer) -> Service {
     // A free loopback port (the reservation is released at once, for the
     // example to bind).
     let port = PortReservation::new().port();
-    let mut child = Command::new(example_executable())
+    let mut child = Command::new(common::example_executable("service"))
         .env("REDIS_URL", redis.url())
         .env("PORT", port.to_string())
         .env("RUST_LOG", "warn")

@@ -14,6 +14,7 @@ mod acks;
 mod claim;
 mod execute;
 mod leases;
+mod log_hint;
 mod meter;
 mod progress;
 mod relayer;
@@ -438,6 +439,7 @@ impl Runner {
         let jobs = TaskTracker::new();
         let interrupt = CancellationToken::new();
         let background = CancellationToken::new();
+        log_hint::hint_once();
         tracing::info!(
             queues = ?self.queues().collect::<Vec<_>>(),
             concurrency = shared.concurrency,
