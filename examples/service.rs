@@ -135,7 +135,8 @@ async fn main() -> jobqueue::Result<()> {
             }),
         )
         .merge(jobqueue::dashboard::metrics_router(client.clone()))
-        .nest("/jobs", jobqueue::dashboard::router(client));
+        // nest_service serves both /jobs and /jobs/ (nest: /jobs only).
+        .nest_service("/jobs", jobqueue::dashboard::router(client));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap_or_else(|e| panic!("port {port} is free: {e}"));
