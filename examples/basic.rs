@@ -5,6 +5,7 @@
 //! off with a worker loop that renews its lease, completes or fails each job,
 //! and sweeps stuck jobs back. Stops on Ctrl-C or when the queue is empty.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use jobqueue::queue::{Ack, Queue};
@@ -20,6 +21,12 @@ struct Email {
 #[tokio::main]
 async fn main() -> jobqueue::Result<()> {
     tracing_subscriber::fmt()
+        // Colour only on a terminal: logs sent to a file or a pipe stay
+        // plain text. NO_COLOR turns it off too.
+        .with_ansi(
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -6,6 +6,7 @@
 //! workers are a `#[job]` run by the real `Runner` (whose automatic sweep is
 //! off by default, so the reclaim button can be seen at work).
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,6 +119,12 @@ type Shared = std::sync::Arc<Demo>;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
+        // Colour only on a terminal: logs sent to a file or a pipe stay
+        // plain text. NO_COLOR turns it off too.
+        .with_ansi(
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,jobqueue=info".into()),

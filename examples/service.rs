@@ -17,6 +17,7 @@
 //!   jobs started, completed, failed by this runner, their run and wait
 //!   times, plus the application's own metrics.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use axum::http::header;
@@ -65,6 +66,12 @@ async fn daily_report(day: String, ctx: JobContext) -> Result<String, String> {
 #[tokio::main]
 async fn main() -> jobqueue::Result<()> {
     tracing_subscriber::fmt()
+        // Colour only on a terminal: logs sent to a file or a pipe stay
+        // plain text. NO_COLOR turns it off too.
+        .with_ansi(
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,jobqueue=debug")),
@@ -135,7 +142,8 @@ async fn main() -> jobqueue::Result<()> {
             }),
         )
         .merge(jobqueue::dashboard::metrics_router(client.clone()))
-        .nest("/jobs", jobqueue::dashboard::router(client));
+        // nest_service serves both /jobs and /jobs/ (nest: /jobs only).
+        .nest_service("/jobs", jobqueue::dashboard::router(client));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap_or_else(|e| panic!("port {port} is free: {e}"));

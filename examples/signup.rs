@@ -9,6 +9,7 @@
 //! a test that runs everything a sign-up causes (`testing::drain`), and an
 //! integration test against a private `redis-server`.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use jobqueue::client::EnqueueOptions;
@@ -70,7 +71,15 @@ async fn sign_up(client: &Client, user: u64, email: &str) -> jobqueue::Result<St
 
 #[tokio::main]
 async fn main() -> jobqueue::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
+    tracing_subscriber::fmt()
+        // Colour only on a terminal: logs sent to a file or a pipe stay
+        // plain text. NO_COLOR turns it off too.
+        .with_ansi(
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
+        .with_env_filter("info")
+        .init();
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
     let client = Client::connect(&url).await?;
     let id = sign_up(&client, 1, "ada@example.com").await?;

@@ -369,23 +369,60 @@ async fn the_overview_shows_the_new_depths() {
     );
 }
 
+/// Where the page sends its API calls when the browser shows `pathname`:
+/// page.html's `BASE`, which the test below checks the page still computes.
+fn api_base(pathname: &str) -> String {
+    let mount = pathname.strip_suffix("index.html").unwrap_or(pathname);
+    if mount.ends_with('/') {
+        mount.to_owned()
+    } else {
+        format!("{mount}/")
+    }
+}
+
+/// Mounted as the README shows, the page answers at `/admin/jobs`, at
+/// `/admin/jobs/` (axum's `nest` answered 404 there) and at
+/// `/admin/jobs/index.html`, and from each its API and metrics links reach
+/// the dashboard (from index.html they used to go to `index.html/api/…`).
 #[tokio::test]
-async fn the_dashboard_mounts_under_a_path_of_the_services_router() {
+async fn the_dashboard_mounts_under_a_path_with_or_without_a_trailing_slash() {
     let (server, q, _c) = setup("dash", QueueOptions::new()).await;
     q.enqueue(&json!({})).await.unwrap();
     let client = Client::connect(&server.url()).await.unwrap();
     let app = Router::new()
         .route("/", axum::routing::get(|| async { "the service" }))
-        .nest("/admin/jobs", router(client));
-    let (status, _, html) = call(&app, get("/admin/jobs")).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        html.contains("const BASE"),
-        "the page resolves its API under its own path"
+        .nest_service("/admin/jobs", router(client));
+    for page in ["/admin/jobs", "/admin/jobs/", "/admin/jobs/index.html"] {
+        let (status, _, html) = call(&app, get(page)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(
+            html.contains(r#"const MOUNT = location.pathname.replace(/index\.html$/, "");"#)
+                && html.contains(r#"const BASE = MOUNT.endsWith("/") ? MOUNT : MOUNT + "/";"#),
+            "the page resolves its API under its own path as api_base does"
+        );
+        let base = api_base(page);
+        let (status, _, body) = call(
+            &app,
+            get(&format!("{base}api/queues/dash/jobs?state=pending")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "the API from {page}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["total"], 1);
+        let (status, _, metrics) = call(&app, get(&format!("{base}metrics"))).await;
+        assert_eq!(status, StatusCode::OK, "the metrics link from {page}");
+        assert!(metrics.contains("jobqueue_"), "{metrics}");
+    }
+    let (_, _, html) = call(&app, get("/admin/jobs/")).await;
+    let start = html.find(r#"name="csrf-token" content=""#).unwrap()
+        + r#"name="csrf-token" content=""#.len();
+    let csrf = &html[start..start + 32];
+    let (status, _, _) = call(&app, post("/admin/jobs/api/queues/dash/pause", Some(csrf))).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an action posted from the mounted page"
     );
-    let (status, _, body) = call(&app, get("/admin/jobs/api/queues/dash/jobs?state=pending")).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["total"], 1);
+    assert!(q.stats().await.unwrap().paused);
     assert_eq!(call(&app, get("/")).await.2, "the service");
 }
 

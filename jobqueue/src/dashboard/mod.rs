@@ -5,11 +5,16 @@
 //! ```no_run
 //! # async fn run() -> jobqueue::Result<()> {
 //! let client = jobqueue::Client::connect("redis://127.0.0.1:6379/").await?;
-//! let app = axum::Router::new().nest("/jobs", jobqueue::dashboard::router(client));
+//! let app = axum::Router::new().nest_service("/jobs", jobqueue::dashboard::router(client));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
 //! axum::serve(listener, app).await.unwrap();
 //! # Ok(()) }
 //! ```
+//!
+//! Mount it with `nest_service`, which serves the page at both `/jobs` and
+//! `/jobs/`: axum 0.8's `Router::nest` serves it at `/jobs` only, and a link
+//! to `/jobs/` would answer 404. The page finds its API from either URL, and
+//! from `/jobs/index.html`.
 //!
 //! Every queue with a registered job or keys in Redis is listed with its
 //! depths, fleet counters, a throughput chart, its lists (paged, read in one
@@ -128,12 +133,13 @@ impl DashboardOptions {
     }
 }
 
-/// The dashboard with default options.
+/// The dashboard with default options, to mount with
+/// `Router::nest_service` (see the [module docs](self) for why not `nest`).
 pub fn router(client: Client) -> Router {
     router_with(client, DashboardOptions::default())
 }
 
-/// The dashboard with `options`.
+/// The dashboard with `options`, mounted as [`router`] is.
 pub fn router_with(client: Client, options: DashboardOptions) -> Router {
     let state = Arc::new(Dashboard {
         client,

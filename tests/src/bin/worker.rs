@@ -28,7 +28,7 @@
 //! `proc-rate` only, whose `paced` jobs complete at once: the fleet-wide
 //! rate limit test sets the queue's limits and counts completions.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use jobqueue::client::EnqueueOptions;
@@ -152,6 +152,12 @@ fn note(var: &str, ctx: &JobContext) -> Result<(), String> {
 #[tokio::main]
 async fn main() -> jobqueue::Result<()> {
     tracing_subscriber::fmt()
+        // Colour only on a terminal: logs sent to a file or a pipe stay
+        // plain text. NO_COLOR turns it off too.
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
