@@ -2,7 +2,7 @@
 //!
 //! Tables by default, `--json` for scripts. Exit codes: 0 done, 1 an error
 //! (Redis unreachable, bad data), 2 a usage error (invalid input included),
-//! 3 no such job or nothing to do.
+//! 3 no such job or queue, or nothing to do.
 //!
 //! `jobqueue -q email limit --rate 100/s --burst 10 --max-running 5` sets
 //! the fleet-wide limits every runner of queue `email` obeys; `limit` alone
@@ -49,8 +49,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Every queue with keys in Redis (found with SCAN, on every primary of
+    /// a cluster), by name, with its depths.
+    Queues,
     /// Depths (pending counts every lane: prioritized and keyed jobs too)
-    /// and fleet-wide counters.
+    /// and fleet-wide counters; an error (exit 3) for a queue with no key
+    /// in Redis.
     Stats,
     /// Jobs in one state, oldest to run first for pending, newest first otherwise.
     List {
@@ -63,8 +67,9 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         offset: usize,
     },
-    /// One job's every field (a running job's `progress`, as JSON, and
-    /// `progress_at_ms` among them).
+    /// One job's every field: numbers as numbers, the payload, result and
+    /// progress as JSON, and each `*_at_ms` timestamp also as RFC 3339 UTC
+    /// text (`enqueued_at`).
     Show {
         /// The job's id.
         id: String,
@@ -223,7 +228,56 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         .map_err(|e| Failure(2, e.to_string()))?;
     let out = Output { json: cli.json };
     match cli.command {
+        Command::Queues => {
+            let names = client.queue_names().await?;
+            let queues = names
+                .iter()
+                .map(|name| client.queue(name))
+                .collect::<Result<Vec<Queue>, _>>()?;
+            // Every queue's stats at once: one round trip, not one per queue.
+            let stats = futures_util::future::try_join_all(queues.iter().map(Queue::stats)).await?;
+            let rows: Vec<Value> = names
+                .iter()
+                .zip(&stats)
+                .map(|(name, s)| {
+                    json!({
+                        "queue": name,
+                        "pending": s.pending_depth,
+                        "scheduled": s.scheduled_depth,
+                        "processing": s.processing_depth,
+                        "completed": s.completed_depth,
+                        "failed": s.failed_depth,
+                        "cancelled": s.cancelled_depth,
+                        "paused": s.paused,
+                    })
+                })
+                .collect();
+            out.table(
+                &rows,
+                &[
+                    "queue",
+                    "pending",
+                    "scheduled",
+                    "processing",
+                    "completed",
+                    "failed",
+                    "cancelled",
+                    "paused",
+                ],
+            );
+        }
         Command::Stats => {
+            // Zeros for a name nothing ever used (a typo) would read as an
+            // idle queue.
+            if !queue.exists().await? {
+                return Err(Failure(
+                    3,
+                    format!(
+                        "no queue {} in Redis (none of its keys exists); `jobqueue queues` lists the queues there",
+                        cli.queue
+                    ),
+                ));
+            }
             let stats = queue.stats().await?;
             let mut record = serde_json::to_value(stats).expect("stats serialize");
             // Anything but noeviction lets Redis drop job keys under memory
@@ -263,7 +317,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .get_job(&id)
                 .await?
                 .ok_or_else(|| Failure(3, format!("no job {id} in queue {}", cli.queue)))?;
-            out.record(&json!(record.fields()));
+            out.record(&record.to_json());
         }
         Command::Enqueue {
             payload,

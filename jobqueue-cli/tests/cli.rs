@@ -2,8 +2,11 @@
 
 use std::process::{Command, Output};
 
-use jobqueue_tests::{RedisCluster, RedisServer};
-use serde_json::Value;
+use std::time::Duration;
+
+use jobqueue::queue::{EnqueueOptions, NewJob, QueueOptions};
+use jobqueue_tests::{RedisCluster, RedisServer, TestRedis, Topology};
+use serde_json::{Value, json};
 
 fn jobqueue(url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_jobqueue"))
@@ -70,8 +73,8 @@ fn operators_can_inspect_and_act_on_a_queue(url: &str) {
     assert_eq!(pending[0]["payload"]["to"], "a");
     let shown = json(url, &["-q", "mail", "show", &a]);
     assert_eq!(
-        (shown["job"].as_str(), shown["max_attempts"].as_str()),
-        (Some("send"), Some("1"))
+        (shown["job"].as_str(), shown["max_attempts"].as_u64()),
+        (Some("send"), Some(1))
     );
 
     // Tables by default.
@@ -144,7 +147,11 @@ fn operators_can_inspect_and_act_on_a_queue(url: &str) {
             .unwrap()
             >= 4
     );
-    assert_eq!(json(url, &["-q", "mail", "stats"])["enqueued_total"], 0);
+    // A purge leaves no key of the queue: stats says there is none.
+    assert_eq!(
+        jobqueue(url, &["-q", "mail", "stats"]).status.code(),
+        Some(3)
+    );
 }
 
 #[test]
@@ -620,4 +627,306 @@ fn batches_show_their_progress() {
     let missing = jobqueue(&url, &["-q", "cli-done", "batch", "nope"]);
     assert_eq!(missing.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no batch nope"));
+}
+
+/// Sends one raw command, as another client could (slot-routed on a
+/// cluster).
+async fn raw(redis: &TestRedis, args: &[&str]) {
+    let mut conn = redis.conn().await;
+    redis::cmd(args[0])
+        .arg(&args[1..])
+        .query_async::<redis::Value>(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// A key of queue `queue` in the layout jobqueue uses on `redis`.
+fn key_of(redis: &TestRedis, queue: &str, suffix: &str) -> String {
+    if redis.is_cluster() {
+        format!("queue:{{{queue}}}:{suffix}")
+    } else {
+        format!("queue:{queue}:{suffix}")
+    }
+}
+
+#[test]
+fn queues_are_listed_with_their_depths_on_a_single_server() {
+    queues_are_listed_with_their_depths(&TestRedis::start(Topology::Single));
+}
+
+#[test]
+fn queues_are_listed_with_their_depths_on_a_cluster() {
+    let redis = TestRedis::start(Topology::Cluster);
+    let TestRedis::Cluster(cluster) = &redis else {
+        unreachable!()
+    };
+    // One queue on each primary: the walk must visit all three.
+    let primaries: std::collections::BTreeSet<usize> = ["mail", "sms", "idle"]
+        .iter()
+        .map(|q| cluster.primary_for(&format!("queue:{{{q}}}:pending")))
+        .collect();
+    assert_eq!(primaries.len(), 3, "the test's queues share a primary");
+    queues_are_listed_with_their_depths(&redis);
+}
+
+fn queues_are_listed_with_their_depths(redis: &TestRedis) {
+    let url = redis.url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // mail: one job completed, one dead, one running, one waiting.
+        let mail = redis
+            .queue("mail", QueueOptions::default().max_attempts(1))
+            .await;
+        mail.enqueue_many(&[json!(1), json!(2), json!(3), json!(4)])
+            .await
+            .unwrap();
+        let done = mail.claim(Duration::ZERO).await.unwrap().unwrap();
+        let _ = mail.complete(&done, &json!("sent")).await.unwrap();
+        let dead = mail.claim(Duration::ZERO).await.unwrap().unwrap();
+        let _ = mail.fail(&dead, "boom").await.unwrap();
+        let _running = mail.claim(Duration::ZERO).await.unwrap().unwrap();
+        // sms, paused: one waiting, one delayed, one cancelled.
+        let sms = redis.queue("sms", QueueOptions::default()).await;
+        sms.enqueue(&json!({})).await.unwrap();
+        let later = EnqueueOptions::new().delay(Duration::from_secs(3600));
+        sms.submit(NewJob::new(&json!({})).unwrap().options(later))
+            .await
+            .unwrap();
+        let typo = sms.enqueue(&json!({})).await.unwrap();
+        assert!(sms.cancel(&typo, "typo").await.unwrap().is_applied());
+        sms.pause().await.unwrap();
+        // idle: only limits, no job ever.
+        redis
+            .client()
+            .await
+            .set_limits("idle", jobqueue::Limits::new().max_running(2))
+            .await
+            .unwrap();
+        // Keys outside the layout are no queues.
+        raw(redis, &["SET", "queue:stray", "1"]).await;
+        raw(redis, &["SET", "other:mail:pending", "1"]).await;
+    });
+
+    let listed = json(&url, &["queues"]);
+    let row = |queue: &str, depths: [u64; 6], paused: bool| {
+        json!({
+            "queue": queue,
+            "pending": depths[0],
+            "scheduled": depths[1],
+            "processing": depths[2],
+            "completed": depths[3],
+            "failed": depths[4],
+            "cancelled": depths[5],
+            "paused": paused,
+        })
+    };
+    assert_eq!(
+        listed,
+        json!([
+            row("idle", [0, 0, 0, 0, 0, 0], false),
+            row("mail", [1, 0, 1, 1, 1, 0], false),
+            row("sms", [1, 1, 0, 0, 0, 1], true),
+        ]),
+        "every queue with keys, by name"
+    );
+
+    let table = jobqueue(&url, &["queues"]);
+    assert!(table.status.success());
+    let text = String::from_utf8(table.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec![
+                "QUEUE",
+                "PENDING",
+                "SCHEDULED",
+                "PROCESSING",
+                "COMPLETED",
+                "FAILED",
+                "CANCELLED",
+                "PAUSED"
+            ],
+            vec!["idle", "0", "0", "0", "0", "0", "0", "false"],
+            vec!["mail", "1", "0", "1", "1", "1", "0", "false"],
+            vec!["sms", "1", "1", "0", "0", "0", "1", "true"],
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn queues_on_an_empty_redis_is_an_empty_list() {
+    let server = RedisServer::start();
+    assert_eq!(json(&server.url(), &["queues"]), json!([]));
+    let text = String::from_utf8(jobqueue(&server.url(), &["queues"]).stdout).unwrap();
+    assert!(text.contains("(none)"), "{text}");
+}
+
+#[test]
+fn stats_of_a_queue_without_keys_is_an_error_on_a_single_server() {
+    stats_of_a_queue_without_keys_is_an_error(&TestRedis::start(Topology::Single));
+}
+
+#[test]
+fn stats_of_a_queue_without_keys_is_an_error_on_a_cluster() {
+    stats_of_a_queue_without_keys_is_an_error(&TestRedis::start(Topology::Cluster));
+}
+
+fn stats_of_a_queue_without_keys_is_an_error(redis: &TestRedis) {
+    let url = redis.url();
+    for args in [
+        &["-q", "nope", "stats"][..],
+        &["--json", "-q", "nope", "stats"],
+    ] {
+        let out = jobqueue(&url, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no queue nope in Redis") && stderr.contains("jobqueue queues"),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "no zeros printed");
+    }
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // emptied: its one job deleted; its counters stay.
+        let emptied = redis.queue("emptied", QueueOptions::default()).await;
+        let id = emptied.enqueue(&json!({})).await.unwrap();
+        assert!(emptied.delete_job(&id).await.unwrap());
+        // ghost: only a job hash another client left, found by the scan.
+        let ghost = key_of(redis, "ghost", "job:0123456789abcdef");
+        raw(redis, &["HSET", &ghost, "payload", "{}"]).await;
+    });
+    // idle: only limits; held: only the pause flag.
+    json(&url, &["-q", "idle", "limit", "--max-running", "2"]);
+    json(&url, &["-q", "held", "pause"]);
+
+    for (queue, enqueued, paused) in [
+        ("emptied", 1, false),
+        ("ghost", 0, false),
+        ("idle", 0, false),
+        ("held", 0, true),
+    ] {
+        let stats = json(&url, &["-q", queue, "stats"]);
+        assert_eq!(
+            (
+                &stats["pending_depth"],
+                &stats["enqueued_total"],
+                &stats["paused"]
+            ),
+            (&json!(0), &json!(enqueued), &json!(paused)),
+            "{queue} exists: {stats}"
+        );
+    }
+    let text = String::from_utf8(jobqueue(&url, &["-q", "idle", "stats"]).stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().eq(["pending_depth", "0"])),
+        "{text}"
+    );
+}
+
+#[test]
+fn show_gives_numbers_json_values_and_utc_times() {
+    let server = RedisServer::start();
+    let redis = TestRedis::Single(server);
+    let url = redis.url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = rt.block_on(async {
+        let q = redis.queue("mail", QueueOptions::default()).await;
+        let job = NewJob::new(&json!({"to": "a@example.com"}))
+            .unwrap()
+            .name("send")
+            .options(EnqueueOptions::new().max_attempts(2));
+        let id = q.submit(job).await.unwrap();
+        let claimed = q.claim(Duration::ZERO).await.unwrap().unwrap();
+        let _ = q.complete(&claimed, &json!({"sent": true})).await.unwrap();
+        // A reference client's job whose payload is not JSON.
+        raw(
+            &redis,
+            &[
+                "HSET",
+                "queue:mail:job:ffff0000ffff0000",
+                "id",
+                "ffff0000ffff0000",
+                "payload",
+                "{not json",
+                "status",
+                "pending",
+                "attempts",
+                "0",
+                "enqueued_at_ms",
+                "1764568318123",
+            ],
+        )
+        .await;
+        id
+    });
+
+    let shown = json(&url, &["-q", "mail", "show", &id]);
+    assert_eq!(
+        (
+            &shown["id"],
+            &shown["job"],
+            &shown["status"],
+            &shown["attempts"],
+            &shown["max_attempts"],
+            &shown["payload"],
+            &shown["result"],
+        ),
+        (
+            &json!(id),
+            &json!("send"),
+            &json!("completed"),
+            &json!(1),
+            &json!(2),
+            &json!({"to": "a@example.com"}),
+            &json!({"sent": true}),
+        ),
+        "{shown}"
+    );
+    for field in ["enqueued_at", "completed_at"] {
+        let ms = shown[format!("{field}_ms")]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{field}_ms is a number: {shown}"));
+        let text = shown[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} is text: {shown}"));
+        let parsed = chrono::DateTime::parse_from_rfc3339(text).unwrap();
+        assert_eq!(parsed.timestamp_millis(), ms, "{field}: {text}");
+        assert!(
+            text.ends_with('Z') && text.len() == "2025-12-01T05:51:58.123Z".len(),
+            "UTC to the millisecond: {text}"
+        );
+    }
+
+    let foreign = json(&url, &["-q", "mail", "show", "ffff0000ffff0000"]);
+    assert_eq!(
+        (
+            &foreign["payload"],
+            &foreign["attempts"],
+            &foreign["enqueued_at"]
+        ),
+        (
+            &json!("{not json"),
+            &json!(0),
+            &json!("2025-12-01T05:51:58.123Z")
+        ),
+        "a payload that is not JSON stays its text: {foreign}"
+    );
+
+    let table = jobqueue(&url, &["-q", "mail", "show", "ffff0000ffff0000"]);
+    assert!(table.status.success());
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.lines().any(|l| l
+            .split_whitespace()
+            .eq(["enqueued_at", "2025-12-01T05:51:58.123Z"])),
+        "{text}"
+    );
 }

@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
@@ -67,6 +67,15 @@ pub fn utc_text(ms: i64) -> String {
     )
 }
 
+/// `ms` since the epoch as an RFC 3339 UTC time to the millisecond
+/// (`2026-11-30T14:00:00.123Z`), for tools that print a job's timestamps;
+/// `None` outside the years chrono can represent.
+pub fn utc_millis_text(ms: i64) -> Option<String> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
 /// Checks an expression and a zone; the reason when either is unusable.
 pub fn check_cron(expr: &str, tz: &str) -> Result<(), String> {
     CronSpec::parse(expr, tz).map(|_| ())
@@ -78,6 +87,21 @@ mod tests {
 
     fn ms(s: &str) -> i64 {
         DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    }
+
+    #[test]
+    fn timestamps_read_as_utc_text_to_the_millisecond() {
+        let t = ms("2026-12-01T05:51:58.123Z");
+        assert_eq!(
+            utc_millis_text(t).as_deref(),
+            Some("2026-12-01T05:51:58.123Z")
+        );
+        assert_eq!(
+            utc_millis_text(0).as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
+        assert_eq!(utc_millis_text(i64::MAX), None);
+        assert_eq!(utc_text(t), "2026-12-01T05:51:58Z");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! crate: its API follows `jobqueue`'s needs.
 
 mod cron;
-pub use cron::{CronSpec, check_cron, utc_text};
+pub use cron::{CronSpec, check_cron, utc_millis_text, utc_text};
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 
 mod events;
 mod handle;
+mod queues;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

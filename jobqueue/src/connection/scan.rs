@@ -8,22 +8,6 @@ use super::{Backend, Connection};
 use crate::error::Result;
 
 impl Connection {
-    /// Every key matching `pattern`; see [`keys`](Self::keys).
-    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
-    pub(crate) async fn scan(
-        &self,
-        pattern: &str,
-        slot_of: Option<&str>,
-        max_steps: usize,
-    ) -> Result<Vec<String>> {
-        let mut scan = self.keys(pattern, slot_of, max_steps).await?;
-        let mut found = Vec::new();
-        while let Some(keys) = scan.next_batch().await? {
-            found.extend(keys);
-        }
-        Ok(found)
-    }
-
     /// A walk over the keys matching `pattern` with `SCAN` (`COUNT 1000` per
     /// step, at most `max_steps` steps per node). On a cluster, keys sharing
     /// `slot_of`'s hash tag are scanned on the primary serving that slot, and

@@ -2,13 +2,11 @@
 //! metrics endpoint: a bounded `SCAN`, reused for a while so that neither a
 //! busy page nor a frequent scraper walks the keyspace each time.
 
-use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::error::Result;
-use crate::keys::Keys;
 
 /// How long a scan of Redis for queue names is reused.
 const DISCOVERY_TTL: Duration = Duration::from_secs(10);
@@ -24,19 +22,15 @@ pub(super) struct Discovery {
 }
 
 impl Discovery {
-    /// Queue names with keys in Redis (shards by their own names).
+    /// Queue names with keys in Redis (shards by their own names), as
+    /// [`Client::queue_names`] finds them within [`DISCOVERY_STEPS`].
     pub(super) async fn names(&self, client: &Client) -> Result<Vec<String>> {
         if let Some((at, names)) = self.found.lock().expect("discovery lock").as_ref()
             && at.elapsed() < DISCOVERY_TTL
         {
             return Ok(names.clone());
         }
-        let keys = client
-            .connection()
-            .scan(Keys::EVERY_QUEUE_PATTERN, None, DISCOVERY_STEPS)
-            .await?;
-        let found: BTreeSet<&str> = keys.iter().filter_map(|k| Keys::queue_name_of(k)).collect();
-        let names: Vec<String> = found.into_iter().map(str::to_owned).collect();
+        let names = client.queue_names_within(DISCOVERY_STEPS).await?;
         *self.found.lock().expect("discovery lock") = Some((Instant::now(), names.clone()));
         Ok(names)
     }

@@ -164,6 +164,65 @@ impl Queue {
         })
     }
 
+    /// True when the queue has any key in Redis: a queue whose lists are
+    /// empty but that keeps counters, limits, a pause flag, schedules or
+    /// batches exists; one never used, or purged without limits, does not.
+    ///
+    /// First one `EXISTS` over every key whose name is fixed (the lists,
+    /// sets, counters, flags, limits, schedules, batches and outbox). Only
+    /// when none exists, a `SCAN` of the queue's own pattern (on a cluster,
+    /// on the primary holding the queue's slot) looks for the others (job
+    /// hashes, unique locks, claim request keys, a rate key's lane), and
+    /// stops at the first it finds: for a queue that does not exist it
+    /// walks the node's whole keyspace, 1,000 keys a step.
+    ///
+    /// # Cancellation safety
+    /// Safe: read only.
+    pub async fn exists(&self) -> Result<bool> {
+        let k = &self.keys;
+        let mut fixed = vec![
+            k.pending(),
+            k.processing(),
+            k.completed(),
+            k.failed(),
+            k.cancelled(),
+            k.scheduled(),
+            k.leases(),
+            k.settled(),
+            k.stats(),
+            k.paused(),
+            k.levels(),
+            k.rate_keys(),
+            k.throttle(),
+            k.wake(),
+            k.limits(),
+            k.key_limits(),
+            k.schedules(),
+            k.batches(),
+            k.outbox(),
+            k.outbox_entries(),
+        ];
+        fixed.extend(
+            (crate::keys::MIN_PRIORITY..=crate::keys::MAX_PRIORITY)
+                .filter(|p| *p != 0)
+                .map(|p| k.priority_lane(p)),
+        );
+        let found: u64 = self.conn.query(redis::cmd("EXISTS").arg(&fixed)).await?;
+        if found > 0 {
+            return Ok(true);
+        }
+        let mut scan = self
+            .conn
+            .keys(&k.pattern(), Some(&k.pending()), usize::MAX)
+            .await?;
+        while let Some(keys) = scan.next_batch().await? {
+            if !keys.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// One job's hash, or `None` when it does not exist.
     ///
     /// # Cancellation safety

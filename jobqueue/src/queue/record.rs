@@ -198,6 +198,49 @@ impl JobRecord {
         Progress::of(self)
     }
 
+    /// The job as one JSON object, for tools that print it (`jobqueue show
+    /// --json`): every stored field, typed where the data model says what
+    /// it holds. A field that does not parse as its type keeps its stored
+    /// text, so a malformed field of another client's job shows as it is
+    /// instead of failing the read.
+    ///
+    /// - Numbers: the counts (`attempts`, `max_attempts`, `snoozes`,
+    ///   `priority`, which may be negative) and the durations and
+    ///   timestamps (every field ending in `_ms` or `_s`), when they are
+    ///   decimal digits (the rule of [the data model](crate::docs::data_model)'s
+    ///   Numbers).
+    /// - Each timestamp (every `*_at_ms`, and `scheduled_for_ms`) is also
+    ///   given as RFC 3339 UTC text to the millisecond under its name
+    ///   without `_ms` (`enqueued_at_ms: 1764568318123` and `enqueued_at:
+    ///   "2025-12-01T05:51:58.123Z"`), `null` for 0 (`claimed_at_ms` is 0
+    ///   while no claim holds the job). A stored field of that name is
+    ///   kept, not replaced.
+    /// - JSON values: `payload`, `result`, `progress` and `chain`, parsed.
+    /// - `id`, from the key, when the hash has no `id` field.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        let mut out = serde_json::Map::new();
+        for (name, text) in &self.fields {
+            out.insert(name.clone(), typed_field(name, text));
+        }
+        for (name, text) in &self.fields {
+            let Some(base) = name.strip_suffix("_ms") else {
+                continue;
+            };
+            if !(base.ends_with("_at") || name == "scheduled_for_ms") || out.contains_key(base) {
+                continue;
+            }
+            let when = decimal(text)
+                .filter(|ms| *ms > 0)
+                .and_then(|ms| i64::try_from(ms).ok())
+                .and_then(jobqueue_rules::utc_millis_text);
+            out.insert(base.to_owned(), when.map_or(Value::Null, Value::String));
+        }
+        out.entry("id")
+            .or_insert_with(|| Value::String(self.id.clone()));
+        Value::Object(out)
+    }
+
     /// A numeric field: decimal digits only, as the scripts require (Rust's
     /// own parser would also take a leading `+`).
     fn number(&self, name: &str) -> Result<Option<u64>> {
@@ -217,5 +260,132 @@ impl JobRecord {
 
     fn malformed(&self, reason: impl Into<String>) -> Error {
         Error::malformed(format!("job {}", self.id), reason)
+    }
+}
+
+/// Decimal digits only (no sign, space or point), within `u64`.
+fn decimal(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// One stored field as [`JobRecord::to_json`] gives it.
+fn typed_field(name: &str, text: &str) -> serde_json::Value {
+    use serde_json::Value;
+    let as_text = || Value::String(text.to_owned());
+    match name {
+        "payload" | "result" | "progress" | "chain" => {
+            serde_json::from_str(text).unwrap_or_else(|_| as_text())
+        }
+        "priority" => {
+            let level = match text.strip_prefix('-') {
+                Some(digits) => decimal(digits)
+                    .and_then(|n| i64::try_from(n).ok())
+                    .map(|n| Value::from(-n)),
+                None => decimal(text).map(Value::from),
+            };
+            level.unwrap_or_else(as_text)
+        }
+        "attempts" | "max_attempts" | "snoozes" => decimal(text).map_or_else(as_text, Value::from),
+        _ if name.ends_with("_ms") || name.ends_with("_s") => {
+            decimal(text).map_or_else(as_text, Value::from)
+        }
+        _ => as_text(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(fields: &[(&str, &str)]) -> JobRecord {
+        let fields = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        JobRecord::new("ab12", fields)
+    }
+
+    #[test]
+    fn to_json_gives_numbers_json_values_and_utc_times() {
+        let job = record(&[
+            ("id", "ab12"),
+            ("status", "completed"),
+            ("attempts", "2"),
+            ("max_attempts", "5"),
+            ("priority", "-3"),
+            ("visibility_ms", "30000"),
+            ("completed_ttl_s", "60"),
+            ("enqueued_at_ms", "1764568318123"),
+            ("claimed_at_ms", "0"),
+            ("scheduled_for_ms", "1764568319000"),
+            ("unique_for_ms", "1000"),
+            ("payload", r#"{"to":"a"}"#),
+            ("result", "[1,2]"),
+            ("progress", "0.5"),
+            ("claim_token", ""),
+            ("chain_step", "2/3"),
+        ]);
+        assert_eq!(
+            job.to_json(),
+            json!({
+                "id": "ab12",
+                "status": "completed",
+                "attempts": 2,
+                "max_attempts": 5,
+                "priority": -3,
+                "visibility_ms": 30000,
+                "completed_ttl_s": 60,
+                "enqueued_at_ms": 1_764_568_318_123_u64,
+                "enqueued_at": "2025-12-01T05:51:58.123Z",
+                "claimed_at_ms": 0,
+                "claimed_at": null,
+                "scheduled_for_ms": 1_764_568_319_000_u64,
+                "scheduled_for": "2025-12-01T05:51:59.000Z",
+                "unique_for_ms": 1000,
+                "payload": {"to": "a"},
+                "result": [1, 2],
+                "progress": 0.5,
+                "claim_token": "",
+                "chain_step": "2/3",
+            })
+        );
+    }
+
+    #[test]
+    fn to_json_keeps_what_does_not_parse_as_stored_text() {
+        let job = record(&[
+            ("payload", "{not json"),
+            ("result", "plain words"),
+            ("attempts", "+1"),
+            ("max_attempts", "1e3"),
+            ("priority", "--1"),
+            ("enqueued_at_ms", "soon"),
+            ("failed_at_ms", "99999999999999999999"),
+            ("claimed_at", "a field of another client's"),
+            ("claimed_at_ms", "1764568318123"),
+        ]);
+        let shown = job.to_json();
+        assert_eq!(
+            shown,
+            json!({
+                "id": "ab12",
+                "payload": "{not json",
+                "result": "plain words",
+                "attempts": "+1",
+                "max_attempts": "1e3",
+                "priority": "--1",
+                "enqueued_at_ms": "soon",
+                "enqueued_at": null,
+                "failed_at_ms": "99999999999999999999",
+                "failed_at": null,
+                "claimed_at": "a field of another client's",
+                "claimed_at_ms": 1_764_568_318_123_u64,
+            }),
+            "the id comes from the key when the hash has none"
+        );
     }
 }
