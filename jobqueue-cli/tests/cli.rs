@@ -930,3 +930,65 @@ fn show_gives_numbers_json_values_and_utc_times() {
         "{text}"
     );
 }
+
+/// Splits a shell line as `sh` would for the simple lines README shows:
+/// words apart on spaces, single-quoted words kept whole, a `#` after a
+/// space starting a comment.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                word.get_or_insert_with(String::new);
+            }
+            ' ' if !quoted => words.extend(word.take()),
+            '#' if !quoted && word.is_none() => break,
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    assert!(!quoted, "an unclosed quote in {line:?}");
+    words.extend(word);
+    words
+}
+
+/// Every `jobqueue` line of README's shell blocks is a command this binary
+/// takes: each is run with `--help` after its words, which clap answers
+/// only once every word before it parsed (an unknown subcommand, flag or
+/// bad value fails with exit 2 first).
+#[test]
+fn every_command_line_in_the_readme_parses() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let mut in_sh = false;
+    let mut lines = Vec::new();
+    for line in readme.lines() {
+        let fence = line.trim_start();
+        if let Some(info) = fence.strip_prefix("```") {
+            in_sh = !in_sh && info.trim() == "sh";
+        } else if in_sh && let Some(rest) = line.trim_start().strip_prefix("jobqueue ") {
+            lines.push(rest.to_owned());
+        }
+    }
+    assert!(lines.len() >= 8, "README's jobqueue lines: {lines:?}");
+    assert_eq!(
+        shell_words(r#"-q e enqueue '{"to":"a b"}' --name x   # note"#),
+        ["-q", "e", "enqueue", r#"{"to":"a b"}"#, "--name", "x"]
+    );
+    for line in lines {
+        let mut words = shell_words(&line);
+        words.push("--help".into());
+        let out = Command::new(env!("CARGO_BIN_EXE_jobqueue"))
+            .args(&words)
+            .env("REDIS_URL", "redis://127.0.0.1:1/")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "README's `jobqueue {line}` does not parse: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
