@@ -304,15 +304,29 @@ impl Drop for Driver {
     }
 }
 
+/// A browser program: the path in `var` if set, else where Debian's
+/// packages put it (`default`). Fedora and macOS install them elsewhere;
+/// scripts/test says where.
+fn browser_program(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+fn chromium() -> String {
+    browser_program("CHROMIUM", "/usr/bin/chromium")
+}
+
 fn chromedriver() -> Driver {
-    for path in ["/usr/bin/chromedriver", "/usr/bin/chromium"] {
+    let driver = browser_program("CHROMEDRIVER", "/usr/bin/chromedriver");
+    for (path, var) in [(&driver, "CHROMEDRIVER"), (&chromium(), "CHROMIUM")] {
         assert!(
             std::path::Path::new(path).exists(),
-            "{path} is missing: the browser test needs Debian's chromium and chromium-driver (scripts/test installs them)"
+            "{path} is missing: the browser test needs chromium and chromedriver \
+             (Debian's chromium and chromium-driver, which scripts/test installs), \
+             or {var} set to where it is"
         );
     }
     let port = free_port();
-    let child = Command::new("/usr/bin/chromedriver")
+    let child = Command::new(&driver)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -349,7 +363,7 @@ mod browser {
         ];
         let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
-        let caps = json!({ "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args } });
+        let caps = json!({ "goog:chromeOptions": { "binary": chromium(), "args": args } });
         let serde_json::Value::Object(caps) = caps else {
             unreachable!("an object literal")
         };

@@ -432,13 +432,20 @@ macro_rules! on_each_topology {
     };
 }
 
-/// `redis-cli`: beside `REDIS_SERVER` if that is set (the variable
-/// [`RedisServer`] honours), else on PATH.
+/// `redis-cli`: the client beside `REDIS_SERVER` if that is set (the
+/// variable [`RedisServer`] honours), `redis-cli` or, beside a
+/// `valkey-server`, `valkey-cli`; else `redis-cli` on PATH. The client of
+/// the same build creates the cluster of that server.
 pub(crate) fn redis_cli_path() -> String {
-    let beside = std::env::var_os("REDIS_SERVER")
-        .map(|server| std::path::PathBuf::from(server).with_file_name("redis-cli"));
+    let beside = std::env::var_os("REDIS_SERVER").and_then(|server| {
+        let server = std::path::PathBuf::from(server);
+        ["redis-cli", "valkey-cli"]
+            .map(|cli| server.with_file_name(cli))
+            .into_iter()
+            .find(|path| path.is_file())
+    });
     match beside {
-        Some(path) if path.is_file() => path.to_string_lossy().into_owned(),
-        _ => "redis-cli".into(),
+        Some(path) => path.to_string_lossy().into_owned(),
+        None => "redis-cli".into(),
     }
 }

@@ -1,6 +1,7 @@
 //! Every queue operation's happy path and edges, against a private Redis:
 //! each test runs on a single server and on a three-primary cluster, except
-//! the one that counts commands in `INFO commandstats` of a single server.
+//! the one that counts commands in `INFO commandstats` of a single server
+//! and the check that the server started is the one `REDIS_SERVER` names.
 
 use std::time::{Duration, Instant};
 
@@ -585,6 +586,43 @@ async fn events_use_the_reference_channel_and_shape(redis: TestRedis) {
             json!({"id": b, "status": "failed"}),
         ]
     );
+}
+
+/// scripts/test runs this suite on Redis, then on Valkey with `REDIS_SERVER`
+/// naming `valkey-server`: the server a test starts must be the binary
+/// asked for, by the name and version its `--version` prints and its
+/// `INFO server` reports, so a Valkey run that quietly started Redis from
+/// PATH fails here instead of passing for the wrong server.
+#[tokio::test]
+async fn the_private_server_is_the_one_asked_for() {
+    let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let out = std::process::Command::new(&binary)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("{binary} --version: {e}"));
+    // "Redis server v=7.0.15 sha=…" or "Valkey server v=8.1.8 sha=…".
+    let banner = String::from_utf8(out.stdout).unwrap();
+    let mut words = banner.split_whitespace();
+    let name = words.next().unwrap_or_default().to_lowercase();
+    let version = words
+        .find_map(|w| w.strip_prefix("v="))
+        .unwrap_or_else(|| panic!("no v=VERSION in {banner:?}"));
+
+    let server = RedisServer::start();
+    let mut c = server.conn().await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let field = |f: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(f)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    // Valkey names itself in server_name; Redis has no such field.
+    assert_eq!(field("server_name").unwrap_or("redis"), name, "{info}");
+    assert_eq!(field(&format!("{name}_version")), Some(version), "{info}");
 }
 
 on_each_topology! {

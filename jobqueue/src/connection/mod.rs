@@ -33,8 +33,8 @@ pub use options::ConnectionOptions;
 /// shared by every queue.
 ///
 /// [`Connection::connect`] finds out which it is talking to: a server started
-/// with `cluster-enabled yes` reports `redis_mode:cluster`, and the
-/// connection then routes every command by its keys' slot, follows `MOVED`
+/// with `cluster-enabled yes` reports `redis_mode:cluster` (Valkey:
+/// `server_mode:cluster`), and the connection then routes every command by its keys' slot, follows `MOVED`
 /// and `ASK` redirects and refreshes the slot map after a failover. Queues
 /// opened on a cluster connection use the hash-tagged key layout.
 #[derive(Clone)]
@@ -238,7 +238,7 @@ impl Connection {
             .arg("server")
             .query_async(&mut manager)
             .await?;
-        if info.lines().any(|l| l.trim() == "redis_mode:cluster") {
+        if is_cluster_mode(&info) {
             drop(manager);
             return Self::open_cluster(vec![seed], options).await;
         }
@@ -459,6 +459,16 @@ fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// Whether `INFO server` comes from a node with `cluster-enabled yes`: Redis
+/// says `redis_mode:cluster`, Valkey 8 (which renamed the field) says
+/// `server_mode:cluster`. Missing the Valkey spelling would treat a cluster
+/// node as a single server and meet `MOVED` on most keys.
+fn is_cluster_mode(info: &str) -> bool {
+    ["redis_mode", "server_mode"]
+        .iter()
+        .any(|field| info_field(info, field) == Some("cluster"))
+}
+
 fn parse_version(info: &str) -> Option<(u32, u32, u32)> {
     let line = info_field(info, "redis_version")?;
     let mut parts = line.split('.').map(|p| p.parse::<u32>().ok());
@@ -482,5 +492,20 @@ mod tests {
         let memory = "# Memory\r\nmaxmemory:0\r\nmaxmemory_policy:allkeys-lru\r\n";
         assert_eq!(info_field(memory, "maxmemory_policy"), Some("allkeys-lru"));
         assert_eq!(info_field(memory, "maxmemory"), Some("0"));
+    }
+
+    #[test]
+    fn a_cluster_node_is_recognised_by_redis_and_valkey_info() {
+        let redis = "# Server\r\nredis_version:7.0.15\r\nredis_mode:cluster\r\nos:Linux\r\n";
+        let valkey = "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\n\
+                      valkey_version:8.1.8\r\nserver_mode:cluster\r\n";
+        assert!(is_cluster_mode(redis));
+        assert!(is_cluster_mode(valkey));
+        assert!(!is_cluster_mode(
+            "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n"
+        ));
+        assert!(!is_cluster_mode(
+            "# Server\r\nserver_name:valkey\r\nserver_mode:standalone\r\n"
+        ));
     }
 }
