@@ -5,16 +5,21 @@
 //! a braced unit struct with the function's name (it lives only in the type
 //! namespace, so both can coexist) implementing `Job`, and, in an anonymous
 //! const, the handler that decodes the payload and the `inventory`
-//! registration. Any error in the attribute or the signature is reported,
-//! spanned, beside the untouched function.
+//! registration.
+//!
+//! Errors in the attribute or the signature are reported, spanned, beside
+//! the untouched function and the job type built from what is still known
+//! ([`fallback`]): without the type, every `enqueue::<name>` in the crate
+//! would add an error of its own ("`name` is a function item, not a type")
+//! to the one mistake.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, Path, ReturnType, Type};
+use syn::{FnArg, GenericParam, Generics, ItemFn, Path, ReturnType, Type};
 
-use crate::args::{BackoffArg, JobArgs};
+use crate::args::{BackoffArg, JobArgs, ParsedArgs};
 
 pub(crate) fn job(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
@@ -28,12 +33,18 @@ pub(crate) fn job(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(#err #item);
         }
     };
-    let expanded = syn::parse2::<JobArgs>(args).and_then(|args| expand(args, &func));
-    match expanded {
-        Ok(tokens) => tokens,
-        Err(err) => {
-            let err = err.into_compile_error();
-            quote!(#func #err)
+    // `ParsedArgs` keeps its errors inside; an error here can only be
+    // tokens it left unread.
+    let ParsedArgs { args, error } = syn::parse2(args).unwrap_or_else(|error| ParsedArgs {
+        args: JobArgs::default(),
+        error: Some(error),
+    });
+    match (check_signature(&func), error) {
+        (Ok(sig), None) => expand(&args, &func, &sig),
+        (Ok(_), Some(error)) | (Err(error), None) => fallback(&args, &func, error),
+        (Err(sig_error), Some(mut error)) => {
+            error.combine(sig_error);
+            fallback(&args, &func, error)
         }
     }
 }
@@ -42,12 +53,46 @@ pub(crate) fn job(args: TokenStream, item: TokenStream) -> TokenStream {
 struct Signature<'a> {
     payload: &'a Type,
     takes_context: bool,
-    output: TokenStream,
-    output_span: Span,
+    output: Output,
+}
+
+/// The fn's return type, as the job's output.
+struct Output {
+    ty: TokenStream,
+    span: Span,
     /// True for a `Result`-like return type (its name ends in `Result`, as
     /// `Result`, `anyhow::Result` or a `JobResult` alias do): an `Err` fails
     /// the run. Any other type is the output of a run that always succeeds.
     result_like: bool,
+}
+
+impl Output {
+    fn of(sig: &syn::Signature) -> Self {
+        match &sig.output {
+            ReturnType::Default => Self {
+                ty: quote!(()),
+                span: sig.ident.span(),
+                result_like: false,
+            },
+            ReturnType::Type(_, ty) => Self {
+                ty: ty.to_token_stream(),
+                span: ty.span(),
+                result_like: last_segment_ends_with(ty, "Result"),
+            },
+        }
+    }
+
+    /// `Job::Output`: what a successful run stores.
+    fn job_output(&self, private: &TokenStream) -> TokenStream {
+        let ty = &self.ty;
+        if self.result_like {
+            quote_spanned! {self.span=>
+                <#ty as #private::IntoJobResult>::Output
+            }
+        } else {
+            quote_spanned! {self.span=> #ty }
+        }
+    }
 }
 
 fn check_signature(func: &ItemFn) -> syn::Result<Signature<'_>> {
@@ -102,16 +147,10 @@ fn check_signature(func: &ItemFn) -> syn::Result<Signature<'_>> {
             "a job takes at most two arguments: the payload and a `JobContext`",
         ));
     }
-    let (output, output_span, result_like) = match &sig.output {
-        ReturnType::Default => (quote!(()), sig.ident.span(), false),
-        ReturnType::Type(_, ty) => (quote!(#ty), ty.span(), last_segment_ends_with(ty, "Result")),
-    };
     Ok(Signature {
         payload,
         takes_context,
-        output,
-        output_span,
-        result_like,
+        output: Output::of(sig),
     })
 }
 
@@ -133,14 +172,105 @@ fn last_segment_ends_with(ty: &Type, suffix: &str) -> bool {
     }
 }
 
-fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
-    let sig = check_signature(func)?;
-    let krate: Path = args.krate.unwrap_or_else(|| syn::parse_quote!(::jobqueue));
+/// The expansion when the attribute or the signature has errors: the
+/// function, the job type built from what is still known, and the errors.
+///
+/// The type keeps every use of the job (`enqueue::<name>`, `handle`,
+/// `then`, `name::QUEUE`) from failing as well, so the errors shown are
+/// the real ones. It has the settings of the arguments that are valid (the
+/// others keep the runtime's defaults; `crate`, when valid, is what makes
+/// its paths resolve) and the signature's payload and output types. A type
+/// the signature does not give, no payload argument, or one naming the fn's
+/// generic parameters or an `impl Trait` that nothing outside the fn can
+/// name, is `()`: the payload of a job that takes none, and a type that
+/// meets every bound `Job` puts on it, so it adds no error of its own (a
+/// call that passes something else is still told the types differ). A fn
+/// taking `self` gets no type: it sits in an `impl` block, where no struct
+/// can go.
+///
+/// The handler and the registration are left out: with the errors the
+/// crate does not build, so nothing would ever run them, and their own
+/// checks would only add to the errors.
+fn fallback(args: &JobArgs, func: &ItemFn, error: syn::Error) -> TokenStream {
+    let error = error.into_compile_error();
+    if func.sig.receiver().is_some() {
+        return quote!(#func #error);
+    }
+    let hidden = names_only_the_fn_knows(&func.sig.generics);
+    let payload = func
+        .sig
+        .inputs
+        .iter()
+        .find_map(|arg| match arg {
+            FnArg::Typed(pat) => Some(&*pat.ty),
+            FnArg::Receiver(_) => None,
+        })
+        .filter(|ty| !mentions(ty.to_token_stream(), &hidden));
+    let output = Output::of(&func.sig);
+    let output = if mentions(output.ty.clone(), &hidden) {
+        quote!(())
+    } else {
+        output.job_output(&private_path(args))
+    };
+    let job_type = job_type(args, func, payload, &output);
+    quote! {
+        #func
+        #job_type
+        #error
+    }
+}
+
+/// The names a type may use that mean nothing outside the fn: its generic
+/// parameters (lifetimes by their name), and `impl` (an `impl Trait`).
+fn names_only_the_fn_knows(generics: &Generics) -> Vec<String> {
+    let mut names: Vec<String> = generics
+        .params
+        .iter()
+        .map(|param| match param {
+            GenericParam::Type(t) => t.ident.to_string(),
+            GenericParam::Lifetime(l) => l.lifetime.ident.to_string(),
+            GenericParam::Const(c) => c.ident.to_string(),
+        })
+        .collect();
+    names.push("impl".to_owned());
+    names
+}
+
+/// True when an identifier in `tokens`, at any depth, is one of `names`.
+fn mentions(tokens: TokenStream, names: &[String]) -> bool {
+    tokens.into_iter().any(|tree| match tree {
+        TokenTree::Ident(ident) => names.iter().any(|name| ident == name),
+        TokenTree::Group(group) => mentions(group.stream(), names),
+        TokenTree::Punct(_) | TokenTree::Literal(_) => false,
+    })
+}
+
+/// `::jobqueue::__private`, or under the path `crate = "..."` gave.
+fn private_path(args: &JobArgs) -> TokenStream {
+    let krate: Path = args
+        .krate
+        .clone()
+        .unwrap_or_else(|| syn::parse_quote!(::jobqueue));
+    quote!(#krate::__private)
+}
+
+/// The job type: a braced unit struct named like the fn, implementing `Job`
+/// with the arguments' settings, `payload` (`()` when `None`, with no
+/// `rate_key`, which takes the payload) and `output`.
+fn job_type(
+    args: &JobArgs,
+    func: &ItemFn,
+    payload: Option<&Type>,
+    output: &TokenStream,
+) -> TokenStream {
     let ident = &func.sig.ident;
     let vis = &func.vis;
-    let private = quote!(#krate::__private);
+    let private = private_path(args);
     let millis = |ms: u64| quote!(#private::Duration::from_millis(#ms));
-    let name = args.name.unwrap_or_else(|| ident.unraw().to_string());
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| ident.unraw().to_string());
     // A key left out refers to the runtime's default, not a copy of it.
     let queue_doc = args
         .queue
@@ -194,15 +324,6 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             const MISFIRE: #private::Misfire = #private::Misfire::#misfire;
         )
     });
-    // A periodic job's ticks carry its payload type's default: the error
-    // when it has none points at the cron argument.
-    let with_cron = args.cron.as_ref().map(|(_, span)| {
-        quote::quote_spanned!(*span=>
-            .with_cron::<#ident>(|| #private::serde_json::to_string(
-                &<#ident as #private::Job>::Payload::default()
-            ))
-        )
-    });
     let backoff = args.backoff.map(|b| {
         let value = match b {
             BackoffArg::Exponential { base_ms, max_ms } => {
@@ -234,8 +355,7 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
         let max_running = some_u32(args.max_running);
         quote!(const LIMITS: #private::Limits = #private::Limits::declared(#rate, #burst, #max_running);)
     });
-    let payload = sig.payload;
-    let rate_key = args.rate_key.as_ref().map(|expr| {
+    let rate_key = payload.zip(args.rate_key.as_ref()).map(|(payload, expr)| {
         // Spanned at the expression: a closure or fn that does not take
         // `&Payload` or return something with `to_string` is reported there.
         let call = quote_spanned! {expr.span()=>
@@ -249,43 +369,15 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             }
         }
     });
-    let output = &sig.output;
-    let output_type = if sig.result_like {
-        quote_spanned! {sig.output_span=>
-            <#output as #private::IntoJobResult>::Output
-        }
-    } else {
-        quote_spanned! {sig.output_span=> #output }
+    let payload = match payload {
+        Some(payload) => payload.to_token_stream(),
+        None => quote!(()),
     };
-    let call = if sig.takes_context {
-        quote!(#ident(payload, ctx))
-    } else {
-        quote!({
-            let _ = ctx;
-            #ident(payload)
-        })
-    };
-    // Each check is spanned where the user can fix it: the payload's type,
-    // the return type, and the fn's name for a future that is not `Send`.
-    let decode = quote_spanned! {payload.span()=>
-        __jq::decode_payload::<#payload>(payload)
-    };
-    let finish = if sig.result_like {
-        quote_spanned! {sig.output_span=> __jq::finish }
-    } else {
-        quote_spanned! {sig.output_span=> __jq::finish_value }
-    };
-    let boxed = quote_spanned! {ident.span()=>
-        __jq::box_handler(async move { #finish(#call.await) })
-    };
-    let handler = format_ident!("__jobqueue_handler_{}", ident.unraw().to_string());
     let doc = format!(
         "The job defined by [`{ident}()`]: name `{name}`, queue `{queue_doc}`. Enqueue it with \
          `client.enqueue::<{ident}>(payload)`."
     );
-    Ok(quote! {
-        #func
-
+    quote! {
         #[doc = #doc]
         #[allow(non_camel_case_types)]
         #[derive(Debug, Clone, Copy)]
@@ -293,7 +385,7 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
 
         impl #private::Job for #ident {
             type Payload = #payload;
-            type Output = #output_type;
+            type Output = #output;
             const NAME: &'static str = #name;
             const QUEUE: &'static str = #queue;
             const MAX_ATTEMPTS: u32 = #max_attempts;
@@ -308,6 +400,56 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
             #limits
             #rate_key
         }
+    }
+}
+
+/// The expansion of a valid job: the function, the job type, and the
+/// handler with its registration.
+fn expand(args: &JobArgs, func: &ItemFn, sig: &Signature<'_>) -> TokenStream {
+    let ident = &func.sig.ident;
+    let private = private_path(args);
+    let job_type = job_type(
+        args,
+        func,
+        Some(sig.payload),
+        &sig.output.job_output(&private),
+    );
+    // A periodic job's ticks carry its payload type's default: the error
+    // when it has none points at the cron argument.
+    let with_cron = args.cron.as_ref().map(|(_, span)| {
+        quote_spanned!(*span=>
+            .with_cron::<#ident>(|| #private::serde_json::to_string(
+                &<#ident as #private::Job>::Payload::default()
+            ))
+        )
+    });
+    let payload = sig.payload;
+    let call = if sig.takes_context {
+        quote!(#ident(payload, ctx))
+    } else {
+        quote!({
+            let _ = ctx;
+            #ident(payload)
+        })
+    };
+    // Each check is spanned where the user can fix it: the payload's type,
+    // the return type, and the fn's name for a future that is not `Send`.
+    let decode = quote_spanned! {payload.span()=>
+        __jq::decode_payload::<#payload>(payload)
+    };
+    let finish = if sig.output.result_like {
+        quote_spanned! {sig.output.span=> __jq::finish }
+    } else {
+        quote_spanned! {sig.output.span=> __jq::finish_value }
+    };
+    let boxed = quote_spanned! {ident.span()=>
+        __jq::box_handler(async move { #finish(#call.await) })
+    };
+    let handler = format_ident!("__jobqueue_handler_{}", ident.unraw().to_string());
+    quote! {
+        #func
+
+        #job_type
 
         const _: () = {
             #[allow(non_snake_case)]
@@ -327,7 +469,7 @@ fn expand(args: JobArgs, func: &ItemFn) -> syn::Result<TokenStream> {
                 #private::JobDefinition::new::<#ident>(::core::module_path!(), #handler) #with_cron
             }
         };
-    })
+    }
 }
 
 #[cfg(test)]
@@ -383,6 +525,81 @@ mod tests {
                 "{item}: the fn is kept: {out}"
             );
         }
+    }
+
+    #[test]
+    fn an_argument_error_still_generates_the_job_type_with_the_valid_settings() {
+        let out = expand_str(
+            r#"queue = "billing", backoff = "100ms", crate = "::my::jq""#,
+            "pub async fn charge(cents: u64) -> Result<Receipt, E> { body() }",
+        );
+        assert_eq!(out.matches("compile_error").count(), 1, "{out}");
+        assert!(out.contains("pub async fn charge"), "{out}");
+        assert!(out.contains("pub struct charge { }"), "{out}");
+        assert!(
+            out.contains("impl :: my :: jq :: __private :: Job for charge"),
+            "{out}"
+        );
+        assert!(out.contains("type Payload = u64"), "{out}");
+        assert!(out.contains("< Result < Receipt , E > as"), "{out}");
+        assert!(out.contains("\"billing\""), "{out}");
+        assert!(
+            !out.contains("BACKOFF"),
+            "the bad key keeps the default: {out}"
+        );
+        assert!(!out.contains("inventory"), "{out}");
+    }
+
+    #[test]
+    fn a_signature_error_keeps_the_types_the_signature_still_gives() {
+        let payload_and_output = |item: &str| {
+            let out = expand_str("", item);
+            assert!(out.contains("compile_error"), "{item}: {out}");
+            assert!(!out.contains("inventory"), "{item}: {out}");
+            let field = |name: &str| {
+                let start = out.find(&format!("type {name} = ")).expect(name) + 8 + name.len();
+                out[start..].split(" ;").next().unwrap().to_owned()
+            };
+            (field("Payload"), field("Output"))
+        };
+        let t = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(
+            payload_and_output("fn not_async(a: A) -> u8 { 1 }"),
+            t("A", "u8")
+        );
+        assert_eq!(
+            payload_and_output("async fn wrong_second(a: A, b: B) {}"),
+            t("A", "()")
+        );
+        assert_eq!(
+            payload_and_output("async fn none() -> u8 { 1 }"),
+            t("()", "u8")
+        );
+        assert_eq!(
+            payload_and_output("async fn generic<T>(a: Vec<T>) -> T { todo!() }"),
+            t("()", "()")
+        );
+        assert_eq!(
+            payload_and_output("async fn borrowed<'a>(a: A, c: &'a C) -> Option<&'a str> { None }"),
+            t("A", "()")
+        );
+        assert_eq!(
+            payload_and_output("fn future(a: A) -> impl Future<Output = u8> { async { 1 } }"),
+            t("A", "()")
+        );
+    }
+
+    #[test]
+    fn a_method_gets_no_type_where_no_struct_can_go() {
+        let out = expand_str("bogus = 1", "async fn send(&self, a: A) {}");
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(!out.contains("struct"), "{out}");
+    }
+
+    #[test]
+    fn argument_and_signature_errors_are_all_reported() {
+        let out = expand_str("retries = 3, priority = 9", "fn not_async(a: A) {}");
+        assert_eq!(out.matches("compile_error").count(), 3, "{out}");
     }
 
     #[test]
