@@ -140,10 +140,13 @@ impl Queue {
     /// Not atomic, but safe beside writers. One script first deletes the
     /// lists, sets, counters and pause flag at once and notes the Redis time
     /// T (the cut); then a `SCAN` walks the queue's keys and deletes, in
-    /// script calls of at most 200 keys, every job hash enqueued at or before
-    /// T and every other key but those fixed ones. So a job enqueued while a
-    /// purge runs is deleted whole (enqueued before the cut) or survives
-    /// whole, hash and pending entry (after it), never half. A job running
+    /// script calls of at most 200 keys, every job hash enqueued before T
+    /// and every other key but those fixed ones. A hash stamped T itself
+    /// goes unless its state's list still holds it (near the end a job
+    /// written after the cut would be). So a job enqueued while a purge runs
+    /// is deleted whole (enqueued before the cut) or survives whole, hash and
+    /// pending entry (after it), never half. The cut does not wait for the
+    /// clock: Redis 7.2 and later and Valkey stop it for a whole script. A job running
     /// when the purge starts loses its claim (settling it answers
     /// [`Ack::LeaseLost`](super::Ack::LeaseLost)) and its hash goes. Claim
     /// request keys written during the purge go too: a claim retried after
@@ -204,11 +207,12 @@ impl Queue {
                 for chunk in keys.chunks(SCRIPT_BATCH) {
                     let mut sweep = SCRIPTS.purge.prepare_invoke();
                     sweep
+                        .key(&kept)
                         .key(chunk)
                         .arg("sweep")
                         .arg(at)
                         .arg(self.keys.job_prefix())
-                        .arg(&kept);
+                        .arg(kept.len());
                     let n: u64 = self.invoke(&sweep).await?;
                     pass += n;
                 }
