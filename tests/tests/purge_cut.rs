@@ -48,6 +48,18 @@ fn kept(keys: &Keys) -> Vec<String> {
     kept
 }
 
+/// A job hash written by hand: id, enqueued_at_ms, status, extra fields,
+/// the list (or `scheduled`) holding it after the cut, and whether the
+/// sweep must keep its hash.
+type HandWritten<'a> = (
+    &'a str,
+    i64,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Option<String>,
+    bool,
+);
+
 async fn a_hash_stamped_in_the_cuts_millisecond_stays_only_where_a_list_still_holds_it(
     redis: TestRedis,
 ) {
@@ -55,9 +67,7 @@ async fn a_hash_stamped_in_the_cuts_millisecond_stays_only_where_a_list_still_ho
     let keys = q.keys().clone();
     let mut raw = redis.conn().await;
     let t: i64 = 1_800_000_000_000;
-    // (id, enqueued_at_ms, status, extra fields, listed after the cut in,
-    // whether the sweep must keep its hash)
-    let jobs: Vec<(&str, i64, &str, Vec<(&str, &str)>, Option<String>, bool)> = vec![
+    let jobs: Vec<HandWritten> = vec![
         ("before", t - 1, "pending", vec![], None, false),
         ("after", t + 1, "pending", vec![], None, true),
         ("t-gone", t, "pending", vec![], None, false),
