@@ -67,7 +67,7 @@ async fn a_hash_stamped_in_the_cuts_millisecond_stays_only_where_a_list_still_ho
     let keys = q.keys().clone();
     let mut raw = redis.conn().await;
     let t: i64 = 1_800_000_000_000;
-    let jobs: Vec<HandWritten> = vec![
+    let jobs: Vec<HandWritten<'_>> = vec![
         ("before", t - 1, "pending", vec![], None, false),
         ("after", t + 1, "pending", vec![], None, true),
         ("t-gone", t, "pending", vec![], None, false),
