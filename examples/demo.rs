@@ -132,7 +132,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let (url, shown) = match &args.redis_url {
-        Some(url) => (url.clone(), url.clone()),
+        Some(url) => (url.clone(), without_password(url)),
         None => (
             format!("redis://{}:{}/", args.redis_host, args.redis_port),
             format!("{}:{}", args.redis_host, args.redis_port),
@@ -482,5 +482,43 @@ async fn reset(State(demo): State<Shared>) -> Response {
     match stats_object(&demo).await {
         Ok(t) => axum::Json(json!({ "stats": t })).into_response(),
         Err(e) => fail(e),
+    }
+}
+
+/// `url` with its password, if any, shown as `***`: the demo prints the
+/// Redis it uses, and its output goes to terminals and log files.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn the_printed_redis_url_hides_its_password() {
+        assert_eq!(
+            without_password("redis://:s3cret@host:6379/0"),
+            "redis://:***@host:6379/0"
+        );
+        assert_eq!(
+            without_password("rediss://app:p@ss@host/"),
+            "rediss://app:***@host/"
+        );
+        assert_eq!(without_password("redis://app@host/"), "redis://app@host/");
+        assert_eq!(
+            without_password("redis://127.0.0.1:6379/"),
+            "redis://127.0.0.1:6379/"
+        );
     }
 }
