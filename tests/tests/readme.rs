@@ -196,8 +196,12 @@ fn the_job_table_names_every_key_the_macro_takes() {
         .find(|l| l.trim_start().starts_with("\"queue\" =>"))
         .expect("args.rs matches on \"queue\"");
     let indent = queue_arm.len() - queue_arm.trim_start().len();
+    // The arms from `"queue"` to the end of that match: the first line
+    // indented less than the arms.
     let keys: BTreeSet<String> = args
         .lines()
+        .skip_while(|l| *l != queue_arm)
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
         .filter(|l| l.len() - l.trim_start().len() == indent)
         .filter(|l| l.trim_start().starts_with('"') && l.contains("=>"))
         .flat_map(|l| {
