@@ -2157,6 +2157,9 @@ mod peers {
         child: Child,
         stdin: Option<ChildStdin>,
         stdout: Lines<BufReader<ChildStdout>>,
+        /// The last line the child wrote on stderr (which is passed on to
+        /// this process' stderr line by line), to say why it died.
+        last_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
         pub(crate) pid: u32,
     }
 
@@ -2167,17 +2170,27 @@ mod peers {
                 .args(args)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                .stderr(Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
                 .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
             let pid = child.id().expect("a running child has a pid");
             let stdin = child.stdin.take();
             let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+            let last_error = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+            let last = last_error.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = stderr.next_line().await {
+                    eprintln!("{line}");
+                    *last.lock().expect("last_error lock") = Some(line);
+                }
+            });
             let mut worker = Self {
                 child,
                 stdin,
                 stdout,
+                last_error,
                 pid,
             };
             let ready = worker.line(Duration::from_secs(60)).await;
@@ -2223,9 +2236,13 @@ mod peers {
         }
 
         /// Whether the process has ended (a worker that stopped on an
-        /// error), with its exit status.
-        fn exited(&mut self) -> Option<std::process::ExitStatus> {
-            self.child.try_wait().ok().flatten()
+        /// error): its exit status and the last line it wrote on stderr.
+        async fn exited(&mut self) -> Option<(std::process::ExitStatus, String)> {
+            let status = self.child.try_wait().ok().flatten()?;
+            // Give the stderr forwarder a moment to read the last words.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let last = self.last_error.lock().expect("last_error lock").clone();
+            Some((status, last.unwrap_or_default()))
         }
 
         pub(crate) async fn stop(mut self) {
@@ -2446,12 +2463,19 @@ mod peers {
             }
             let started = Instant::now();
             loop {
-                if let Some(status) = workers.iter_mut().find_map(Worker::exited) {
-                    // A peer's worker died (its error is on stderr above):
-                    // note it, leave this run's figures out, go on.
+                let mut died = None;
+                for worker in &mut workers {
+                    if let Some(end) = worker.exited().await {
+                        died = Some(end);
+                        break;
+                    }
+                }
+                if let Some((status, last_words)) = died {
+                    // A peer's worker died: note it with its last stderr
+                    // line, leave this run's figures out, go on.
                     let step = format!("processing, {processes} x concurrency {concurrency}");
                     let error = format!(
-                        "a worker process ended ({status}) after {:.1} s, before the {} jobs were done; its error is on the run's stderr",
+                        "a worker process ended ({status}) after {:.1} s, before the {} jobs were done; its last stderr line: {last_words}",
                         started.elapsed().as_secs_f64(),
                         self.jobs
                     );
