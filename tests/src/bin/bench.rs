@@ -14,13 +14,14 @@
 //! `target/bench.json`. `--only W8` (`scripts/bench --only W8`, or `W9`, or
 //! `W8,W9`) runs those steps alone and updates only their figures there.
 //!
-//! With `--peers PATH` (`scripts/bench --peers`) it instead runs jobqueue side
-//! by side with bullmq-official, whose harness (`bench/peers`, built apart
-//! from this workspace) is at PATH: both speak the same subprocess protocol
-//! (the subcommands below), are driven the same way on one private Redis,
-//! interleaved over three rounds, and the medians, their ratios and the
-//! issue's targets are printed and written under `peers` in
-//! `target/bench.json`.
+//! With `--peers bullmq=PATH,sidekiq=PATH,apalis=PATH` (`scripts/bench
+//! --peers`) it instead runs jobqueue side by side with bullmq-official,
+//! rusty-sidekiq and apalis, whose harnesses (`bench/peers`, built apart
+//! from this workspace) are at those paths: all speak the same subprocess
+//! protocol (the subcommands below), are driven the same way on one private
+//! Redis, interleaved over three rounds, and the medians, their ratios and
+//! the targets (against bullmq) are printed and written under
+//! `peers` in `target/bench.json`.
 
 use std::process::Command;
 use std::sync::Mutex;
@@ -60,10 +61,12 @@ struct Args {
     /// before the runner is built, and render it every second.
     #[arg(long, hide = true)]
     metrics_exporter: bool,
-    /// Runs jobqueue side by side with bullmq-official instead of the
-    /// W1..W6 suite; the value is the path of the built `bullmq-peer`.
-    #[arg(long, value_name = "BULLMQ_PEER")]
-    peers: Option<std::path::PathBuf>,
+    /// Runs jobqueue side by side with its peers instead of the W1..W6
+    /// suite: `NAME=PATH` of each built peer binary (`bullmq`, `sidekiq`,
+    /// `apalis`; bullmq is required, its column carries the targets), comma
+    /// separated or repeated; a bare PATH is bullmq's.
+    #[arg(long, value_name = "NAME=PATH", value_delimiter = ',', value_parser = peers::parse_peer)]
+    peers: Vec<(peers::System, std::path::PathBuf)>,
     /// Rounds of the side-by-side run, of W8 and of W9 (medians are
     /// reported).
     #[arg(long, default_value_t = 3)]
@@ -91,8 +94,8 @@ enum Step {
 }
 
 /// The side-by-side protocol: the orchestrator (`--peers`) starts each step
-/// as a process of this binary or of `bullmq-peer`, which has the same
-/// modes with the same meaning, so both systems pay the same process,
+/// as a process of this binary or of a peer (`bench/peers`), which has the
+/// same modes with the same meaning, so every system pays the same process,
 /// connection and runtime costs and are measured by the same code. Each
 /// prints one JSON line on stdout when done; the worker modes print
 /// `{"ready":true,...}` first.
@@ -229,8 +232,8 @@ async fn main() {
         )
         .await;
     }
-    if let Some(bullmq) = args.peers.clone() {
-        return peers::run(&args, &bullmq).await;
+    if !args.peers.is_empty() {
+        return peers::run(&args).await;
     }
     if !args.only.is_empty() {
         return only(&args).await;
@@ -1615,7 +1618,7 @@ mod runner_cpu {
     }
 }
 
-/// jobqueue's side of the side-by-side protocol (see [`Mode`]); bullmq's
+/// jobqueue's side of the side-by-side protocol (see [`Mode`]); the peers'
 /// side is `bench/peers`. Only the public API: `Client` enqueues, `Runner`
 /// runs, with its defaults apart from the queues and the concurrency.
 mod protocol {
@@ -1856,11 +1859,13 @@ mod protocol {
     }
 }
 
-/// The side-by-side run (`--peers`): jobqueue and bullmq-official on one
-/// private Redis, interleaved (j,b / b,j / j,b) so drift in the machine
-/// (thermal, other load) falls on both, each step a fresh process of the
-/// same protocol ([`Mode`]) started the same way, the server flushed before
-/// every step so neither inherits the other's keys (or its own leftovers).
+/// The side-by-side run (`--peers`): jobqueue, bullmq-official and the other
+/// peers given (rusty-sidekiq, apalis) on one private Redis, interleaved
+/// (the order of the systems rotates by one each round: j,b,s,a / b,s,a,j /
+/// s,a,j,b) so drift in the machine (thermal, other load) falls on all,
+/// each step a fresh process of the same protocol ([`Mode`]) started the
+/// same way, the server flushed before every step so none inherits
+/// another's keys (or its own leftovers).
 mod peers {
     use std::collections::BTreeMap;
     use std::path::Path;
@@ -1891,19 +1896,67 @@ mod peers {
     /// The name of the reference layout's floor among the medians.
     const FLOOR: &str = "reference_floor";
 
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    enum System {
+    /// A system of the comparison: jobqueue (this binary) or a peer.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    pub(crate) enum System {
         Jobqueue,
         Bullmq,
+        Sidekiq,
+        Apalis,
     }
 
     impl System {
+        /// The peers `--peers` accepts, in the table's column order.
+        const PEERS: [System; 3] = [System::Bullmq, System::Sidekiq, System::Apalis];
+
         fn name(self) -> &'static str {
             match self {
                 System::Jobqueue => "jobqueue",
                 System::Bullmq => "bullmq",
+                System::Sidekiq => "sidekiq",
+                System::Apalis => "apalis",
             }
         }
+
+        /// The library measured, for bench.json.
+        fn library(self) -> &'static str {
+            match self {
+                System::Jobqueue => "jobqueue (this workspace)",
+                System::Bullmq => "bullmq-official 1.4.4 (bench/peers, its Cargo.lock)",
+                System::Sidekiq => "rusty-sidekiq 0.15.2 (bench/peers, its Cargo.lock)",
+                System::Apalis => "apalis 1.0.0 + apalis-redis 1.0.0 (bench/peers, its Cargo.lock)",
+            }
+        }
+
+        /// How its completions are counted while its workers run: one
+        /// command per poll for every system whose library records them
+        /// in Redis, so polling costs each the same; rusty-sidekiq keeps no
+        /// record of a finished job, so its workers count their handler's
+        /// returns and answer a `count` line on stdin.
+        fn completion_count(self) -> String {
+            match self {
+                System::Jobqueue => format!("HGET queue:{QUEUE}:stats completed_total"),
+                System::Bullmq => format!(
+                    "ZCARD bull:{QUEUE}:completed (removeOnComplete left at its default, false)"
+                ),
+                System::Sidekiq => "each worker process' own count of handler returns, asked with a `count` line on its stdin (rusty-sidekiq keeps no record of completed jobs in Redis)".into(),
+                System::Apalis => format!("SCARD {QUEUE}:done (apalis-redis' done set)"),
+            }
+        }
+    }
+
+    /// Parses a `--peers` value: `NAME=PATH`, or a bare PATH for bullmq.
+    pub(crate) fn parse_peer(value: &str) -> Result<(System, std::path::PathBuf), String> {
+        let Some((name, path)) = value.split_once('=') else {
+            return Ok((System::Bullmq, value.into()));
+        };
+        let system = System::PEERS
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                format!("unknown peer {name:?}: expected one of bullmq, sidekiq, apalis")
+            })?;
+        Ok((system, path.into()))
     }
 
     /// One round's figures of one system, by key.
@@ -1969,10 +2022,51 @@ mod peers {
     }
 
     fn format_value(value: f64, unit: &str) -> String {
+        if !value.is_finite() {
+            // A step that failed in every round (see "failures").
+            return "failed".into();
+        }
         match unit {
             "µs/job" => format!("{value:.1} {unit}"),
             "ms" => format!("{value:.2} {unit}"),
             _ => format!("{value:.0} {unit}"),
+        }
+    }
+
+    fn format_ratio(ratio: f64) -> String {
+        if ratio.is_finite() {
+            format!("{ratio:.2}x")
+        } else {
+            "-".into()
+        }
+    }
+
+    /// Prints `rows` as columns two spaces apart, the columns in `left`
+    /// aligned left and the others right.
+    fn print_table(rows: &[Vec<String>], left: &[usize]) {
+        let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                rows.iter()
+                    .map(|r| r.get(c).map_or(0, |cell| cell.chars().count()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in rows {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(c, (cell, w))| {
+                    if left.contains(&c) {
+                        format!("{cell:<w$}")
+                    } else {
+                        format!("{cell:>w$}")
+                    }
+                })
+                .collect();
+            println!("{}", cells.join("  ").trim_end());
         }
     }
 
@@ -2063,6 +2157,9 @@ mod peers {
         child: Child,
         stdin: Option<ChildStdin>,
         stdout: Lines<BufReader<ChildStdout>>,
+        /// The last line the child wrote on stderr (which is passed on to
+        /// this process' stderr line by line), to say why it died.
+        last_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
         pub(crate) pid: u32,
     }
 
@@ -2073,17 +2170,27 @@ mod peers {
                 .args(args)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
+                .stderr(Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
                 .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
             let pid = child.id().expect("a running child has a pid");
             let stdin = child.stdin.take();
             let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+            let last_error = std::sync::Arc::new(std::sync::Mutex::new(None));
+            let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+            let last = last_error.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = stderr.next_line().await {
+                    eprintln!("{line}");
+                    *last.lock().expect("last_error lock") = Some(line);
+                }
+            });
             let mut worker = Self {
                 child,
                 stdin,
                 stdout,
+                last_error,
                 pid,
             };
             let ready = worker.line(Duration::from_secs(60)).await;
@@ -2116,6 +2223,28 @@ mod peers {
             stdin.flush().await.expect("tell the worker to go");
         }
 
+        /// The worker's own count of completed jobs, for a system whose
+        /// library keeps none in Redis (see `System::completion_count`).
+        async fn count(&mut self) -> u64 {
+            let stdin = self.stdin.as_mut().expect("stdin kept until the end");
+            stdin.write_all(b"count\n").await.expect("ask the count");
+            stdin.flush().await.expect("ask the count");
+            let answer = self.line(Duration::from_secs(10)).await;
+            answer["completed"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("worker {} answered {answer} to count", self.pid))
+        }
+
+        /// Whether the process has ended (a worker that stopped on an
+        /// error): its exit status and the last line it wrote on stderr.
+        async fn exited(&mut self) -> Option<(std::process::ExitStatus, String)> {
+            let status = self.child.try_wait().ok().flatten()?;
+            // Give the stderr forwarder a moment to read the last words.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let last = self.last_error.lock().expect("last_error lock").clone();
+            Some((status, last.unwrap_or_default()))
+        }
+
         pub(crate) async fn stop(mut self) {
             drop(self.stdin.take());
             let _ = self.child.start_kill();
@@ -2127,8 +2256,8 @@ mod peers {
     struct Bench<'a> {
         server: &'a RedisServer,
         url: String,
-        jobqueue_exe: std::path::PathBuf,
-        bullmq_exe: std::path::PathBuf,
+        /// Each system's binary: this one for jobqueue, the peers' own.
+        exes: BTreeMap<System, std::path::PathBuf>,
         jobs: usize,
         payload: usize,
         concurrency: usize,
@@ -2136,20 +2265,21 @@ mod peers {
         clk_tck: f64,
         /// The queue whose stats hash counts jobqueue's completions.
         queue: Queue,
-        /// Reads each system's completed count with one command per poll:
-        /// jobqueue's `completed_total`, bullmq's `ZCARD bull:bench:completed`
-        /// (it keeps completed jobs by default).
+        /// Reads each system's completed count with one command per poll
+        /// (see `System::completion_count`).
         raw: redis::aio::MultiplexedConnection,
         /// The settings each system's workers reported, by system and step.
         settings: BTreeMap<&'static str, BTreeMap<String, Value>>,
+        /// The steps that failed (a worker process that died), in order:
+        /// their figures are left out of the round, and the run goes on.
+        failures: Vec<Value>,
+        /// The round being run, for `failures`.
+        round: usize,
     }
 
     impl Bench<'_> {
         fn exe(&self, system: System) -> &Path {
-            match system {
-                System::Jobqueue => &self.jobqueue_exe,
-                System::Bullmq => &self.bullmq_exe,
-            }
+            &self.exes[&system]
         }
 
         fn args(&self, mode: &str, queue: &str, rest: &[(&str, usize)]) -> Vec<String> {
@@ -2206,10 +2336,12 @@ mod peers {
             jobqueue_tests::cpu_ticks_in(&stat) as f64 / self.clk_tck
         }
 
-        async fn completed(&mut self, system: System) -> u64 {
+        /// The completed count of `system` (see `System::completion_count`),
+        /// `workers` being the processing run's worker processes.
+        async fn completed(&mut self, system: System, workers: &mut [Worker]) -> u64 {
             match system {
                 // One command per poll for each system, so polling costs
-                // both the same: the counter, not a stats script call.
+                // each the same: the counter, not a stats script call.
                 System::Jobqueue => redis::cmd("HGET")
                     .arg(self.queue.keys().stats())
                     .arg("completed_total")
@@ -2222,6 +2354,30 @@ mod peers {
                     .query_async(&mut self.raw)
                     .await
                     .expect("ZCARD"),
+                System::Apalis => redis::cmd("SCARD")
+                    .arg(format!("{QUEUE}:done"))
+                    .query_async(&mut self.raw)
+                    .await
+                    .expect("SCARD"),
+                System::Sidekiq => {
+                    let mut done = 0;
+                    for worker in workers {
+                        done += worker.count().await;
+                    }
+                    done
+                }
+            }
+        }
+
+        /// Notes how a peer said it did a step its library has no API for
+        /// (its result line's `api`), with the workers' settings.
+        fn note_api(&mut self, system: System, step: &str, out: &Value) {
+            if let Some(api) = out.get("api") {
+                self.settings
+                    .entry(system.name())
+                    .or_default()
+                    .entry(step.to_owned())
+                    .or_insert_with(|| api.clone());
             }
         }
 
@@ -2248,7 +2404,7 @@ mod peers {
         }
 
         /// a. Bulk enqueue: rate, Redis CPU and memory per pending job.
-        async fn bulk(&self, system: System, figures: &mut Figures) {
+        async fn bulk(&mut self, system: System, figures: &mut Figures) {
             self.flush();
             let (memory0, cpu0) = (used_memory(self.server), redis_cpu(self.server));
             let args = self.args(
@@ -2262,6 +2418,7 @@ mod peers {
             );
             let out = self.once(system, &args).await;
             let (cpu1, memory1) = (redis_cpu(self.server), used_memory(self.server));
+            self.note_api(system, "enqueue-bulk", &out);
             let jobs = out["jobs"].as_f64().expect("jobs");
             figures.insert(
                 "bulk_jobs_per_s".into(),
@@ -2287,11 +2444,6 @@ mod peers {
             concurrency: usize,
             figures: &mut Figures,
         ) {
-            assert_eq!(
-                self.completed(system).await,
-                0,
-                "a processing run starts with nothing completed"
-            );
             let args = self.args("worker", QUEUE, &[("concurrency", concurrency)]);
             let mut workers = Vec::new();
             for _ in 0..processes {
@@ -2299,18 +2451,51 @@ mod peers {
                 self.note_settings(system, format!("worker, concurrency {concurrency}"), &ready);
                 workers.push(worker);
             }
+            assert_eq!(
+                self.completed(system, &mut workers).await,
+                0,
+                "a processing run starts with nothing completed"
+            );
             let client0: f64 = workers.iter().map(|w| self.process_cpu(w.pid)).sum();
             let redis0 = redis_cpu(self.server);
             for worker in &mut workers {
                 worker.go().await;
             }
             let started = Instant::now();
-            while (self.completed(system).await as usize) < self.jobs {
+            loop {
+                let mut died = None;
+                for worker in &mut workers {
+                    if let Some(end) = worker.exited().await {
+                        died = Some(end);
+                        break;
+                    }
+                }
+                if let Some((status, last_words)) = died {
+                    // A peer's worker died: note it with its last stderr
+                    // line, leave this run's figures out, go on.
+                    let step = format!("processing, {processes} x concurrency {concurrency}");
+                    let error = format!(
+                        "a worker process ended ({status}) after {:.1} s, before the {} jobs were done; its last stderr line: {last_words}",
+                        started.elapsed().as_secs_f64(),
+                        self.jobs
+                    );
+                    progress(&format!("{}: {step}: {error}", system.name()));
+                    self.failures.push(json!({
+                        "round": self.round, "system": system.name(), "step": step, "error": error,
+                    }));
+                    for worker in workers {
+                        worker.stop().await;
+                    }
+                    return;
+                }
+                let done = self.completed(system, &mut workers).await;
+                if done as usize >= self.jobs {
+                    break;
+                }
                 assert!(
                     started.elapsed() < Duration::from_secs(300),
-                    "{}: {} of {} completed after 5 minutes",
+                    "{}: {done} of {} completed after 5 minutes",
                     system.name(),
-                    self.completed(system).await,
                     self.jobs
                 );
                 tokio::time::sleep(POLL).await;
@@ -2514,12 +2699,35 @@ mod peers {
         }
     }
 
-    pub(crate) async fn run(args: &Args, bullmq: &Path) {
+    pub(crate) async fn run(args: &Args) {
+        let mut exes = BTreeMap::new();
+        for (system, path) in &args.peers {
+            assert!(
+                path.is_file(),
+                "{} ({}) is not a file: build it with `cargo build --release --manifest-path bench/peers/Cargo.toml --target-dir target/peers` (scripts/bench --peers does)",
+                path.display(),
+                system.name()
+            );
+            assert!(
+                exes.insert(*system, path.clone()).is_none(),
+                "--peers names {} twice",
+                system.name()
+            );
+        }
         assert!(
-            bullmq.is_file(),
-            "{} is not a file: build it with `cargo build --release --manifest-path bench/peers/Cargo.toml --target-dir target/peers` (scripts/bench --peers does)",
-            bullmq.display()
+            exes.contains_key(&System::Bullmq),
+            "--peers needs bullmq=PATH: the table's targets are against bullmq"
         );
+        // jobqueue first, then the peers in the table's column order.
+        let systems: Vec<System> = std::iter::once(System::Jobqueue)
+            .chain(System::PEERS.into_iter().filter(|s| exes.contains_key(s)))
+            .collect();
+        let others: Vec<System> = systems
+            .iter()
+            .copied()
+            .filter(|s| !matches!(s, System::Jobqueue | System::Bullmq))
+            .collect();
+        exes.insert(System::Jobqueue, std::env::current_exe().expect("own path"));
         let (clk_tck, clk_tck_source) = match output_of("getconf", &["CLK_TCK"]).parse::<f64>() {
             Ok(t) if t > 0.0 => (t, "getconf CLK_TCK"),
             _ => (100.0, "assumed (getconf CLK_TCK failed)"),
@@ -2541,8 +2749,7 @@ mod peers {
         let mut bench = Bench {
             server: &server,
             url: url.clone(),
-            jobqueue_exe: std::env::current_exe().expect("own path"),
-            bullmq_exe: bullmq.to_path_buf(),
+            exes,
             jobs: args.jobs,
             payload: args.payload,
             concurrency: args.concurrency,
@@ -2551,33 +2758,33 @@ mod peers {
             queue: Queue::new_with(&conn, QUEUE, QueueOptions::new()).expect("queue"),
             raw,
             settings: BTreeMap::new(),
+            failures: Vec::new(),
+            round: 0,
         };
         bench.flush();
 
+        let rounds_wanted = args.rounds.max(1);
         let mut rounds = Vec::new();
         let mut samples: BTreeMap<&str, Vec<Figures>> = BTreeMap::new();
-        for round in 1..=args.rounds.max(1) {
-            let order = if round % 2 == 1 {
-                [System::Jobqueue, System::Bullmq]
-            } else {
-                [System::Bullmq, System::Jobqueue]
-            };
+        for round in 1..=rounds_wanted {
+            bench.round = round;
+            // Each round starts one system later than the one before.
+            let mut order = systems.clone();
+            order.rotate_left((round - 1) % systems.len());
             let mut this = serde_json::Map::new();
             this.insert("round".into(), json!(round));
-            this.insert("order".into(), json!(order.map(System::name)));
+            this.insert(
+                "order".into(),
+                json!(order.iter().map(|s| s.name()).collect::<Vec<_>>()),
+            );
             for system in order {
-                progress(&format!(
-                    "round {round}/{}: {}",
-                    args.rounds.max(1),
-                    system.name()
-                ));
+                progress(&format!("round {round}/{rounds_wanted}: {}", system.name()));
                 let figures = bench.round(system).await;
                 this.insert(system.name().into(), json!(figures));
                 samples.entry(system.name()).or_default().push(figures);
             }
             progress(&format!(
-                "round {round}/{}: the reference layout's floor",
-                args.rounds.max(1)
+                "round {round}/{rounds_wanted}: the reference layout's floor"
             ));
             let figures = bench.floor().await;
             this.insert(FLOOR.into(), json!(figures));
@@ -2602,7 +2809,9 @@ mod peers {
             })
             .collect();
 
-        // The table and its JSON twin.
+        // The table and its JSON twin: the first five columns are jobqueue
+        // against bullmq with the targets; each other peer adds its
+        // figure and jobqueue's ratio to it.
         let get = |system: System, key: &str| {
             medians
                 .get(system.name())
@@ -2610,13 +2819,18 @@ mod peers {
                 .copied()
                 .unwrap_or(f64::NAN)
         };
-        let mut rows: Vec<[String; 5]> = vec![[
+        let mut header: Vec<String> = vec![
             "figure (median of rounds)".into(),
             "jobqueue".into(),
             "bullmq".into(),
             "jobqueue/bullmq".into(),
             "target".into(),
-        ]];
+        ];
+        for other in &others {
+            header.push(other.name().into());
+            header.push(format!("jobqueue/{}", other.name()));
+        }
+        let mut rows: Vec<Vec<String>> = vec![header];
         let mut comparison = Vec::new();
         for figure in figures(args.concurrency) {
             let (j, b) = (
@@ -2630,27 +2844,36 @@ mod peers {
                 Some(false) => "MISS",
                 None => "",
             };
-            rows.push([
+            let mut row = vec![
                 figure.label.clone(),
                 format_value(j, figure.unit),
                 format_value(b, figure.unit),
-                format!("{ratio:.2}x"),
+                format_ratio(ratio),
                 format!("{} {verdict}", figure.goal.text(figure.unit))
                     .trim()
                     .to_owned(),
-            ]);
-            comparison.push(json!({
+            ];
+            let mut entry = json!({
                 "key": figure.key, "figure": figure.label.trim(), "unit": figure.unit,
                 "jobqueue": j, "bullmq": b, "ratio": ratio,
                 "target": figure.goal.text(figure.unit), "pass": met,
-            }));
+            });
+            for other in &others {
+                let o = get(*other, &figure.key);
+                row.push(format_value(o, figure.unit));
+                row.push(format_ratio(j / o));
+                entry[other.name()] = json!(o);
+                entry[format!("jobqueue_over_{}", other.name())] = json!(j / o);
+            }
+            rows.push(row);
+            comparison.push(entry);
         }
         let (j, b) = (
             get(System::Jobqueue, "single_jobs_per_s"),
             get(System::Bullmq, "single_jobs_per_s"),
         );
         let met = j / lpush >= 0.8;
-        rows.push([
+        let mut row = vec![
             format!("  vs redis-benchmark LPUSH -c 50 ({lpush:.0}/s)"),
             format!("{:.2}x LPUSH", j / lpush),
             format!("{:.2}x LPUSH", b / lpush),
@@ -2659,32 +2882,23 @@ mod peers {
                 "jobqueue >= 0.8x LPUSH {}",
                 if met { "PASS" } else { "MISS" }
             ),
-        ]);
-        comparison.push(json!({
+        ];
+        let mut entry = json!({
             "key": "single_vs_lpush", "figure": "enqueue one at a time vs redis-benchmark LPUSH -c 50",
             "unit": "x LPUSH", "jobqueue": j / lpush, "bullmq": b / lpush, "lpush_ops_per_s": lpush,
             "target": "jobqueue >= 0.8x LPUSH", "pass": met,
-        }));
+        });
+        for other in &others {
+            let o = get(*other, "single_jobs_per_s");
+            row.push(format!("{:.2}x LPUSH", o / lpush));
+            row.push(String::new());
+            entry[other.name()] = json!(o / lpush);
+        }
+        rows.push(row);
+        comparison.push(entry);
 
         println!();
-        let widths: Vec<usize> = (0..5)
-            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-            .collect();
-        for row in &rows {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(c, (cell, w))| {
-                    if c == 0 || c == 4 {
-                        format!("{cell:<w$}")
-                    } else {
-                        format!("{cell:>w$}")
-                    }
-                })
-                .collect();
-            println!("{}", cells.join("  ").trim_end());
-        }
+        print_table(&rows, &[0, 4]);
 
         // The floor: what the reference layout itself costs Redis.
         let floor_rows = [
@@ -2700,10 +2914,16 @@ mod peers {
         println!(
             "\nRedis CPU floor of the reference layout: its own commands only, batched, no checks or fencing sets (tests/src/floor.rs)"
         );
-        println!(
-            "{:<40}  {:>12}  {:>12}  {:>14}",
-            "Redis CPU per job", "floor", "floor/bullmq", "jobqueue/floor"
-        );
+        let mut header: Vec<String> = vec![
+            "Redis CPU per job".into(),
+            "floor".into(),
+            "floor/bullmq".into(),
+            "jobqueue/floor".into(),
+        ];
+        for other in &others {
+            header.push(format!("floor/{}", other.name()));
+        }
+        let mut table = vec![header];
         let mut floor = Vec::new();
         for (key, label) in floor_rows {
             let f = medians
@@ -2712,24 +2932,56 @@ mod peers {
                 .copied()
                 .unwrap_or(f64::NAN);
             let (j, b) = (get(System::Jobqueue, &key), get(System::Bullmq, &key));
-            println!(
-                "{label:<40}  {:>12}  {:>11.2}x  {:>13.2}x",
+            let mut row = vec![
+                label.clone(),
                 format_value(f, "µs/job"),
-                f / b,
-                j / f
-            );
-            floor.push(json!({
+                format_ratio(f / b),
+                format_ratio(j / f),
+            ];
+            let mut entry = json!({
                 "key": key, "figure": label, "unit": "µs/job", "floor": f,
                 "floor_over_bullmq": f / b, "jobqueue_over_floor": j / f,
-            }));
+            });
+            for other in &others {
+                let o = get(*other, &key);
+                row.push(format_ratio(f / o));
+                entry[format!("floor_over_{}", other.name())] = json!(f / o);
+            }
+            table.push(row);
+            floor.push(entry);
+        }
+        print_table(&table, &[0]);
+
+        if !bench.failures.is_empty() {
+            println!(
+                "\nfailed steps (left out of the medians; \"failed\" above: every round failed):"
+            );
+            for failure in &bench.failures {
+                println!(
+                    "  round {}, {}, {}: {}",
+                    failure["round"],
+                    failure["system"].as_str().unwrap_or_default(),
+                    failure["step"].as_str().unwrap_or_default(),
+                    failure["error"].as_str().unwrap_or_default()
+                );
+            }
         }
 
+        let completion_count: serde_json::Map<String, Value> = systems
+            .iter()
+            .map(|s| (s.name().to_owned(), json!(s.completion_count())))
+            .collect();
+        let libraries: serde_json::Map<String, Value> = systems
+            .iter()
+            .map(|s| (s.name().to_owned(), json!(s.library())))
+            .collect();
         let report = json!({
             "date": output_of("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
             "machine": machine(clk_tck, clk_tck_source),
             "redis_version": info_field(&server, "server", "redis_version"),
             "jobqueue_commit": jobqueue_commit(),
-            "bullmq": "bullmq-official 1.4.4 (bench/peers, its Cargo.lock)",
+            "bullmq": System::Bullmq.library(),
+            "libraries": libraries,
             "settings": {
                 "jobs": args.jobs,
                 "payload_bytes": args.payload,
@@ -2740,11 +2992,9 @@ mod peers {
                 "latency_rate": "one job per ms, one enqueue call at a time (tokio interval, MissedTickBehavior::Burst)",
                 "latency_idle_ms": LATENCY_IDLE.as_millis() as u64,
                 "completion_poll_ms": POLL.as_millis() as u64,
-                "completion_count": {
-                    "jobqueue": format!("HGET queue:{QUEUE}:stats completed_total"),
-                    "bullmq": format!("ZCARD bull:{QUEUE}:completed (removeOnComplete left at its default, false)"),
-                },
-                "rounds": args.rounds.max(1),
+                "completion_count": completion_count,
+                "rounds": rounds_wanted,
+                "order": "the systems' order rotates by one each round",
                 "redis": "one private redis-server, persistence off, FLUSHALL before every step",
                 "workers": bench.settings,
             },
@@ -2753,6 +3003,7 @@ mod peers {
             "median": medians,
             "comparison": comparison,
             "reference_floor": floor,
+            "failures": bench.failures,
         });
         // Other keys (the W1..W6 suite's) are kept: the two runs are separate.
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench.json");
