@@ -28,6 +28,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bench_protocol::{Mode, now_ns};
 use clap::Parser;
 use jobqueue::client::EnqueueOptions;
 use jobqueue::connection::Connection;
@@ -76,7 +77,8 @@ struct Args {
     /// Without it, the whole suite runs.
     #[arg(long, value_enum, value_delimiter = ',', ignore_case = true)]
     only: Vec<Step>,
-    /// A single step of the side-by-side protocol, run as its own process.
+    /// A single step of the side-by-side protocol
+    /// (`bench_protocol`, shared with the peers), run as its own process.
     #[command(subcommand)]
     mode: Option<Mode>,
 }
@@ -91,79 +93,6 @@ enum Step {
     /// installed and scraped), next to off.
     #[value(name = "W9")]
     W9,
-}
-
-/// The side-by-side protocol: the orchestrator (`--peers`) starts each step
-/// as a process of this binary or of a peer (`bench/peers`), which has the
-/// same modes with the same meaning, so every system pays the same process,
-/// connection and runtime costs and are measured by the same code. Each
-/// prints one JSON line on stdout when done; the worker modes print
-/// `{"ready":true,...}` first.
-#[derive(Debug, clap::Subcommand)]
-enum Mode {
-    /// Enqueues `jobs` no-op jobs, `batch` per call (`Client::enqueue_many`).
-    EnqueueBulk {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value_t = 20_000)]
-        jobs: usize,
-        #[arg(long, default_value_t = 1_000)]
-        batch: usize,
-        /// Payload size in bytes (about).
-        #[arg(long, default_value_t = 100)]
-        payload: usize,
-    },
-    /// Enqueues `jobs` no-op jobs one call at a time (`Client::enqueue`),
-    /// spread over `callers` concurrent tasks.
-    EnqueueSingle {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value_t = 20_000)]
-        jobs: usize,
-        #[arg(long, default_value_t = 50)]
-        callers: usize,
-        #[arg(long, default_value_t = 100)]
-        payload: usize,
-    },
-    /// Builds a runner, prints ready, runs it from a line on stdin until
-    /// stdin closes or SIGTERM; the parent counts the completions.
-    Worker {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value_t = 50)]
-        concurrency: usize,
-    },
-    /// A running runner that records, for each of `jobs` jobs, how long
-    /// after its enqueue began the handler started; prints p50 and p99.
-    Latency {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value_t = 2_000)]
-        jobs: usize,
-        #[arg(long, default_value_t = 50)]
-        concurrency: usize,
-    },
-    /// Enqueues one job per ms, one call at a time, each carrying the time
-    /// its enqueue began.
-    LatencyEnqueue {
-        #[command(flatten)]
-        target: Target,
-        #[arg(long, default_value_t = 2_000)]
-        jobs: usize,
-    },
-}
-
-/// Where a protocol step's jobs go.
-#[derive(Debug, clap::Args)]
-struct Target {
-    /// Redis URL (the orchestrator's private server).
-    #[arg(long)]
-    url: String,
-    /// Queue name: a `#[job]` names its queue at compile time, so this must
-    /// be the queue of the step's job (`bench`, or `bench-latency` for the
-    /// latency steps); it is checked, not routed.
-    #[arg(long)]
-    queue: String,
 }
 
 static DONE: AtomicU64 = AtomicU64::new(0);
@@ -191,14 +120,7 @@ async fn stamp(n: usize) {
 async fn peer_stamp(probe: Value) {
     // The clock is read first thing: what is measured is the time until the
     // handler starts, not what the handler does.
-    let started = protocol::now_ns();
-    if let Some(sent) = probe["sent_ns"].as_u64() {
-        let mut delays = protocol::DELAYS.lock().expect("lock");
-        delays.push(started.saturating_sub(sent));
-        if delays.len() == protocol::DELAYS_WANTED.load(Ordering::Relaxed) {
-            protocol::ALL_IN.notify_one();
-        }
-    }
+    protocol::DELAYS.record(now_ns(), probe["sent_ns"].as_u64());
 }
 
 /// Holds its slot for a while, to measure runner memory per running job.
@@ -214,7 +136,7 @@ async fn hold(millis: u64, ctx: JobContext) {
 async fn main() {
     let mut args = Args::parse();
     if let Some(mode) = args.mode.take() {
-        if let Err(e) = protocol::run(mode).await {
+        if let Err(e) = bench_protocol::run::<protocol::Jobqueue>(mode).await {
             eprintln!("jobqueue-bench: {e}");
             std::process::exit(1);
         }
@@ -1271,7 +1193,7 @@ mod runner_cpu {
     use super::Args;
     use super::peers::Worker;
     use super::progress;
-    use super::protocol::{emit, stdin_lines, until_told_to_stop};
+    use bench_protocol::{emit, stdin_lines, until_told_to_stop};
 
     /// The queue of W9's jobs ([`metered()`](fn@metered)).
     const QUEUE: &str = "bench-meter";
@@ -1331,7 +1253,7 @@ mod runner_cpu {
             .build()
             .expect("runner");
         emit(json!({ "ready": true }));
-        let mut stdin = stdin_lines();
+        let mut stdin = stdin_lines(None);
         if stdin.recv().await.is_none() {
             return;
         }
@@ -1618,71 +1540,27 @@ mod runner_cpu {
     }
 }
 
-/// jobqueue's side of the side-by-side protocol (see [`Mode`]); the peers'
-/// side is `bench/peers`. Only the public API: `Client` enqueues, `Runner`
-/// runs, with its defaults apart from the queues and the concurrency.
+/// jobqueue's side of the side-by-side protocol (`bench_protocol`, which
+/// the peers of `bench/peers` speak too). Only the public API: `Client`
+/// enqueues, `Runner` runs, with its defaults apart from the queues and the
+/// concurrency.
 mod protocol {
-    use std::io::Write;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    use std::time::{Duration, Instant};
 
+    use bench_protocol::{
+        Delays, Failure, Peer, Target, emit, now_ns, payload_of, stdin_lines, until_told_to_stop,
+    };
     use jobqueue::definition::Job;
     use jobqueue::{CancellationToken, Client, Runner};
     use serde_json::{Value, json};
-    use tokio::sync::Notify;
-    use tokio::sync::mpsc::UnboundedReceiver;
 
-    use super::{Mode, Target, noop, peer_stamp};
+    use super::{noop, peer_stamp};
 
-    type Failure = Box<dyn std::error::Error + Send + Sync>;
+    /// Each latency probe's delay, in the latency worker process.
+    pub(crate) static DELAYS: Delays = Delays::new();
 
-    /// Each latency probe's delay in ns, in the latency worker process.
-    pub(crate) static DELAYS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-    /// How many probes the latency worker waits for.
-    pub(crate) static DELAYS_WANTED: AtomicUsize = AtomicUsize::new(usize::MAX);
-    /// Signalled by the probe that brings [`DELAYS`] to [`DELAYS_WANTED`].
-    pub(crate) static ALL_IN: Notify = Notify::const_new();
-
-    pub(crate) async fn run(mode: Mode) -> Result<(), Failure> {
-        match mode {
-            Mode::EnqueueBulk {
-                target,
-                jobs,
-                batch,
-                payload,
-            } => enqueue_bulk(&target, jobs, batch.max(1), payload).await,
-            Mode::EnqueueSingle {
-                target,
-                jobs,
-                callers,
-                payload,
-            } => enqueue_single(&target, jobs, callers.max(1), payload).await,
-            Mode::Worker {
-                target,
-                concurrency,
-            } => worker(&target, concurrency).await,
-            Mode::Latency {
-                target,
-                jobs,
-                concurrency,
-            } => latency(&target, jobs, concurrency).await,
-            Mode::LatencyEnqueue { target, jobs } => latency_enqueue(&target, jobs).await,
-        }
-    }
-
-    /// The wall clock in ns since the epoch: the latency probes cross
-    /// processes, so a monotonic `Instant` cannot be carried.
-    pub(crate) fn now_ns() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-    }
-
-    /// The payload of the no-op jobs: the same formula on both sides.
-    fn payload_of(size: usize) -> String {
-        "x".repeat(size.saturating_sub(10))
-    }
+    /// jobqueue, as a [`Peer`].
+    pub(crate) struct Jobqueue;
 
     /// Connects, after checking that `queue` is where job `T` goes.
     async fn client_for<T: Job>(target: &Target) -> Result<Client, Failure> {
@@ -1696,63 +1574,6 @@ mod protocol {
             .into());
         }
         Ok(Client::connect(&target.url).await?)
-    }
-
-    /// Prints the one result line and makes sure it leaves the process.
-    pub(crate) fn emit(line: Value) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
-
-    async fn enqueue_bulk(
-        target: &Target,
-        jobs: usize,
-        batch: usize,
-        size: usize,
-    ) -> Result<(), Failure> {
-        let client = client_for::<noop>(target).await?;
-        let payload = payload_of(size);
-        let started = Instant::now();
-        let mut left = jobs;
-        while left > 0 {
-            let n = left.min(batch);
-            client
-                .enqueue_many::<noop>((0..n).map(|_| payload.clone()))
-                .await?;
-            left -= n;
-        }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-        Ok(())
-    }
-
-    async fn enqueue_single(
-        target: &Target,
-        jobs: usize,
-        callers: usize,
-        size: usize,
-    ) -> Result<(), Failure> {
-        let client = client_for::<noop>(target).await?;
-        let payload = payload_of(size);
-        let each = jobs / callers;
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|_| {
-                let client = client.clone();
-                let payload = payload.clone();
-                tokio::spawn(async move {
-                    for _ in 0..each {
-                        client.enqueue::<noop>(payload.clone()).await?;
-                    }
-                    Ok::<(), jobqueue::Error>(())
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await??;
-        }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
-        Ok(())
     }
 
     /// A runner on `queue` with its defaults but the concurrency, and what
@@ -1769,93 +1590,97 @@ mod protocol {
         Ok((builder.build()?, settings))
     }
 
-    /// The processing worker: ready, then "go" on stdin, then runs until the
-    /// parent closes stdin, sends SIGTERM or kills it.
-    async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
-        let client = client_for::<noop>(target).await?;
-        let (runner, settings) = runner(client, &target.queue, concurrency)?;
-        emit(json!({ "ready": true, "settings": settings }));
-        let mut stdin = stdin_lines();
-        if stdin.recv().await.is_none() {
-            return Ok(());
-        }
-        tokio::spawn(runner.run(CancellationToken::new()));
-        until_told_to_stop(stdin).await;
-        // Exit at once rather than shut the runner down: the parent has read
-        // its figures and waits for nothing this process would still write.
-        std::process::exit(0);
-    }
-
-    /// The lines the parent writes on stdin, read by a plain thread (the
-    /// parent writes one line, "go", then only closes the pipe, so a thread
-    /// costs nothing while measuring); `None` once stdin ends.
-    pub(crate) fn stdin_lines() -> UnboundedReceiver<String> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
+    impl Peer for Jobqueue {
+        async fn enqueue_bulk(
+            target: &Target,
+            jobs: usize,
+            batch: usize,
+            size: usize,
+        ) -> Result<(), Failure> {
+            let client = client_for::<noop>(target).await?;
+            let payload = payload_of(size);
+            let started = Instant::now();
+            let mut left = jobs;
+            while left > 0 {
+                let n = left.min(batch);
+                client
+                    .enqueue_many::<noop>((0..n).map(|_| payload.clone()))
+                    .await?;
+                left -= n;
             }
-        });
-        rx
-    }
+            emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
+            Ok(())
+        }
 
-    /// Returns when stdin reaches its end (the parent closed it or died) or
-    /// SIGTERM arrives.
-    pub(crate) async fn until_told_to_stop(mut stdin: UnboundedReceiver<String>) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).ok();
-        let sigterm = async {
-            match term.as_mut() {
-                Some(term) => {
-                    term.recv().await;
-                }
-                None => std::future::pending().await,
+        async fn enqueue_single(
+            target: &Target,
+            jobs: usize,
+            callers: usize,
+            size: usize,
+        ) -> Result<(), Failure> {
+            let client = client_for::<noop>(target).await?;
+            let payload = payload_of(size);
+            let each = jobs / callers;
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..callers)
+                .map(|_| {
+                    let client = client.clone();
+                    let payload = payload.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..each {
+                            client.enqueue::<noop>(payload.clone()).await?;
+                        }
+                        Ok::<(), jobqueue::Error>(())
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await??;
             }
-        };
-        let eof = async { while stdin.recv().await.is_some() {} };
-        tokio::select! {
-            () = sigterm => {}
-            () = eof => {}
+            emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
+            Ok(())
         }
-    }
 
-    async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
-        let client = client_for::<peer_stamp>(target).await?;
-        DELAYS_WANTED.store(jobs, Ordering::Relaxed);
-        let (runner, settings) = runner(client, &target.queue, concurrency)?;
-        tokio::spawn(runner.run(CancellationToken::new()));
-        emit(json!({ "ready": true, "settings": settings }));
-        let stdin = stdin_lines();
-        tokio::select! {
-            () = ALL_IN.notified() => {}
-            () = until_told_to_stop(stdin) => std::process::exit(1),
+        /// The processing worker: ready, then "go" on stdin, then runs until the
+        /// parent closes stdin, sends SIGTERM or kills it.
+        async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
+            let client = client_for::<noop>(target).await?;
+            let (runner, settings) = runner(client, &target.queue, concurrency)?;
+            emit(json!({ "ready": true, "settings": settings }));
+            let mut stdin = stdin_lines(None);
+            if stdin.recv().await.is_none() {
+                return Ok(());
+            }
+            tokio::spawn(runner.run(CancellationToken::new()));
+            until_told_to_stop(stdin).await;
+            // Exit at once rather than shut the runner down: the parent has read
+            // its figures and waits for nothing this process would still write.
+            std::process::exit(0);
         }
-        let mut delays = DELAYS.lock().expect("lock").clone();
-        delays.sort_unstable();
-        let pct = |p: f64| {
-            let i = ((delays.len() as f64 * p) as usize).min(delays.len().saturating_sub(1));
-            delays.get(i).copied().unwrap_or(0) as f64 / 1e6
-        };
-        emit(json!({ "p50_ms": pct(0.50), "p99_ms": pct(0.99), "n": delays.len() }));
-        std::process::exit(0);
-    }
 
-    async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
-        let client = client_for::<peer_stamp>(target).await?;
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let started = Instant::now();
-        for _ in 0..jobs {
-            tick.tick().await;
-            client
-                .enqueue::<peer_stamp>(json!({ "sent_ns": now_ns() }))
-                .await?;
+        async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
+            let client = client_for::<peer_stamp>(target).await?;
+            DELAYS.want(jobs);
+            let (runner, settings) = runner(client, &target.queue, concurrency)?;
+            tokio::spawn(runner.run(CancellationToken::new()));
+            emit(json!({ "ready": true, "settings": settings }));
+            DELAYS.report_when_all_in(stdin_lines(None)).await
         }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-        Ok(())
+
+        async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
+            let client = client_for::<peer_stamp>(target).await?;
+            let mut tick = tokio::time::interval(Duration::from_millis(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let started = Instant::now();
+            for _ in 0..jobs {
+                tick.tick().await;
+                client
+                    .enqueue::<peer_stamp>(json!({ "sent_ns": now_ns() }))
+                    .await?;
+            }
+            emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
+            Ok(())
+        }
     }
 }
 

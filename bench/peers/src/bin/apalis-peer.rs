@@ -25,40 +25,114 @@ use std::time::{Duration, Instant};
 use apalis::prelude::{BackendFactory, BoxDynError, TaskSink, WorkerBuilder, WorkerBuilderExt};
 use apalis_redis::factory::RedisStorageFactory;
 use apalis_redis::{Client, Config, RedisStorage};
-use peers::{
-    Delays, Failure, Mode, Target, emit, now_ns, payload_of, stdin_lines, until_told_to_stop,
+use bench_protocol::{
+    Delays, Failure, Peer, Target, emit, now_ns, payload_of, stdin_lines, until_told_to_stop,
 };
 use serde_json::{Value, json};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    peers::main("apalis-peer", run).await
+    bench_protocol::main::<Apalis>("apalis-peer").await
 }
 
-async fn run(mode: Mode) -> Result<(), Failure> {
-    match mode {
-        Mode::EnqueueBulk {
-            target,
-            jobs,
-            batch,
-            payload,
-        } => enqueue_bulk(&target, jobs, batch.max(1), payload).await,
-        Mode::EnqueueSingle {
-            target,
-            jobs,
-            callers,
-            payload,
-        } => enqueue_single(&target, jobs, callers.max(1), payload).await,
-        Mode::Worker {
-            target,
-            concurrency,
-        } => worker(&target, concurrency.max(1)).await,
-        Mode::Latency {
-            target,
-            jobs,
-            concurrency,
-        } => latency(&target, jobs, concurrency.max(1)).await,
-        Mode::LatencyEnqueue { target, jobs } => latency_enqueue(&target, jobs).await,
+/// This library's side of the protocol.
+struct Apalis;
+
+impl Peer for Apalis {
+    async fn enqueue_bulk(
+        target: &Target,
+        jobs: usize,
+        batch: usize,
+        size: usize,
+    ) -> Result<(), Failure> {
+        let mut storage = storage::<String>(target).await?;
+        let payload = payload_of(size);
+        let started = Instant::now();
+        let mut left = jobs;
+        while left > 0 {
+            let n = left.min(batch);
+            storage.push_bulk(vec![payload.clone(); n]).await?;
+            left -= n;
+        }
+        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
+        Ok(())
+    }
+
+    async fn enqueue_single(
+        target: &Target,
+        jobs: usize,
+        callers: usize,
+        size: usize,
+    ) -> Result<(), Failure> {
+        let storage = storage::<String>(target).await?;
+        let payload = payload_of(size);
+        let each = jobs / callers;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                // Clones share the one multiplexed connection.
+                let mut storage = storage.clone();
+                let payload = payload.clone();
+                tokio::spawn(async move {
+                    for _ in 0..each {
+                        storage.push(payload.clone()).await?;
+                    }
+                    Ok::<(), Failure>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
+        Ok(())
+    }
+
+    /// The processing worker: ready, then "go" on stdin, then runs until the
+    /// parent closes stdin, sends SIGTERM or kills it.
+    async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
+        let mut factory = factory(target).await?;
+        let storage = BackendFactory::<String>::create_with_config(&mut factory, config(target))?;
+        let worker = WorkerBuilder::new(worker_name())
+            .backend(storage)
+            .concurrency(concurrency)
+            .build(noop);
+        emit(json!({ "ready": true, "settings": settings(target, concurrency) }));
+        let mut stdin = stdin_lines(None);
+        if stdin.recv().await.is_none() {
+            return Ok(());
+        }
+        tokio::spawn(exit_if_stopped(worker.run()));
+        until_told_to_stop(stdin).await;
+        // Exit at once rather than stop the worker: the parent has read its
+        // figures and waits for nothing this process would still write.
+        std::process::exit(0);
+    }
+
+    async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
+        DELAYS.want(jobs);
+        let mut factory = factory(target).await?;
+        let storage = BackendFactory::<Value>::create_with_config(&mut factory, config(target))?;
+        let worker = WorkerBuilder::new(worker_name())
+            .backend(storage)
+            .concurrency(concurrency)
+            .build(stamp);
+        tokio::spawn(exit_if_stopped(worker.run()));
+        emit(json!({ "ready": true, "settings": settings(target, concurrency) }));
+        DELAYS.report_when_all_in(stdin_lines(None)).await
+    }
+
+    async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
+        let mut storage = storage::<Value>(target).await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let started = Instant::now();
+        for _ in 0..jobs {
+            tick.tick().await;
+            storage.push(json!({ "sent_ns": now_ns() })).await?;
+        }
+        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
+        Ok(())
     }
 }
 
@@ -88,55 +162,6 @@ fn config(target: &Target) -> Config {
 async fn storage<T>(target: &Target) -> Result<RedisStorage<T>, Failure> {
     let conn = apalis_redis::connect(target.url.as_str()).await?;
     Ok(RedisStorage::new(conn).with_config(config(target)))
-}
-
-async fn enqueue_bulk(
-    target: &Target,
-    jobs: usize,
-    batch: usize,
-    size: usize,
-) -> Result<(), Failure> {
-    let mut storage = storage::<String>(target).await?;
-    let payload = payload_of(size);
-    let started = Instant::now();
-    let mut left = jobs;
-    while left > 0 {
-        let n = left.min(batch);
-        storage.push_bulk(vec![payload.clone(); n]).await?;
-        left -= n;
-    }
-    emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-    Ok(())
-}
-
-async fn enqueue_single(
-    target: &Target,
-    jobs: usize,
-    callers: usize,
-    size: usize,
-) -> Result<(), Failure> {
-    let storage = storage::<String>(target).await?;
-    let payload = payload_of(size);
-    let each = jobs / callers;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            // Clones share the one multiplexed connection.
-            let mut storage = storage.clone();
-            let payload = payload.clone();
-            tokio::spawn(async move {
-                for _ in 0..each {
-                    storage.push(payload.clone()).await?;
-                }
-                Ok::<(), Failure>(())
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await??;
-    }
-    emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
-    Ok(())
 }
 
 /// What the workers were built with, for bench.json.
@@ -175,51 +200,4 @@ async fn exit_if_stopped<E: std::fmt::Display>(run: impl Future<Output = Result<
 
 fn worker_name() -> String {
     format!("apalis-peer-{}", std::process::id())
-}
-
-/// The processing worker: ready, then "go" on stdin, then runs until the
-/// parent closes stdin, sends SIGTERM or kills it.
-async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
-    let mut factory = factory(target).await?;
-    let storage = BackendFactory::<String>::create_with_config(&mut factory, config(target))?;
-    let worker = WorkerBuilder::new(worker_name())
-        .backend(storage)
-        .concurrency(concurrency)
-        .build(noop);
-    emit(json!({ "ready": true, "settings": settings(target, concurrency) }));
-    let mut stdin = stdin_lines(None);
-    if stdin.recv().await.is_none() {
-        return Ok(());
-    }
-    tokio::spawn(exit_if_stopped(worker.run()));
-    until_told_to_stop(stdin).await;
-    // Exit at once rather than stop the worker: the parent has read its
-    // figures and waits for nothing this process would still write.
-    std::process::exit(0);
-}
-
-async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
-    DELAYS.want(jobs);
-    let mut factory = factory(target).await?;
-    let storage = BackendFactory::<Value>::create_with_config(&mut factory, config(target))?;
-    let worker = WorkerBuilder::new(worker_name())
-        .backend(storage)
-        .concurrency(concurrency)
-        .build(stamp);
-    tokio::spawn(exit_if_stopped(worker.run()));
-    emit(json!({ "ready": true, "settings": settings(target, concurrency) }));
-    DELAYS.report_when_all_in(stdin_lines(None)).await
-}
-
-async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
-    let mut storage = storage::<Value>(target).await?;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    for _ in 0..jobs {
-        tick.tick().await;
-        storage.push(json!({ "sent_ns": now_ns() })).await?;
-    }
-    emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-    Ok(())
 }

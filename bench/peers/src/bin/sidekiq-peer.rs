@@ -26,41 +26,120 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use peers::{
-    Delays, Failure, Mode, Target, emit, now_ns, payload_of, stdin_lines, until_told_to_stop,
+use bench_protocol::{
+    Delays, Failure, Peer, Target, emit, now_ns, payload_of, stdin_lines, until_told_to_stop,
 };
 use serde_json::{Value, json};
 use sidekiq::{Processor, ProcessorConfig, RedisConnectionManager, RedisPool, Worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    peers::main("sidekiq-peer", run).await
+    bench_protocol::main::<Sidekiq>("sidekiq-peer").await
 }
 
-async fn run(mode: Mode) -> Result<(), Failure> {
-    match mode {
-        Mode::EnqueueBulk {
-            target,
-            jobs,
-            batch,
-            payload,
-        } => enqueue_bulk(&target, jobs, batch.max(1), payload).await,
-        Mode::EnqueueSingle {
-            target,
-            jobs,
-            callers,
-            payload,
-        } => enqueue_single(&target, jobs, callers.max(1), payload).await,
-        Mode::Worker {
-            target,
-            concurrency,
-        } => worker(&target, concurrency.max(1)).await,
-        Mode::Latency {
-            target,
-            jobs,
-            concurrency,
-        } => latency(&target, jobs, concurrency.max(1)).await,
-        Mode::LatencyEnqueue { target, jobs } => latency_enqueue(&target, jobs).await,
+/// This library's side of the protocol.
+struct Sidekiq;
+
+impl Peer for Sidekiq {
+    async fn enqueue_bulk(
+        target: &Target,
+        jobs: usize,
+        batch: usize,
+        size: usize,
+    ) -> Result<(), Failure> {
+        let pool = pool(target, None).await?;
+        let payload = payload_of(size);
+        let opts = Noop::opts().queue(target.queue.as_str());
+        let started = Instant::now();
+        let mut left = jobs;
+        while left > 0 {
+            let n = left.min(batch);
+            futures::future::try_join_all(
+                (0..n).map(|_| opts.perform_async(&pool, payload.clone())),
+            )
+            .await?;
+            left -= n;
+        }
+        emit(json!({
+            "elapsed_s": started.elapsed().as_secs_f64(),
+            "jobs": jobs,
+            "api": format!(
+                "no bulk enqueue in rusty-sidekiq: each batch is {batch} concurrent WorkerOpts::perform_async calls (SADD queues + LPUSH each) over a bb8 pool of its default size (10)"
+            ),
+        }));
+        Ok(())
+    }
+
+    async fn enqueue_single(
+        target: &Target,
+        jobs: usize,
+        callers: usize,
+        size: usize,
+    ) -> Result<(), Failure> {
+        let pool = pool(target, Some(u32::try_from(callers)?)).await?;
+        let payload = payload_of(size);
+        let each = jobs / callers;
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let pool = pool.clone();
+                let payload = payload.clone();
+                let queue = target.queue.clone();
+                tokio::spawn(async move {
+                    let opts = Noop::opts().queue(queue);
+                    for _ in 0..each {
+                        opts.perform_async(&pool, payload.clone()).await?;
+                    }
+                    Ok::<(), sidekiq::Error>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
+        Ok(())
+    }
+
+    /// The processing worker: ready, then "go" on stdin, then runs until the
+    /// parent closes stdin, sends SIGTERM or kills it.
+    async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
+        let (mut processor, settings) = processor(target, concurrency).await?;
+        processor.register(Noop);
+        emit(json!({ "ready": true, "settings": settings }));
+        let mut stdin = stdin_lines(Some(&DONE));
+        if stdin.recv().await.is_none() {
+            return Ok(());
+        }
+        tokio::spawn(processor.run());
+        until_told_to_stop(stdin).await;
+        // Exit at once rather than cancel and drain: the parent has read its
+        // figures and waits for nothing this process would still write.
+        std::process::exit(0);
+    }
+
+    async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
+        DELAYS.want(jobs);
+        let (mut processor, settings) = processor(target, concurrency).await?;
+        processor.register(Stamp);
+        tokio::spawn(processor.run());
+        emit(json!({ "ready": true, "settings": settings }));
+        DELAYS.report_when_all_in(stdin_lines(None)).await
+    }
+
+    async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
+        let pool = pool(target, None).await?;
+        let opts = Stamp::opts().queue(target.queue.as_str());
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let started = Instant::now();
+        for _ in 0..jobs {
+            tick.tick().await;
+            opts.perform_async(&pool, json!({ "sent_ns": now_ns() }))
+                .await?;
+        }
+        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
+        Ok(())
     }
 }
 
@@ -113,64 +192,6 @@ async fn pool(target: &Target, size: Option<u32>) -> Result<RedisPool, Failure> 
     Ok(builder.build(manager).await?)
 }
 
-async fn enqueue_bulk(
-    target: &Target,
-    jobs: usize,
-    batch: usize,
-    size: usize,
-) -> Result<(), Failure> {
-    let pool = pool(target, None).await?;
-    let payload = payload_of(size);
-    let opts = Noop::opts().queue(target.queue.as_str());
-    let started = Instant::now();
-    let mut left = jobs;
-    while left > 0 {
-        let n = left.min(batch);
-        futures::future::try_join_all((0..n).map(|_| opts.perform_async(&pool, payload.clone())))
-            .await?;
-        left -= n;
-    }
-    emit(json!({
-        "elapsed_s": started.elapsed().as_secs_f64(),
-        "jobs": jobs,
-        "api": format!(
-            "no bulk enqueue in rusty-sidekiq: each batch is {batch} concurrent WorkerOpts::perform_async calls (SADD queues + LPUSH each) over a bb8 pool of its default size (10)"
-        ),
-    }));
-    Ok(())
-}
-
-async fn enqueue_single(
-    target: &Target,
-    jobs: usize,
-    callers: usize,
-    size: usize,
-) -> Result<(), Failure> {
-    let pool = pool(target, Some(u32::try_from(callers)?)).await?;
-    let payload = payload_of(size);
-    let each = jobs / callers;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let pool = pool.clone();
-            let payload = payload.clone();
-            let queue = target.queue.clone();
-            tokio::spawn(async move {
-                let opts = Noop::opts().queue(queue);
-                for _ in 0..each {
-                    opts.perform_async(&pool, payload.clone()).await?;
-                }
-                Ok::<(), sidekiq::Error>(())
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await??;
-    }
-    emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
-    Ok(())
-}
-
 /// A processor on the queue with its defaults but the number of workers
 /// (its concurrency), and what it was built with, for bench.json.
 async fn processor(target: &Target, concurrency: usize) -> Result<(Processor, Value), Failure> {
@@ -189,45 +210,4 @@ async fn processor(target: &Target, concurrency: usize) -> Result<(Processor, Va
     });
     let processor = Processor::new(pool, vec![target.queue.clone()]).with_config(config);
     Ok((processor, settings))
-}
-
-/// The processing worker: ready, then "go" on stdin, then runs until the
-/// parent closes stdin, sends SIGTERM or kills it.
-async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
-    let (mut processor, settings) = processor(target, concurrency).await?;
-    processor.register(Noop);
-    emit(json!({ "ready": true, "settings": settings }));
-    let mut stdin = stdin_lines(Some(&DONE));
-    if stdin.recv().await.is_none() {
-        return Ok(());
-    }
-    tokio::spawn(processor.run());
-    until_told_to_stop(stdin).await;
-    // Exit at once rather than cancel and drain: the parent has read its
-    // figures and waits for nothing this process would still write.
-    std::process::exit(0);
-}
-
-async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
-    DELAYS.want(jobs);
-    let (mut processor, settings) = processor(target, concurrency).await?;
-    processor.register(Stamp);
-    tokio::spawn(processor.run());
-    emit(json!({ "ready": true, "settings": settings }));
-    DELAYS.report_when_all_in(stdin_lines(None)).await
-}
-
-async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
-    let pool = pool(target, None).await?;
-    let opts = Stamp::opts().queue(target.queue.as_str());
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    for _ in 0..jobs {
-        tick.tick().await;
-        opts.perform_async(&pool, json!({ "sent_ns": now_ns() }))
-            .await?;
-    }
-    emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-    Ok(())
 }

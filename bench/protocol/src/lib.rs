@@ -1,6 +1,8 @@
-//! The peer protocol of `jobqueue-bench --peers`, shared by the peers of this
-//! package: `bullmq-peer` (bullmq-official), `sidekiq-peer` (rusty-sidekiq)
-//! and `apalis-peer` (apalis with apalis-redis).
+//! The side-by-side protocol of `jobqueue-bench --peers`, spoken by
+//! jobqueue's side (`jobqueue-bench` itself) and by the peers of
+//! `bench/peers`: `bullmq-peer` (bullmq-official), `sidekiq-peer`
+//! (rusty-sidekiq) and `apalis-peer` (apalis with apalis-redis). Each
+//! implements [`Peer`]; [`main`] parses the mode and runs it.
 //!
 //! `jobqueue-bench` measures jobqueue and every peer the same way: each
 //! workload runs as a separate process that speaks the same modes, and the
@@ -114,7 +116,8 @@ pub struct Target {
     /// Redis URL (the orchestrator's private server).
     #[arg(long)]
     pub url: String,
-    /// Queue name.
+    /// Queue name (jobqueue's side checks it is its job's queue: a `#[job]`
+    /// names its queue at compile time).
     #[arg(long)]
     pub queue: String,
 }
@@ -126,15 +129,70 @@ pub type Failure = Box<dyn std::error::Error + Send + Sync>;
 /// library asks for one.
 pub const JOB_NAME: &str = "noop";
 
-/// Parses the command line, runs the mode and turns its outcome into the
-/// exit code; `name` prefixes the error on stderr.
-pub async fn main<F, Fut>(name: &str, run: F) -> ExitCode
-where
-    F: FnOnce(Mode) -> Fut,
-    Fut: Future<Output = Result<(), Failure>>,
-{
+/// One system's side of the protocol: a function per mode. The arguments
+/// come checked: batches, callers and concurrency are at least 1.
+pub trait Peer {
+    /// Enqueues `jobs` no-op jobs of about `payload` bytes, `batch` per call,
+    /// and prints `{"elapsed_s":..,"jobs":..}`.
+    fn enqueue_bulk(
+        target: &Target,
+        jobs: usize,
+        batch: usize,
+        payload: usize,
+    ) -> impl Future<Output = Result<(), Failure>>;
+    /// Enqueues `jobs` no-op jobs one call at a time from `callers` tasks.
+    fn enqueue_single(
+        target: &Target,
+        jobs: usize,
+        callers: usize,
+        payload: usize,
+    ) -> impl Future<Output = Result<(), Failure>>;
+    /// The processing worker (see [`Mode::Worker`]).
+    fn worker(target: &Target, concurrency: usize) -> impl Future<Output = Result<(), Failure>>;
+    /// The latency worker (see [`Mode::Latency`]).
+    fn latency(
+        target: &Target,
+        jobs: usize,
+        concurrency: usize,
+    ) -> impl Future<Output = Result<(), Failure>>;
+    /// The latency enqueuer (see [`Mode::LatencyEnqueue`]).
+    fn latency_enqueue(target: &Target, jobs: usize) -> impl Future<Output = Result<(), Failure>>;
+}
+
+/// Runs `mode` on peer `P`.
+pub async fn run<P: Peer>(mode: Mode) -> Result<(), Failure> {
+    match mode {
+        Mode::EnqueueBulk {
+            target,
+            jobs,
+            batch,
+            payload,
+        } => P::enqueue_bulk(&target, jobs, batch.max(1), payload).await,
+        Mode::EnqueueSingle {
+            target,
+            jobs,
+            callers,
+            payload,
+        } => P::enqueue_single(&target, jobs, callers.max(1), payload).await,
+        Mode::Worker {
+            target,
+            concurrency,
+        } => P::worker(&target, concurrency.max(1)).await,
+        Mode::Latency {
+            target,
+            jobs,
+            concurrency,
+        } => P::latency(&target, jobs, concurrency.max(1)).await,
+        Mode::LatencyEnqueue { target, jobs } => P::latency_enqueue(&target, jobs).await,
+    }
+}
+
+/// A peer binary's `main`: parses the command line, runs the mode on `P`
+/// and turns its outcome into the exit code; `name` prefixes the error on
+/// stderr.
+pub async fn main<P: Peer>(name: &str) -> ExitCode {
     let args = Args::parse();
-    match run(args.mode).await {
+    match run::<P>(args.mode).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{name}: {e}");
