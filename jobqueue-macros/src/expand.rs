@@ -13,13 +13,15 @@
 //! would add an error of its own ("`name` is a function item, not a type")
 //! to the one mistake.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericParam, Generics, ItemFn, Path, ReturnType, Type};
+use syn::{ItemFn, Path, Type};
 
-use crate::args::{BackoffArg, JobArgs, ParsedArgs};
+use crate::args::{JobArgs, ParsedArgs};
+use crate::duration::BackoffArg;
+use crate::signature::{Signature, check_signature, nameable_types};
 
 pub(crate) fn job(args: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
@@ -49,129 +51,6 @@ pub(crate) fn job(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// What the signature says the job takes and returns.
-struct Signature<'a> {
-    payload: &'a Type,
-    takes_context: bool,
-    output: Output,
-}
-
-/// The fn's return type, as the job's output.
-struct Output {
-    ty: TokenStream,
-    span: Span,
-    /// True for a `Result`-like return type (its name ends in `Result`, as
-    /// `Result`, `anyhow::Result` or a `JobResult` alias do): an `Err` fails
-    /// the run. Any other type is the output of a run that always succeeds.
-    result_like: bool,
-}
-
-impl Output {
-    fn of(sig: &syn::Signature) -> Self {
-        match &sig.output {
-            ReturnType::Default => Self {
-                ty: quote!(()),
-                span: sig.ident.span(),
-                result_like: false,
-            },
-            ReturnType::Type(_, ty) => Self {
-                ty: ty.to_token_stream(),
-                span: ty.span(),
-                result_like: last_segment_ends_with(ty, "Result"),
-            },
-        }
-    }
-
-    /// `Job::Output`: what a successful run stores.
-    fn job_output(&self, private: &TokenStream) -> TokenStream {
-        let ty = &self.ty;
-        if self.result_like {
-            quote_spanned! {self.span=>
-                <#ty as #private::IntoJobResult>::Output
-            }
-        } else {
-            quote_spanned! {self.span=> #ty }
-        }
-    }
-}
-
-fn check_signature(func: &ItemFn) -> syn::Result<Signature<'_>> {
-    let sig = &func.sig;
-    if sig.asyncness.is_none() {
-        return Err(syn::Error::new(
-            sig.fn_token.span(),
-            "the `async` keyword is missing: a job is an `async fn`",
-        ));
-    }
-    if let Some(receiver) = sig.receiver() {
-        return Err(syn::Error::new(
-            receiver.span(),
-            "a job cannot take `self`: write it as a free `async fn`",
-        ));
-    }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new(
-            sig.generics.span(),
-            "a job cannot be generic: its payload type must be known to decode it",
-        ));
-    }
-    if let Some(variadic) = &sig.variadic {
-        return Err(syn::Error::new(variadic.span(), "a job cannot be variadic"));
-    }
-    let mut typed = sig.inputs.iter().filter_map(|arg| match arg {
-        FnArg::Typed(pat) => Some(pat),
-        FnArg::Receiver(_) => None,
-    });
-    let payload = match typed.next() {
-        Some(arg) => &*arg.ty,
-        None => {
-            return Err(syn::Error::new(
-                sig.paren_token.span.join(),
-                "a job takes its payload as the first argument, e.g. `args: Welcome`, and optionally a `JobContext` second",
-            ));
-        }
-    };
-    let takes_context = match typed.next() {
-        None => false,
-        Some(arg) if last_segment_is(&arg.ty, "JobContext") => true,
-        Some(arg) => {
-            return Err(syn::Error::new(
-                arg.ty.span(),
-                "the second argument of a job must be a `JobContext`",
-            ));
-        }
-    };
-    if let Some(extra) = typed.next() {
-        return Err(syn::Error::new(
-            extra.span(),
-            "a job takes at most two arguments: the payload and a `JobContext`",
-        ));
-    }
-    Ok(Signature {
-        payload,
-        takes_context,
-        output: Output::of(sig),
-    })
-}
-
-fn last_segment_is(ty: &Type, name: &str) -> bool {
-    match ty {
-        Type::Path(p) => p.path.segments.last().is_some_and(|s| s.ident == name),
-        _ => false,
-    }
-}
-
-fn last_segment_ends_with(ty: &Type, suffix: &str) -> bool {
-    match ty {
-        Type::Path(p) => p
-            .path
-            .segments
-            .last()
-            .is_some_and(|s| s.ident.to_string().ends_with(suffix)),
-        _ => false,
-    }
-}
-
 /// The expansion when the attribute or the signature has errors: the
 /// function, the job type built from what is still known, and the errors.
 ///
@@ -196,21 +75,10 @@ fn fallback(args: &JobArgs, func: &ItemFn, error: syn::Error) -> TokenStream {
     if func.sig.receiver().is_some() {
         return quote!(#func #error);
     }
-    let hidden = names_only_the_fn_knows(&func.sig.generics);
-    let payload = func
-        .sig
-        .inputs
-        .iter()
-        .find_map(|arg| match arg {
-            FnArg::Typed(pat) => Some(&*pat.ty),
-            FnArg::Receiver(_) => None,
-        })
-        .filter(|ty| !mentions(ty.to_token_stream(), &hidden));
-    let output = Output::of(&func.sig);
-    let output = if mentions(output.ty.clone(), &hidden) {
-        quote!(())
-    } else {
-        output.job_output(&private_path(args))
+    let (payload, output) = nameable_types(&func.sig);
+    let output = match output {
+        Some(output) => output.job_output(&private_path(args)),
+        None => quote!(()),
     };
     let job_type = job_type(args, func, payload, &output);
     quote! {
@@ -218,31 +86,6 @@ fn fallback(args: &JobArgs, func: &ItemFn, error: syn::Error) -> TokenStream {
         #job_type
         #error
     }
-}
-
-/// The names a type may use that mean nothing outside the fn: its generic
-/// parameters (lifetimes by their name), and `impl` (an `impl Trait`).
-fn names_only_the_fn_knows(generics: &Generics) -> Vec<String> {
-    let mut names: Vec<String> = generics
-        .params
-        .iter()
-        .map(|param| match param {
-            GenericParam::Type(t) => t.ident.to_string(),
-            GenericParam::Lifetime(l) => l.lifetime.ident.to_string(),
-            GenericParam::Const(c) => c.ident.to_string(),
-        })
-        .collect();
-    names.push("impl".to_owned());
-    names
-}
-
-/// True when an identifier in `tokens`, at any depth, is one of `names`.
-fn mentions(tokens: TokenStream, names: &[String]) -> bool {
-    tokens.into_iter().any(|tree| match tree {
-        TokenTree::Ident(ident) => names.iter().any(|name| ident == name),
-        TokenTree::Group(group) => mentions(group.stream(), names),
-        TokenTree::Punct(_) | TokenTree::Literal(_) => false,
-    })
 }
 
 /// `::jobqueue::__private`, or under the path `crate = "..."` gave.
@@ -576,7 +419,9 @@ mod tests {
             t("()", "u8")
         );
         assert_eq!(
-            payload_and_output("async fn generic<T>(a: Vec<T>) -> T { todo!() }"),
+            payload_and_output(
+                "async fn generic<T>(a: Vec<T>) -> T { a.into_iter().next().unwrap() }"
+            ),
             t("()", "()")
         );
         assert_eq!(

@@ -2,7 +2,9 @@
 //! which re-exports them and documents them: `jobqueue::job`.
 
 mod args;
+mod duration;
 mod expand;
+mod signature;
 
 use proc_macro::TokenStream;
 

@@ -188,30 +188,17 @@ fn version_in(line: &str) -> String {
 fn the_job_table_names_every_key_the_macro_takes() {
     let readme = read("README.md");
     let table = table_keys(section(&readme, "### `#[job]` at a glance"));
-    // The macro's keys: the arms of its match on the key's name, the lines
-    // at the indentation of the `"queue"` arm.
+    // The macro's keys: its list of accepted keys, `KEYS` in args.rs.
     let args = read("jobqueue-macros/src/args.rs");
-    let queue_arm = args
-        .lines()
-        .find(|l| l.trim_start().starts_with("\"queue\" =>"))
-        .expect("args.rs matches on \"queue\"");
-    let indent = queue_arm.len() - queue_arm.trim_start().len();
-    // The arms from `"queue"` to the end of that match: the first line
-    // indented less than the arms.
-    let keys: BTreeSet<String> = args
-        .lines()
-        .skip_while(|l| *l != queue_arm)
-        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
-        .filter(|l| l.len() - l.trim_start().len() == indent)
-        .filter(|l| l.trim_start().starts_with('"') && l.contains("=>"))
-        .flat_map(|l| {
-            l.split("=>")
-                .next()
-                .unwrap()
-                .split('|')
-                .map(|k| k.trim().trim_matches('"').to_owned())
-                .collect::<Vec<_>>()
-        })
+    let list = args
+        .split_once("const KEYS: &[&str] = &[")
+        .and_then(|(_, rest)| rest.split_once("];"))
+        .expect("args.rs lists its keys in KEYS")
+        .0;
+    let keys: BTreeSet<String> = list
+        .split(',')
+        .map(|k| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty())
         .collect();
     assert!(keys.len() >= 15, "{keys:?}");
     let table: BTreeSet<String> = table.into_iter().filter(|k| k != "key").collect();
