@@ -8,18 +8,21 @@
 //! the fleet-wide limits every runner of queue `email` obeys; `limit` alone
 //! shows them.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod dashboard;
 mod limit;
+mod output;
 
 use clap::{Parser, Subcommand};
+use dashboard::dashboard;
 use jobqueue::client::EnqueueOptions;
-use jobqueue::dashboard::{DashboardOptions, JobSummary};
+use jobqueue::dashboard::JobSummary;
 use jobqueue::queue::{JobStatus, NewJob, Queue};
-use jobqueue::{CancellationToken, Client, QueueLimits, Rate};
-use limit::{Change, Scope, limit, limits_row};
+use jobqueue::{Client, Rate};
+use limit::{Change, Scope, limit};
+use output::Output;
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -484,149 +487,4 @@ fn batch_row(status: &jobqueue::workflow::BatchStatus) -> Value {
     let mut row = serde_json::to_value(status).expect("a batch status serializes");
     row["progress"] = json!(format!("{}/{}", status.settled(), status.total));
     row
-}
-
-async fn dashboard(
-    client: &Client,
-    queue: &Queue,
-    host: &str,
-    port: u16,
-    token: Option<String>,
-) -> Result<(), Failure> {
-    let addr: SocketAddr = format!("{host}:{port}")
-        .parse()
-        .or_else(|_| format!("[{host}]:{port}").parse())
-        .map_err(|e| Failure(2, format!("bad address {host}:{port}: {e}")))?;
-    let mut options = DashboardOptions::new().queues([queue.name()]);
-    if let Some(token) = token {
-        options = options.token(token);
-    }
-    options
-        .check_bind(addr)
-        .map_err(|e| Failure(2, e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Failure(1, format!("could not listen on {addr}: {e}")))?;
-    println!("jobqueue dashboard on http://{addr}/");
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            let _ = tokio::signal::ctrl_c().await;
-            shutdown.cancel();
-        }
-    });
-    let app = jobqueue::dashboard::router_with(client.clone(), options);
-    jobqueue::dashboard::serve(listener, app, shutdown)
-        .await
-        .map_err(|e| Failure(1, e.to_string()))
-}
-
-/// Prints values as tables or JSON.
-struct Output {
-    json: bool,
-}
-
-impl Output {
-    /// One object: `key  value` lines, or JSON.
-    fn record(&self, value: &Value) {
-        if self.json {
-            println!("{value}");
-            return;
-        }
-        if let Value::Object(map) = value {
-            let width = map.keys().map(String::len).max().unwrap_or(0);
-            for (k, v) in map {
-                println!("{k:width$}  {}", cell(v));
-            }
-        } else {
-            println!("{}", cell(value));
-        }
-    }
-
-    /// A queue's limits: a table with a row for the queue, the per-key
-    /// defaults and each key with limits of its own, or the JSON object
-    /// `{"queue", "per_key", "keys"}` (rates as `count` and `period_ms`).
-    fn limits(&self, limits: &QueueLimits) {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_value(limits).expect("limits serialize")
-            );
-            return;
-        }
-        let mut rows = vec![
-            limits_row("queue", &limits.queue),
-            limits_row("per key (default)", &limits.per_key),
-        ];
-        for (key, own) in &limits.keys {
-            rows.push(limits_row(&format!("key {key}"), own));
-        }
-        self.table(&rows, &["limits", "rate", "burst", "max_running"]);
-    }
-
-    /// Rows of objects: a table with `columns`, or a JSON array.
-    fn table(&self, rows: &[Value], columns: &[&str]) {
-        if self.json {
-            println!("{}", Value::Array(rows.to_vec()));
-            return;
-        }
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                columns
-                    .iter()
-                    .map(|c| r.get(*c).map(cell).unwrap_or_default())
-                    .collect()
-            })
-            .collect();
-        let widths: Vec<usize> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                cells
-                    .iter()
-                    .map(|r| r[i].chars().count().min(60))
-                    .max()
-                    .unwrap_or(0)
-                    .max(c.len())
-            })
-            .collect();
-        let line = |values: Vec<String>| {
-            values
-                .iter()
-                .zip(&widths)
-                .map(|(v, w)| format!("{:w$}", truncate(v, 60)))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_owned()
-        };
-        println!(
-            "{}",
-            line(columns.iter().map(|c| c.to_uppercase()).collect())
-        );
-        for row in cells {
-            println!("{}", line(row));
-        }
-        if rows.is_empty() {
-            println!("(none)");
-        }
-    }
-}
-
-fn cell(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(max - 1).collect::<String>())
-    }
 }
