@@ -89,6 +89,18 @@ pub(crate) fn check_signature(func: &ItemFn) -> syn::Result<Signature<'_>> {
             ));
         }
     };
+    if let Type::Reference(reference) = payload {
+        return Err(syn::Error::new_spanned(
+            reference,
+            "a job's payload is decoded from the job hash and owned by the run: take it by value (`String`, not `&str`)",
+        ));
+    }
+    if let Some(span) = impl_trait_in(payload.to_token_stream()) {
+        return Err(syn::Error::new(
+            span,
+            "a job's payload must be a named type: the runner decodes it from JSON, and an `impl Trait` names no type to decode into",
+        ));
+    }
     let takes_context = match typed.next() {
         None => false,
         Some(arg) if last_segment_is(&arg.ty, "JobContext") => true,
@@ -105,10 +117,29 @@ pub(crate) fn check_signature(func: &ItemFn) -> syn::Result<Signature<'_>> {
             "a job takes at most two arguments: the payload and a `JobContext`",
         ));
     }
+    let output = Output::of(sig);
+    if let Some(span) = impl_trait_in(output.ty.clone()) {
+        return Err(syn::Error::new(
+            span,
+            "a job's output must be a named type: it is stored as JSON and read back by `wait`, and an `impl Trait` names no type to read it into",
+        ));
+    }
     Ok(Signature {
         payload,
         takes_context,
-        output: Output::of(sig),
+        output,
+    })
+}
+
+/// The span of the first `impl` keyword in `tokens`, at any depth: an
+/// `impl Trait` in argument or return position. rustc accepts both in an
+/// `async fn`, but the job type has to name its payload and output, and the
+/// error rustc gives for the generated code points at neither.
+fn impl_trait_in(tokens: TokenStream) -> Option<Span> {
+    tokens.into_iter().find_map(|tree| match tree {
+        TokenTree::Ident(ident) if ident == "impl" => Some(ident.span()),
+        TokenTree::Group(group) => impl_trait_in(group.stream()),
+        _ => None,
     })
 }
 
@@ -131,8 +162,9 @@ fn last_segment_ends_with(ty: &Type, suffix: &str) -> bool {
 }
 
 /// The payload and output types of a signature with errors that code
-/// outside the fn can still name: `None` for no payload argument, or for a
-/// type naming the fn's generic parameters or an `impl Trait`.
+/// outside the fn can still name: `None` for no payload argument, a
+/// borrowed payload, or a type naming the fn's generic parameters or an
+/// `impl Trait`.
 pub(crate) fn nameable_types(sig: &syn::Signature) -> (Option<&Type>, Option<Output>) {
     let hidden = names_only_the_fn_knows(&sig.generics);
     let payload = sig
@@ -142,7 +174,7 @@ pub(crate) fn nameable_types(sig: &syn::Signature) -> (Option<&Type>, Option<Out
             FnArg::Typed(pat) => Some(&*pat.ty),
             FnArg::Receiver(_) => None,
         })
-        .filter(|ty| !mentions(ty.to_token_stream(), &hidden));
+        .filter(|ty| !matches!(ty, Type::Reference(_)) && !mentions(ty.to_token_stream(), &hidden));
     let output = Some(Output::of(sig)).filter(|output| !mentions(output.ty.clone(), &hidden));
     (payload, output)
 }

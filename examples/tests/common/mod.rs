@@ -42,11 +42,25 @@ pub(crate) fn example_executable(name: &str) -> String {
         .stderr(Stdio::inherit())
         .output()
         .expect("cargo runs");
-    assert!(output.status.success(), "the example builds");
-    String::from_utf8(output.stdout)
+    let messages: Vec<serde_json::Value> = String::from_utf8(output.stdout)
         .unwrap()
         .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    // With `--message-format json` the compiler's errors go to stdout as
+    // JSON, not to the inherited stderr: a failed build shows them here,
+    // or the test would say only that something did not compile.
+    assert!(
+        output.status.success(),
+        "the example {name} builds; the compiler said:\n{}",
+        messages
+            .iter()
+            .filter(|m| m["reason"] == "compiler-message")
+            .filter_map(|m| m["message"]["rendered"].as_str())
+            .collect::<String>()
+    );
+    messages
+        .iter()
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
         .find_map(|m| m["executable"].as_str().map(str::to_owned))
         .expect("cargo names the example's executable")
