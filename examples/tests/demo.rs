@@ -7,13 +7,17 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jobqueue_tests::RedisServer;
+use jobqueue_tests::{PortReservation, RedisServer};
 use serde_json::{Value, json};
 
 /// The demo server, killed on drop.
 struct Demo {
     child: Child,
     port: u16,
+    /// The HTTP port, held while the demo lives so that no server another
+    /// test starts is handed it first (the demo binds with `SO_REUSEADDR`,
+    /// so it listens on a port this side holds).
+    _reserved: PortReservation,
 }
 
 impl Drop for Demo {
@@ -23,6 +27,8 @@ impl Drop for Demo {
     }
 }
 
+/// A port free now, for a process that may not bind with `SO_REUSEADDR`
+/// (chromedriver) or for a name; servers of ours get a [`PortReservation`].
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -32,7 +38,8 @@ fn free_port() -> u16 {
 }
 
 fn demo(redis: &RedisServer, visibility_ms: u64) -> Demo {
-    let port = free_port();
+    let reserved = PortReservation::new();
+    let port = reserved.port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_jobqueue-demo"))
         .args([
             "--port",
@@ -59,7 +66,11 @@ fn demo(redis: &RedisServer, visibility_ms: u64) -> Demo {
         format!("Using Redis at 127.0.0.1:{}", redis.port())
     );
     assert_eq!(banner[2], format!("Visibility timeout: {visibility_ms} ms"));
-    Demo { child, port }
+    Demo {
+        child,
+        port,
+        _reserved: reserved,
+    }
 }
 
 /// One HTTP/1.1 request; returns the status and the body.
@@ -510,7 +521,8 @@ fn tempfile_dir() -> std::path::PathBuf {
 #[test]
 fn off_loopback_the_demo_needs_a_token_and_then_requires_it() {
     let redis = RedisServer::start();
-    let port = free_port();
+    let reserved = PortReservation::new();
+    let port = reserved.port();
     let base = ["--redis-host", "127.0.0.1", "--redis-port"];
     let refused = Command::new(env!("CARGO_BIN_EXE_jobqueue-demo"))
         .args(base)
@@ -539,7 +551,11 @@ fn off_loopback_the_demo_needs_a_token_and_then_requires_it() {
             .unwrap()
             .starts_with("Redis job-queue demo server listening")
     );
-    let d = Demo { child, port };
+    let d = Demo {
+        child,
+        port,
+        _reserved: reserved,
+    };
     assert_eq!(http(d.port, "GET", "/stats", "", &[]).0, 401);
     assert_eq!(http(d.port, "GET", "/", "", &[]).0, 401);
     assert_eq!(

@@ -8,7 +8,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-use crate::{RedisServer, ServerExt, free_port};
+use crate::{PortReservation, RedisServer, ServerExt};
 
 /// A private Redis Cluster: `masters` primaries, each with `replicas`
 /// replicas, every node a [`RedisServer`] with `cluster-enabled yes`, joined
@@ -16,6 +16,13 @@ use crate::{RedisServer, ServerExt, free_port};
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// Each node's cluster-bus port, held for the cluster's life: a port
+    /// picked free and let go could be handed to a server another test
+    /// starts before this node binds it (or, after a kill, before it
+    /// restarts), and the node would then exit with "Failed listening on
+    /// port ... (cluster)". redis-server binds with `SO_REUSEADDR`, so it
+    /// can listen on a port this side holds.
+    _bus_ports: Vec<PortReservation>,
 }
 
 impl RedisCluster {
@@ -29,10 +36,13 @@ impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> Self {
         let mut last = String::new();
         for _ in 0..3 {
-            let nodes = Self::start_nodes(masters * (1 + replicas));
+            let (nodes, bus_ports) = Self::start_nodes(masters * (1 + replicas));
             match Self::create(&nodes, replicas, Duration::from_secs(60)) {
                 Ok(()) => {
-                    let cluster = Self { nodes };
+                    let cluster = Self {
+                        nodes,
+                        _bus_ports: bus_ports,
+                    };
                     cluster.wait_until_settled(Duration::from_secs(30));
                     return cluster;
                 }
@@ -42,10 +52,11 @@ impl RedisCluster {
         panic!("no cluster could be created in three tries: {last}");
     }
 
-    fn start_nodes(count: usize) -> Vec<RedisServer> {
+    fn start_nodes(count: usize) -> (Vec<RedisServer>, Vec<PortReservation>) {
         (0..count)
             .map(|_| {
-                RedisServer::builder()
+                let bus_port = PortReservation::new();
+                let node = RedisServer::builder()
                     .args([
                         "--cluster-enabled",
                         "yes",
@@ -63,11 +74,12 @@ impl RedisCluster {
                         "--cluster-replica-validity-factor",
                         "0",
                         "--cluster-port",
-                        &free_port().to_string(),
+                        &bus_port.port().to_string(),
                     ])
-                    .start()
+                    .start();
+                (node, bus_port)
             })
-            .collect()
+            .unzip()
     }
 
     /// `redis-cli --cluster create` over `nodes`, killed after `limit`.
