@@ -59,9 +59,9 @@ pub(crate) fn job(args: TokenStream, item: TokenStream) -> TokenStream {
 /// the real ones. It has the settings of the arguments that are valid (the
 /// others keep the runtime's defaults; `crate`, when valid, is what makes
 /// its paths resolve) and the signature's payload and output types. A type
-/// the signature does not give, no payload argument, or one naming the fn's
-/// generic parameters or an `impl Trait` that nothing outside the fn can
-/// name, is `()`: the payload of a job that takes none, and a type that
+/// the signature does not give (no payload argument, a borrowed payload,
+/// or one naming the fn's generic parameters or an `impl Trait` that
+/// nothing outside the fn can name) is `()`: the payload of a job that takes none, and a type that
 /// meets every bound `Job` puts on it, so it adds no error of its own (a
 /// call that passes something else is still told the types differ). A fn
 /// taking `self` gets no type: it sits in an `impl` block, where no struct

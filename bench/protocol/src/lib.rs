@@ -32,6 +32,10 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+mod steps;
+
+pub use steps::{from_callers, in_batches, one_per_ms, work_from_go};
+
 /// The command line of every peer.
 #[derive(Debug, Parser)]
 pub struct Args {
@@ -130,24 +134,26 @@ pub type Failure = Box<dyn std::error::Error + Send + Sync>;
 pub const JOB_NAME: &str = "noop";
 
 /// One system's side of the protocol: a function per mode. The arguments
-/// come checked: batches, callers and concurrency are at least 1.
+/// come checked: batches, callers and concurrency are at least 1. An
+/// enqueue step returns its result line (`{"elapsed_s":..,"jobs":..}`,
+/// from [`in_batches`], [`from_callers`] or [`one_per_ms`]), and [`run`]
+/// prints it.
 pub trait Peer {
-    /// Enqueues `jobs` no-op jobs of about `payload` bytes, `batch` per call,
-    /// and prints `{"elapsed_s":..,"jobs":..}`.
+    /// Enqueues `jobs` no-op jobs of about `payload` bytes, `batch` per call.
     fn enqueue_bulk(
         target: &Target,
         jobs: usize,
         batch: usize,
         payload: usize,
-    ) -> impl Future<Output = Result<(), Failure>>;
+    ) -> impl Future<Output = Result<Value, Failure>>;
     /// Enqueues `jobs` no-op jobs one call at a time from `callers` tasks.
     fn enqueue_single(
         target: &Target,
         jobs: usize,
         callers: usize,
         payload: usize,
-    ) -> impl Future<Output = Result<(), Failure>>;
-    /// The processing worker (see [`Mode::Worker`]).
+    ) -> impl Future<Output = Result<Value, Failure>>;
+    /// The processing worker (see [`Mode::Worker`] and [`work_from_go`]).
     fn worker(target: &Target, concurrency: usize) -> impl Future<Output = Result<(), Failure>>;
     /// The latency worker (see [`Mode::Latency`]).
     fn latency(
@@ -156,35 +162,40 @@ pub trait Peer {
         concurrency: usize,
     ) -> impl Future<Output = Result<(), Failure>>;
     /// The latency enqueuer (see [`Mode::LatencyEnqueue`]).
-    fn latency_enqueue(target: &Target, jobs: usize) -> impl Future<Output = Result<(), Failure>>;
+    fn latency_enqueue(
+        target: &Target,
+        jobs: usize,
+    ) -> impl Future<Output = Result<Value, Failure>>;
 }
 
-/// Runs `mode` on peer `P`.
+/// Runs `mode` on peer `P`, and prints an enqueue step's result line.
 pub async fn run<P: Peer>(mode: Mode) -> Result<(), Failure> {
-    match mode {
+    let line = match mode {
         Mode::EnqueueBulk {
             target,
             jobs,
             batch,
             payload,
-        } => P::enqueue_bulk(&target, jobs, batch.max(1), payload).await,
+        } => P::enqueue_bulk(&target, jobs, batch.max(1), payload).await?,
         Mode::EnqueueSingle {
             target,
             jobs,
             callers,
             payload,
-        } => P::enqueue_single(&target, jobs, callers.max(1), payload).await,
+        } => P::enqueue_single(&target, jobs, callers.max(1), payload).await?,
         Mode::Worker {
             target,
             concurrency,
-        } => P::worker(&target, concurrency.max(1)).await,
+        } => return P::worker(&target, concurrency.max(1)).await,
         Mode::Latency {
             target,
             jobs,
             concurrency,
-        } => P::latency(&target, jobs, concurrency.max(1)).await,
-        Mode::LatencyEnqueue { target, jobs } => P::latency_enqueue(&target, jobs).await,
-    }
+        } => return P::latency(&target, jobs, concurrency.max(1)).await,
+        Mode::LatencyEnqueue { target, jobs } => P::latency_enqueue(&target, jobs).await?,
+    };
+    emit(line);
+    Ok(())
 }
 
 /// A peer binary's `main`: parses the command line, runs the mode on `P`

@@ -34,9 +34,10 @@ pub use options::ConnectionOptions;
 ///
 /// [`Connection::connect`] finds out which it is talking to: a server started
 /// with `cluster-enabled yes` reports `redis_mode:cluster` (Valkey:
-/// `server_mode:cluster`), and the connection then routes every command by its keys' slot, follows `MOVED`
-/// and `ASK` redirects and refreshes the slot map after a failover. Queues
-/// opened on a cluster connection use the hash-tagged key layout.
+/// `server_mode:cluster`), and the connection then routes every command by
+/// its keys' slot, follows `MOVED` and `ASK` redirects and refreshes the
+/// slot map after a failover. Queues opened on a cluster connection use the
+/// hash-tagged key layout.
 #[derive(Clone)]
 pub struct Connection {
     inner: Arc<Inner>,

@@ -146,8 +146,8 @@ impl Queue {
     /// written after the cut would be). So a job enqueued while a purge runs
     /// is deleted whole (enqueued before the cut) or survives whole, hash and
     /// pending entry (after it), never half. The cut does not wait for the
-    /// clock: Redis 7.2 and later and Valkey stop it for a whole script. A job running
-    /// when the purge starts loses its claim (settling it answers
+    /// clock: Redis 7.2 and later and Valkey stop it for a whole script. A
+    /// job running when the purge starts loses its claim (settling it answers
     /// [`Ack::LeaseLost`](super::Ack::LeaseLost)) and its hash goes. Claim
     /// request keys written during the purge go too: a claim retried after
     /// its reply was lost then takes other jobs, and the ones the first try

@@ -1545,10 +1545,9 @@ mod runner_cpu {
 /// enqueues, `Runner` runs, with its defaults apart from the queues and the
 /// concurrency.
 mod protocol {
-    use std::time::{Duration, Instant};
-
     use bench_protocol::{
-        Delays, Failure, Peer, Target, emit, now_ns, payload_of, stdin_lines, until_told_to_stop,
+        Delays, Failure, Peer, Target, emit, from_callers, in_batches, now_ns, one_per_ms,
+        payload_of, stdin_lines, work_from_go,
     };
     use jobqueue::definition::Job;
     use jobqueue::{CancellationToken, Client, Runner};
@@ -1596,20 +1595,16 @@ mod protocol {
             jobs: usize,
             batch: usize,
             size: usize,
-        ) -> Result<(), Failure> {
+        ) -> Result<Value, Failure> {
             let client = client_for::<noop>(target).await?;
             let payload = payload_of(size);
-            let started = Instant::now();
-            let mut left = jobs;
-            while left > 0 {
-                let n = left.min(batch);
+            in_batches(jobs, batch, async |n| {
                 client
                     .enqueue_many::<noop>((0..n).map(|_| payload.clone()))
                     .await?;
-                left -= n;
-            }
-            emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-            Ok(())
+                Ok(())
+            })
+            .await
         }
 
         async fn enqueue_single(
@@ -1617,45 +1612,30 @@ mod protocol {
             jobs: usize,
             callers: usize,
             size: usize,
-        ) -> Result<(), Failure> {
+        ) -> Result<Value, Failure> {
             let client = client_for::<noop>(target).await?;
             let payload = payload_of(size);
-            let each = jobs / callers;
-            let started = Instant::now();
-            let tasks: Vec<_> = (0..callers)
-                .map(|_| {
-                    let client = client.clone();
-                    let payload = payload.clone();
-                    tokio::spawn(async move {
-                        for _ in 0..each {
-                            client.enqueue::<noop>(payload.clone()).await?;
-                        }
-                        Ok::<(), jobqueue::Error>(())
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await??;
-            }
-            emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
-            Ok(())
+            from_callers(jobs, callers, |each| {
+                let client = client.clone();
+                let payload = payload.clone();
+                async move {
+                    for _ in 0..each {
+                        client.enqueue::<noop>(payload.clone()).await?;
+                    }
+                    Ok(())
+                }
+            })
+            .await
         }
 
-        /// The processing worker: ready, then "go" on stdin, then runs until the
-        /// parent closes stdin, sends SIGTERM or kills it.
         async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
             let client = client_for::<noop>(target).await?;
             let (runner, settings) = runner(client, &target.queue, concurrency)?;
-            emit(json!({ "ready": true, "settings": settings }));
-            let mut stdin = stdin_lines(None);
-            if stdin.recv().await.is_none() {
-                return Ok(());
-            }
-            tokio::spawn(runner.run(CancellationToken::new()));
-            until_told_to_stop(stdin).await;
-            // Exit at once rather than shut the runner down: the parent has read
-            // its figures and waits for nothing this process would still write.
-            std::process::exit(0);
+            work_from_go(settings, None, async move || {
+                tokio::spawn(runner.run(CancellationToken::new()));
+                Ok(())
+            })
+            .await
         }
 
         async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
@@ -1667,19 +1647,15 @@ mod protocol {
             DELAYS.report_when_all_in(stdin_lines(None)).await
         }
 
-        async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
+        async fn latency_enqueue(target: &Target, jobs: usize) -> Result<Value, Failure> {
             let client = client_for::<peer_stamp>(target).await?;
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let started = Instant::now();
-            for _ in 0..jobs {
-                tick.tick().await;
+            one_per_ms(jobs, async || {
                 client
                     .enqueue::<peer_stamp>(json!({ "sent_ns": now_ns() }))
                     .await?;
-            }
-            emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-            Ok(())
+                Ok(())
+            })
+            .await
         }
     }
 }

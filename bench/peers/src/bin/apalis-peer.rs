@@ -19,16 +19,15 @@
 //! (`SADD <queue>:done`), so the orchestrator counts them itself
 //! (`SCARD <queue>:done`).
 
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
-
 use apalis::prelude::{BackendFactory, BoxDynError, TaskSink, WorkerBuilder, WorkerBuilderExt};
 use apalis_redis::factory::RedisStorageFactory;
 use apalis_redis::{Client, Config, RedisStorage};
 use bench_protocol::{
-    Delays, Failure, Peer, Target, emit, now_ns, payload_of, stdin_lines, until_told_to_stop,
+    Delays, Failure, Peer, Target, emit, from_callers, in_batches, now_ns, one_per_ms, payload_of,
+    stdin_lines, work_from_go,
 };
 use serde_json::{Value, json};
+use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -44,18 +43,14 @@ impl Peer for Apalis {
         jobs: usize,
         batch: usize,
         size: usize,
-    ) -> Result<(), Failure> {
+    ) -> Result<Value, Failure> {
         let mut storage = storage::<String>(target).await?;
         let payload = payload_of(size);
-        let started = Instant::now();
-        let mut left = jobs;
-        while left > 0 {
-            let n = left.min(batch);
+        in_batches(jobs, batch, async |n| {
             storage.push_bulk(vec![payload.clone(); n]).await?;
-            left -= n;
-        }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn enqueue_single(
@@ -63,33 +58,23 @@ impl Peer for Apalis {
         jobs: usize,
         callers: usize,
         size: usize,
-    ) -> Result<(), Failure> {
+    ) -> Result<Value, Failure> {
         let storage = storage::<String>(target).await?;
         let payload = payload_of(size);
-        let each = jobs / callers;
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|_| {
-                // Clones share the one multiplexed connection.
-                let mut storage = storage.clone();
-                let payload = payload.clone();
-                tokio::spawn(async move {
-                    for _ in 0..each {
-                        storage.push(payload.clone()).await?;
-                    }
-                    Ok::<(), Failure>(())
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await??;
-        }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
-        Ok(())
+        from_callers(jobs, callers, |each| {
+            // Clones share the one multiplexed connection.
+            let mut storage = storage.clone();
+            let payload = payload.clone();
+            async move {
+                for _ in 0..each {
+                    storage.push(payload.clone()).await?;
+                }
+                Ok(())
+            }
+        })
+        .await
     }
 
-    /// The processing worker: ready, then "go" on stdin, then runs until the
-    /// parent closes stdin, sends SIGTERM or kills it.
     async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
         let mut factory = factory(target).await?;
         let storage = BackendFactory::<String>::create_with_config(&mut factory, config(target))?;
@@ -97,16 +82,11 @@ impl Peer for Apalis {
             .backend(storage)
             .concurrency(concurrency)
             .build(noop);
-        emit(json!({ "ready": true, "settings": settings(target, concurrency) }));
-        let mut stdin = stdin_lines(None);
-        if stdin.recv().await.is_none() {
-            return Ok(());
-        }
-        tokio::spawn(exit_if_stopped(worker.run()));
-        until_told_to_stop(stdin).await;
-        // Exit at once rather than stop the worker: the parent has read its
-        // figures and waits for nothing this process would still write.
-        std::process::exit(0);
+        work_from_go(settings(target, concurrency), None, async move || {
+            tokio::spawn(exit_if_stopped(worker.run()));
+            Ok(())
+        })
+        .await
     }
 
     async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
@@ -122,17 +102,13 @@ impl Peer for Apalis {
         DELAYS.report_when_all_in(stdin_lines(None)).await
     }
 
-    async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
+    async fn latency_enqueue(target: &Target, jobs: usize) -> Result<Value, Failure> {
         let mut storage = storage::<Value>(target).await?;
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let started = Instant::now();
-        for _ in 0..jobs {
-            tick.tick().await;
+        one_per_ms(jobs, async || {
             storage.push(json!({ "sent_ns": now_ns() })).await?;
-        }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 

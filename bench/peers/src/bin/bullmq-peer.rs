@@ -4,16 +4,14 @@
 //! Completions: bullmq keeps completed jobs by default, so the orchestrator
 //! counts them itself (`ZCARD bull:<queue>:completed`).
 
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
-
 use bench_protocol::{
-    Delays, Failure, JOB_NAME, Peer, Target, emit, now_ns, payload_of, stdin_lines,
-    until_told_to_stop,
+    Delays, Failure, JOB_NAME, Peer, Target, emit, from_callers, in_batches, now_ns, one_per_ms,
+    payload_of, stdin_lines, work_from_go,
 };
 use bullmq::options::RedisConnectionOptions;
 use bullmq::{BulkJob, Job, Queue, QueueOptions, Worker, WorkerOptions};
 use serde_json::{Value, json};
+use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,21 +27,17 @@ impl Peer for Bullmq {
         jobs: usize,
         batch: usize,
         size: usize,
-    ) -> Result<(), Failure> {
+    ) -> Result<Value, Failure> {
         let queue = queue(target).await?;
         let payload = payload_of(size);
-        let started = Instant::now();
-        let mut left = jobs;
-        while left > 0 {
-            let n = left.min(batch);
+        in_batches(jobs, batch, async |n| {
             let bulk = (0..n)
                 .map(|_| BulkJob::new(JOB_NAME, &payload))
                 .collect::<Vec<_>>();
             queue.add_bulk(bulk).await?;
-            left -= n;
-        }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     async fn enqueue_single(
@@ -51,32 +45,22 @@ impl Peer for Bullmq {
         jobs: usize,
         callers: usize,
         size: usize,
-    ) -> Result<(), Failure> {
+    ) -> Result<Value, Failure> {
         let queue = queue(target).await?;
         let payload = payload_of(size);
-        let each = jobs / callers;
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|_| {
-                let queue = queue.clone();
-                let payload = payload.clone();
-                tokio::spawn(async move {
-                    for _ in 0..each {
-                        queue.add(JOB_NAME, &payload).await?;
-                    }
-                    Ok::<(), bullmq::Error>(())
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await??;
-        }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
-        Ok(())
+        from_callers(jobs, callers, |each| {
+            let queue = queue.clone();
+            let payload = payload.clone();
+            async move {
+                for _ in 0..each {
+                    queue.add(JOB_NAME, &payload).await?;
+                }
+                Ok(())
+            }
+        })
+        .await
     }
 
-    /// The processing worker: ready, then "go" on stdin, then runs until the
-    /// parent closes stdin, sends SIGTERM or kills it.
     async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
         let options = worker_options(target, concurrency);
         let settings = settings(&options);
@@ -86,16 +70,12 @@ impl Peer for Bullmq {
             options,
         )
         .await?;
-        emit(json!({ "ready": true, "settings": settings }));
-        let mut stdin = stdin_lines(None);
-        if stdin.recv().await.is_none() {
-            return Ok(());
-        }
-        worker.run().await?;
-        until_told_to_stop(stdin).await;
-        // Exit at once rather than `close`: the parent has read its figures and
-        // waits for nothing this process would still write.
-        std::process::exit(0);
+        // Borrowed, not moved: the worker lives until the process exits.
+        work_from_go(settings, None, async || {
+            worker.run().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
@@ -117,17 +97,13 @@ impl Peer for Bullmq {
         DELAYS.report_when_all_in(stdin_lines(None)).await
     }
 
-    async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
+    async fn latency_enqueue(target: &Target, jobs: usize) -> Result<Value, Failure> {
         let queue = queue(target).await?;
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let started = Instant::now();
-        for _ in 0..jobs {
-            tick.tick().await;
+        one_per_ms(jobs, async || {
             queue.add(JOB_NAME, json!({ "sent_ns": now_ns() })).await?;
-        }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -21,16 +21,15 @@
 //! README's "best practices" advise, since with fewer connections than
 //! workers the workers wait for one another's connections.
 
-use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
 use async_trait::async_trait;
 use bench_protocol::{
-    Delays, Failure, Peer, Target, emit, now_ns, payload_of, stdin_lines, until_told_to_stop,
+    Delays, Failure, Peer, Target, emit, from_callers, in_batches, now_ns, one_per_ms, payload_of,
+    stdin_lines, work_from_go,
 };
 use serde_json::{Value, json};
 use sidekiq::{Processor, ProcessorConfig, RedisConnectionManager, RedisPool, Worker};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -46,28 +45,22 @@ impl Peer for Sidekiq {
         jobs: usize,
         batch: usize,
         size: usize,
-    ) -> Result<(), Failure> {
+    ) -> Result<Value, Failure> {
         let pool = pool(target, None).await?;
         let payload = payload_of(size);
         let opts = Noop::opts().queue(target.queue.as_str());
-        let started = Instant::now();
-        let mut left = jobs;
-        while left > 0 {
-            let n = left.min(batch);
+        let mut line = in_batches(jobs, batch, async |n| {
             futures::future::try_join_all(
                 (0..n).map(|_| opts.perform_async(&pool, payload.clone())),
             )
             .await?;
-            left -= n;
-        }
-        emit(json!({
-            "elapsed_s": started.elapsed().as_secs_f64(),
-            "jobs": jobs,
-            "api": format!(
-                "no bulk enqueue in rusty-sidekiq: each batch is {batch} concurrent WorkerOpts::perform_async calls (SADD queues + LPUSH each) over a bb8 pool of its default size (10)"
-            ),
-        }));
-        Ok(())
+            Ok(())
+        })
+        .await?;
+        line["api"] = json!(format!(
+            "no bulk enqueue in rusty-sidekiq: each batch is {batch} concurrent WorkerOpts::perform_async calls (SADD queues + LPUSH each) over a bb8 pool of its default size (10)"
+        ));
+        Ok(line)
     }
 
     async fn enqueue_single(
@@ -75,47 +68,31 @@ impl Peer for Sidekiq {
         jobs: usize,
         callers: usize,
         size: usize,
-    ) -> Result<(), Failure> {
+    ) -> Result<Value, Failure> {
         let pool = pool(target, Some(u32::try_from(callers)?)).await?;
         let payload = payload_of(size);
-        let each = jobs / callers;
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|_| {
-                let pool = pool.clone();
-                let payload = payload.clone();
-                let queue = target.queue.clone();
-                tokio::spawn(async move {
-                    let opts = Noop::opts().queue(queue);
-                    for _ in 0..each {
-                        opts.perform_async(&pool, payload.clone()).await?;
-                    }
-                    Ok::<(), sidekiq::Error>(())
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await??;
-        }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": each * callers }));
-        Ok(())
+        from_callers(jobs, callers, |each| {
+            let pool = pool.clone();
+            let payload = payload.clone();
+            let opts = Noop::opts().queue(target.queue.clone());
+            async move {
+                for _ in 0..each {
+                    opts.perform_async(&pool, payload.clone()).await?;
+                }
+                Ok(())
+            }
+        })
+        .await
     }
 
-    /// The processing worker: ready, then "go" on stdin, then runs until the
-    /// parent closes stdin, sends SIGTERM or kills it.
     async fn worker(target: &Target, concurrency: usize) -> Result<(), Failure> {
         let (mut processor, settings) = processor(target, concurrency).await?;
         processor.register(Noop);
-        emit(json!({ "ready": true, "settings": settings }));
-        let mut stdin = stdin_lines(Some(&DONE));
-        if stdin.recv().await.is_none() {
-            return Ok(());
-        }
-        tokio::spawn(processor.run());
-        until_told_to_stop(stdin).await;
-        // Exit at once rather than cancel and drain: the parent has read its
-        // figures and waits for nothing this process would still write.
-        std::process::exit(0);
+        work_from_go(settings, Some(&DONE), async move || {
+            tokio::spawn(processor.run());
+            Ok(())
+        })
+        .await
     }
 
     async fn latency(target: &Target, jobs: usize, concurrency: usize) -> Result<(), Failure> {
@@ -127,19 +104,15 @@ impl Peer for Sidekiq {
         DELAYS.report_when_all_in(stdin_lines(None)).await
     }
 
-    async fn latency_enqueue(target: &Target, jobs: usize) -> Result<(), Failure> {
+    async fn latency_enqueue(target: &Target, jobs: usize) -> Result<Value, Failure> {
         let pool = pool(target, None).await?;
         let opts = Stamp::opts().queue(target.queue.as_str());
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let started = Instant::now();
-        for _ in 0..jobs {
-            tick.tick().await;
+        one_per_ms(jobs, async || {
             opts.perform_async(&pool, json!({ "sent_ns": now_ns() }))
                 .await?;
-        }
-        emit(json!({ "elapsed_s": started.elapsed().as_secs_f64(), "jobs": jobs }));
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 }
 
